@@ -1,0 +1,236 @@
+"""VllmServer: the vLLM container (and its reverse proxy) on any Docker host reached over SSH.
+
+The host is the AWS GpuHost or a server the user already has; this component only needs an address,
+an SSH user and key, and the host's public key to pin. Every container argument comes from the
+deployment plan's ContainerSpec (infra/spec.py); this file wires resources and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from components.secrets import secret
+from components.ssh_files import write_ssh_files
+from infra.constants import CACHE_SUBDIR_PROXY
+from infra.host_scripts import (
+    ReadinessGate,
+    existing_host_prepare_script,
+    model_check_script,
+    readiness_gate_script,
+    write_files_script,
+    write_files_stdin,
+)
+from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan
+from infra.proxy import PROXY_CONFIG_FILE, PROXY_TLS_CERT_FILE, PROXY_TLS_KEY_FILE, PROXY_TLS_SUBDIR
+from infra.spec import to_container_args
+from infra.ssh import docker_host_url, known_hosts_line, ssh_options
+
+
+@dataclass
+class SshTarget:
+    address: pulumi.Input[str]
+    user: str
+    port: int
+    private_key: pulumi.Input[str]  # secret
+    host_public_key: pulumi.Input[str]  # pinned; never trust-on-first-use
+
+    def connection(self) -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(
+            host=self.address, port=self.port, user=self.user, private_key=self.private_key,
+            host_key=self.host_public_key, dial_error_limit=30, per_dial_timeout=10,
+        )
+
+
+@dataclass
+class TlsMaterial:
+    certificate_pem: pulumi.Input[str]  # server certificate followed by the CA certificate
+    private_key_pem: pulumi.Input[str]  # secret
+
+
+@dataclass
+class VllmServerArgs:
+    plan: DeploymentPlan
+    target: SshTarget
+    api_key: pulumi.Input[str]  # secret
+    ssh_dir: str  # where the docker connection's key and known_hosts files are written locally
+    hf_token: pulumi.Input[str] | None = None  # secret
+    tls: TlsMaterial | None = None
+    prepare_existing_host: bool = False
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class VllmServer(pulumi.ComponentResource):
+    vllm_container: docker.Container
+    proxy_container: docker.Container | None
+    readiness: command.remote.Command
+    deploy_timeline: pulumi.Output[str]
+
+    def __init__(self, name: str, args: VllmServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("vllm-endpoint:docker:VllmServer", name, None, opts)
+        plan, target = args.plan, args.target
+        depends_on: list[pulumi.Resource] = list(args.depends_on)
+        if args.prepare_existing_host:
+            self.host_prepare = command.remote.Command(
+                f"{name}-prepare-host",
+                connection=target.connection(),
+                create=existing_host_prepare_script(plan.host_cache_dir, plan.vllm.runtime == "nvidia"
+                                                    or plan.vllm.gpus is not None, plan.config.server.container_user),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            )
+            depends_on = [self.host_prepare]
+
+        self.provider = self._create_docker_provider(name, args, depends_on)
+        docker_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=depends_on)
+
+        container_deps: list[pulumi.Resource] = list(depends_on)
+        self.model_upload = self._upload_model(name, args, depends_on)
+        if self.model_upload is not None:
+            container_deps.append(self.model_upload)
+        self.proxy_files = self._write_proxy_files(name, args, depends_on)
+
+        self.image = self._image(name, plan, docker_opts)
+        self.network = (
+            docker.Network(f"{name}-network", name=plan.network, driver="bridge", opts=docker_opts)
+            if plan.network else None
+        )
+        secret_env = {SECRET_API_KEY_ENV: secret(args.api_key)}
+        if args.hf_token is not None:
+            secret_env[SECRET_HF_TOKEN_ENV] = secret(args.hf_token)
+        # The container's name is fixed and (without the proxy) so is its host port: the old one must
+        # go before the new one starts. The gap is the time the new one takes to load (see README).
+        self.vllm_container = docker.Container(
+            f"{name}-vllm",
+            **to_container_args(
+                plan.vllm, image=self._image_id(), secret_env_values=secret_env,
+                network_id=self.network.name if self.network else None,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=container_deps,
+                                        delete_before_replace=True),
+        )
+        self.proxy_container = None
+        gate_deps: list[docker.Container] = [self.vllm_container]
+        if plan.proxy is not None:
+            self.proxy_image = docker.RemoteImage(
+                f"{name}-proxy-image", name=plan.proxy.image, keep_locally=True, opts=docker_opts,
+            )
+            self.proxy_container = docker.Container(
+                f"{name}-proxy",
+                **to_container_args(plan.proxy, image=self.proxy_image.image_id, secret_env_values={},
+                                    network_id=self.network.name if self.network else None),
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.provider,
+                    depends_on=[*depends_on, *([self.proxy_files] if self.proxy_files else [])],
+                    delete_before_replace=True),
+            )
+            gate_deps.append(self.proxy_container)
+
+        gate = ReadinessGate(
+            probe_url=f"{plan.scheme}://127.0.0.1:{plan.api_port}/v1/models",
+            container=plan.vllm.name,
+            timeout_s=plan.config.server.readiness_timeout_seconds,
+            timeline_file=plan.timeline_file,
+            insecure_tls=plan.scheme == "https",
+        )
+        self.readiness = command.remote.Command(
+            f"{name}-readiness",
+            connection=target.connection(),
+            create=readiness_gate_script(gate),
+            # The key reaches the probe on stdin only.
+            stdin=secret(args.api_key).apply(lambda key: key + "\n"),
+            triggers=[c.id for c in gate_deps],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=gate_deps,
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{gate.timeout_s // 60 + 5}m",
+                                                      update=f"{gate.timeout_s // 60 + 5}m"),
+            ),
+        )
+        self.deploy_timeline = self.readiness.stdout
+        self.register_outputs({"deploy_timeline": self.deploy_timeline})
+
+    # ------------------------------------------------------------------------------------------
+
+    def _create_docker_provider(self, name: str, args: VllmServerArgs,
+                                depends_on: list[pulumi.Resource]) -> docker.Provider:
+        target = args.target
+        files = pulumi.Output.all(target.private_key, target.address, target.host_public_key).apply(
+            lambda values: write_ssh_files(
+                args.ssh_dir, values[0], known_hosts_line(values[1], values[2], target.port))
+        )
+        return docker.Provider(
+            f"{name}-docker",
+            host=pulumi.Output.from_input(target.address).apply(
+                lambda address: docker_host_url(target.user, address, target.port)),
+            ssh_opts=files.apply(lambda paths: ssh_options(identity_file=paths[0], known_hosts_file=paths[1])),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+
+    def _image(self, name: str, plan: DeploymentPlan,
+               docker_opts: pulumi.ResourceOptions) -> docker.RemoteImage | docker.Image:
+        if plan.image_build is not None:
+            return docker.Image(
+                f"{name}-custom-image",
+                image_name=plan.image_build.tag,
+                build=docker.DockerBuildArgs(context=str(plan.image_build.context), platform="linux/amd64"),
+                skip_push=True,
+                opts=docker_opts,
+            )
+        # keep_locally: the image (~25 GB unpacked) stays on the host when the reference changes, so a
+        # rollback does not pull it again.
+        return docker.RemoteImage(f"{name}-vllm-image", name=plan.image_ref, keep_locally=True, opts=docker_opts)
+
+    def _image_id(self) -> pulumi.Output[str]:
+        if isinstance(self.image, docker.Image):
+            return self.image.image_name
+        return self.image.image_id
+
+    def _upload_model(self, name: str, args: VllmServerArgs,
+                      depends_on: list[pulumi.Resource]) -> command.remote.Command | None:
+        upload = args.plan.model_upload
+        if upload is None:
+            return None
+        # Copied once per content digest: the folder name is the digest, so a changed model is a new
+        # folder (and a new container mount), an unchanged one is never sent again.
+        copy = command.remote.CopyToRemote(
+            f"{name}-model-upload",
+            connection=args.target.connection(),
+            source=pulumi.FileArchive(str(upload.local_dir)),
+            remote_path=upload.remote_dir,
+            triggers=[upload.digest],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on,
+                                        custom_timeouts=pulumi.CustomTimeouts(create="60m")),
+        )
+        return command.remote.Command(
+            f"{name}-model-check",
+            connection=args.target.connection(),
+            create=model_check_script(upload.remote_dir),
+            triggers=[upload.digest],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[copy]),
+        )
+
+    def _write_proxy_files(self, name: str, args: VllmServerArgs,
+                           depends_on: list[pulumi.Resource]) -> command.remote.Command | None:
+        plan = args.plan
+        if plan.proxy is None or plan.proxy_config is None:
+            return None
+        modes = {PROXY_CONFIG_FILE: "0644"}
+        contents: dict[str, pulumi.Input[str]] = {PROXY_CONFIG_FILE: plan.proxy_config}
+        if args.tls is not None:
+            cert, key = f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_CERT_FILE}", f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_KEY_FILE}"
+            modes |= {cert: "0644", key: "0600"}
+            contents |= {cert: args.tls.certificate_pem, key: args.tls.private_key_pem}
+        names = sorted(contents)
+        stdin = secret(pulumi.Output.all(*(contents[n] for n in names)).apply(
+            lambda values: write_files_stdin(dict(zip(names, values, strict=True)))))
+        return command.remote.Command(
+            f"{name}-proxy-files",
+            connection=args.target.connection(),
+            create=write_files_script(f"{plan.host_cache_dir}/{CACHE_SUBDIR_PROXY}", modes),
+            # A changed file arrives as changed stdin, which re-runs the command.
+            stdin=stdin,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+

@@ -1,0 +1,113 @@
+"""The reverse proxy in front of vLLM: the only thing on the public API port.
+
+vLLM's `--api-key` guards only `/v1` (and `/v2`, `/inference`, `/cohere`) paths; `/invocations`
+(full inference), `/tokenize`, `/pause`, `/metrics`, `/docs`, ... answer anyone (vLLM's security
+guide: do not rely on the key alone, allowlist endpoints at a proxy). So the proxy forwards exactly
+`/v1/*` and `GET /health`, lets `/metrics` through only for configured monitoring networks, and
+answers everything else with 404 itself. Paths are normalised by nginx before matching and the
+normalised path is what is forwarded, so `/v1/../metrics` is `/metrics`. There is one default server,
+so a forged `Host:` header selects nothing different.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from infra.constants import VLLM_CONTAINER_PORT
+
+PROXY_CONTAINER_PORT = 8080  # unprivileged, so nginx runs without root
+PROXY_CONFIG_PATH = "/etc/nginx/nginx.conf"
+PROXY_TLS_DIR = "/etc/nginx/tls"
+PROXY_TLS_CERT_FILE = "server.crt"
+PROXY_TLS_KEY_FILE = "server.key"
+PROXY_TLS_CERT = f"{PROXY_TLS_DIR}/{PROXY_TLS_CERT_FILE}"
+PROXY_TLS_KEY = f"{PROXY_TLS_DIR}/{PROXY_TLS_KEY_FILE}"
+# The same files on the host, under the cache folder's proxy subfolder (bind-mounted read-only).
+PROXY_CONFIG_FILE = "nginx.conf"
+PROXY_TLS_SUBDIR = "tls"
+# Docker's embedded DNS on user-defined networks: re-resolving the vLLM container's name lets the
+# proxy follow a re-created vLLM container to its new address.
+DOCKER_DNS = "127.0.0.11"
+# The vLLM container's name on the private network.
+VLLM_UPSTREAM_HOST = "vllm"
+# Paths the proxy forwards; everything else is answered by the proxy with 404.
+FORWARDED_PREFIX = "/v1/"
+HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    metrics_allowed_cidrs: Sequence[str] = ()
+    tls: bool = False
+    max_body_mb: int = 64
+
+
+def render_nginx_conf(settings: ProxySettings) -> str:
+    listen = f"{PROXY_CONTAINER_PORT} ssl" if settings.tls else f"{PROXY_CONTAINER_PORT}"
+    tls_lines = (
+        f"""
+        ssl_certificate {PROXY_TLS_CERT};
+        ssl_certificate_key {PROXY_TLS_KEY};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:tls:10m;"""
+        if settings.tls
+        else ""
+    )
+    metrics_acl = "".join(f"\n            allow {cidr};" for cidr in settings.metrics_allowed_cidrs)
+    upstream = f"http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}"
+    forward = f"""
+            proxy_pass $vllm$uri$is_args$args;
+            proxy_http_version 1.1;
+            proxy_set_header Host {VLLM_UPSTREAM_HOST};
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;"""
+    return f"""# Rendered by infra/proxy.py; see its docstring for why each location exists.
+worker_processes auto;
+pid /tmp/nginx.pid;
+error_log /dev/stderr warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    # Request logs never include headers, so the API key is not logged.
+    access_log /dev/stdout;
+    server_tokens off;
+    client_body_temp_path /tmp/nginx-client-body;
+    proxy_temp_path /tmp/nginx-proxy;
+    fastcgi_temp_path /tmp/nginx-fastcgi;
+    uwsgi_temp_path /tmp/nginx-uwsgi;
+    scgi_temp_path /tmp/nginx-scgi;
+    client_max_body_size {settings.max_body_mb}m;
+    resolver {DOCKER_DNS} valid=10s ipv6=off;
+
+    server {{
+        listen {listen} default_server;
+        server_name _;{tls_lines}
+        set $vllm {upstream};
+
+        location {FORWARDED_PREFIX} {{{forward}
+            # Streaming completions: pass tokens on as they come, allow long generations.
+            proxy_buffering off;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }}
+
+        location = {HEALTH_PATH} {{
+            limit_except GET {{ deny all; }}{forward}
+        }}
+
+        location = {METRICS_PATH} {{{metrics_acl}
+            deny all;{forward}
+        }}
+
+        location / {{
+            return 404;
+        }}
+    }}
+}}
+"""

