@@ -121,8 +121,8 @@ class DeploymentPlan:
             f"dtype {self.dtype}, tensor parallel {self.tensor_parallel_size}"
         ]
         if self.fit is not None:
-            parts.append(self.fit.summary())
-        if self.instance is not None:
+            parts.append(self.fit.summary())  # names the instance and its price
+        elif self.instance is not None:
             parts.append(f"{self.instance.name}: ${self.instance.price_usd_per_hour:.3f}/h on demand "
                          f"in {gpu_catalog.PRICE_REGION}")
         parts += [f"warning: {w}" for w in self.warnings]
@@ -149,12 +149,18 @@ def build_plan(cfg: StackConfig) -> DeploymentPlan:
     host_cache_dir = HOST_CACHE_MOUNT if cfg.target == "aws" else cfg.existing_host.host_cache_dir
     model_upload, image_build, model_arg, served_name, arch = _model_source(cfg, host_cache_dir, problems)
 
-    dtype = s.dtype
+    # `dtype` is what runs (for the fit check and the plan); `dtype_flag` what is rendered: an explicit
+    # choice, or the float16 fallback `auto` would take on GPUs without bfloat16 (explicit, because
+    # older images picked differently); otherwise vLLM's own `auto` stays in charge.
+    dtype, dtype_flag = s.dtype, s.dtype
     if gpu is not None and arch is not None:
         try:
             dtype = resolve_dtype(s.dtype, gpu, arch)
         except ValueError as err:
             problems.append(f"dtype: {err}")
+        else:
+            if s.dtype == "auto" and dtype != arch.torch_dtype:
+                dtype_flag = dtype
 
     if version is not None:
         _security_floor(version, cfg, problems, warnings)
@@ -195,7 +201,7 @@ def build_plan(cfg: StackConfig) -> DeploymentPlan:
             "default (256) on the same GPU; unset it unless you need the cap"
         )
 
-    argv = vllm_argv(cfg.server, model_arg, served_name, m.model_revision, dtype, tp, version)
+    argv = vllm_argv(cfg.server, model_arg, served_name, m.model_revision, dtype_flag, tp, version)
     if version is not None:
         problems += [f"extraArgs/flags: {p}" for p in check_server_args(argv, version)]
 

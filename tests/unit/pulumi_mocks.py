@@ -51,6 +51,11 @@ def plaintext_occurrences(value: Any, needle: str, path: str = "") -> list[str]:
     return [path] if isinstance(value, str) and needle in value else []
 
 
+def mock_image_id(resource_name: str) -> str:
+    """The image id the mocked RemoteImage of that name reports (containers reference it)."""
+    return f"sha256:{hashlib.sha256(resource_name.encode()).hexdigest()}"
+
+
 @dataclass
 class Recorded:
     typ: str
@@ -88,7 +93,7 @@ class Mocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/instance:Instance":
             return "i-0123456789abcdef0", outputs
         elif typ == "docker:index/remoteImage:RemoteImage":
-            outputs["image_id"] = f"sha256:{digest}"
+            outputs["image_id"] = mock_image_id(args.name)
         elif typ == "command:remote:Command":
             outputs |= {"stdout": f"{args.name} done\nserver_ready 1764000000.0", "stderr": ""}
         elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):

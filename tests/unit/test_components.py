@@ -305,7 +305,7 @@ def test_outputs(aws: Deployed) -> None:
     assert values["ssh_command"].endswith(f"ubuntu@{MOCK_PUBLIC_IP}")
     assert "--name vllm \\\n" in values["docker_run"] and "--name vllm-proxy \\\n" in values["docker_run"]
     assert API_KEY not in values["docker_run"] and HF_TOKEN not in values["docker_run"]
-    assert "g5.xlarge: $1.006/h" in values["plan_summary"]
+    assert "17 concurrent 32768-token sequences; g5.xlarge $1.006/h" in values["plan_summary"]
     assert values["ca_certificate"] is None
     assert aws.secret["api_key"] is True
     assert not aws.secret["endpoint_url"] and not aws.secret["docker_run"]
