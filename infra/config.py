@@ -215,7 +215,8 @@ class ServerSettings(_Section):
     )
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
         0.9, description="vLLM `--gpu-memory-utilization`: share of each GPU's memory vLLM may use. "
-        "The original command used 0.7 on a shared GPU; a dedicated VM can use vLLM's default.",
+        "The original command used 0.7 on a shared GPU; a dedicated VM can give vLLM more (vLLM's "
+        "own default is 0.92 since 0.20; 0.9 leaves room for the CUDA context on every GPU in the catalog).",
     )
     max_num_seqs: Annotated[int, Field(ge=1, le=65536)] | None = Field(
         None, description="vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The "

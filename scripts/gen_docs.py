@@ -71,10 +71,10 @@ BLOCKS = {"settings": settings_table}
 
 def render(readme: str) -> str:
     for name, producer in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.DOTALL)
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.DOTALL)
         if not pattern.search(readme):
             raise SystemExit(f"README.md has no <!-- generated:{name} --> block")
-        readme = pattern.sub(lambda m, p=producer: m.group(1) + p() + m.group(2), readme)  # type: ignore[misc]
+        readme = pattern.sub(lambda m, p=producer: m.group(1) + p() + "\n" + m.group(2), readme)  # type: ignore[misc]
     return readme
 
 

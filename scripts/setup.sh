@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# One-time set-up of a fresh Debian/Ubuntu machine: everything the program and its tests need.
-# Idempotent: a second run only checks. Run as root (or with sudo available) from the repository.
+# Set-up of a fresh Debian/Ubuntu machine, called by scripts/deploy.sh and scripts/test.sh.
+#   scripts/setup.sh deploy   the program's Python environment (.venv) only
+#   scripts/setup.sh test     also the apt packages and the vLLM CPU build the real-parts tests use
+# Idempotent: a second run only checks. The test set-up needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+mode=${1:-test}
+case "$mode" in deploy|test) ;; *) echo "usage: $0 [deploy|test]" >&2; exit 2 ;; esac
 
 # Pinned here once; the real-parts tests serve the same vLLM release the default image runs
 # (infra/settings.py DEFAULT_VLLM_VERSION is checked against this by tests/unit/test_versions_pinned.py).
@@ -16,6 +20,13 @@ sudo_=""
 
 stamp() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 t0=$SECONDS
+
+if [ "$mode" = deploy ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  stamp "project venv .venv ready ($((SECONDS - t0)) s)"
+  exit 0
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
