@@ -15,9 +15,7 @@ import pulumi_docker as docker
 
 from components.secrets import secret
 from components.ssh_files import write_ssh_files
-from infra.constants import CACHE_SUBDIR_PROXY
 from infra.host_scripts import (
-    ReadinessGate,
     existing_host_prepare_script,
     model_check_script,
     readiness_gate_script,
@@ -25,7 +23,6 @@ from infra.host_scripts import (
     write_files_stdin,
 )
 from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan
-from infra.proxy import PROXY_CONFIG_FILE, PROXY_TLS_CERT_FILE, PROXY_TLS_KEY_FILE, PROXY_TLS_SUBDIR
 from infra.spec import to_container_args
 from infra.ssh import docker_host_url, known_hosts_line, ssh_options
 
@@ -128,13 +125,7 @@ class VllmServer(pulumi.ComponentResource):
             )
             gate_deps.append(self.proxy_container)
 
-        gate = ReadinessGate(
-            probe_url=f"{plan.scheme}://127.0.0.1:{plan.api_port}/v1/models",
-            container=plan.vllm.name,
-            timeout_s=plan.config.server.readiness_timeout_seconds,
-            timeline_file=plan.timeline_file,
-            insecure_tls=plan.scheme == "https",
-        )
+        gate = plan.readiness_gate
         self.readiness = command.remote.Command(
             f"{name}-readiness",
             connection=target.connection(),
@@ -214,21 +205,17 @@ class VllmServer(pulumi.ComponentResource):
     def _write_proxy_files(self, name: str, args: VllmServerArgs,
                            depends_on: list[pulumi.Resource]) -> command.remote.Command | None:
         plan = args.plan
-        if plan.proxy is None or plan.proxy_config is None:
+        if plan.proxy is None:
             return None
-        modes = {PROXY_CONFIG_FILE: "0644"}
-        contents: dict[str, pulumi.Input[str]] = {PROXY_CONFIG_FILE: plan.proxy_config}
-        if args.tls is not None:
-            cert, key = f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_CERT_FILE}", f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_KEY_FILE}"
-            modes |= {cert: "0644", key: "0600"}
-            contents |= {cert: args.tls.certificate_pem, key: args.tls.private_key_pem}
+        tls = args.tls
+        modes, contents = plan.proxy_files(tls.certificate_pem if tls else None, tls.private_key_pem if tls else None)
         names = sorted(contents)
         stdin = secret(pulumi.Output.all(*(contents[n] for n in names)).apply(
             lambda values: write_files_stdin(dict(zip(names, values, strict=True)))))
         return command.remote.Command(
             f"{name}-proxy-files",
             connection=args.target.connection(),
-            create=write_files_script(f"{plan.host_cache_dir}/{CACHE_SUBDIR_PROXY}", modes),
+            create=write_files_script(plan.proxy_dir, modes),
             # A changed file arrives as changed stdin, which re-runs the command.
             stdin=stdin,
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra import gpu_catalog, model_facts
 from infra.config import ConfigError, ServerSettings, StackConfig
@@ -27,12 +28,15 @@ from infra.constants import (
     VLLM_CONTAINER_PORT,
 )
 from infra.fit import QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
+from infra.host_scripts import ReadinessGate
 from infra.model_files import dockerfile_base, folder_digest
 from infra.proxy import (
     PROXY_CONFIG_FILE,
     PROXY_CONFIG_PATH,
     PROXY_CONTAINER_PORT,
+    PROXY_TLS_CERT_FILE,
     PROXY_TLS_DIR,
+    PROXY_TLS_KEY_FILE,
     PROXY_TLS_SUBDIR,
     ProxySettings,
     render_nginx_conf,
@@ -107,6 +111,34 @@ class DeploymentPlan:
     @property
     def secret_env(self) -> tuple[str, ...]:
         return self.vllm.secret_env
+
+    @property
+    def readiness_gate(self) -> ReadinessGate:
+        """The probe `pulumi up` waits on: from the host itself, through the proxy apps use."""
+        return ReadinessGate(
+            probe_url=f"{self.scheme}://127.0.0.1:{self.api_port}/v1/models",
+            container=self.vllm.name,
+            timeout_s=self.config.server.readiness_timeout_seconds,
+            timeline_file=self.timeline_file,
+            insecure_tls=self.scheme == "https",
+        )
+
+    @property
+    def proxy_dir(self) -> str:
+        return f"{self.host_cache_dir}/{CACHE_SUBDIR_PROXY}"
+
+    def proxy_files(self, tls_certificate: Any, tls_private_key: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        """(mode, content) of each file the proxy reads, by its path under `proxy_dir`. The TLS values
+        may be Outputs (the component) or text (tests)."""
+        if self.proxy_config is None:
+            return {}, {}
+        modes = {PROXY_CONFIG_FILE: "0644"}
+        contents: dict[str, Any] = {PROXY_CONFIG_FILE: self.proxy_config}
+        if self.scheme == "https":
+            cert, key = f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_CERT_FILE}", f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_KEY_FILE}"
+            modes |= {cert: "0644", key: "0600"}  # the key: readable by the containers' user only
+            contents |= {cert: tls_certificate, key: tls_private_key}
+        return modes, contents
 
     @property
     def docker_run(self) -> str:
@@ -325,7 +357,7 @@ def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...],
 
 
 def proxy_container_spec(cfg: StackConfig, network: str, host_cache_dir: str, config_digest: str) -> ContainerSpec:
-    proxy_dir = f"{host_cache_dir}/{CACHE_SUBDIR_PROXY}"
+    proxy_dir = f"{host_cache_dir}/{CACHE_SUBDIR_PROXY}"  # DeploymentPlan.proxy_dir
     mounts = [Mount(f"{proxy_dir}/{PROXY_CONFIG_FILE}", PROXY_CONFIG_PATH, read_only=True)]
     if cfg.access.tls == "self-signed":
         mounts.append(Mount(f"{proxy_dir}/{PROXY_TLS_SUBDIR}", PROXY_TLS_DIR, read_only=True))

@@ -4,6 +4,7 @@ reason (and a failure on CI, see tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,12 @@ def _require(tools: tuple[str, ...] = (), need_vllm_venv: bool = False) -> None:
 def test_host() -> Iterator[TestHost]:
     """The session's test host (network namespace + sshd + dockerd), reached over SSH."""
     _require(REQUIRED_TOOLS)
-    with start_test_host() as host:
+    with start_test_host() as host, pytest.MonkeyPatch.context() as mp:
+        # Clients (urllib, the openai package) must talk to the test host directly, never through
+        # a proxy the machine may have configured.
+        for var in ("no_proxy", "NO_PROXY"):
+            current = os.environ.get(var, "")
+            mp.setenv(var, ",".join(filter(None, [current, host.address, "127.0.0.1", "localhost"])))
         yield host
 
 

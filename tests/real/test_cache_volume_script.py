@@ -26,7 +26,8 @@ from tests.real.harness.common import REPO_ROOT, prerequisite_problem, record_ti
 pytestmark = pytest.mark.real
 
 SCRIPT = REPO_ROOT / "infra" / "scripts" / "prepare-cache-volume.sh"
-TOOLS = ("losetup", "blkid", "mkfs.ext4", "findmnt", "mountpoint", "lsblk", "mount", "umount", "bash")
+TOOLS = ("losetup", "blkid", "mkfs.ext4", "findmnt", "mountpoint", "lsblk", "mount", "umount", "bash",
+         "sfdisk", "mkswap", "dd", "cmp")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -196,6 +197,17 @@ def test_replacement_instance_mounts_existing_volume_with_data(volume: Volume, t
     assert len(entries) == 2
 
 
+def test_cache_owner_applies_to_the_container_subdirectories(volume: Volume) -> None:
+    volume.attach()
+    proc = volume.run_script(CACHE_OWNER="1234:2345")
+    _assert_ready(volume, proc)
+    for sub in ("root-cache", "models"):
+        st = (volume.mount_point / sub).stat()
+        assert (st.st_uid, st.st_gid) == (1234, 2345)
+    # The mount point itself stays root's.
+    assert volume.mount_point.stat().st_uid == 0
+
+
 def test_missing_volume_fails_loudly_without_mounting_anything(volume: Volume) -> None:
     # No attach(): the link never appears.
     proc = volume.run_script(wait_seconds=2)
@@ -229,10 +241,12 @@ def test_volume_that_appears_late_is_waited_for(volume: Volume) -> None:
 @pytest.mark.parametrize(
     ("label", "prepare"),
     [
-        ("partition table", lambda dev: run(["sfdisk", "--quiet", dev], input="label: gpt\n,\n")),
-        ("swap signature", lambda dev: run(["mkswap", dev])),
-        ("unidentified data", lambda dev: run(
-            ["dd", "if=/dev/urandom", f"of={dev}", "bs=4096", "count=16", "conv=notrunc,fsync"])),
+        pytest.param("partition table", lambda dev: run(["sfdisk", "--quiet", dev], input="label: gpt\n,\n"),
+                     id="partition-table"),
+        pytest.param("swap signature", lambda dev: run(["mkswap", dev]), id="swap"),
+        pytest.param("unidentified data", lambda dev: run(
+            ["dd", "if=/dev/urandom", f"of={dev}", "bs=4096", "count=16", "conv=notrunc,fsync"]),
+            id="random-data"),
     ],
 )
 def test_refuses_device_holding_something_else(volume: Volume, label: str, prepare: object) -> None:

@@ -67,7 +67,7 @@ def test_host_presenting_a_different_key_is_refused(host: TestHost, tmp_path: Pa
         assert accepted.returncode == 0, accepted.stderr
 
         # docker over ssh:// goes through the same options: a host not pinned in known_hosts is refused.
-        docker = run(["docker", "version"], env=host.docker_env(f"ssh://root@{host.address}:{port}"),
+        docker = run(["docker", "version"], env=host.docker_env(f"ssh://{host.ssh_user}@{host.address}:{port}"),
                      check=False, timeout=60)
         assert docker.returncode != 0
         assert "Host key verification failed" in docker.stderr, docker.stderr

@@ -2,9 +2,11 @@
 
 A network namespace with a veth pair gives the "host" its own address. Inside it run an sshd (its
 own host key, one authorized client key) and a dockerd (its own data root, exec root, pid file and
-socket). The client side reaches the engine only as pulumi-docker does: `DOCKER_HOST=ssh://root@<address>`
-with exactly the SSH options of `infra.ssh.ssh_options()`, strict host-key checking against a
-known_hosts file that pins the generated host key.
+socket). The SSH login is a per-session unprivileged user in the docker group (as `ubuntu` is on the
+AWS host), so file ownership, the non-root containers and the 0600 TLS key are exercised as they
+are in production. The client side reaches the engine only as pulumi-docker does:
+`DOCKER_HOST=ssh://<user>@<address>` with exactly the SSH options of `infra.ssh.ssh_options()`,
+strict host-key checking against a known_hosts file that pins the generated host key.
 
 How those options reach docker's ssh connection helper: the docker CLI (20.10 and 28.x alike) has no
 setting for extra ssh flags (no DOCKER_SSH_OPTS; only the Go API `GetConnectionHelperWithSSHOpts`,
@@ -28,13 +30,14 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -60,7 +63,12 @@ SLOTS = 3
 # 10.203.160.0/24 .. 10.203.223.0/24: one free /24 is picked per run.
 SUBNET_THIRD_OCTETS = range(160, 224)
 DOCKERD_START_TIMEOUT = 120.0
-SSH_USER = "root"
+# Per-session files the unprivileged SSH user must reach (its authorized key, the engine's socket):
+# world-traversable, unlike the 0700 run dir.
+PUBLIC_DIR = Path("/run/vet-hosts")
+DOCKER_GROUP = "docker"  # created by Debian's docker.io
+LOG_DIR = BUILD_DIR / "logs"
+KEEP_LOG_RUNS = 5
 REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh", "ssh-keygen", "iptables")
 
 
@@ -99,9 +107,15 @@ class TestHost:
     host_public_key: str
     host_key_file: Path
     docker_socket: Path
-    ssh_user: str = SSH_USER
+    ssh_user: str
+    uid: int
+    gid: int
     ssh_port: int = 22
-    _extra_pid_files: list[Path] = field(default_factory=list)
+
+    @property
+    def container_user(self) -> str:
+        """`uid:gid` of the SSH user: the product's `containerUser` must match the cache folder's owner."""
+        return f"{self.uid}:{self.gid}"
 
     # --- connection facts -------------------------------------------------------------------
     @property
@@ -157,16 +171,15 @@ class TestHost:
         return [*argv, f"{self.ssh_user}@{self.address}", command]
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120,
-            port: int | None = None) -> subprocess.CompletedProcess[str]:
+            port: int | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a shell command on the host over SSH with the product's strict options."""
-        return run(self.ssh_argv(command, port=port), check=check, timeout=timeout)
+        return run(self.ssh_argv(command, port=port), check=check, timeout=timeout, input=input)
 
     @contextlib.contextmanager
     def extra_sshd(self, port: int, host_key_file: Path) -> Iterator[None]:
         """A second sshd on `port` in the same namespace, presenting `host_key_file`."""
         cfg = self._write_sshd_config(f"sshd-{port}", port, host_key_file)
         pid_file = self.state_dir / f"sshd-{port}.pid"
-        self._extra_pid_files.append(pid_file)
         try:
             _start_sshd(self.name, cfg, pid_file, self.address, port)
             yield
@@ -177,8 +190,8 @@ class TestHost:
         cfg = self.state_dir / f"{label}_config"
         cfg.write_text(_sshd_config(
             address=self.address, port=port, host_key=host_key_file,
-            authorized_keys=self.state_dir / "authorized_keys",
-            pid_file=self.state_dir / f"{label}.pid", docker_socket=self.docker_socket,
+            authorized_keys=self.docker_socket.parent / "authorized_keys",
+            pid_file=self.state_dir / f"{label}.pid", docker_socket=self.docker_socket, user=self.ssh_user,
         ))
         return cfg
 
@@ -222,19 +235,22 @@ class TestHost:
 
 
 def _sshd_config(*, address: str, port: int, host_key: Path, authorized_keys: Path, pid_file: Path,
-                 docker_socket: Path) -> str:
+                 docker_socket: Path, user: str) -> str:
     return "\n".join([
         f"ListenAddress {address}:{port}",
         f"HostKey {host_key}",
         f"PidFile {pid_file}",
         f"AuthorizedKeysFile {authorized_keys}",
-        "PermitRootLogin prohibit-password",
+        f"AllowUsers {user}",
+        "PermitRootLogin no",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
         "UsePAM no",
         "X11Forwarding no",
         "PrintMotd no",
+        # pulumi-command's CopyToRemote (model uploads) speaks SFTP, as stock sshd configs allow.
+        "Subsystem sftp internal-sftp",
         # The remote half of docker's ssh helper (`docker system dial-stdio`) must reach THIS engine.
         f"SetEnv DOCKER_HOST=unix://{docker_socket}",
         # The docker CLI opens a few connections at once; keep the default throttling out of the way.
@@ -287,19 +303,30 @@ def _unmount_under(prefix: Path) -> None:
 
 
 def _kill_slot_shims(exec_root: Path) -> None:
-    """containerd shims of a killed dockerd outlive it; they name the slot's exec root in argv."""
+    """Processes of a killed dockerd outlive it: containerd shims (they name the slot's exec root in
+    argv) and the containers under them. Containers go first (SIGKILL to a container's init ends its
+    whole PID namespace), then the shims."""
     needle = str(exec_root) + "/"
+    shims: list[int] = []
+    parents: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if any(a.decode(errors="replace").startswith(needle) for a in argv if a):
-            exe = argv[0].decode(errors="replace").rsplit("/", 1)[-1]
-            if exe.startswith(("containerd", "dockerd", "docker-proxy")):
-                stop_pid(int(proc.name), timeout=10)
+        exe = argv[0].decode(errors="replace").rsplit("/", 1)[-1]
+        if exe.startswith(("containerd", "dockerd", "docker-proxy")) and any(
+                a.decode(errors="replace").startswith(needle) for a in argv[1:] if a):
+            shims.append(int(proc.name))
+    for pid, ppid in parents.items():
+        if ppid in shims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in shims:
+        stop_pid(pid, timeout=10)
 
 
 def _teardown_state(state: dict[str, object]) -> None:
@@ -318,7 +345,28 @@ def _teardown_state(state: dict[str, object]) -> None:
     run(["ip", "link", "delete", str(state["veth_host"])], check=False)
     _unmount_under(data_root)
     _unmount_under(exec_root)
+    _keep_logs(state_dir)
+    user = state.get("user")
+    if isinstance(user, str) and user.startswith(f"{NAME_PREFIX}-"):
+        _delete_user(user)
+    shutil.rmtree(PUBLIC_DIR / netns, ignore_errors=True)
+    # The exec root only matters while a run (or the clean-up after its crash) needs its state.
+    run(["rm", "-rf", "--one-file-system", str(exec_root)], check=False)
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _keep_logs(state_dir: Path) -> None:
+    """The daemons' logs outlive the run dir in build/real-tests/logs (the last few runs only)."""
+    logs = list(state_dir.glob("*.log"))
+    if not logs:
+        return
+    dest = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{state_dir.name}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        with contextlib.suppress(OSError):
+            shutil.copy2(log, dest / log.name)
+    for old in sorted(LOG_DIR.iterdir())[:-KEEP_LOG_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def cleanup_leftovers() -> None:
@@ -336,6 +384,30 @@ def cleanup_leftovers() -> None:
         if netns.startswith(f"{NAME_PREFIX}-") and netns not in live:
             _kill_netns_processes(netns)
             run(["ip", "netns", "delete", netns], check=False)
+    for line in Path("/etc/passwd").read_text().splitlines():
+        user = line.split(":", 1)[0]
+        if user.startswith(f"{NAME_PREFIX}-") and user not in live:
+            _delete_user(user)
+    if PUBLIC_DIR.exists():
+        for leftover in PUBLIC_DIR.iterdir():
+            if leftover.name not in live:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _create_user(name: str, home: Path) -> tuple[int, int]:
+    """An unprivileged login in the docker group, like the AWS AMI's `ubuntu`: (uid, gid)."""
+    # Password "*": no password login, but not "locked" ("!"), which sshd without PAM refuses outright.
+    run(["useradd", "--user-group", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
+         "--groups", DOCKER_GROUP, "--password", "*", name])
+    home.mkdir(mode=0o700, exist_ok=True)
+    uid, gid = int(run(["id", "-u", name]).stdout), int(run(["id", "-g", name]).stdout)
+    os.chown(home, uid, gid)
+    return uid, gid
+
+
+def _delete_user(name: str) -> None:
+    run(["userdel", name], check=False)
+    run(["groupdel", name], check=False)
 
 
 # --- start ------------------------------------------------------------------------------------
@@ -443,6 +515,8 @@ def _start_engine(netns: str, slot: int, state_dir: Path, socket_path: Path) -> 
         "--exec-root", str(exec_root),
         "--pidfile", str(pid_file),
         "--host", f"unix://{socket_path}",
+        # The socket is root:docker 0660: the SSH user reaches the engine through its group.
+        "--group", DOCKER_GROUP,
         "--containerd", str(ctr_socket),
         "--storage-driver", "overlay2",
         "--log-level", "warn",
@@ -484,19 +558,24 @@ def start_test_host() -> Iterator[TestHost]:
             gateway, address = (str(subnet.network_address + 1), str(subnet.network_address + 2))
             veth_host, veth_ns = f"{NAME_PREFIX}{run_id}h", f"{NAME_PREFIX}{run_id}n"
             state = {"netns": netns, "state_dir": str(state_dir), "slot": slot, "veth_host": veth_host,
-                     "address": address}
+                     "address": address, "user": netns}
             # Written before anything is created, so a crash at any point is cleaned up next time.
             (state_dir / "state.json").write_text(json.dumps(state))
-            socket_path = state_dir / "docker.sock"
+            public_dir = PUBLIC_DIR / netns
+            socket_path = public_dir / "docker.sock"
             host_key = state_dir / "ssh_host_ed25519_key"
             identity = state_dir / "id_ed25519"
             host = TestHost(
                 name=netns, slot=slot, address=address, gateway=gateway, state_dir=state_dir,
                 identity_file=identity, known_hosts_file=state_dir / "known_hosts",
                 host_public_key="", host_key_file=host_key, docker_socket=socket_path,
+                ssh_user=netns, uid=-1, gid=-1,
             )
             try:
                 t0 = time.monotonic()
+                PUBLIC_DIR.mkdir(mode=0o755, exist_ok=True)
+                public_dir.mkdir(mode=0o755)
+                host.uid, host.gid = _create_user(netns, public_dir / "home")
                 run(["ip", "netns", "add", netns])
                 run(["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns])
                 run(["ip", "link", "set", veth_ns, "netns", netns])
@@ -518,8 +597,9 @@ def start_test_host() -> Iterator[TestHost]:
 
                 host.host_public_key = _keygen(host_key, f"{netns}-host")
                 _keygen(identity, f"{netns}-client")
-                (state_dir / "authorized_keys").write_text(
-                    identity.with_name(identity.name + ".pub").read_text())
+                authorized = public_dir / "authorized_keys"
+                authorized.write_text(identity.with_name(identity.name + ".pub").read_text())
+                authorized.chmod(0o644)
                 host.known_hosts_file.write_text(known_hosts_line(address, host.host_public_key) + "\n")
                 cfg = host._write_sshd_config("sshd", 22, host_key)
                 _start_sshd(netns, cfg, state_dir / "sshd.pid", address, 22)

@@ -100,8 +100,9 @@ def main(dest: str) -> None:
         pad_token_id=pad_id,
         tie_word_embeddings=True,
     )
-    config.dtype = "float32"
-    model = Qwen2ForCausalLM(config)
+    # bfloat16: what vLLM on CPU runs anyway (dtype auto), so the weights load without a cast.
+    config.dtype = "bfloat16"
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(dest, safe_serialization=True)
     GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=eos_id).save_pretrained(dest)
 

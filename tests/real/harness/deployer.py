@@ -1,0 +1,132 @@
+"""Runs a DeploymentPlan on a TestHost the way the VllmServer component does, with the product's own
+rendered parts: the host preparation script, the proxy-files script (contents on stdin), the model
+upload and its check, the `docker run` commands rendered from the container specs (executed by bash
+with DOCKER_HOST=ssh://...), and the readiness gate script (API key on stdin).
+
+What differs from `pulumi up` on a GPU host is only what a CPU cannot do, applied to the rendered
+spec by `cpu_adapt` and listed in CPU_CHANGES; tests assert nothing else was changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.config import StackConfig, load_stack_config
+from infra.host_scripts import (
+    existing_host_prepare_script,
+    model_check_script,
+    readiness_gate_script,
+    write_files_script,
+    write_files_stdin,
+)
+from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan, build_plan
+from infra.spec import ContainerSpec, docker_run_script
+
+from .common import run
+from .testhost import TestHost
+
+# Everything the CPU test changes in the rendered vLLM container spec, and why.
+CPU_CHANGES = {
+    "gpus / runtime": "no GPU and no NVIDIA runtime here: the GPU request is dropped",
+    "NVIDIA_VISIBLE_DEVICES": "dropped with the GPU request",
+    "VLLM_CPU_KVCACHE_SPACE=1": "added: the CPU build sizes its KV cache in GiB of RAM, not by GPU memory",
+    "host preparation": "does not require the nvidia runtime in `docker info`",
+}
+CPU_ENV = (("VLLM_CPU_KVCACHE_SPACE", "1"),)
+
+
+def cpu_adapt(spec: ContainerSpec) -> ContainerSpec:
+    env = tuple((k, v) for k, v in spec.env if k != "NVIDIA_VISIBLE_DEVICES") + CPU_ENV
+    return dataclasses.replace(spec, gpus=None, runtime=None, env=env)
+
+
+def existing_host_config(host: TestHost, cache_dir: Path, **settings: str) -> StackConfig:
+    """A stack config for the test host as an existing server (no AWS), as a user would write it."""
+    raw = {
+        "target": "existing-host",
+        "hostAddress": host.address,
+        "hostSshUser": host.ssh_user,
+        "hostPublicKey": host.host_public_key,
+        "hostCacheDir": str(cache_dir),
+        "containerUser": host.container_user,
+        "sshPrivateKey": host.identity_file.read_text(),
+        **settings,
+    }
+    return load_stack_config(raw)
+
+
+@dataclass
+class Deployment:
+    host: TestHost
+    plan: DeploymentPlan
+    api_key: str
+    vllm: ContainerSpec  # as run (after cpu_adapt)
+    specs: list[ContainerSpec]
+    docker_run: str
+    gate_seconds: float = 0.0
+    gate_output: str = ""
+
+    @property
+    def endpoint_url(self) -> str:
+        """Exactly what the stack would export as `endpoint_url` for this host."""
+        return f"{self.plan.scheme}://{self.host.address}:{self.plan.api_port}/v1"
+
+
+def make_cache_dir(host: TestHost, path: Path) -> Path:
+    """The host folder for `hostCacheDir`, owned by the SSH user (as the boot script leaves the volume)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, host.uid, host.gid)
+    return path
+
+
+def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str | None = None,
+           tls_files: tuple[str, str] | None = None, gate: bool = True) -> Deployment:
+    plan = build_plan(config)
+    host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
+
+    if plan.proxy is not None:
+        modes, contents = plan.proxy_files(*(tls_files or (None, None)))
+        host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
+
+    if plan.model_upload is not None:
+        upload = plan.model_upload
+        # pulumi-command copies with SFTP as the SSH user; scp (SFTP protocol) with the same options.
+        exists = host.ssh(f"test -f {shlex.quote(upload.remote_dir)}/config.json", check=False).returncode == 0
+        if not exists:
+            run(["scp", "-q", "-r", *host.ssh_options, str(upload.local_dir),
+                 f"{host.ssh_user}@{host.address}:{upload.remote_dir}"], timeout=600)
+        host.ssh(model_check_script(upload.remote_dir))
+
+    vllm = cpu_adapt(plan.vllm)
+    specs = [vllm] + ([plan.proxy] if plan.proxy else [])
+    script = docker_run_script(plan.network, specs, plan.secret_env)
+    names = [spec.name for spec in specs]
+    # Replace what a previous deploy left (pulumi-docker's delete-before-replace).
+    host.docker("rm", "-f", *names, check=False)
+    if plan.network:
+        host.docker("network", "rm", plan.network, check=False)
+    env = host.docker_env()
+    env[SECRET_API_KEY_ENV] = api_key
+    if hf_token is not None:
+        env[SECRET_HF_TOKEN_ENV] = hf_token
+    subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, check=True, capture_output=True,
+                   text=True, timeout=900)
+    deployment = Deployment(host, plan, api_key, vllm, specs, script)
+    if gate:
+        deployment.gate_seconds, deployment.gate_output = run_gate(deployment)
+    return deployment
+
+
+def run_gate(deployment: Deployment, timeout: float | None = None) -> tuple[float, str]:
+    """The readiness gate, exactly as `pulumi up` runs it: over SSH, API key on stdin."""
+    gate = deployment.plan.readiness_gate
+    start = time.monotonic()
+    proc = deployment.host.ssh(readiness_gate_script(gate), input=deployment.api_key + "\n",
+                               timeout=timeout or gate.timeout_s + 60)
+    return time.monotonic() - start, proc.stdout

@@ -1,0 +1,104 @@
+"""The endpoint end to end on real parts: the program's plan deployed to an SSH-reachable Docker host,
+a real vLLM server (CPU build) behind the real proxy, called with the official `openai` client at
+exactly the URL and key the stack would export."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from infra.constants import CONTAINER_MODEL_DIR
+from tests.real.harness import images
+from tests.real.harness.common import BUILD_DIR
+from tests.real.harness.deployer import (
+    CPU_CHANGES,
+    Deployment,
+    cpu_adapt,
+    deploy,
+    existing_host_config,
+    make_cache_dir,
+)
+from tests.real.harness.testhost import TestHost
+
+pytestmark = pytest.mark.real
+
+SERVED_NAME = "tiny-finetune"
+
+
+@pytest.fixture(scope="module")
+def endpoint(test_host: TestHost, vllm_image: str, tiny_model: Path) -> Iterator[Deployment]:
+    config = existing_host_config(
+        test_host, BUILD_DIR / "host-cache" / test_host.name,
+        modelPath=str(tiny_model), servedModelName=SERVED_NAME, maxModelLen="512",
+    )
+    images.build_nginx_image(test_host, tag=config.access.proxy_image)
+    make_cache_dir(test_host, Path(config.existing_host.host_cache_dir))
+    deployment = deploy(test_host, config, api_key=secrets.token_urlsafe(36))
+    yield deployment
+    test_host.remove_all_containers()
+    shutil.rmtree(config.existing_host.host_cache_dir, ignore_errors=True)
+
+
+def test_only_cpu_limitations_were_changed_in_the_rendered_spec(endpoint: Deployment) -> None:
+    rendered, ran = endpoint.plan.vllm, endpoint.vllm
+    assert ran == cpu_adapt(rendered)
+    assert set(CPU_CHANGES) == {"gpus / runtime", "NVIDIA_VISIBLE_DEVICES", "VLLM_CPU_KVCACHE_SPACE=1",
+                                "host preparation"}
+    assert ran.args == rendered.args and ran.mounts == rendered.mounts and ran.user == rendered.user
+
+
+def test_openai_client_lists_models_and_chats_with_the_exported_url_and_key(endpoint: Deployment) -> None:
+    client = openai.OpenAI(base_url=endpoint.endpoint_url, api_key=endpoint.api_key, max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list().data] == [SERVED_NAME]
+    reply = client.chat.completions.create(
+        model=SERVED_NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content is not None
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_with_a_wrong_key_the_api_answers_401(endpoint: Deployment) -> None:
+    client = openai.OpenAI(base_url=endpoint.endpoint_url, api_key="wrong-" + "x" * 40, max_retries=0, timeout=30)
+    with pytest.raises(openai.AuthenticationError) as info:
+        client.models.list()
+    assert info.value.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/models", "/chat/completions"])
+def test_without_a_key_the_api_answers_401(endpoint: Deployment, path: str) -> None:
+    # The openai client always sends a key, so the keyless request is made by hand.
+    data = b'{"model": "x", "messages": []}' if path.endswith("completions") else None
+    request = urllib.request.Request(endpoint.endpoint_url + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == 401
+
+
+def test_the_fine_tune_is_served_read_only_from_the_uploaded_folder(endpoint: Deployment) -> None:
+    mounts = endpoint.host.docker("inspect", "--format",
+                                  "{{range .Mounts}}{{.Destination}} {{.RW}} {{.Source}};{{end}}", "vllm").stdout
+    model_mount = next(m for m in mounts.split(";") if m.startswith(CONTAINER_MODEL_DIR + " "))
+    assert model_mount.split()[1] == "false"
+    assert endpoint.plan.model_upload is not None
+    assert model_mount.split()[2] == endpoint.plan.model_upload.remote_dir
+
+
+def test_the_gate_printed_the_timeline(endpoint: Deployment) -> None:
+    assert "ready: GET https://" not in endpoint.gate_output
+    assert f"ready: GET http://127.0.0.1:{endpoint.plan.api_port}/v1/models answered 200" in endpoint.gate_output
+    assert "server_ready" in endpoint.gate_output and "container_started" in endpoint.gate_output
+
+
+def test_vllm_is_not_reachable_except_through_the_proxy(endpoint: Deployment) -> None:
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://{endpoint.host.address}:{endpoint.plan.api_port}/docs", timeout=10)
+    assert info.value.code == 404
+    published = endpoint.host.docker("port", "vllm", check=False).stdout.strip()
+    assert published == ""
