@@ -9,8 +9,9 @@ prepared the VM. Everything it knows comes from its args; it reads no config.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -22,6 +23,7 @@ from infra.config import API_WORLD_OPT_IN, SSH_WORLD_OPT_IN, AccessSettings, Aws
 from infra.constants import HOST_CACHE_MOUNT
 from infra.gpu_catalog import GpuInstanceType
 from infra.host_scripts import host_ready_script
+from infra.plan import HF_TOKEN_PARAMETER_TAG, CacheVolume
 from infra.ssh import DEFAULT_SSH_PORT
 from infra.userdata import HostBootSettings, encode_user_data, render_user_data
 
@@ -36,10 +38,15 @@ class GpuHostArgs:
     aws: AwsSettings
     access: AccessSettings
     instance: GpuInstanceType
+    cache_volume: CacheVolume
     api_port: int
     container_user: str
     require_nvidia_runtime: bool = True
     ssh_private_key: pulumi.Input[str] | None = None  # the user's own key (secret); None = generate
+    # What the boot script fetches while the instance comes up (instance tags, see DeploymentPlan).
+    prefetch_tags: dict[str, str] = field(default_factory=dict)
+    # A gated model's token, for the boot-time download: kept in SSM, read by the instance's role.
+    hf_token: pulumi.Input[str] | None = None
 
 
 class GpuHost(pulumi.ComponentResource):
@@ -64,6 +71,8 @@ class GpuHost(pulumi.ComponentResource):
         self._create_ingress_rules(name)
         self._create_ssh_keys(name)
         self.cache_volume = self._create_cache_volume(name, availability_zone)
+        self.token_parameter: aws.ssm.Parameter | None = None
+        self.instance_profile = self._create_token_access(name) if args.hf_token is not None else None
         self.instance = self._create_instance(name, subnet_id)
         self.cache_volume_attachment = aws.ec2.VolumeAttachment(
             f"{name}-cache-attachment",
@@ -222,14 +231,16 @@ class GpuHost(pulumi.ComponentResource):
         self.key_name = self.key_pair.key_name
 
     def _create_cache_volume(self, name: str, availability_zone: str) -> aws.ebs.Volume:
-        settings = self._args.aws
+        settings, volume = self._args.aws, self._args.cache_volume
         return aws.ebs.Volume(
             f"{name}-cache",
             availability_zone=availability_zone,
-            size=settings.cache_volume_size_gb,
-            type=settings.cache_volume_type,
-            iops=settings.cache_volume_iops,
-            throughput=settings.cache_volume_throughput,
+            size=volume.size_gb,
+            type=volume.type,
+            # Sized to the instance's own EBS bandwidth: at gp3's base 125 MiB/s, reading a 3 GB model
+            # alone takes ~25 s. Size, IOPS and throughput change in place.
+            iops=volume.iops,
+            throughput=volume.throughput_mib_s,
             encrypted=True,  # CKV_AWS_3
             kms_key_id=settings.kms_key_id,
             tags={**self._tags, ROLE_TAG: "cache", "Name": f"{name}-hf-cache"},
@@ -251,7 +262,11 @@ class GpuHost(pulumi.ComponentResource):
             ssh_user=settings.ssh_user,
             host_private_key_openssh=values[1],
             host_public_key_openssh=values[2],
+            docker_data_on_cache_volume=settings.docker_data_on_cache_volume,
         ))))
+        tags: dict[str, pulumi.Input[str]] = {**self._tags, **self._args.prefetch_tags, "Name": f"{name}-gpu"}
+        if self.token_parameter is not None:
+            tags[HF_TOKEN_PARAMETER_TAG] = self.token_parameter.name
         return aws.ec2.Instance(
             f"{name}-instance",
             ami=ami,
@@ -270,8 +285,10 @@ class GpuHost(pulumi.ComponentResource):
                 "http_tokens": "required",  # IMDSv2 only: CKV_AWS_79, Security Hub EC2.8
                 # Hop limit 1: containers (one hop away) cannot reach instance credentials or user-data.
                 "http_put_response_hop_limit": 1,
-                "instance_metadata_tags": "disabled",
+                # The boot script reads what to prefetch from the instance's tags.
+                "instance_metadata_tags": "enabled",
             },
+            iam_instance_profile=self.instance_profile.name if self.instance_profile else None,
             root_block_device={
                 "encrypted": True,  # CKV_AWS_8
                 "kms_key_id": settings.kms_key_id,
@@ -281,7 +298,7 @@ class GpuHost(pulumi.ComponentResource):
             },
             monitoring=settings.detailed_monitoring,  # CKV_AWS_126
             ebs_optimized=True,
-            tags={**self._tags, "Name": f"{name}-gpu"},
+            tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # One GPU instance at a time: quotas rarely allow two, and the cache volume can be
@@ -292,6 +309,46 @@ class GpuHost(pulumi.ComponentResource):
                 ignore_changes=[] if settings.ami_id else ["ami"],
             ),
         )
+
+    def _create_token_access(self, name: str) -> aws.iam.InstanceProfile:
+        """The HF token in an encrypted SSM parameter, readable by this instance's role and nothing more:
+        the boot-time model download gets it without it ever entering user-data."""
+        settings = self._args.aws
+        opts = pulumi.ResourceOptions(parent=self)
+        self.token_parameter = aws.ssm.Parameter(
+            f"{name}-hf-token",
+            name=f"/vllm-endpoint/{pulumi.get_project()}/{pulumi.get_stack()}/hf-token",
+            type="SecureString",
+            value=secret(self._args.hf_token or ""),
+            key_id=settings.kms_key_id,
+            description="Hugging Face token for the vLLM endpoint's boot-time model download",
+            tags=self._tags,
+            opts=opts,
+        )
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                               "Principal": {"Service": "ec2.amazonaws.com"}}],
+            }),
+            tags=self._tags,
+            opts=opts,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-read-hf-token",
+            role=role.id,
+            policy=self.token_parameter.arn.apply(lambda arn: json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arn},
+                    *([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": settings.kms_key_id}]
+                      if settings.kms_key_id else []),
+                ],
+            })),
+            opts=opts,
+        )
+        return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=self._tags, opts=opts)
 
     def _create_status_alarm(self, name: str) -> aws.cloudwatch.MetricAlarm | None:
         """Recover (new hardware, same instance) where the type supports it; else reboot on a failed

@@ -18,7 +18,7 @@ from components.gpu_host import GpuHost, GpuHostArgs
 from components.secrets import secret
 from components.ssh_files import IDENTITY_FILE, KNOWN_HOSTS_FILE
 from components.vllm_server import SshTarget, TlsMaterial, VllmServer, VllmServerArgs
-from infra.plan import DeploymentPlan
+from infra.plan import PREFETCH_MODEL_TAG, DeploymentPlan
 from infra.ssh import ssh_command
 
 API_KEY_LENGTH = 48
@@ -68,12 +68,15 @@ class VllmEndpoint(pulumi.ComponentResource):
 
         self.host: GpuHost | None = None
         if cfg.target == "aws":
-            assert plan.instance is not None  # build_plan resolves the instance type for AWS
+            # build_plan resolves the instance type and the cache volume for AWS
+            assert plan.instance is not None and plan.cache_volume is not None
             self.host = GpuHost(
                 f"{name}-host",
                 GpuHostArgs(
                     aws=cfg.aws, access=cfg.access, instance=plan.instance, api_port=plan.api_port,
-                    container_user=cfg.server.container_user, ssh_private_key=own_ssh_key,
+                    cache_volume=plan.cache_volume, container_user=cfg.server.container_user,
+                    ssh_private_key=own_ssh_key, prefetch_tags=plan.prefetch_tags,
+                    hf_token=hf_token if plan.prefetch_tags.get(PREFETCH_MODEL_TAG) else None,
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )

@@ -324,10 +324,13 @@ class AwsSettings(_Section):
     )
     cache_volume_type: Literal["gp3", "io2", "io1"] = Field("gp3", description="Cache volume EBS type.")
     cache_volume_iops: Annotated[int, Field(ge=3000, le=256000)] | None = Field(
-        None, description="Cache volume IOPS (gp3 3,000-80,000; io1/io2 required). Default: gp3's 3,000.",
+        None, description="Cache volume IOPS (gp3 3,000-80,000; io1/io2 required). Default for gp3: "
+        "enough for the default throughput (at least 3,000).",
     )
     cache_volume_throughput: Annotated[int, Field(ge=125, le=2000)] | None = Field(
-        None, description="gp3 throughput in MiB/s (125-2,000). Default: 125.",
+        None, description="gp3 throughput in MiB/s (125-2,000). Default: the instance type's own EBS "
+        "bandwidth limit (capped at 1,000), so reading weights is not throttled by the volume; see "
+        "Performance.",
     )
     kms_key_id: str | None = Field(
         None, description="Customer KMS key (ARN) for the root and cache volumes; default: the AWS-managed key.",
@@ -354,6 +357,15 @@ class AwsSettings(_Section):
         "secret `sshPrivateKey`.",
     )
     tags: StrMap = Field(default_factory=dict, description="Tags on every AWS resource.")
+    prefetch_at_boot: bool = Field(
+        True, description="At first boot, pull the image and download the model onto the cache volume in "
+        "parallel, before the container is created (read from instance tags, so changing them never "
+        "touches the instance).",
+    )
+    docker_data_on_cache_volume: bool = Field(
+        False, description="Keep Docker's images on the cache volume: a replacement instance (new AMI) "
+        "starts without pulling the ~25 GB image. Changing it stops and starts the instance and re-pulls once.",
+    )
     detailed_monitoring: bool = Field(True, description="EC2 detailed (1-minute) monitoring.")
     recovery_alarm: bool = Field(
         True, description="CloudWatch alarm that recovers the instance when its system status check "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import gpu_catalog, model_facts
-from infra.config import ConfigError, ServerSettings, StackConfig
+from infra.config import AwsSettings, ConfigError, ServerSettings, StackConfig
 from infra.constants import (
     CACHE_SUBDIR_MODELS,
     CACHE_SUBDIR_PROXY,
@@ -55,12 +55,17 @@ from infra.spec import (
 from infra.userdata import DEPLOY_TIMELINE_FILE
 from infra.vllm_versions import VllmVersion, check_server_args, flag_available
 
+LABEL_PREFIX = "vllm-endpoint"
+# Instance tags the boot script reads through IMDS (infra/scripts/boot.sh).
+PREFETCH_IMAGE_TAG = f"{LABEL_PREFIX}:prefetch-image"
+PREFETCH_MODEL_TAG = f"{LABEL_PREFIX}:prefetch-model"
+PREFETCH_REVISION_TAG = f"{LABEL_PREFIX}:prefetch-revision"
+HF_TOKEN_PARAMETER_TAG = f"{LABEL_PREFIX}:hf-token-parameter"
 VLLM_CONTAINER_NAME = "vllm"
 PROXY_CONTAINER_NAME = "vllm-proxy"
 NETWORK_NAME = "vllm-endpoint"
 SECRET_API_KEY_ENV = "VLLM_API_KEY"
 SECRET_HF_TOKEN_ENV = "HF_TOKEN"
-LABEL_PREFIX = "vllm-endpoint"
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,42 @@ class ImageBuild:
 
 
 @dataclass(frozen=True)
+class CacheVolume:
+    """The AWS cache volume's size and speed, with defaults sized to the instance type."""
+
+    type: str
+    size_gb: int
+    iops: int | None
+    throughput_mib_s: int | None
+
+    def describe(self) -> str:
+        speed = f", {self.throughput_mib_s} MiB/s" if self.throughput_mib_s else ""
+        iops = f", {self.iops} IOPS" if self.iops else ""
+        return f"cache volume {self.type} {self.size_gb} GiB{speed}{iops}"
+
+
+# gp3 gives 0.25 MiB/s per provisioned IOPS at most, so a throughput needs at least 4 IOPS per MiB/s.
+GP3_IOPS_PER_MIB_S = 4
+GP3_BASE_IOPS = 3000
+GP3_BASE_THROUGHPUT = 125
+# Beyond this the model read is rarely the bottleneck, and throughput is billed per MiB/s-month.
+DEFAULT_THROUGHPUT_CAP = 1000
+
+
+def cache_volume(settings: AwsSettings, instance: gpu_catalog.GpuInstanceType) -> CacheVolume:
+    if settings.cache_volume_type != "gp3":
+        return CacheVolume(settings.cache_volume_type, settings.cache_volume_size_gb, settings.cache_volume_iops,
+                           None)
+    throughput = settings.cache_volume_throughput
+    if throughput is None:
+        # What the instance can read from EBS at all (burst rate on the small sizes), in steps of 25.
+        limit = min(DEFAULT_THROUGHPUT_CAP, int(instance.ebs_max_mib_s) // 25 * 25)
+        throughput = max(GP3_BASE_THROUGHPUT, limit)
+    iops = settings.cache_volume_iops or max(GP3_BASE_IOPS, throughput * GP3_IOPS_PER_MIB_S)
+    return CacheVolume("gp3", settings.cache_volume_size_gb, iops, throughput)
+
+
+@dataclass(frozen=True)
 class DeploymentPlan:
     config: StackConfig
     vllm_version: VllmVersion
@@ -98,6 +139,7 @@ class DeploymentPlan:
     network: str | None
     fit: FitReport | None
     instance: gpu_catalog.GpuInstanceType | None
+    cache_volume: CacheVolume | None
     warnings: tuple[str, ...]
 
     @property
@@ -122,6 +164,21 @@ class DeploymentPlan:
             timeline_file=self.timeline_file,
             insecure_tls=self.scheme == "https",
         )
+
+    @property
+    def prefetch_tags(self) -> dict[str, str]:
+        """Instance tags telling the boot script what to fetch while the instance comes up. Tags, not
+        user-data: they change in place, so a new image or model never stops the instance."""
+        if self.config.target != "aws" or not self.config.aws.prefetch_at_boot:
+            return {}
+        tags = {}
+        if self.image_build is None:
+            tags[PREFETCH_IMAGE_TAG] = self.image_ref
+        if self.model_upload is None and self.image_build is None:
+            tags[PREFETCH_MODEL_TAG] = self.config.model.model
+            if self.config.model.model_revision:
+                tags[PREFETCH_REVISION_TAG] = self.config.model.model_revision
+        return tags
 
     @property
     def proxy_dir(self) -> str:
@@ -157,6 +214,8 @@ class DeploymentPlan:
         elif self.instance is not None:
             parts.append(f"{self.instance.name}: ${self.instance.price_usd_per_hour:.3f}/h on demand "
                          f"in {gpu_catalog.PRICE_REGION}")
+        if self.cache_volume is not None:
+            parts.append(self.cache_volume.describe())
         parts += [f"warning: {w}" for w in self.warnings]
         return "\n".join(parts)
 
@@ -257,6 +316,7 @@ def build_plan(cfg: StackConfig) -> DeploymentPlan:
         host_cache_dir=host_cache_dir,
         timeline_file=DEPLOY_TIMELINE_FILE if cfg.target == "aws" else f"{host_cache_dir}/deploy-timeline",
         vllm=vllm, proxy=proxy, proxy_config=proxy_config, network=network, fit=fit, instance=instance,
+        cache_volume=cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None,
         warnings=tuple(warnings),
     )
 

@@ -86,6 +86,11 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["result"] = MOCK_GENERATED_API_KEY_CHAR * inputs["length"]
         elif typ == "aws:ec2/eip:Eip":
             outputs |= {"public_ip": MOCK_PUBLIC_IP, "allocation_id": "eipalloc-0123456789abcdef0"}
+        elif typ in ("aws:iam/instanceProfile:InstanceProfile", "aws:iam/role:Role"):
+            outputs.setdefault("name", f"{args.name}-{digest[:8]}")  # AWS generates a name when none is given
+            outputs["arn"] = f"arn:aws:iam::123456789012:{typ.split('/')[1].split(':')[0]}/{outputs['name']}"
+        elif typ == "aws:ssm/parameter:Parameter":
+            outputs["arn"] = f"arn:aws:ssm:us-east-1:123456789012:parameter{inputs['name']}"
         elif typ == "aws:ec2/keyPair:KeyPair":
             outputs["key_name"] = f"{args.name}-key"
         elif typ == "aws:ebs/volume:Volume":

@@ -409,3 +409,56 @@ def test_a_custom_image_is_built_on_the_host(tmp_path: Path) -> None:
     vllm = deployed.containers()["vllm"]
     assert vllm["image"] == build["imageName"]
     assert vllm["command"][:4] == ["--model", "/app/model", "--served-model-name", "model"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fast deploys: boot-time prefetch, the cache volume's speed, where Docker keeps images.
+
+def test_prefetch_is_told_through_instance_tags_not_user_data(aws: Deployed) -> None:
+    instance = aws.mocks.one("aws:ec2/instance:Instance").inputs
+    assert instance["metadataOptions"]["instanceMetadataTags"] == "enabled"
+    assert instance["tags"]["vllm-endpoint:prefetch-image"] == "vllm/vllm-openai:v0.32.0"
+    assert instance["tags"]["vllm-endpoint:prefetch-model"] == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert "prefetch" not in decode_user_data(instance["userDataBase64"]).split("write_files")[0]
+
+
+def test_a_gated_models_token_reaches_the_instance_through_ssm_and_its_role_only(aws: Deployed) -> None:
+    parameter = aws.mocks.one("aws:ssm/parameter:Parameter")
+    assert parameter.inputs["type"] == "SecureString"
+    assert is_secret_value(parameter.raw_inputs["value"]) and parameter.inputs["value"] == HF_TOKEN
+    instance = aws.mocks.one("aws:ec2/instance:Instance").inputs
+    assert instance["tags"]["vllm-endpoint:hf-token-parameter"] == parameter.inputs["name"]
+    assert instance["iamInstanceProfile"].startswith("vllm-host-profile-")
+    policy = json.loads(aws.mocks.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    arn = f"arn:aws:ssm:us-east-1:123456789012:parameter{parameter.inputs['name']}"
+    assert policy["Statement"] == [{"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arn}]
+    assert HF_TOKEN not in decode_user_data(instance["userDataBase64"])
+
+
+def test_without_a_token_there_is_no_role_and_no_parameter(tmp_path: Path) -> None:
+    deployed = deploy(AWS, tmp_path)
+    assert not deployed.mocks.of_type("aws:ssm/parameter:Parameter")
+    assert not deployed.mocks.of_type("aws:iam/role:Role")
+    assert "iamInstanceProfile" not in deployed.mocks.one("aws:ec2/instance:Instance").inputs
+
+
+def test_cache_volume_speed_follows_the_instances_ebs_limit(tmp_path: Path) -> None:
+    small = deploy(AWS, tmp_path / "a").mocks.one("aws:ebs/volume:Volume").inputs
+    # g5.xlarge reads EBS at up to 3,500 Mbps = 417 MiB/s (burst): 400 MiB/s, and 4 IOPS per MiB/s.
+    assert (small["type"], small["throughput"], small["iops"]) == ("gp3", 400, 3000)
+    big = deploy({**AWS, "instanceType": "g5.12xlarge", "model": "Qwen/Qwen2.5-7B-Instruct"},
+                 tmp_path / "b").mocks.one("aws:ebs/volume:Volume").inputs
+    assert (big["throughput"], big["iops"]) == (1000, 4000)
+    pinned = deploy({**AWS, "cacheVolumeThroughput": "250", "cacheVolumeIops": "5000"},
+                    tmp_path / "c").mocks.one("aws:ebs/volume:Volume").inputs
+    assert (pinned["throughput"], pinned["iops"]) == (250, 5000)
+
+
+def test_docker_can_keep_its_images_on_the_cache_volume(tmp_path: Path) -> None:
+    def env_file(raw: dict[str, str], sub: str) -> str:
+        encoded = deploy(raw, tmp_path / sub).mocks.one("aws:ec2/instance:Instance").inputs["userDataBase64"]
+        files = yaml.safe_load(decode_user_data(encoded))["write_files"]
+        return str(next(f["content"] for f in files if f["path"].endswith("boot.env")))
+
+    assert "DOCKER_DATA_ROOT=\n" in env_file(AWS, "a")
+    assert f"DOCKER_DATA_ROOT={HOST_CACHE_MOUNT}/docker\n" in env_file({**AWS, "dockerDataOnCacheVolume": "true"}, "b")

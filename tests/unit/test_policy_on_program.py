@@ -27,7 +27,6 @@ from tests.unit.test_components import AWS, EXISTING, Deployed, deploy
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "policy" / "vllm-endpoint.policy-config.json"
 SHIPPED_CONFIG: dict[str, dict[str, Any]] = json.loads(CONFIG_FILE.read_text())
-COMMAND_SECRET_OUTPUTS = ("connection",)  # what pulumi-command's SDK declares secret
 
 
 def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = None) -> list[str]:
@@ -40,7 +39,8 @@ def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = No
     for resource in deployed.mocks.resources:
         props = json.loads(json.dumps(resource.raw_inputs, default=str))
         options = deployed.options.get(resource.name)
-        secret_outputs = COMMAND_SECRET_OUTPUTS if resource.typ.startswith("command:") else ()
+        # What each provider SDK declares secret (pulumi-command's `connection`, SSM's `value`, ...).
+        secret_outputs = tuple(options.additional_secret_outputs or ()) if options else ()
         if resource.typ == "docker:index/remoteImage:RemoteImage":
             stack.append(next(i for i in images.values() if i.name == resource.name))
         else:
