@@ -19,7 +19,15 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from infra.config import SECTIONS, StackConfig  # noqa: E402
+from infra import effects  # noqa: E402
+from infra.config import (  # noqa: E402
+    SECTIONS,
+    AwsSettings,
+    StackConfig,
+    config_keys,
+)
+from infra.gpu_catalog import INSTANCE_TYPES  # noqa: E402
+from infra.plan import cache_volume  # noqa: E402
 
 README = ROOT / "README.md"
 
@@ -66,7 +74,30 @@ def settings_table() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"settings": settings_table}
+def effects_table() -> str:
+    lines = ["| setting | what changing it does to a running stack |", "|---|---|"]
+    for key in ["target", *config_keys()]:
+        lines.append(f"| `{key}` | {effects.effect_text(key)} |")
+    return "\n".join(lines)
+
+
+def ebs_table() -> str:
+    """Per instance type: its own EBS bandwidth and the cache volume speed the program picks."""
+    lines = [
+        "| instance type | GPU | EBS baseline MiB/s | EBS max MiB/s | default cache volume |",
+        "|---|---|---|---|---|",
+    ]
+    for name, it in INSTANCE_TYPES.items():
+        if not it.gpu.supported_by_vllm:
+            continue
+        volume = cache_volume(AwsSettings(instance_type=name), it)
+        baseline = "—" if it.ebs_baseline_mib_s is None else f"{it.ebs_baseline_mib_s:.0f}"
+        lines.append(f"| {name} | {it.gpu_count}x {it.gpu.name} | {baseline} | {it.ebs_max_mib_s:.0f} | "
+                     f"{volume.throughput_mib_s} MiB/s, {volume.iops} IOPS |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"settings": settings_table, "effects": effects_table, "ebs": ebs_table}
 
 
 def render(readme: str) -> str:

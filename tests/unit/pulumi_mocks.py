@@ -51,9 +51,9 @@ def plaintext_occurrences(value: Any, needle: str, path: str = "") -> list[str]:
     return [path] if isinstance(value, str) and needle in value else []
 
 
-def mock_image_id(resource_name: str) -> str:
-    """The image id the mocked RemoteImage of that name reports (containers reference it)."""
-    return f"sha256:{hashlib.sha256(resource_name.encode()).hexdigest()}"
+def mock_image_id(reference: str) -> str:
+    """The image id a mocked RemoteImage reports for an image reference (containers reference it)."""
+    return f"sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
 
 
 @dataclass
@@ -92,13 +92,14 @@ class Mocks(pulumi.runtime.Mocks):
         elif typ == "aws:ssm/parameter:Parameter":
             outputs["arn"] = f"arn:aws:ssm:us-east-1:123456789012:parameter{inputs['name']}"
         elif typ == "aws:ec2/keyPair:KeyPair":
-            outputs["key_name"] = f"{args.name}-key"
+            # AWS names a key pair the program does not name; a new public key is a new key pair.
+            outputs["key_name"] = f"{args.name}-{hashlib.sha256(str(inputs['publicKey']).encode()).hexdigest()[:8]}"
         elif typ == "aws:ebs/volume:Volume":
             return "vol-0123456789abcdef0", outputs
         elif typ == "aws:ec2/instance:Instance":
             return "i-0123456789abcdef0", outputs
         elif typ == "docker:index/remoteImage:RemoteImage":
-            outputs["image_id"] = mock_image_id(args.name)
+            outputs["image_id"] = mock_image_id(inputs["name"])
         elif typ == "command:remote:Command":
             outputs |= {"stdout": f"{args.name} done\nserver_ready 1764000000.0", "stderr": ""}
         elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):

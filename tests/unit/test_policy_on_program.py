@@ -34,7 +34,7 @@ def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = No
     found: list[str] = []
     stack: list[PolicyResource] = []
     # Containers reference their image by the RemoteImage's id: rebuild that dependency for the stack.
-    images = {mock_image_id(r.name): pack.stack_resource(r.typ, r.name, r.inputs)
+    images = {mock_image_id(r.inputs["name"]): pack.stack_resource(r.typ, r.name, r.inputs)
               for r in deployed.mocks.of_type("docker:index/remoteImage:RemoteImage")}
     for resource in deployed.mocks.resources:
         props = json.loads(json.dumps(resource.raw_inputs, default=str))

@@ -14,7 +14,9 @@ import os
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import StackConfig, load_stack_config
@@ -25,10 +27,10 @@ from infra.host_scripts import (
     write_files_script,
     write_files_stdin,
 )
-from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan, build_plan
+from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan, ImageBuild, build_plan
 from infra.spec import ContainerSpec, docker_run_script
 
-from .common import run
+from .common import record_timing, run
 from .testhost import TestHost
 
 # Everything the CPU test changes in the rendered vLLM container spec, and why.
@@ -71,6 +73,8 @@ class Deployment:
     docker_run: str
     gate_seconds: float = 0.0
     gate_output: str = ""
+    # Seconds each deploy step took, in the order they ran (see `deploy`).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def endpoint_url(self) -> str:
@@ -88,39 +92,75 @@ def make_cache_dir(host: TestHost, path: Path) -> Path:
 def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str | None = None,
            tls_files: tuple[str, str] | None = None, gate: bool = True) -> Deployment:
     plan = build_plan(config)
-    host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
+    timings: dict[str, float] = {}
+    with _step(timings, "prepare_host"):
+        host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
 
     if plan.proxy is not None:
-        modes, contents = plan.proxy_files(*(tls_files or (None, None)))
-        host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
+        with _step(timings, "proxy_files"):
+            modes, contents = plan.proxy_files(*(tls_files or (None, None)))
+            host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
 
     if plan.model_upload is not None:
         upload = plan.model_upload
-        # pulumi-command copies with SFTP as the SSH user; scp (SFTP protocol) with the same options.
-        exists = host.ssh(f"test -f {shlex.quote(upload.remote_dir)}/config.json", check=False).returncode == 0
-        if not exists:
-            run(["scp", "-q", "-r", *host.ssh_options, str(upload.local_dir),
-                 f"{host.ssh_user}@{host.address}:{upload.remote_dir}"], timeout=600)
-        host.ssh(model_check_script(upload.remote_dir))
+        with _step(timings, "model_upload"):
+            # pulumi-command copies with SFTP as the SSH user; scp (SFTP protocol) with the same options.
+            exists = host.ssh(f"test -f {shlex.quote(upload.remote_dir)}/config.json", check=False).returncode == 0
+            if not exists:
+                run(["scp", "-q", "-r", *host.ssh_options, str(upload.local_dir),
+                     f"{host.ssh_user}@{host.address}:{upload.remote_dir}"], timeout=600)
+            host.ssh(model_check_script(upload.remote_dir))
+
+    if plan.image_build is not None:
+        with _step(timings, "image_build"):
+            build_image(host, plan.image_build)
 
     vllm = cpu_adapt(plan.vllm)
     specs = [vllm] + ([plan.proxy] if plan.proxy else [])
     script = docker_run_script(plan.network, specs, plan.secret_env)
     names = [spec.name for spec in specs]
-    # Replace what a previous deploy left (pulumi-docker's delete-before-replace).
-    host.docker("rm", "-f", *names, check=False)
-    if plan.network:
-        host.docker("network", "rm", plan.network, check=False)
-    env = host.docker_env()
-    env[SECRET_API_KEY_ENV] = api_key
-    if hf_token is not None:
-        env[SECRET_HF_TOKEN_ENV] = hf_token
-    subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, check=True, capture_output=True,
-                   text=True, timeout=900)
-    deployment = Deployment(host, plan, api_key, vllm, specs, script)
+    with _step(timings, "docker_run"):
+        # Replace what a previous deploy left (pulumi-docker's delete-before-replace).
+        host.docker("rm", "-f", *names, check=False)
+        if plan.network:
+            host.docker("network", "rm", plan.network, check=False)
+        env = host.docker_env()
+        env[SECRET_API_KEY_ENV] = api_key
+        if hf_token is not None:
+            env[SECRET_HF_TOKEN_ENV] = hf_token
+        subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, check=True, capture_output=True,
+                       text=True, timeout=900)
+    deployment = Deployment(host, plan, api_key, vllm, specs, script, timings=timings)
     if gate:
         deployment.gate_seconds, deployment.gate_output = run_gate(deployment)
+        timings["readiness_gate"] = deployment.gate_seconds
     return deployment
+
+
+@contextmanager
+def _step(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    timings[name] = time.monotonic() - start
+
+
+def record_deploy_timings(deployment: Deployment, label: str) -> None:
+    """Each deploy step's seconds into build/real-tests/timings.jsonl, as `deploy_<step>`."""
+    for step, seconds in deployment.timings.items():
+        record_timing(f"deploy_{step}", seconds, deployment=label)
+
+
+def build_image(host: TestHost, build: ImageBuild) -> subprocess.CompletedProcess[str]:
+    """The custom image, built on the host's engine as pulumi-docker's `docker.Image` does: the context
+    travels over the provider's SSH connection (DOCKER_HOST=ssh://) and the engine runs the build.
+
+    The classic builder, not BuildKit: the docker CLI here (28.x) has no buildx plugin, and for a
+    Dockerfile of FROM/COPY lines both builders produce the same image."""
+    env = host.docker_env()
+    env["DOCKER_BUILDKIT"] = "0"
+    # `--platform` as the component passes it (DockerBuildArgs(platform="linux/amd64")).
+    return run(["docker", "build", "--platform", "linux/amd64", "--tag", build.tag, str(build.context)],
+               env=env, timeout=900)
 
 
 def run_gate(deployment: Deployment, timeout: float | None = None) -> tuple[float, str]:
@@ -130,3 +170,63 @@ def run_gate(deployment: Deployment, timeout: float | None = None) -> tuple[floa
     proc = deployment.host.ssh(readiness_gate_script(gate), input=deployment.api_key + "\n",
                                timeout=timeout or gate.timeout_s + 60)
     return time.monotonic() - start, proc.stdout
+
+
+@dataclass
+class GateResult:
+    returncode: int
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+def gate_result(deployment: Deployment, api_key: str | None = None, timeout: float | None = None) -> GateResult:
+    """The readiness gate as `run_gate` runs it, returning its exit code and output instead of raising:
+    for tests of how it fails. `api_key` replaces the deployment's key on the gate's stdin."""
+    gate = deployment.plan.readiness_gate
+    key = deployment.api_key if api_key is None else api_key
+    start = time.monotonic()
+    proc = deployment.host.ssh(readiness_gate_script(gate), input=key + "\n", check=False,
+                               timeout=timeout or gate.timeout_s + 60)
+    return GateResult(proc.returncode, time.monotonic() - start, proc.stdout, proc.stderr)
+
+
+def timeline_seconds(gate_output: str, stage: str, since: str = "container_started") -> float | None:
+    """Seconds from `since` to `stage` in the timeline the gate prints (`stage epoch +offset s`)."""
+    epochs: dict[str, float] = {}
+    for line in gate_output.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in (stage, since):
+            try:
+                epochs[parts[0]] = float(parts[1])
+            except ValueError:
+                continue
+    if stage in epochs and since in epochs:
+        return epochs[stage] - epochs[since]
+    return None
+
+
+@dataclass
+class StageTimes:
+    """Timings of one test module: each goes to timings.jsonl (record_timing) and into a summary."""
+
+    module: str
+    entries: list[tuple[str, float, str]] = field(default_factory=list)
+
+    def add(self, stage: str, seconds: float, **details: object) -> None:
+        record_timing(stage, seconds, module=self.module, **details)
+        note = " ".join(f"{k}={v}" for k, v in details.items())
+        self.entries.append((stage, seconds, note))
+
+    def add_deploy(self, deployment: Deployment, label: str) -> None:
+        """Each deploy step, the gate's wait and vLLM's own start (container start to first answer)."""
+        for step, seconds in deployment.timings.items():
+            self.add(f"deploy_{step}", seconds, deployment=label)
+        ready = timeline_seconds(deployment.gate_output, "server_ready")
+        if ready is not None:
+            self.add("vllm_ready_after_container_start", ready, deployment=label)
+
+    def summary(self) -> str:
+        lines = [f"timings of {self.module}:"]
+        lines += [f"  {stage:<36} {seconds:8.1f} s  {note}" for stage, seconds, note in self.entries]
+        return "\n".join(lines)

@@ -233,6 +233,26 @@ class TestHost:
         if ids:
             self.docker_local("rm", "-f", "-v", *ids, timeout=300)
 
+    def restart_engine(self, stop_timeout: float = 120) -> tuple[float, float]:
+        """What a reboot does to the engine: dockerd stops (stopping every container with it) and
+        starts again with the same arguments; only the containers' restart policies bring them back.
+        containerd keeps running, as a restarted docker.service leaves containerd.service alone.
+        Returns (seconds to stop, seconds to start)."""
+        pid_file = self.state_dir / "dockerd.pid"
+        pid = read_pid(pid_file)
+        if pid is None or not pid_alive(pid):
+            raise RuntimeError(f"dockerd of {self.name} is not running (pid file {pid_file})")
+        t0 = time.monotonic()
+        # dockerd's own shutdown waits for each container's stop timeout (vLLM's is 60 s) plus a grace.
+        stop_pid(pid, timeout=stop_timeout)
+        # A clean exit removes the pid file; a killed dockerd leaves its dead pid, which start-up reads.
+        pid_file.unlink(missing_ok=True)
+        t1 = time.monotonic()
+        _spawn(_dockerd_argv(self.name, self.slot, self.state_dir, self.docker_socket),
+               self.state_dir / "dockerd.log", None)
+        _wait_engine(self.name, self.state_dir, self.docker_socket)
+        return t1 - t0, time.monotonic() - t1
+
 
 def _sshd_config(*, address: str, port: int, host_key: Path, authorized_keys: Path, pid_file: Path,
                  docker_socket: Path, user: str) -> str:
@@ -508,20 +528,28 @@ def _start_engine(netns: str, slot: int, state_dir: Path, socket_path: Path) -> 
            state_dir / "containerd.log", state_dir / "containerd.pid")
     wait_for(ctr_socket.exists, timeout=30, what=f"containerd socket {ctr_socket}")
 
-    pid_file = state_dir / "dockerd.pid"
-    _spawn([
+    # dockerd writes its own pid file (and refuses to start if a live pid is already in it).
+    _spawn(_dockerd_argv(netns, slot, state_dir, socket_path), state_dir / "dockerd.log", None)
+    _wait_engine(netns, state_dir, socket_path)
+
+
+def _dockerd_argv(netns: str, slot: int, state_dir: Path, socket_path: Path) -> list[str]:
+    data_root, exec_root = _slot_paths(slot)
+    return [
         *_nsenter(netns), "dockerd",
         "--data-root", str(data_root),
         "--exec-root", str(exec_root),
-        "--pidfile", str(pid_file),
+        "--pidfile", str(state_dir / "dockerd.pid"),
         "--host", f"unix://{socket_path}",
         # The socket is root:docker 0660: the SSH user reaches the engine through its group.
         "--group", DOCKER_GROUP,
-        "--containerd", str(ctr_socket),
+        "--containerd", str(exec_root / "containerd" / "containerd.sock"),
         "--storage-driver", "overlay2",
         "--log-level", "warn",
-    # dockerd writes its own pid file (and refuses to start if a live pid is already in it).
-    ], state_dir / "dockerd.log", None)
+    ]
+
+
+def _wait_engine(netns: str, state_dir: Path, socket_path: Path) -> None:
     docker = _docker_cli()
     env = {**os.environ, "DOCKER_CONFIG": str(state_dir / "docker-client")}
 
