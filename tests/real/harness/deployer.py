@@ -144,12 +144,6 @@ def _step(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = time.monotonic() - start
 
 
-def record_deploy_timings(deployment: Deployment, label: str) -> None:
-    """Each deploy step's seconds into build/real-tests/timings.jsonl, as `deploy_<step>`."""
-    for step, seconds in deployment.timings.items():
-        record_timing(f"deploy_{step}", seconds, deployment=label)
-
-
 def build_image(host: TestHost, build: ImageBuild) -> subprocess.CompletedProcess[str]:
     """The custom image, built on the host's engine as pulumi-docker's `docker.Image` does: the context
     travels over the provider's SSH connection (DOCKER_HOST=ssh://) and the engine runs the build.

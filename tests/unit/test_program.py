@@ -1,0 +1,74 @@
+"""`__main__.py` itself, under mocks, with the shipped stack files: it builds the stack, and a bad
+config stops it before any resource is declared, listing every problem."""
+
+from __future__ import annotations
+
+import json
+import logging
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from tests.unit.pulumi_mocks import Mocks
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
+
+
+def run_program(config: dict[str, Any], secret_keys: list[str], home: Path,
+                monkeypatch: pytest.MonkeyPatch, mocks: Mocks | None = None) -> Mocks:
+    mocks = mocks or Mocks()
+    pulumi.runtime.set_mocks(mocks, project="vllm-endpoint", stack="dev", preview=False)
+    # Pulumi hands structured values (lists, maps) to the program as JSON text.
+    flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    pulumi.runtime.set_all_config(flat, secret_keys)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(ROOT)
+
+    @pulumi.runtime.test
+    def run() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    run()
+    return mocks
+
+
+def test_the_dev_stack_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mocks = run_program(stack_config("dev"), [], tmp_path, monkeypatch)
+    assert mocks.one("aws:ec2/instance:Instance").inputs["instanceType"] == "g5.xlarge"
+    assert mocks.one("aws:ec2/instance:Instance").inputs["tags"]["environment"] == "dev"
+    assert {r.inputs["name"] for r in mocks.of_type("docker:index/container:Container")} == {"vllm", "vllm-proxy"}
+    # The docker connection's key material is written under the user's home, per project and stack.
+    assert (tmp_path / ".ssh" / "vllm-endpoint" / "vllm-endpoint-dev" / "known_hosts").exists()
+
+
+def test_the_shared_gpu_stack_builds_without_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {**stack_config("shared-gpu"), "vllm-endpoint:sshPrivateKey": KEY}
+    mocks = run_program(config, ["vllm-endpoint:sshPrivateKey"], tmp_path, monkeypatch)
+    assert not [r for r in mocks.resources if r.typ.startswith("aws:")]
+    vllm = next(r for r in mocks.of_type("docker:index/container:Container") if r.inputs["name"] == "vllm")
+    assert "NVIDIA_VISIBLE_DEVICES=1" in vllm.inputs["envs"]
+    command = vllm.inputs["command"]
+    assert command[command.index("--gpu-memory-utilization") + 1] == "0.7"
+    assert command[command.index("--max-num-seqs") + 1] == "16"
+
+
+def test_bad_config_stops_before_any_resource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    key = "plaintext-key-" + "x" * 30
+    config = {**stack_config("dev"), "vllm-endpoint:maxNumSeqs": "0", "vllm-endpoint:apiKey": key}
+    mocks = Mocks()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as info:
+        run_program(config, [], tmp_path, monkeypatch, mocks)
+    assert info.value.code == 1
+    assert mocks.resources == [] and mocks.calls == []
+    assert "maxNumSeqs: Input should be greater than or equal to 1 (got 0)" in caplog.text
+    assert "apiKey: is stored in plaintext" in caplog.text and key not in caplog.text
