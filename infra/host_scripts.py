@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 
 from infra.constants import CACHE_SUBDIR_MODELS, CACHE_SUBDIR_PROXY, CACHE_SUBDIR_ROOT
+from infra.userdata import PREFETCH_STATE_DIR
 
 CACHE_SUBDIRS = (CACHE_SUBDIR_ROOT, CACHE_SUBDIR_MODELS, CACHE_SUBDIR_PROXY)
 
@@ -46,8 +47,51 @@ if [ "$owner" != {shlex.quote(container_user)} ]; then
 fi"""
 
 
-def host_ready_script(cache_mount: str, require_nvidia: bool, container_user: str) -> str:
-    """Waits until cloud-init finished preparing the VM; fails with cloud-init's own report otherwise."""
+# How long the host check waits for the boot-time model download (a 15 GB model at ~20 MB/s fits).
+PREFETCH_WAIT_SECONDS = 1800
+
+
+def prefetch_wait_script(state_dir: str, wait_s: int) -> str:
+    """Waits for the boot-time model download boot.sh started, if it started one. Never fails: without
+    the prefetch, vLLM downloads the model itself (waiting on the same per-file locks if one is still
+    being written)."""
+    state = shlex.quote(state_dir)
+    return f"""
+state={state}
+if [ -e "$state/prefetch-model.started" ]; then
+  waited=0
+  while [ ! -e "$state/prefetch-model.done" ] && [ ! -e "$state/prefetch-model.failed" ]; do
+    pid=$(cat "$state/prefetch-model.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && ! grep -qs prefetch-model-job "/proc/$pid/cmdline"; then
+      echo "warning: the boot-time model download ended without a result; vLLM will download the model" >&2
+      break
+    fi
+    if [ "$waited" -ge {wait_s} ]; then
+      echo "warning: the boot-time model download is still running after {wait_s} s; vLLM takes over" >&2
+      break
+    fi
+    sleep 5
+    waited=$((waited + 5))
+  done
+  if [ -e "$state/prefetch-model.failed" ]; then
+    echo "warning: the boot-time model download failed: $(cut -d' ' -f2- "$state/prefetch-model.failed")" >&2
+    echo "warning: vLLM will download the model itself when the container starts" >&2
+  elif [ -e "$state/prefetch-model.done" ]; then
+    echo "model prefetched: $(cut -d' ' -f2- "$state/prefetch-model.done")"
+  fi
+fi
+if [ -e "$state/prefetch-image.failed" ]; then
+  echo "warning: the boot-time image pull failed: $(cut -d' ' -f2- "$state/prefetch-image.failed")" >&2
+elif [ -e "$state/prefetch-image.started" ] && [ ! -e "$state/prefetch-image.done" ]; then
+  echo "the image is still being pulled; the container's own pull joins it"
+fi"""
+
+
+def host_ready_script(cache_mount: str, require_nvidia: bool, container_user: str,
+                      prefetch_state_dir: str = PREFETCH_STATE_DIR,
+                      prefetch_wait_s: int = PREFETCH_WAIT_SECONDS) -> str:
+    """Waits until cloud-init finished preparing the VM (failing with cloud-init's own report), then
+    for the boot-time model download (reporting, never failing, when it did not work out)."""
     mount = shlex.quote(cache_mount)
     owner_check = _owner_check(cache_mount, container_user)
     nvidia_check = (
@@ -71,7 +115,7 @@ if ! mountpoint -q {mount}; then
   echo "the cache volume is not mounted at {cache_mount}" >&2
   exit 1
 fi
-docker info >/dev/null{nvidia_check}{owner_check}
+docker info >/dev/null{nvidia_check}{owner_check}{prefetch_wait_script(prefetch_state_dir, prefetch_wait_s)}
 echo "host ready"
 """
 

@@ -26,7 +26,12 @@ BOOT_ENV_FILE = "/etc/vllm-endpoint/boot.env"
 # instance (an instance-type change) re-checks its volume, runtime and Docker the same way.
 BOOT_SCRIPT = "/var/lib/cloud/scripts/per-boot/50-vllm-endpoint-boot"
 PREPARE_CACHE_SCRIPT = "/usr/local/sbin/vllm-endpoint-prepare-cache-volume"
-DEPLOY_TIMELINE_FILE = "/var/lib/vllm-endpoint/timeline"
+# The boot-time model download (stdlib Python: runs on the AMI's python3 before any container).
+HF_PREFETCH_SCRIPT = "/usr/local/lib/vllm-endpoint/hf-prefetch.py"
+STATE_DIR = "/var/lib/vllm-endpoint"
+DEPLOY_TIMELINE_FILE = f"{STATE_DIR}/timeline"
+# The boot-time prefetch jobs leave prefetch-{image,model}.{started,pid,done,failed} here.
+PREFETCH_STATE_DIR = STATE_DIR
 CACHE_WAIT_SECONDS = 600
 # Keeps Docker's images on the cache volume when opted in: a replacement instance starts without a pull.
 DOCKER_DATA_ROOT_ON_VOLUME = f"{HOST_CACHE_MOUNT}/docker"
@@ -46,6 +51,15 @@ def read_script(name: str) -> str:
     return resources.files("infra").joinpath("scripts", name).read_text()
 
 
+def shipped_script(name: str) -> str:
+    """The script as user-data carries it: without its full-line comments (they would take half of
+    EC2's 16 KB). The shebang stays. tests/unit/test_scripts_lint.py proves the result is the same
+    program (bash's own parser, Python's AST)."""
+    lines = read_script(name).splitlines(keepends=True)
+    return "".join(line for i, line in enumerate(lines)
+                   if not line.lstrip().startswith("#") or (i == 0 and line.startswith("#!")))
+
+
 def boot_env(settings: HostBootSettings) -> str:
     values = {
         "CACHE_VOLUME_ID": settings.cache_volume_id,
@@ -54,6 +68,8 @@ def boot_env(settings: HostBootSettings) -> str:
         "CACHE_OWNER": settings.ssh_user,
         "SSH_USER": settings.ssh_user,
         "DEPLOY_TIMELINE_FILE": DEPLOY_TIMELINE_FILE,
+        "PREFETCH_STATE_DIR": PREFETCH_STATE_DIR,
+        "HF_PREFETCH_SCRIPT": HF_PREFETCH_SCRIPT,
         "DOCKER_DATA_ROOT": DOCKER_DATA_ROOT_ON_VOLUME if settings.docker_data_on_cache_volume else "",
     }
     for key, value in values.items():
@@ -78,8 +94,10 @@ def render_user_data(settings: HostBootSettings) -> str:
         "write_files": [
             {"path": BOOT_ENV_FILE, "permissions": "0644", "owner": "root:root", "content": boot_env(settings)},
             {"path": PREPARE_CACHE_SCRIPT, "permissions": "0755", "owner": "root:root",
-             "content": read_script("prepare-cache-volume.sh")},
-            {"path": BOOT_SCRIPT, "permissions": "0755", "owner": "root:root", "content": read_script("boot.sh")},
+             "content": shipped_script("prepare-cache-volume.sh")},
+            {"path": HF_PREFETCH_SCRIPT, "permissions": "0755", "owner": "root:root",
+             "content": shipped_script("hf-prefetch.py")},
+            {"path": BOOT_SCRIPT, "permissions": "0755", "owner": "root:root", "content": shipped_script("boot.sh")},
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=1000)

@@ -5,8 +5,12 @@
 #   CACHE_VOLUME_ID, CACHE_MOUNT_POINT, CACHE_WAIT_SECONDS, CACHE_OWNER  - see prepare-cache-volume
 #   SSH_USER            - added to the docker group (pulumi-docker connects as this user)
 #   DOCKER_DATA_ROOT    - optional: keep Docker's images on the cache volume (survive replacement)
-#   PREFETCH_IMAGE      - optional: image reference pulled in the background as soon as Docker is up
 #   DEPLOY_TIMELINE_FILE - where each stage's end time is appended ("stage epoch-seconds")
+#   PREFETCH_STATE_DIR  - where the boot-time prefetch leaves its markers (see "Prefetch" below)
+#   HF_PREFETCH_SCRIPT  - the model prefetcher (hf-prefetch.py)
+#
+# `boot.sh` alone is the boot; `boot.sh prefetch` runs only the prefetch start (for tests and by hand);
+# `boot.sh prefetch-image-job|prefetch-model-job` are the detached jobs it starts.
 #
 # It exits non-zero (and cloud-init reports an error, which fails the deploy's host check) when the
 # cache volume cannot be mounted: the container must never start with its caches on the root disk.
@@ -26,6 +30,180 @@ export CACHE_OWNER="${CACHE_OWNER:-$SSH_USER}"
 timeline() {
   printf '%s %s\n' "$1" "${2:-$(date +%s.%N)}" >>"$DEPLOY_TIMELINE_FILE"
 }
+
+# --- Prefetch ---------------------------------------------------------------------------------
+# As soon as Docker is up, the image pull and the model download onto the cache volume start at
+# once, in the background, so that both are there when the deploy creates the container. What to
+# fetch is read from the instance's tags through IMDSv2 (instance_metadata_tags enabled), never from
+# user-data: a new image or model changes tags in place and never stops the instance.
+#   vllm-endpoint:prefetch-image      image reference
+#   vllm-endpoint:prefetch-model      Hugging Face repo id (absent for uploaded or baked-in models)
+#   vllm-endpoint:prefetch-revision   its revision (absent: main)
+#   vllm-endpoint:hf-token-parameter  SSM SecureString parameter holding the HF token (gated models)
+# Each job leaves prefetch-<job>.started, .pid and then .done or .failed ("<epoch> <message>") in
+# PREFETCH_STATE_DIR; the host readiness check waits for the model's. A failed prefetch only costs
+# time: the container then downloads the model (or pulls the image) itself.
+self=$(readlink -f -- "${BASH_SOURCE[0]}")
+imds_url=${VLLM_ENDPOINT_IMDS_URL:-http://169.254.169.254}
+state_dir=${PREFETCH_STATE_DIR:-$(dirname -- "$DEPLOY_TIMELINE_FILE")}
+prefetch_log=${PREFETCH_LOG:-/var/log/vllm-endpoint-prefetch.log}
+retry_delay=${PREFETCH_RETRY_DELAY:-10}
+imds_token=""
+
+# An IMDSv2 session token, kept for the next calls (call it outside a subshell for that).
+imds_session() {
+  [[ -n $imds_token ]] || imds_token=$(curl -sS -f --max-time 5 --retry 3 -X PUT \
+    -H 'X-aws-ec2-metadata-token-ttl-seconds: 3600' "$imds_url/latest/api/token")
+}
+
+# Prints the instance metadata at $1 (below /latest/). Status 1: absent (404); 2: IMDS failed.
+imds_get() {
+  local reply code
+  imds_session || return 2
+  # The session token goes to curl on stdin (-H @-), not on its command line.
+  reply=$(printf 'X-aws-ec2-metadata-token: %s\n' "$imds_token" \
+    | curl -sS --max-time 5 --retry 3 -H @- -w '\n%{http_code}' "$imds_url/latest/$1") || return 2
+  code=${reply##*$'\n'}
+  case $code in
+    200) printf '%s\n' "${reply%$'\n'*}" ;;
+    404) return 1 ;;
+    *) echo "vllm-endpoint: IMDS answered $code for $1" >&2; return 2 ;;
+  esac
+}
+
+# Prints the value of instance tag vllm-endpoint:$1, or nothing when the tag is absent.
+instance_tag() {
+  local rc=0
+  imds_get "meta-data/tags/instance/vllm-endpoint:$1" || rc=$?
+  [[ $rc -le 1 ]]
+}
+
+# Writes the job's result marker: $1 job, $2 done|failed, $3 message.
+finish() {
+  local marker="$state_dir/prefetch-$1.$2"
+  printf '%s %s\n' "$(date +%s.%N)" "$3" >"$marker.tmp"
+  mv -f -- "$marker.tmp" "$marker"
+  echo "vllm-endpoint prefetch-$1: $2: $3"
+}
+
+start_job() {
+  local job=$1 kv name
+  shift
+  local pass=("BOOT_ENV_FILE=$env_file" "VLLM_ENDPOINT_IMDS_URL=$imds_url" "PREFETCH_STATE_DIR=$state_dir"
+              "PREFETCH_LOG=$prefetch_log" "PREFETCH_RETRY_DELAY=$retry_delay" "$@")
+  # Where tests point the jobs at stand-ins (a Hub, a Docker engine); unset on an instance.
+  for name in HF_ENDPOINT DOCKER_HOST HF_PREFETCH_SCRIPT; do
+    if [[ -n ${!name:-} ]]; then pass+=("$name=${!name}"); fi
+  done
+  date +%s.%N >"$state_dir/prefetch-$job.started"
+  if [[ -d /run/systemd/system ]] && command -v systemd-run >/dev/null; then
+    # A unit of its own: cloud-init's unit ends (and systemd would stop its leftovers) long before a
+    # multi-GB download does.
+    local setenv=()
+    for kv in "${pass[@]}"; do setenv+=("--setenv=$kv"); done
+    systemd-run --quiet --collect --unit "vllm-endpoint-prefetch-$job-$(date +%s)" "${setenv[@]}" \
+      -- "$self" "prefetch-$job-job"
+  else
+    env "${pass[@]}" setsid "$self" "prefetch-$job-job" </dev/null >>"$prefetch_log" 2>&1 &
+    disown
+  fi
+}
+
+start_prefetch() {
+  local image model revision token_parameter
+  mkdir -p -- "$state_dir"
+  rm -f -- "$state_dir"/prefetch-image.* "$state_dir"/prefetch-model.*
+  if ! imds_session || ! image=$(instance_tag prefetch-image) || ! model=$(instance_tag prefetch-model) \
+    || ! revision=$(instance_tag prefetch-revision) || ! token_parameter=$(instance_tag hf-token-parameter); then
+    echo "vllm-endpoint: cannot read the instance's tags (IMDS); nothing is prefetched" >&2
+    return 0
+  fi
+  if [[ -n $image ]]; then
+    start_job image "PREFETCH_IMAGE=$image"
+  fi
+  if [[ -n $model ]]; then
+    start_job model "PREFETCH_MODEL=$model" "PREFETCH_REVISION=$revision" "HF_TOKEN_PARAMETER=$token_parameter"
+  fi
+}
+
+prefetch_image_job() {
+  local attempt
+  echo $$ >"$state_dir/prefetch-image.pid"
+  for attempt in 1 2 3; do
+    # Present already (a kept Docker data root, a re-run): no registry round trip.
+    if docker image inspect "$PREFETCH_IMAGE" >/dev/null 2>&1; then
+      timeline image_present
+      finish image "done" "$PREFETCH_IMAGE is present"
+      return 0
+    fi
+    # pulumi-docker's own pull of the same reference joins this one in the daemon.
+    if docker pull --quiet "$PREFETCH_IMAGE"; then
+      timeline image_present
+      finish image "done" "pulled $PREFETCH_IMAGE"
+      return 0
+    fi
+    sleep $((attempt * retry_delay))
+  done
+  finish image failed "docker pull $PREFETCH_IMAGE failed 3 times (see $prefetch_log)"
+}
+
+# Prints the HF token kept in SSM parameter $1 (captured by the caller; never an argument).
+read_hf_token() {
+  local region attempt
+  command -v aws >/dev/null || { echo "the AWS CLI is not installed" >&2; return 1; }
+  region=$(imds_get meta-data/placement/region) || return 1
+  for attempt in 1 2 3 4 5; do
+    # The instance profile's credentials can lag the first seconds of the first boot.
+    if AWS_DEFAULT_REGION=$region aws ssm get-parameter --name "$1" --with-decryption \
+      --query Parameter.Value --output text; then
+      return 0
+    fi
+    sleep $((attempt * retry_delay))
+  done
+  return 1
+}
+
+prefetch_model_job() {
+  echo $$ >"$state_dir/prefetch-model.pid"
+  local owner=${CACHE_OWNER%%:*} hf_home="$CACHE_MOUNT_POINT/root-cache/huggingface"
+  local errors="$state_dir/prefetch-model.err" python token="" rc=0
+  local args=(--repo "$PREFETCH_MODEL" --hf-home "$hf_home")
+  if [[ -n ${PREFETCH_REVISION:-} ]]; then args+=(--revision "$PREFETCH_REVISION"); fi
+  python=$(command -v python3) || { finish model failed "python3 is not installed"; return 0; }
+  install -d -m 0755 -- "$hf_home"
+  chown -- "$CACHE_OWNER" "$hf_home"
+  local run=(runuser -u "$owner" -- env "DEPLOY_TIMELINE_FILE=$DEPLOY_TIMELINE_FILE"
+             "HF_ENDPOINT=${HF_ENDPOINT:-https://huggingface.co}"
+             "$python" "${HF_PREFETCH_SCRIPT:-/usr/local/lib/vllm-endpoint/hf-prefetch.py}" "${args[@]}")
+  if [[ -n ${HF_TOKEN_PARAMETER:-} ]]; then
+    if ! token=$(read_hf_token "$HF_TOKEN_PARAMETER"); then
+      finish model failed "cannot read the Hugging Face token from SSM parameter $HF_TOKEN_PARAMETER"
+      return 0
+    fi
+    # The token travels in a pipe: never in a file, an argument or the environment.
+    printf '%s\n' "$token" | "${run[@]}" --token-file - 2>"$errors" || rc=$?
+    token=""
+  else
+    "${run[@]}" </dev/null 2>"$errors" || rc=$?
+  fi
+  cat -- "$errors"
+  if [[ $rc -eq 0 ]]; then
+    finish model "done" "$PREFETCH_MODEL is in $hf_home"
+  else
+    local reason
+    reason=$(grep -m1 'error:' "$errors" || tail -n 1 "$errors")
+    finish model failed "${reason:-hf-prefetch exited with status $rc}"
+  fi
+  rm -f -- "$errors"
+}
+
+case ${1:-} in
+  "") ;;
+  prefetch) start_prefetch; exit 0 ;;
+  prefetch-image-job) exec >>"$prefetch_log" 2>&1; prefetch_image_job; exit 0 ;;
+  prefetch-model-job) exec >>"$prefetch_log" 2>&1; prefetch_model_job; exit 0 ;;
+  *) echo "usage: $0 [prefetch]" >&2; exit 2 ;;
+esac
 
 # A fresh timeline per boot: the gate reports this boot's stages, not an older one's. The SSH user
 # owns the folder because the readiness gate (which runs as that user) adds the last stages.
@@ -66,18 +244,5 @@ if ! docker info --format '{{json .Runtimes}}' | grep -q '"nvidia"'; then
 fi
 timeline docker_ready
 
-if [ -n "${PREFETCH_IMAGE:-}" ]; then
-  # In the background, so instance readiness (and the deploy's next steps) do not wait for a
-  # multi-GB pull; pulumi-docker's own pull of the same reference joins this one in the daemon.
-  (
-    for attempt in 1 2 3; do
-      if docker pull --quiet "$PREFETCH_IMAGE" >/dev/null; then
-        timeline image_present
-        exit 0
-      fi
-      sleep $((attempt * 10))
-    done
-    echo "vllm-endpoint: background pull of $PREFETCH_IMAGE failed" >&2
-  ) </dev/null >>/var/log/vllm-endpoint-prefetch.log 2>&1 &
-  disown
-fi
+# Never fails the boot: without a prefetch the container fetches what it needs itself.
+start_prefetch || echo "vllm-endpoint: the prefetch did not start" >&2

@@ -1,32 +1,34 @@
 #!/usr/bin/env python3
 """Puts a Hugging Face model into the Hugging Face cache before vLLM starts, so vLLM downloads nothing.
 
-Run at boot on the instance (Ubuntu 22.04's python3.10, standard library only), as the owner of the
-cache volume's folders, in the background while the image is pulled. Usage:
-
-    hf-prefetch.py --repo ORG/NAME [--revision REV] [--hf-home DIR] [--token-file PATH|-]
-
-The token comes from --token-file (a path; `-` reads it from standard input) or the HF_TOKEN variable,
-never from an argument, and is sent only to the Hub endpoint itself (not to the storage host that LFS
-downloads are redirected to). HF_ENDPOINT selects another Hub; DEPLOY_TIMELINE_FILE, when set, gets
-"model_present <epoch>" appended once every file is in place.
-
-What it writes is the cache huggingface_hub itself reads (HF_HOME/hub):
-    models--ORG--NAME/blobs/<etag>                  the content, named by the ETag the Hub reports
-    models--ORG--NAME/snapshots/<commit>/<path>     relative symlink to ../../blobs/<etag>
-    models--ORG--NAME/refs/<revision>               the commit the revision resolved to
-A file is fetched into blobs/<etag>.incomplete (resumed with a range request after an interruption,
-checked against its size and, for LFS files, its sha256) and renamed into place, under the same
-per-blob lock file huggingface_hub takes, so a vLLM starting meanwhile waits instead of fetching it
-twice. A second run finds every snapshot entry and downloads nothing.
-
-The files are the ones vLLM 0.32 reads when it starts with `--model ORG/NAME` (load format `auto`):
-- every file that is not a weight or a large media file (configs, tokenizer, chat templates, README):
-  vLLM's tokenizer loading snapshots exactly that set;
-- the weights in the one format vLLM picks: `consolidated*.safetensors` in a Mistral-format repo;
-  otherwise the shards a `model.safetensors.index.json` names, or every `*.safetensors`; otherwise
-  `*.bin`, then `*.pt`. Files below `original/**/` (vLLM's default --ignore-patterns) are skipped.
+Usage: hf-prefetch.py --repo ORG/NAME [--revision REV] [--hf-home DIR] [--token-file PATH|-]
 """
+
+# Run at boot on the instance (Ubuntu 22.04's python3.10, standard library only), as the owner of the
+# cache volume's folders, in the background while the image is pulled.
+#
+# The token comes from --token-file (a path; `-` reads it from standard input) or the HF_TOKEN variable,
+# never from an argument, and is sent only to the Hub endpoint itself (not to the storage host that LFS
+# downloads are redirected to). HF_ENDPOINT selects another Hub; DEPLOY_TIMELINE_FILE, when set, gets
+# "model_present <epoch>" appended once every file is in place.
+#
+# What it writes is the cache huggingface_hub itself reads (HF_HOME/hub):
+#   models--ORG--NAME/blobs/<etag>                  the content, named by the ETag the Hub reports
+#   models--ORG--NAME/snapshots/<commit>/<path>     relative symlink to ../../blobs/<etag>
+#   models--ORG--NAME/refs/<revision>               the commit the revision resolved to
+# A file is fetched into blobs/<etag>.incomplete (resumed with a range request after an interruption,
+# checked against its size and, for LFS files, its sha256) and renamed into place, under the same
+# per-blob lock file huggingface_hub takes, so a vLLM starting meanwhile waits instead of fetching it
+# twice. A second run finds every snapshot entry and downloads nothing. No trees/<commit>.json listing
+# is written: huggingface_hub would then hold a snapshot without the files vLLM does not read
+# (other weight formats) for incomplete.
+#
+# The files are the ones vLLM 0.32 reads when it starts with `--model ORG/NAME` (load format `auto`):
+# - every file that is not a weight or a large media file (configs, tokenizer, chat templates, README):
+#   vLLM's tokenizer loading snapshots exactly that set;
+# - the weights in the one format vLLM picks: `consolidated*.safetensors` in a Mistral-format repo;
+#   otherwise the shards a `model.safetensors.index.json` names, or every `*.safetensors`; otherwise
+#   `*.bin`, then `*.pt`. Files below `original/**/` (vLLM's default --ignore-patterns) are skipped.
 
 from __future__ import annotations
 
@@ -515,12 +517,15 @@ def _default_hf_home() -> str:
 def _record_timeline(stage: str) -> None:
     path = os.environ.get("DEPLOY_TIMELINE_FILE")
     if path:
-        with open(path, "a") as fh:
-            fh.write(f"{stage} {time.time():.6f}\n")
+        try:
+            with open(path, "a") as fh:
+                fh.write(f"{stage} {time.time():.6f}\n")
+        except OSError as err:  # the model is in place all the same
+            log(f"warning: cannot record {stage} in {path}: {err.strerror}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--repo", required=True, help="model repo id, ORG/NAME")
     parser.add_argument("--revision", default=DEFAULT_REVISION, help="branch, tag or commit (default: main)")
     parser.add_argument("--hf-home", default=None, help="HF_HOME: the cache goes to HF_HOME/hub")

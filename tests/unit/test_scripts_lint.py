@@ -21,6 +21,8 @@ from infra.host_scripts import (
 from infra.proxy import ProxySettings, render_nginx_conf
 from infra.userdata import (
     BOOT_SCRIPT,
+    HF_PREFETCH_SCRIPT,
+    PREFETCH_STATE_DIR,
     PREPARE_CACHE_SCRIPT,
     USER_DATA_LIMIT,
     HostBootSettings,
@@ -29,6 +31,7 @@ from infra.userdata import (
     encode_user_data,
     read_script,
     render_user_data,
+    shipped_script,
 )
 
 HOST_KEY_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -85,9 +88,14 @@ def test_user_data_is_valid_cloud_config(tmp_path: Path) -> None:
 def test_user_data_installs_the_scripts_and_the_pinned_host_key() -> None:
     document = yaml.safe_load(render_user_data(BOOT))
     files = {f["path"]: f for f in document["write_files"]}
-    assert files[BOOT_SCRIPT]["content"] == read_script("boot.sh")
-    assert files[PREPARE_CACHE_SCRIPT]["content"] == read_script("prepare-cache-volume.sh")
-    assert files[BOOT_SCRIPT]["permissions"] == "0755"
+    assert files[BOOT_SCRIPT]["content"] == shipped_script("boot.sh")
+    assert files[PREPARE_CACHE_SCRIPT]["content"] == shipped_script("prepare-cache-volume.sh")
+    assert files[HF_PREFETCH_SCRIPT]["content"] == shipped_script("hf-prefetch.py")
+    assert all(files[p]["permissions"] == "0755" for p in (BOOT_SCRIPT, PREPARE_CACHE_SCRIPT, HF_PREFETCH_SCRIPT))
+    # boot.sh finds the prefetcher and leaves its markers where the host check looks for them.
+    assert f"HF_PREFETCH_SCRIPT={HF_PREFETCH_SCRIPT}\n" in boot_env(BOOT)
+    assert f"PREFETCH_STATE_DIR={PREFETCH_STATE_DIR}\n" in boot_env(BOOT)
+    assert f"state={PREFETCH_STATE_DIR}\n" in host_ready_script("/opt/vllm-endpoint/cache", True, "1000:1000")
     assert document["ssh_keys"] == {"ed25519_private": HOST_KEY_PRIVATE, "ed25519_public": HOST_KEY_PUBLIC}
     assert document["ssh_deletekeys"] is True
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from infra.config import StackConfig, load_stack_config
 from infra.host_scripts import (
@@ -222,5 +223,17 @@ class StageTimes:
 
     def summary(self) -> str:
         lines = [f"timings of {self.module}:"]
-        lines += [f"  {stage:<36} {seconds:8.1f} s  {note}" for stage, seconds, note in self.entries]
+        lines += [f"  {stage:<44} {seconds:8.1f} s  {note}" for stage, seconds, note in self.entries]
         return "\n".join(lines)
+
+    def report(self, config: Any) -> None:
+        """Prints the summary past pytest's output capture (module fixtures' teardown is captured)."""
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if reporter is None or not self.entries:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line("\n" + self.summary())
+        else:
+            reporter.write_line("\n" + self.summary())

@@ -1,0 +1,530 @@
+"""The boot-time prefetch on real parts: infra/scripts/hf-prefetch.py against a Hugging Face Hub stand-in
+(tests/real/harness/fakehub.py), checked with the REAL huggingface_hub and vLLM code of the vLLM venv;
+the prefetch section of infra/scripts/boot.sh run for real against a stand-in IMDS (token PUT, tags GET)
+and the test host's Docker engine; and the real vLLM server serving the model from the cache it filled.
+
+Every script runs as user-data ships it (`shipped_script`, comments stripped), so what is tested is what
+runs on the instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import openai
+import pytest
+
+from infra.host_scripts import prefetch_wait_script
+from infra.userdata import HostBootSettings, boot_env, shipped_script
+from tests.real.harness import images
+from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem, record_timing
+from tests.real.harness.deployer import deploy, existing_host_config, make_cache_dir
+from tests.real.harness.fakehub import FakeHub, NoLookupHTTPServer
+from tests.real.harness.testhost import TestHost
+
+pytestmark = pytest.mark.real
+
+REPO = "fakeorg/tiny-chat"
+GATED = "fakeorg/tiny-gated"
+TOKEN_PARAMETER = "/vllm-endpoint/prefetch-test/stack/hf-token"
+REGION = "us-test-1"
+WORK_DIR = BUILD_DIR / "prefetch"
+# Files the stand-in repo has besides the tiny model, and whether vLLM (so the prefetcher) reads them.
+EXTRAS = {
+    "README.md": (b"# tiny chat\n", True),
+    "original/params.json": (b'{"dim": 128}\n', True),
+    "pytorch_model.bin": (b"\0" * 4096, False),  # a second weight format: vLLM takes safetensors
+    "original/consolidated.00.pth": (b"\1" * 4096, False),
+    "assets/logo.png": (b"\x89PNG" + b"\0" * 100, False),
+}
+
+
+def host_python() -> str:
+    """The interpreter closest to the AMI's (Ubuntu 22.04: 3.10) that this machine has."""
+    for candidate in ("python3.10", *sorted(map(str, Path.home().glob(".pyenv/versions/3.10.*/bin/python")))):
+        path = shutil.which(candidate) or candidate
+        if subprocess.run([path, "-c", ""], capture_output=True).returncode == 0:
+            return path
+    return "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prerequisites() -> Iterator[None]:
+    problem = prerequisite_problem(("bash", "curl", "runuser", "setsid", "python3", "strace"), need_vllm_venv=True)
+    if problem:
+        pytest.skip(problem)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    yield
+
+
+@pytest.fixture(scope="module")
+def work() -> Iterator[Path]:
+    """A folder every user can traverse (the prefetcher runs as the test host's unprivileged user)."""
+    path = WORK_DIR / f"run-{os.getpid()}-{secrets.token_hex(3)}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    for name in ("hf-prefetch.py", "boot.sh"):
+        (path / name).write_text(shipped_script(name))
+        (path / name).chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token() -> str:
+    return "hf_" + secrets.token_hex(20)
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_model: Path, work: Path, token: str) -> Iterator[FakeHub]:
+    extras_dir = work / "extras"
+    for name, (data, _) in EXTRAS.items():
+        (extras_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (extras_dir / name).write_bytes(data)
+    with FakeHub() as fake:
+        fake.add_repo(REPO, tiny_model, extra_files={name: extras_dir / name for name in EXTRAS})
+        fake.add_repo(GATED, tiny_model, token=token)
+        yield fake
+
+
+def expected_files(tiny_model: Path) -> set[str]:
+    return {p.name for p in tiny_model.iterdir() if p.is_file()} | {n for n, (_, read) in EXTRAS.items() if read}
+
+
+def run_prefetch(work: Path, hf_home: Path, repo: str, endpoint: str, *extra: str,
+                 token_file: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = [host_python(), str(work / "hf-prefetch.py"), "--repo", repo, "--hf-home", str(hf_home), *extra]
+    if token_file is not None:
+        argv += ["--token-file", str(token_file)]
+    env = {"PATH": os.environ["PATH"], "HF_ENDPOINT": endpoint, "NO_PROXY": "*"}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def summary(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("hf-prefetch: done "))
+    result = json.loads(line.removeprefix("hf-prefetch: done "))
+    assert isinstance(result, dict)
+    return result
+
+
+def run_vllm_venv(code: str, hf_home: Path, endpoint: str | None = None) -> str:
+    """Python in the vLLM venv (the real huggingface_hub 2.4.0 and vLLM 0.32 code)."""
+    env = {"PATH": os.environ["PATH"], "HF_HOME": str(hf_home), "NO_PROXY": "*", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    if endpoint is None:
+        env["HF_HUB_OFFLINE"] = "1"
+    else:
+        env["HF_ENDPOINT"] = endpoint
+    proc = subprocess.run([str(VLLM_VENV / "bin" / "python"), "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def cache_layout(hub_dir: Path, repo: str) -> dict[str, object]:
+    storage = hub_dir / ("models--" + repo.replace("/", "--"))
+    snapshots = {str(p.relative_to(storage)): os.readlink(p)
+                 for p in (storage / "snapshots").rglob("*") if p.is_symlink()}
+    return {
+        "snapshots": snapshots,
+        "blobs": sorted(p.name for p in (storage / "blobs").iterdir()),
+        "refs": {str(p.relative_to(storage)): p.read_text() for p in (storage / "refs").rglob("*") if p.is_file()},
+    }
+
+
+def traced(argv: list[str], env: dict[str, str], exec_log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs `argv` under strace, which writes every program started in the process tree (detached jobs
+    included, until they end) with its full argument list and environment to `exec_log`."""
+    return subprocess.run(["strace", "-f", "-qq", "-v", "-s", "1000000", "-e", "trace=execve", "-o", str(exec_log),
+                           *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# --- the prefetcher --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def filled(work: Path, hub: FakeHub) -> tuple[Path, dict[str, object]]:
+    """An empty HF_HOME filled by one prefetch; the counters of that run are kept in the result."""
+    hf_home = work / "hf-filled"
+    hub.reset_counters()
+    proc = run_prefetch(work, hf_home, REPO, hub.endpoint)
+    counted = hub.reset_counters()
+    result = summary(proc)
+    result["hub_file_bytes"] = counted.file_bytes
+    result["hub_files_sent"] = sorted({r.path.rsplit("/", 1)[-1] for r in counted.requests if r.file_bytes})
+    record_timing("prefetch_tiny_model", float(str(result["seconds"])), bytes=counted.file_bytes)
+    return hf_home, result
+
+
+def test_the_prefetcher_fetches_what_vllm_reads_and_nothing_else(filled: tuple[Path, dict[str, object]],
+                                                                   tiny_model: Path) -> None:
+    hf_home, result = filled
+    wanted = expected_files(tiny_model)
+    sizes = {**{p.name: p.stat().st_size for p in tiny_model.iterdir()},
+             **{n: len(d) for n, (d, _) in EXTRAS.items()}}
+    assert result["hub_file_bytes"] == result["downloaded_bytes"] == sum(sizes[f] for f in wanted)
+    assert result["weights"] == ["model.safetensors"]
+    snapshot = next((hf_home / "hub" / f"models--{REPO.replace('/', '--')}" / "snapshots").iterdir())
+    assert {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_symlink()} == wanted
+    for name in wanted:
+        source = tiny_model / name if (tiny_model / name).exists() else None
+        data = source.read_bytes() if source else EXTRAS[name][0]
+        assert (snapshot / name).read_bytes() == data
+
+
+def test_huggingface_hub_resolves_the_prefetched_snapshot_offline(filled: tuple[Path, dict[str, object]],
+                                                                   tiny_model: Path) -> None:
+    hf_home, result = filled
+    out = run_vllm_venv(f"""
+import json, huggingface_hub as h
+from huggingface_hub import constants
+assert constants.HF_HUB_OFFLINE
+folder = h.snapshot_download({REPO!r}, local_files_only=True)
+paths = {{f: h.hf_hub_download({REPO!r}, f, local_files_only=True) for f in {sorted(expected_files(tiny_model))!r}}}
+print(json.dumps({{"folder": folder, "paths": paths,
+                   "cached": h.try_to_load_from_cache({REPO!r}, "config.json")}}))
+""", hf_home)
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["folder"].endswith(f"/snapshots/{result['commit']}")
+    assert found["cached"] == found["paths"]["config.json"]
+    assert all(Path(p).is_file() for p in found["paths"].values())
+
+
+def test_online_huggingface_hub_and_vllms_own_loading_code_download_zero_file_bytes(
+        filled: tuple[Path, dict[str, object]], hub: FakeHub) -> None:
+    hf_home, result = filled
+    hub.reset_counters()
+    out = run_vllm_venv(f"""
+import json, huggingface_hub as h
+from vllm.transformers_utils.repo_utils import get_non_weight_snapshot_path
+from vllm.model_executor.model_loader.weight_utils import download_weights_from_hf
+tokenizer_dir = get_non_weight_snapshot_path({REPO!r})
+weights_dir = download_weights_from_hf({REPO!r}, None, ["*.safetensors", "*.bin", "*.pt"],
+                                       ignore_patterns=["original/**/*"])
+config_dir = h.snapshot_download({REPO!r}, allow_patterns="*.json")
+print(json.dumps([tokenizer_dir, weights_dir, config_dir]))
+""", hf_home, endpoint=hub.endpoint)
+    counted = hub.reset_counters()
+    folders = json.loads(out.strip().splitlines()[-1])
+    assert all(f.endswith(f"/snapshots/{result['commit']}") for f in folders), folders
+    # It did ask the Hub (metadata), and got every file from the cache.
+    assert any("/api/models/" in r.path for r in counted.requests)
+    assert counted.file_bytes == 0, counted.files_sent()
+
+
+def test_the_layout_is_the_one_huggingface_hub_writes_itself(filled: tuple[Path, dict[str, object]],
+                                                              hub: FakeHub, work: Path, tiny_model: Path) -> None:
+    own = work / "hf-by-huggingface-hub"
+    run_vllm_venv(f"""
+import huggingface_hub as h
+h.snapshot_download({REPO!r}, allow_patterns={sorted(expected_files(tiny_model))!r})
+""", own, endpoint=hub.endpoint)
+    hf_home, _ = filled
+    assert cache_layout(hf_home / "hub", REPO) == cache_layout(own / "hub", REPO)
+
+
+def test_a_second_run_downloads_nothing(filled: tuple[Path, dict[str, object]], hub: FakeHub, work: Path) -> None:
+    hf_home, first = filled
+    hub.reset_counters()
+    again = summary(run_prefetch(work, hf_home, REPO, hub.endpoint))
+    assert hub.reset_counters().file_bytes == 0
+    assert again["downloaded_bytes"] == 0 and again["present_bytes"] == first["downloaded_bytes"]
+
+
+def test_an_interrupted_download_resumes_and_a_corrupt_one_is_fetched_again(
+        hub: FakeHub, work: Path, tiny_model: Path) -> None:
+    weights = (tiny_model / "model.safetensors").read_bytes()
+    sha = hashlib.sha256(weights).hexdigest()
+    for name, partial, expect_range in [("resume", weights[: len(weights) // 2], True),
+                                        ("corrupt", b"\xff" * (len(weights) // 2), False)]:
+        hf_home = work / f"hf-{name}"
+        blobs = hf_home / "hub" / f"models--{REPO.replace('/', '--')}" / "blobs"
+        blobs.mkdir(parents=True)
+        (blobs / f"{sha}.incomplete").write_bytes(partial)
+        hub.reset_counters()
+        run_prefetch(work, hf_home, REPO, hub.endpoint, "--retries", "3")
+        lfs = [r for r in hub.reset_counters().requests if r.path.startswith("/lfs/")]
+        assert hashlib.sha256((blobs / sha).read_bytes()).hexdigest() == sha
+        assert not (blobs / f"{sha}.incomplete").exists()
+        if expect_range:
+            assert [(r.range, r.status, r.file_bytes) for r in lfs] == [
+                (f"bytes={len(partial)}-", 206, len(weights) - len(partial))]
+        else:  # resumed, failed the sha256 check, fetched whole
+            assert [(r.range, r.status) for r in lfs] == [(f"bytes={len(partial)}-", 206), (None, 200)]
+
+
+def test_unknown_repos_and_revisions_are_clear_errors(hub: FakeHub, work: Path) -> None:
+    missing = run_prefetch(work, work / "hf-missing", "fakeorg/no-such-model", hub.endpoint, check=False)
+    assert missing.returncode == 1
+    assert "HTTP 404: no model repository fakeorg/no-such-model" in missing.stderr
+    bad_rev = run_prefetch(work, work / "hf-missing", REPO, hub.endpoint, "--revision", "v9", check=False)
+    assert bad_rev.returncode == 1 and "the revision does not exist" in bad_rev.stderr
+
+
+def test_a_gated_repo_without_a_token_fails_clearly(hub: FakeHub, work: Path) -> None:
+    proc = run_prefetch(work, work / "hf-gated-none", GATED, hub.endpoint, check=False)
+    assert proc.returncode == 1
+    assert f"HTTP 401: {GATED} is gated or private" in proc.stderr and "hfToken" in proc.stderr
+    wrong = work / "wrong-token"
+    wrong.write_text("hf_wrong\n")
+    proc = run_prefetch(work, work / "hf-gated-wrong", GATED, hub.endpoint, token_file=wrong, check=False)
+    assert proc.returncode == 1 and "refused the token" in proc.stderr
+
+
+def test_a_gated_repo_works_with_the_token_from_a_file_which_no_command_line_shows(
+        hub: FakeHub, work: Path, token: str) -> None:
+    token_file = work / "token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    hub.reset_counters()
+    exec_log = work / "gated-execs.log"
+    proc = traced([host_python(), str(work / "hf-prefetch.py"), "--repo", GATED, "--hf-home", str(work / "hf-gated"),
+                   "--token-file", str(token_file)], {"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.endpoint},
+                  exec_log, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    counted = hub.reset_counters()
+    assert summary(proc)["downloaded_bytes"] == counted.file_bytes > 0
+    execs = exec_log.read_text()
+    assert "hf-prefetch.py" in execs and str(token_file) in execs and token not in execs
+    assert token not in proc.stdout + proc.stderr
+    resolves = [r for r in counted.requests if "/resolve/" in r.path]
+    storage = [r for r in counted.requests if r.path.startswith("/lfs/")]
+    assert resolves and all(r.authorized for r in resolves)
+    assert storage and not any(r.authorized for r in storage), "the token must not follow the LFS redirect"
+
+
+# --- boot.sh's prefetch section ---------------------------------------------------------------------
+
+@dataclass
+class FakeImds:
+    """IMDSv2 on loopback: a session token from PUT /latest/api/token, required on every GET."""
+
+    tags: dict[str, str]
+    session: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    requests: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        if method == "PUT":
+            if path != "/latest/api/token" or "X-aws-ec2-metadata-token-ttl-seconds" not in headers:
+                return 400, ""
+            return 200, self.session
+        if headers.get("X-aws-ec2-metadata-token") != self.session:
+            return 401, ""
+        if path == "/latest/meta-data/placement/region":
+            return 200, REGION
+        prefix = "/latest/meta-data/tags/instance/"
+        if path.startswith(prefix) and path[len(prefix):] in self.tags:
+            return 200, self.tags[path[len(prefix):]]
+        return 404, ""
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[str]:
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _do(self) -> None:
+                status, body = imds.answer(self.command, self.path, dict(self.headers.items()))
+                imds.requests.append((self.command, self.path, status))
+                payload = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = _do
+
+        server = NoLookupHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+
+@dataclass
+class BootRun:
+    state: Path
+    timeline: Path
+    log: Path
+    cache: Path
+    seconds: float
+    imds: FakeImds
+    execs: str  # every program the run started, with its arguments and environment (strace)
+
+
+def fake_aws(bin_dir: Path, token_store: Path) -> None:
+    """A stand-in for the AWS CLI that answers exactly the call boot.sh makes for the token."""
+    expected = (f"ssm get-parameter --name {TOKEN_PARAMETER} --with-decryption --query Parameter.Value "
+                "--output text")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "aws").write_text(f"""#!/bin/sh
+[ "$*" = "{expected}" ] || {{ echo "fake aws: unexpected call: $*" >&2; exit 2; }}
+[ "$AWS_DEFAULT_REGION" = "{REGION}" ] || {{ echo "fake aws: region $AWS_DEFAULT_REGION" >&2; exit 3; }}
+cat {token_store}
+""")
+    (bin_dir / "aws").chmod(0o755)
+
+
+def stop_jobs(state: Path) -> None:
+    """Ends the jobs this run started (their pids are in its state folder), and nothing else."""
+    for job in ("image", "model"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((state / f"prefetch-{job}.pid").read_text())
+            if f"prefetch-{job}-job".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, 9)  # the job leads its own session (setsid): its children go too
+
+
+def run_boot_prefetch(host: TestHost, work: Path, name: str, tags: dict[str, str], hub: FakeHub,
+                      secret: str | None = None, timeout: float = 120) -> BootRun:
+    base = work / name
+    state, cache, bin_dir = base / "state", base / "cache", base / "bin"
+    for folder in (state, cache / "root-cache"):
+        folder.mkdir(parents=True)
+    for folder in (base, cache):
+        folder.chmod(0o755)
+    os.chown(cache / "root-cache", host.uid, host.gid)
+    timeline, log = state / "timeline", base / "prefetch.log"
+    timeline.touch()
+    os.chown(timeline, host.uid, host.gid)
+    token_store = base / "ssm-value"
+    token_store.touch(mode=0o600)
+    token_store.write_text((secret or "") + "\n")
+    fake_aws(bin_dir, token_store)
+    env_text = boot_env(HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", "", cache_mount_point=str(cache)))
+    overrides = {"DEPLOY_TIMELINE_FILE": str(timeline), "PREFETCH_STATE_DIR": str(state),
+                 "HF_PREFETCH_SCRIPT": str(work / "hf-prefetch.py")}
+    env_file = base / "boot.env"
+    env_file.write_text("".join(f"{k}={overrides.get(k, v)}\n" for k, _, v in
+                                (line.partition("=") for line in env_text.splitlines())))
+    imds = FakeImds({f"vllm-endpoint:{k}": v for k, v in tags.items()})
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "BOOT_ENV_FILE": str(env_file),
+           "PREFETCH_LOG": str(log), "PREFETCH_RETRY_DELAY": "1", "HF_ENDPOINT": hub.endpoint,
+           "DOCKER_HOST": f"unix://{host.docker_socket}", "DOCKER_CONFIG": str(host.state_dir / "docker-client"),
+           "NO_PROXY": "*"}
+    jobs = [job for job in ("image", "model") if f"prefetch-{job}" in tags]
+    exec_log = base / "execs.log"
+    with imds.serve() as url:
+        start = time.monotonic()
+        # strace returns once the detached jobs have ended too.
+        proc = traced([str(work / "boot.sh"), "prefetch"], {**env, "VLLM_ENDPOINT_IMDS_URL": url}, exec_log,
+                      timeout=timeout)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert sorted(p.name for p in state.glob("*.started")) == sorted(f"prefetch-{j}.started" for j in jobs)
+        while not all((state / f"prefetch-{j}.done").exists() or (state / f"prefetch-{j}.failed").exists()
+                      for j in jobs):
+            if time.monotonic() - start > timeout:
+                stop_jobs(state)
+                raise TimeoutError(f"prefetch jobs did not finish; log:\n{log.read_text()}")
+            time.sleep(0.1)
+        seconds = time.monotonic() - start
+    return BootRun(state, timeline, log, cache, seconds, imds, exec_log.read_text())
+
+
+@pytest.fixture(scope="module")
+def booted(test_host: TestHost, busybox_image: str, work: Path, hub: FakeHub, token: str) -> Iterator[BootRun]:
+    """boot.sh's prefetch for a gated model and an image the engine has: both jobs, in parallel."""
+    hub.reset_counters()
+    run = run_boot_prefetch(test_host, work, "boot", {
+        "prefetch-image": busybox_image, "prefetch-model": GATED, "hf-token-parameter": TOKEN_PARAMETER,
+    }, hub, secret=token)
+    record_timing("boot_prefetch_section", run.seconds)
+    yield run
+    shutil.rmtree(run.cache, ignore_errors=True)
+
+
+def test_boot_prefetch_reads_the_tags_through_imdsv2_and_finishes_both_jobs(booted: BootRun) -> None:
+    assert booted.imds.requests[0] == ("PUT", "/latest/api/token", 200)
+    assert all(status != 401 for _, _, status in booted.imds.requests), booted.imds.requests
+    assert ("GET", "/latest/meta-data/tags/instance/vllm-endpoint:prefetch-revision", 404) in booted.imds.requests
+    for job in ("image", "model"):
+        assert (booted.state / f"prefetch-{job}.done").exists(), booted.log.read_text()
+    stages = [line.split()[0] for line in booted.timeline.read_text().splitlines()]
+    assert sorted(stages) == ["image_present", "model_present"]
+    done = (booted.state / "prefetch-model.done").read_text()
+    assert f"{GATED} is in {booted.cache}/root-cache/huggingface" in done
+    hub_dir = booted.cache / "root-cache" / "huggingface" / "hub" / f"models--{GATED.replace('/', '--')}"
+    assert (hub_dir / "refs" / "main").is_file()
+    owner = {p.stat().st_uid for p in hub_dir.rglob("*")}
+    assert owner == {(booted.cache / "root-cache").stat().st_uid}, "the cache owner, not root, owns the files"
+
+
+def test_boot_prefetch_keeps_the_token_out_of_command_lines_environments_and_files(booted: BootRun,
+                                                                                    token: str) -> None:
+    # The trace covers the jobs: the token was read (aws) and used (the prefetcher under runuser).
+    for program in ('"aws", "ssm", "get-parameter"', '"runuser", "-u"', "--token-file", '"docker", "image"'):
+        assert program in booted.execs
+    assert token not in booted.execs
+    for root in (booted.state, booted.cache):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert token.encode() not in path.read_bytes(), path
+    assert token not in booted.log.read_text()
+
+
+def test_the_host_check_reports_the_finished_prefetch(booted: BootRun) -> None:
+    proc = subprocess.run(["bash", "-c", "set -eu\n" + prefetch_wait_script(str(booted.state), 60)],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0 and f"model prefetched: {GATED} is in" in proc.stdout, proc.stderr
+
+
+def test_boot_prefetch_marks_a_failed_pull_and_starts_no_model_job_without_the_tag(
+        test_host: TestHost, work: Path, hub: FakeHub) -> None:
+    # A registry on the namespace's loopback that does not exist: the pull fails without leaving the host.
+    run = run_boot_prefetch(test_host, work, "boot-failing", {"prefetch-image": "127.0.0.1:9/absent/image:1"}, hub)
+    failed = (run.state / "prefetch-image.failed").read_text()
+    assert "docker pull 127.0.0.1:9/absent/image:1 failed 3 times" in failed
+    assert not (run.state / "prefetch-model.started").exists()
+    assert run.timeline.read_text() == ""
+    proc = subprocess.run(["bash", "-c", "set -eu\n" + prefetch_wait_script(str(run.state), 60)],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0 and "image pull failed" in proc.stderr
+
+
+def test_boot_prefetch_without_any_tag_starts_nothing(test_host: TestHost, work: Path, hub: FakeHub) -> None:
+    run = run_boot_prefetch(test_host, work, "boot-untagged", {}, hub)
+    assert list(run.state.glob("prefetch-*")) == []
+
+
+# --- the real vLLM server on the prefetched cache ------------------------------------------------------
+
+def test_vllm_serves_the_repo_id_offline_from_the_cache_the_boot_prefetch_filled(
+        booted: BootRun, test_host: TestHost, vllm_image: str, work: Path) -> None:
+    config = existing_host_config(
+        test_host, booted.cache, model=GATED, maxModelLen="512",
+        extraEnv=json.dumps({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}),
+    )
+    images.build_nginx_image(test_host, tag=config.access.proxy_image)
+    make_cache_dir(test_host, booted.cache)
+    try:
+        deployment = deploy(test_host, config, api_key=secrets.token_urlsafe(32))
+        record_timing("vllm_ready_from_prefetched_cache", deployment.gate_seconds)
+        client = openai.OpenAI(base_url=deployment.endpoint_url, api_key=deployment.api_key, max_retries=0,
+                               timeout=60)
+        assert [m.id for m in client.models.list().data] == [GATED]
+        reply = client.chat.completions.create(model=GATED, messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=4, temperature=0)
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+    finally:
+        test_host.remove_all_containers()

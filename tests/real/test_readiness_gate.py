@@ -1,0 +1,172 @@
+"""The readiness gate `pulumi up` waits on, run for real over SSH against a real vLLM container: it
+returns only once `GET /v1/models` answers with the key, and it fails fast, with vLLM's own error,
+when the container cannot start or the key is wrong."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.real.harness import images
+from tests.real.harness.common import BUILD_DIR
+from tests.real.harness.deployer import (
+    Deployment,
+    GateResult,
+    StageTimes,
+    deploy,
+    existing_host_config,
+    gate_result,
+    make_cache_dir,
+    timeline_seconds,
+)
+from tests.real.harness.testhost import TestHost
+
+pytestmark = pytest.mark.real
+
+SERVED_NAME = "tiny-gate"
+# Long enough that only the gate's restart rule (not its deadline) can end the failing case early.
+GATE_TIMEOUT_S = 600
+# The tiny model has 2048 positions; vLLM refuses a longer max-model-len at start, as it would for a
+# user who sets maxModelLen beyond what the fine-tune supports.
+TOO_LONG_MAX_MODEL_LEN = "999999"
+VLLM_MAX_LEN_ERROR = (f"User-specified max_model_len ({TOO_LONG_MAX_MODEL_LEN}) is greater than the derived "
+                      "max_model_len")
+
+
+def http_status(url: str, api_key: str | None = None) -> int:
+    """The HTTP status `url` answers with (0: no answer at all)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def times(request: pytest.FixtureRequest) -> Iterator[StageTimes]:
+    stage_times = StageTimes("test_readiness_gate")
+    yield stage_times
+    stage_times.report(request.config)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(test_host: TestHost) -> Iterator[Path]:
+    path = make_cache_dir(test_host, BUILD_DIR / "host-cache" / f"{test_host.name}-gate")
+    yield path
+    test_host.remove_all_containers()
+    test_host.docker("network", "rm", "vllm-endpoint", check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _config_and_proxy(host: TestHost, cache_dir: Path, model: Path, **settings: str) -> Deployment:
+    config = existing_host_config(host, cache_dir, modelPath=str(model), servedModelName=SERVED_NAME,
+                                  readinessTimeoutSeconds=str(GATE_TIMEOUT_S), **settings)
+    images.build_nginx_image(host, tag=config.access.proxy_image)
+    host.remove_all_containers()
+    return deploy(host, config, api_key=secrets.token_urlsafe(36), gate=False)
+
+
+@dataclass
+class Started:
+    deployment: Deployment
+    health_before: int  # through the proxy, just before the gate started
+    models_before: int
+    gate: GateResult
+    models_after: int  # right after the gate returned
+
+
+@pytest.fixture(scope="module")
+def started(test_host: TestHost, vllm_image: str, tiny_model: Path, cache_dir: Path,
+            times: StageTimes) -> Started:
+    deployment = _config_and_proxy(test_host, cache_dir, tiny_model, maxModelLen="512")
+    base = f"http://{test_host.address}:{deployment.plan.api_port}"
+    health_before = http_status(base + "/health")
+    models_before = http_status(base + "/v1/models", deployment.api_key)
+    result = gate_result(deployment)
+    models_after = http_status(base + "/v1/models", deployment.api_key)
+    deployment.gate_seconds, deployment.gate_output = result.seconds, result.stdout
+    deployment.timings["readiness_gate"] = result.seconds
+    times.add_deploy(deployment, "gate started right after docker run")
+    return Started(deployment, health_before, models_before, result, models_after)
+
+
+def test_the_gate_returns_only_once_the_models_endpoint_answers(started: Started) -> None:
+    gate = started.deployment.plan.readiness_gate
+    assert started.gate.returncode == 0, started.gate.stderr
+    # vLLM was still starting when the gate began: neither path answered yet ...
+    assert started.health_before != 200 and started.models_before != 200
+    # ... so the gate's first probes failed and it waited (its first probe runs at once; a pass there
+    # would return within a second or two).
+    assert started.gate.seconds > gate.poll_interval_s
+    # And when it returned, the endpoint answered with the key.
+    assert started.models_after == 200
+
+
+def test_the_gate_prints_the_deploy_timeline(started: Started) -> None:
+    out, plan = started.gate.stdout, started.deployment.plan
+    assert f"ready: GET http://127.0.0.1:{plan.api_port}/v1/models answered 200" in out
+    stages = [line.split()[0] for line in out.splitlines() if line and not line.startswith("ready:")]
+    assert stages == ["container_started", "server_ready"]
+    waited = timeline_seconds(out, "server_ready")
+    assert waited is not None and 0 < waited <= started.gate.seconds + 30
+    # The same timeline is kept on the host for a later look.
+    on_host = started.deployment.host.ssh(f"cat {plan.timeline_file}").stdout.split()
+    assert on_host[0::2] == ["container_started", "server_ready"]
+
+
+def test_the_gate_fails_at_once_with_a_wrong_key(started: Started, times: StageTimes) -> None:
+    wrong = gate_result(started.deployment, api_key="wrong-" + secrets.token_urlsafe(36))
+    times.add("gate_wrong_key_fails_after", wrong.seconds)
+    assert wrong.returncode == 1
+    assert "the server rejected the API key (401)" in wrong.stderr
+    assert "--- container vllm: status=running" in wrong.stderr
+    assert wrong.seconds < 30
+    assert "ready:" not in wrong.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# A container that exits at start (runs last: it replaces the deployment above).
+
+@pytest.fixture(scope="module")
+def crashing(test_host: TestHost, vllm_image: str, tiny_model: Path, cache_dir: Path,
+             times: StageTimes) -> tuple[Deployment, GateResult]:
+    deployment = _config_and_proxy(test_host, cache_dir, tiny_model, maxModelLen=TOO_LONG_MAX_MODEL_LEN)
+    start = time.monotonic()
+    result = gate_result(deployment)
+    reason = next((line for line in result.stderr.splitlines() if line.startswith("vLLM did not become ready")),
+                  "no reason printed")
+    times.add("gate_fails_on_a_crash_looping_container", time.monotonic() - start, reason=reason)
+    return deployment, result
+
+
+def test_the_gate_fails_fast_with_vllms_own_error_when_the_container_exits_at_start(
+        crashing: tuple[Deployment, GateResult]) -> None:
+    deployment, result = crashing
+    gate = deployment.plan.readiness_gate
+    assert gate.timeout_s == GATE_TIMEOUT_S
+    assert result.returncode == 1
+    assert "ready:" not in result.stdout
+    # Ended by the restart rule, well before the deadline.
+    reason = re.search(r"vLLM did not become ready: (the container restarted (\d+) times|the container stopped)",
+                       result.stderr)
+    assert reason is not None, result.stderr[:2000]
+    if reason.group(2) is not None:
+        assert int(reason.group(2)) >= gate.max_restarts
+    assert result.seconds < GATE_TIMEOUT_S / 3
+    # The container's state and vLLM's own last words reach the person running `pulumi up`.
+    state = re.search(r"--- container vllm: status=\w+ exit=\d+ restarts=(\d+)", result.stderr)
+    assert state is not None and int(state.group(1)) >= 1, result.stderr[:2000]
+    assert f"--- last {gate.log_lines} log lines of vllm:" in result.stderr
+    assert VLLM_MAX_LEN_ERROR in result.stderr
