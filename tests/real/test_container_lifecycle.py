@@ -8,6 +8,7 @@ renderer is not used to compute them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import secrets
@@ -24,7 +25,7 @@ import openai
 import pytest
 
 from infra.constants import CACHE_SUBDIR_ROOT, CONTAINER_CACHE_ROOT, DEFAULT_VLLM_VERSION, VLLM_CONTAINER_PORT
-from infra.spec import ContainerSpec
+from infra.spec import ContainerSpec, HealthCheck, Mount, PortMapping
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import (
@@ -253,6 +254,48 @@ def test_docker_reports_the_vllm_container_exactly_as_specified(first: First) ->
     # The key is in the container's environment and nowhere in what an operator sees.
     assert first.deployment.api_key not in first.deployment.docker_run
     assert first.deployment.api_key not in json.dumps(first.vllm["Config"]["Cmd"])
+
+
+@pytest.mark.parametrize(("change", "field_name"), [
+    ({"restart": "always"}, "restart policy"),
+    ({"user": "0:0"}, "user"),
+    ({"init": False}, "init"),
+    ({"cap_drop": ()}, "cap drop"),
+    ({"security_opts": ()}, "security options"),
+    ({"shm_size_mb": 1024}, "shm size"),
+    ({"log_opts": (("max-size", "10m"),)}, "log options"),
+    ({"network_aliases": ("vllm", "other")}, "network aliases"),
+    ({"stop_timeout_s": 10}, "stop timeout"),
+    ({"read_only_root": True}, "read-only root filesystem"),
+    ({"tmpfs": ()}, "tmpfs"),
+])
+def test_the_comparison_notices_any_changed_field(first: First, change: dict[str, Any], field_name: str) -> None:
+    """The comparison above is not vacuous: a spec that differs in one field is reported, by name."""
+    spec = dataclasses.replace(first.deployment.vllm, **change)
+    problems = spec_differences(spec, first.vllm, image_env_names(first.deployment.host, spec.image))
+    assert problems and all(p.startswith(field_name) for p in problems), problems
+
+
+def test_the_comparison_notices_changed_mounts_env_health_and_ports(first: First) -> None:
+    spec, host = first.deployment.vllm, first.deployment.host
+    env_names = image_env_names(host, spec.image)
+    assert spec.health is not None
+    changes: list[tuple[dict[str, Any], str]] = [
+        ({"mounts": tuple(Mount(m.source, m.target, not m.read_only) for m in spec.mounts)}, "mounts"),
+        ({"env": (*spec.env[:-1], (spec.env[-1][0], "other"))}, "env"),
+        ({"env": (*spec.env, ("NOT_SET", "1"))}, "env NOT_SET"),
+        ({"secret_env": (*spec.secret_env, "HF_TOKEN")}, "secret env HF_TOKEN"),
+        ({"health": HealthCheck(spec.health.shell_command, 31, 10, 3, 600)}, "health check"),
+        ({"ports": (PortMapping(30005, 8000),)}, "published ports"),
+        ({"network": "bridge"}, "network"),
+    ]
+    for change, field_name in changes:
+        problems = spec_differences(dataclasses.replace(spec, **change), first.vllm, env_names)
+        assert problems and all(p.startswith(field_name) for p in problems), (change, problems)
+    # And an env name the spec does not list (the image's own are allowed) is reported too.
+    fewer = dataclasses.replace(spec, env=spec.env[:-1])
+    assert spec_differences(fewer, first.vllm, env_names) == [
+        f"env names neither in the spec nor in the image: docker reports {[spec.env[-1][0]]!r}, the spec says []"]
 
 
 def test_docker_reports_the_proxy_container_exactly_as_specified(first: First) -> None:

@@ -5,6 +5,7 @@ the plan and called with the openai client under the default served name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -51,6 +52,8 @@ def build_context(test_host: TestHost, tiny_model: Path) -> Iterator[Path]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     yield context
     shutil.rmtree(context, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        context.parent.rmdir()  # only when no other session's context is in it
 
 
 @pytest.fixture(scope="module")
