@@ -5,8 +5,12 @@ vLLM's `--api-key` guards only `/v1` (and `/v2`, `/inference`, `/cohere`) paths;
 guide: do not rely on the key alone, allowlist endpoints at a proxy). So the proxy forwards exactly
 `/v1/*` and `GET /health`, lets `/metrics` through only for configured monitoring networks, and
 answers everything else with 404 itself. Paths are normalised by nginx before matching and the
-normalised path is what is forwarded, so `/v1/../metrics` is `/metrics`. There is one default server,
-so a forged `Host:` header selects nothing different.
+normalised path is what is forwarded, so `/v1/../metrics` is `/metrics` (forwarding the raw path
+instead would let `/metrics/../v1/models` reach vLLM's prefix-mounted `/metrics` past the allowlist).
+nginx forwards that decoded path unescaped, so a path that decodes to control characters or spaces
+(`%0d%0a` would split the request to vLLM and smuggle a second, unchecked one) is refused with 400
+before anything is forwarded. There is one default server, so a forged `Host:` header selects
+nothing different.
 """
 
 from __future__ import annotations
@@ -88,6 +92,10 @@ http {{
     server {{
         listen {listen} default_server;
         server_name _;{tls_lines}
+        # No API path contains a control character or a space once decoded.
+        if ($uri ~ "[\\x00-\\x20\\x7f]") {{
+            return 400;
+        }}
         set $vllm {upstream};
 
         location {FORWARDED_PREFIX} {{{forward}
@@ -98,7 +106,9 @@ http {{
         }}
 
         location = {HEALTH_PATH} {{
-            limit_except GET {{ deny all; }}{forward}
+            limit_except GET {{ deny all; }}
+            # HEAD is allowed with GET; vLLM answers only GET, so ask it with GET (nginx drops the body).
+            proxy_method GET;{forward}
         }}
 
         location = {METRICS_PATH} {{{metrics_acl}
