@@ -62,7 +62,7 @@ class VllmServerArgs:
 
 class VllmServer(pulumi.ComponentResource):
     vllm_container: docker.Container
-    proxy_container: docker.Container | None
+    proxy_container: docker.Container
     readiness: command.remote.Command
     deploy_timeline: pulumi.Output[str]
 
@@ -90,40 +90,32 @@ class VllmServer(pulumi.ComponentResource):
         self.proxy_files = self._write_proxy_files(name, args, depends_on)
 
         self.image = self._image(name, plan, docker_opts)
-        self.network = (
-            docker.Network(f"{name}-network", name=plan.network, driver="bridge", opts=docker_opts)
-            if plan.network else None
-        )
+        self.network = docker.Network(f"{name}-network", name=plan.network, driver="bridge", opts=docker_opts)
         secret_env = {SECRET_API_KEY_ENV: secret(args.api_key)}
         if args.hf_token is not None:
             secret_env[SECRET_HF_TOKEN_ENV] = secret(args.hf_token)
-        # The container's name is fixed and (without the proxy) so is its host port: the old one must
-        # go before the new one starts. The gap is the time the new one takes to load (see README).
+        # Container names are fixed (the proxy finds vLLM by name) and the proxy holds the host port: an
+        # old container goes before its replacement starts. The gap is the new one's start (README).
         self.vllm_container = docker.Container(
             f"{name}-vllm",
             **to_container_args(
                 plan.vllm, image=self._image_id(), secret_env_values=secret_env,
-                network_id=self.network.name if self.network else None,
+                network_id=self.network.name,
             ),
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=container_deps,
                                         delete_before_replace=True),
         )
-        self.proxy_container = None
-        gate_deps: list[docker.Container] = [self.vllm_container]
-        if plan.proxy is not None:
-            self.proxy_image = docker.RemoteImage(
-                f"{name}-proxy-image", name=plan.proxy.image, keep_locally=True, opts=docker_opts,
-            )
-            self.proxy_container = docker.Container(
-                f"{name}-proxy",
-                **to_container_args(plan.proxy, image=self.proxy_image.image_id, secret_env_values={},
-                                    network_id=self.network.name if self.network else None),
-                opts=pulumi.ResourceOptions(
-                    parent=self, provider=self.provider,
-                    depends_on=[*depends_on, *([self.proxy_files] if self.proxy_files else [])],
-                    delete_before_replace=True),
-            )
-            gate_deps.append(self.proxy_container)
+        self.proxy_image = docker.RemoteImage(
+            f"{name}-proxy-image", name=plan.proxy.image, keep_locally=True, opts=docker_opts,
+        )
+        self.proxy_container = docker.Container(
+            f"{name}-proxy",
+            **to_container_args(plan.proxy, image=self.proxy_image.image_id, secret_env_values={},
+                                network_id=self.network.name),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
+                                        depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
+        )
+        gate_deps = [self.vllm_container, self.proxy_container]
 
         gate = plan.readiness_gate
         self.readiness = command.remote.Command(
@@ -203,10 +195,8 @@ class VllmServer(pulumi.ComponentResource):
         )
 
     def _write_proxy_files(self, name: str, args: VllmServerArgs,
-                           depends_on: list[pulumi.Resource]) -> command.remote.Command | None:
+                           depends_on: list[pulumi.Resource]) -> command.remote.Command:
         plan = args.plan
-        if plan.proxy is None:
-            return None
         tls = args.tls
         modes, contents = plan.proxy_files(tls.certificate_pem if tls else None, tls.private_key_pem if tls else None)
         names = sorted(contents)

@@ -420,20 +420,17 @@ class AccessSettings(_Section):
     dangerously_allow_api_from_internet: bool = Field(
         False, description="Opt-in required to put 0.0.0.0/0 or ::/0 in `apiAllowedCidrs`.",
     )
-    proxy: bool = Field(
-        True, description="Put a reverse proxy (nginx) on the API port that forwards only /v1/* and "
-        "/health; vLLM itself is not reachable from outside.",
-    )
     proxy_image: Annotated[str, _matching(re.compile(r"^[a-z0-9./_-]+:[A-Za-z0-9_.-]+(@sha256:[0-9a-f]{64})?$"),
                                           "a pinned image reference", "nginx:1.29.3-alpine")] = Field(
-        "nginx:1.29.3-alpine", description="Image of the reverse proxy.",
+        "nginx:1.29.3-alpine", description="Image of the reverse proxy that is the only thing on the API port "
+        "(it forwards /v1/* and GET /health to vLLM, which is not reachable otherwise).",
     )
     tls: Literal["off", "self-signed"] = Field(
         "off", description="`self-signed`: serve https with a certificate from a CA the program creates "
         "(stack output `ca_certificate`).",
     )
     allow_insecure_image: bool = Field(
-        False, description="Opt-in to run a vLLM image older than the security floor (v0.22.0); needs `proxy`.",
+        False, description="Opt-in to run a vLLM image older than the security floor (v0.22.0).",
     )
 
     @model_validator(mode="after")
@@ -576,12 +573,6 @@ class StackConfig(BaseModel):
                 "model: with imageBuildContext, give the model's absolute path inside the image "
                 "(e.g. /app/model)"
             )
-        if acc.allow_insecure_image and not acc.proxy:
-            problems.append("allowInsecureImage: requires proxy=true (the proxy blocks the unguarded paths)")
-        if acc.metrics_allowed_cidrs and not acc.proxy:
-            problems.append("metricsAllowedCidrs: needs proxy=true (the proxy is what limits /metrics)")
-        if acc.tls != "off" and not acc.proxy:
-            problems.append("tls: needs proxy=true (the proxy terminates TLS)")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -108,7 +108,6 @@ EFFECTS: Final[dict[str, frozenset[str]]] = {
     "metricsAllowedCidrs": frozenset({_C}),
     "dangerouslyAllowSshFromInternet": frozenset({NETWORK}),
     "dangerouslyAllowApiFromInternet": frozenset({NETWORK}),
-    "proxy": frozenset({_C}),
     "proxyImage": frozenset({_C}),
     "tls": frozenset({_C}),
     "allowInsecureImage": frozenset({_C}),

@@ -47,8 +47,10 @@ if [ "$owner" != {shlex.quote(container_user)} ]; then
 fi"""
 
 
-# How long the host check waits for the boot-time model download (a 15 GB model at ~20 MB/s fits).
-PREFETCH_WAIT_SECONDS = 1800
+# How long the host check waits for the boot-time model download: ~90 GB at 100 MB/s. It must stay
+# below the host-ready command's own timeout (components/gpu_host.py) minus cloud-init's time; past it,
+# vLLM starts and waits on the prefetch's per-file locks for what is still being written.
+PREFETCH_WAIT_SECONDS = 900
 
 
 def prefetch_wait_script(state_dir: str, wait_s: int) -> str:

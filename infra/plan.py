@@ -25,7 +25,6 @@ from infra.constants import (
     CONTAINER_MODEL_DIR,
     CONTAINER_VLLM_CACHE_ROOT,
     HOST_CACHE_MOUNT,
-    VLLM_CONTAINER_PORT,
 )
 from infra.fit import QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
 from infra.host_scripts import ReadinessGate
@@ -38,6 +37,7 @@ from infra.proxy import (
     PROXY_TLS_DIR,
     PROXY_TLS_KEY_FILE,
     PROXY_TLS_SUBDIR,
+    VLLM_UPSTREAM_HOST,
     ProxySettings,
     render_nginx_conf,
 )
@@ -134,9 +134,9 @@ class DeploymentPlan:
     host_cache_dir: str
     timeline_file: str
     vllm: ContainerSpec
-    proxy: ContainerSpec | None
-    proxy_config: str | None
-    network: str | None
+    proxy: ContainerSpec
+    proxy_config: str
+    network: str
     fit: FitReport | None
     instance: gpu_catalog.GpuInstanceType | None
     cache_volume: CacheVolume | None
@@ -187,8 +187,6 @@ class DeploymentPlan:
     def proxy_files(self, tls_certificate: Any, tls_private_key: Any) -> tuple[dict[str, str], dict[str, Any]]:
         """(mode, content) of each file the proxy reads, by its path under `proxy_dir`. The TLS values
         may be Outputs (the component) or text (tests)."""
-        if self.proxy_config is None:
-            return {}, {}
         modes = {PROXY_CONFIG_FILE: "0644"}
         contents: dict[str, Any] = {PROXY_CONFIG_FILE: self.proxy_config}
         if self.scheme == "https":
@@ -199,8 +197,7 @@ class DeploymentPlan:
 
     @property
     def docker_run(self) -> str:
-        specs = [self.vllm] + ([self.proxy] if self.proxy else [])
-        return docker_run_script(self.network, specs, self.secret_env)
+        return docker_run_script(self.network, [self.vllm, self.proxy], self.secret_env)
 
     @property
     def summary(self) -> str:
@@ -300,16 +297,15 @@ def build_plan(cfg: StackConfig) -> DeploymentPlan:
         raise ConfigError(problems)
     assert version is not None  # a missing version is a problem above
 
-    network = NETWORK_NAME if acc.proxy else None
+    # Always behind the proxy: a switchable proxy would hand the API port from one container to the
+    # other within one update, which Pulumi cannot order (a removed resource is deleted last).
+    network = NETWORK_NAME
     image_ref = image_build.tag if image_build else _image_reference(s)
     vllm = vllm_container_spec(cfg, image_ref, argv, host_cache_dir, model_upload, tp, version, network)
-    proxy, proxy_config = (None, None)
-    if acc.proxy:
-        proxy_config = render_nginx_conf(
-            ProxySettings(metrics_allowed_cidrs=tuple(acc.metrics_allowed_cidrs), tls=acc.tls == "self-signed")
-        )
-        proxy = proxy_container_spec(cfg, network or NETWORK_NAME, host_cache_dir,
-                                     hashlib.sha256(proxy_config.encode()).hexdigest()[:16])
+    proxy_config = render_nginx_conf(
+        ProxySettings(metrics_allowed_cidrs=tuple(acc.metrics_allowed_cidrs), tls=acc.tls == "self-signed")
+    )
+    proxy = proxy_container_spec(cfg, network, host_cache_dir, hashlib.sha256(proxy_config.encode()).hexdigest()[:16])
     return DeploymentPlan(
         config=cfg, vllm_version=version, image_ref=image_ref, image_build=image_build,
         model_upload=model_upload, served_model_name=served_name, tensor_parallel_size=tp, dtype=dtype,
@@ -364,7 +360,7 @@ def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revisi
 
 def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...], host_cache_dir: str,
                         model_upload: ModelUpload | None, tp: int, version: VllmVersion,
-                        network: str | None) -> ContainerSpec:
+                        network: str) -> ContainerSpec:
     s = cfg.server
     request = gpu_request(s.gpus)
     uid, gid = s.container_user.split(":")
@@ -384,7 +380,6 @@ def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...],
     if cfg.secrets.hf_token is not None:
         secret_env.append(SECRET_HF_TOKEN_ENV)
     ipc = s.ipc if s.ipc != "auto" else ("host" if tp > 1 else "private")
-    ports = () if network else (PortMapping(s.api_port, VLLM_CONTAINER_PORT),)
     return ContainerSpec(
         name=VLLM_CONTAINER_NAME,
         image=image_ref,
@@ -395,14 +390,14 @@ def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...],
         runtime=request.runtime,
         ipc_mode=ipc,
         shm_size_mb=s.shm_size_gb * 1024 if ipc == "private" else None,
-        ports=ports,
+        # No published port: only the proxy reaches vLLM, over the private network.
         mounts=tuple(mounts),
         tmpfs=(("/root", f"rw,exec,uid={uid},gid={gid},mode=0755"),),
         restart="unless-stopped",
         health=VLLM_HEALTH,
         log_opts=LOG_OPTS,
         network=network,
-        network_aliases=("vllm",) if network else (),
+        network_aliases=(VLLM_UPSTREAM_HOST,),
         labels=(
             (f"{LABEL_PREFIX}:role", "vllm"),
             (f"{LABEL_PREFIX}:vllm-version", str(version)),

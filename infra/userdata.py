@@ -65,7 +65,9 @@ def boot_env(settings: HostBootSettings) -> str:
         "CACHE_VOLUME_ID": settings.cache_volume_id,
         "CACHE_MOUNT_POINT": settings.cache_mount_point,
         "CACHE_WAIT_SECONDS": str(CACHE_WAIT_SECONDS),
-        "CACHE_OWNER": settings.ssh_user,
+        # "user:" is the user and its login group: `chown user` alone would leave the folders in group
+        # root, and the deploy's owner check (uid:gid = containerUser) would refuse them.
+        "CACHE_OWNER": f"{settings.ssh_user}:",
         "SSH_USER": settings.ssh_user,
         "DEPLOY_TIMELINE_FILE": DEPLOY_TIMELINE_FILE,
         "PREFETCH_STATE_DIR": PREFETCH_STATE_DIR,

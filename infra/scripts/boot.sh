@@ -25,7 +25,7 @@ env_file=${BOOT_ENV_FILE:-/etc/vllm-endpoint/boot.env}
 : "${DEPLOY_TIMELINE_FILE:=/var/lib/vllm-endpoint/timeline}"
 export CACHE_VOLUME_ID CACHE_MOUNT_POINT DEPLOY_TIMELINE_FILE
 export CACHE_WAIT_SECONDS="${CACHE_WAIT_SECONDS:-600}"
-export CACHE_OWNER="${CACHE_OWNER:-$SSH_USER}"
+export CACHE_OWNER="${CACHE_OWNER:-$SSH_USER:}"
 
 timeline() {
   printf '%s %s\n' "$1" "${2:-$(date +%s.%N)}" >>"$DEPLOY_TIMELINE_FILE"

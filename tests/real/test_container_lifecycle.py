@@ -24,7 +24,8 @@ from typing import Any
 import openai
 import pytest
 
-from infra.constants import CACHE_SUBDIR_ROOT, CONTAINER_CACHE_ROOT, DEFAULT_VLLM_VERSION, VLLM_CONTAINER_PORT
+from infra.constants import CACHE_SUBDIR_ROOT, CONTAINER_CACHE_ROOT, VLLM_CONTAINER_PORT
+from infra.proxy import PROXY_CONTAINER_PORT, VLLM_UPSTREAM_HOST
 from infra.spec import ContainerSpec, HealthCheck, Mount, PortMapping
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
@@ -377,33 +378,17 @@ def test_after_an_engine_restart_both_containers_and_the_endpoint_come_back(
 
 
 # --------------------------------------------------------------------------------------------
-# Without the proxy (runs last: it replaces the deployments above).
+# The port chain: host 30005 -> proxy 8080 -> vLLM 8000 on the private network.
 
-@pytest.fixture(scope="module")
-def direct(test_host: TestHost, vllm_image: str, tiny_model: Path, cache_dir: Path, api_key: str,
-           times: StageTimes) -> Deployment:
-    # A fresh host for this shape: the proxy deployment's containers and network are gone first.
-    test_host.remove_all_containers()
-    test_host.docker("network", "rm", "vllm-endpoint", check=False)
-    return _deploy(test_host, cache_dir, tiny_model, api_key, times, "proxy=false", proxy="false")
-
-
-def test_without_the_proxy_vllm_answers_on_the_api_port_itself(direct: Deployment) -> None:
-    host, plan = direct.host, direct.plan
-    assert plan.proxy is None and plan.network is None
-    assert host.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["vllm"]
-    published = host.docker("port", "vllm").stdout.strip().splitlines()
-    assert published, "docker port vllm shows nothing"
-    for line in published:
-        container_port, host_side = line.split(" -> ")
-        assert container_port == f"{VLLM_CONTAINER_PORT}/tcp"
-        assert host_side.rsplit(":", 1)[1] == str(plan.api_port)
-    assert spec_differences(direct.vllm, inspect(host, "vllm"), image_env_names(host, direct.vllm.image)) == []
-
-    client = openai.OpenAI(base_url=direct.endpoint_url, api_key=direct.api_key, max_retries=0, timeout=60)
+def test_the_api_port_forwards_through_the_proxy_to_vllms_8000(first: First) -> None:
+    host, plan = first.deployment.host, first.deployment.plan
+    published = host.docker("port", "vllm-proxy").stdout.strip().splitlines()
+    assert published and all(line.split(" -> ")[0] == f"{PROXY_CONTAINER_PORT}/tcp" for line in published)
+    assert {line.rsplit(":", 1)[1] for line in published} == {str(plan.api_port)}
+    assert host.docker("port", "vllm").stdout.strip() == "", "vLLM publishes nothing"
+    networks = inspect(host, "vllm")["NetworkSettings"]["Networks"]
+    assert VLLM_UPSTREAM_HOST in networks[plan.network]["Aliases"]
+    assert f"set $vllm http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT};" in plan.proxy_config
+    client = openai.OpenAI(base_url=first.deployment.endpoint_url, api_key=first.deployment.api_key,
+                           max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [SERVED_NAME]
-    assert http_status(direct.endpoint_url + "/models") == 401
-    # vLLM itself, not nginx: the proxy forwards only /v1/* and /health, vLLM also answers /version.
-    base = f"http://{host.address}:{plan.api_port}"
-    with urllib.request.urlopen(base + "/version", timeout=10) as resp:
-        assert json.loads(resp.read())["version"] == DEFAULT_VLLM_VERSION

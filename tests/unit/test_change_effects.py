@@ -176,7 +176,6 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
                                                  "sshAllowedCidrs": "0.0.0.0/0"}),
         "dangerouslyAllowApiFromInternet": ({}, {"dangerouslyAllowApiFromInternet": "true",
                                                  "apiAllowedCidrs": "0.0.0.0/0"}),
-        "proxy": ({}, {"proxy": "false"}),
         "proxyImage": ({}, {"proxyImage": "nginx:1.28.0-alpine"}),
         "tls": ({}, {"tls": "self-signed"}),
         "allowInsecureImage": ({}, {"allowInsecureImage": "true"}),

@@ -88,8 +88,7 @@ def deploy(raw: dict[str, str], tmp_path: Path) -> Deployed:
                 deployed.resource_secrets["instance.user_data"] = \
                     await endpoint.host.instance.user_data_base64.is_secret()
                 deployed.resource_secrets["host.ssh_private_key"] = await endpoint.host.ssh_private_key.is_secret()
-            if server.proxy_files is not None:
-                deployed.resource_secrets["proxy_files.stdin"] = await server.proxy_files.stdin.is_secret()
+            deployed.resource_secrets["proxy_files.stdin"] = await server.proxy_files.stdin.is_secret()
 
         return collect()
 

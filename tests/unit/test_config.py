@@ -42,7 +42,6 @@ def test_defaults_reproduce_the_original_command_where_sound() -> None:
     assert cfg.server.max_num_seqs is None
     assert cfg.server.gpu_memory_utilization == 0.9
     assert cfg.server.trust_remote_code is False
-    assert cfg.access.proxy is True
     assert cfg.aws.instance_type == "g5.xlarge"
 
 
@@ -131,10 +130,8 @@ BAD = [
     ({"extraEnv": '{"1BAD": "x"}'}, "extraEnv", "not an environment variable name"),
     ({"containerUser": "root"}, "containerUser", "not a numeric uid:gid"),
     ({"tls": "letsencrypt"}, "tls", "'off'"),
-    ({"proxy": "false", "tls": "self-signed"}, "tls", "needs proxy=true"),
-    ({"proxy": "false", "allowInsecureImage": "true"}, "allowInsecureImage", "requires proxy=true"),
-    ({"proxy": "false", "metricsAllowedCidrs": "10.0.0.0/8"}, "metricsAllowedCidrs", "needs proxy=true"),
     ({"proxyImage": "nginx"}, "proxyImage", "not a pinned image reference"),
+    ({"proxy": "false"}, "proxy", "unknown setting"),
     ({"apiKey": "short"}, "apiKey", "at least 32 characters"),
     ({"sshPrivateKey": "ssh-ed25519 AAAA"}, "sshPrivateKey", "not a PEM/OpenSSH private key"),
     ({"maxNumSeq": "16"}, "maxNumSeq", "did you mean 'maxNumSeqs'"),

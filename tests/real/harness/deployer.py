@@ -97,10 +97,9 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
     with _step(timings, "prepare_host"):
         host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
 
-    if plan.proxy is not None:
-        with _step(timings, "proxy_files"):
-            modes, contents = plan.proxy_files(*(tls_files or (None, None)))
-            host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
+    with _step(timings, "proxy_files"):
+        modes, contents = plan.proxy_files(*(tls_files or (None, None)))
+        host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
 
     if plan.model_upload is not None:
         upload = plan.model_upload
@@ -117,14 +116,13 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
             build_image(host, plan.image_build)
 
     vllm = cpu_adapt(plan.vllm)
-    specs = [vllm] + ([plan.proxy] if plan.proxy else [])
+    specs = [vllm, plan.proxy]
     script = docker_run_script(plan.network, specs, plan.secret_env)
     names = [spec.name for spec in specs]
     with _step(timings, "docker_run"):
         # Replace what a previous deploy left (pulumi-docker's delete-before-replace).
         host.docker("rm", "-f", *names, check=False)
-        if plan.network:
-            host.docker("network", "rm", plan.network, check=False)
+        host.docker("network", "rm", plan.network, check=False)
         env = host.docker_env()
         env[SECRET_API_KEY_ENV] = api_key
         if hf_token is not None:
