@@ -169,7 +169,9 @@ prefetch_model_job() {
   local errors="$state_dir/prefetch-model.err" python token="" rc=0
   local args=(--repo "$PREFETCH_MODEL" --hf-home "$hf_home")
   if [[ -n ${PREFETCH_REVISION:-} ]]; then args+=(--revision "$PREFETCH_REVISION"); fi
-  python=$(command -v python3) || { finish model failed "python3 is not installed"; return 0; }
+  # The distribution's own interpreter (cloud-init runs on it), not one an AMI puts first on PATH.
+  python=/usr/bin/python3
+  [[ -x $python ]] || python=$(command -v python3) || { finish model failed "python3 is not installed"; return 0; }
   install -d -m 0755 -- "$hf_home"
   chown -- "$CACHE_OWNER" "$hf_home"
   local run=(runuser -u "$owner" -- env "DEPLOY_TIMELINE_FILE=$DEPLOY_TIMELINE_FILE"

@@ -9,37 +9,31 @@ runs on the instance.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import openai
 import pytest
 
 from infra.host_scripts import prefetch_wait_script
-from infra.userdata import HostBootSettings, boot_env, shipped_script
 from tests.real.harness import images
+from tests.real.harness.bootprefetch import TOKEN_PARAMETER, BootRun, install_scripts, run_boot_prefetch, traced
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem, record_timing
 from tests.real.harness.deployer import deploy, existing_host_config, make_cache_dir
-from tests.real.harness.fakehub import FakeHub, NoLookupHTTPServer
+from tests.real.harness.fakehub import FakeHub
 from tests.real.harness.testhost import TestHost
 
 pytestmark = pytest.mark.real
 
 REPO = "fakeorg/tiny-chat"
 GATED = "fakeorg/tiny-gated"
-TOKEN_PARAMETER = "/vllm-endpoint/prefetch-test/stack/hf-token"
-REGION = "us-test-1"
 WORK_DIR = BUILD_DIR / "prefetch"
 # Files the stand-in repo has besides the tiny model, and whether vLLM (so the prefetcher) reads them.
 EXTRAS = {
@@ -75,9 +69,7 @@ def work() -> Iterator[Path]:
     path = WORK_DIR / f"run-{os.getpid()}-{secrets.token_hex(3)}"
     path.mkdir(mode=0o755)
     path.chmod(0o755)
-    for name in ("hf-prefetch.py", "boot.sh"):
-        (path / name).write_text(shipped_script(name))
-        (path / name).chmod(0o755)
+    install_scripts(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -145,13 +137,6 @@ def cache_layout(hub_dir: Path, repo: str) -> dict[str, object]:
         "blobs": sorted(p.name for p in (storage / "blobs").iterdir()),
         "refs": {str(p.relative_to(storage)): p.read_text() for p in (storage / "refs").rglob("*") if p.is_file()},
     }
-
-
-def traced(argv: list[str], env: dict[str, str], exec_log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Runs `argv` under strace, which writes every program started in the process tree (detached jobs
-    included, until they end) with its full argument list and environment to `exec_log`."""
-    return subprocess.run(["strace", "-f", "-qq", "-v", "-s", "1000000", "-e", "trace=execve", "-o", str(exec_log),
-                           *argv], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # --- the prefetcher --------------------------------------------------------------------------------
@@ -267,6 +252,37 @@ def test_an_interrupted_download_resumes_and_a_corrupt_one_is_fetched_again(
             assert [(r.range, r.status) for r in lfs] == [(f"bytes={len(partial)}-", 206), (None, 200)]
 
 
+def test_vllm_starting_during_the_prefetch_waits_for_its_blob_instead_of_downloading_it_again(
+        hub: FakeHub, work: Path, tiny_model: Path) -> None:
+    weights = tiny_model / "model.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    hf_home = work / "hf-overlap"
+    blobs = hf_home / "hub" / f"models--{REPO.replace('/', '--')}" / "blobs"
+    hub.reset_counters()
+    hub.lfs_rate_bytes_per_s = weights.stat().st_size / 4  # the weights take ~4 s
+    try:
+        prefetcher = subprocess.Popen(
+            [host_python(), str(work / "hf-prefetch.py"), "--repo", REPO, "--hf-home", str(hf_home)],
+            env={"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.endpoint, "NO_PROXY": "*"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (blobs / f"{sha}.incomplete").exists():
+            assert prefetcher.poll() is None and time.monotonic() < deadline, "the weights download did not start"
+            time.sleep(0.02)
+        # huggingface_hub as vLLM calls it, online, while the blob is still being written.
+        out = run_vllm_venv(f"""
+import huggingface_hub as h
+print(h.hf_hub_download({REPO!r}, "model.safetensors"))
+""", hf_home, endpoint=hub.endpoint)
+        stdout, stderr = prefetcher.communicate(timeout=60)
+    finally:
+        hub.lfs_rate_bytes_per_s = None
+    assert prefetcher.returncode == 0, stdout + stderr
+    assert Path(out.strip().splitlines()[-1]).read_bytes() == weights.read_bytes()
+    storage = [r for r in hub.reset_counters().requests if r.path.startswith("/lfs/")]
+    assert len(storage) == 1 and storage[0].file_bytes == weights.stat().st_size, storage
+
+
 def test_unknown_repos_and_revisions_are_clear_errors(hub: FakeHub, work: Path) -> None:
     missing = run_prefetch(work, work / "hf-missing", "fakeorg/no-such-model", hub.endpoint, check=False)
     assert missing.returncode == 1
@@ -309,146 +325,13 @@ def test_a_gated_repo_works_with_the_token_from_a_file_which_no_command_line_sho
 
 # --- boot.sh's prefetch section ---------------------------------------------------------------------
 
-@dataclass
-class FakeImds:
-    """IMDSv2 on loopback: a session token from PUT /latest/api/token, required on every GET."""
-
-    tags: dict[str, str]
-    session: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    requests: list[tuple[str, str, int]] = field(default_factory=list)
-
-    def answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
-        if method == "PUT":
-            if path != "/latest/api/token" or "X-aws-ec2-metadata-token-ttl-seconds" not in headers:
-                return 400, ""
-            return 200, self.session
-        if headers.get("X-aws-ec2-metadata-token") != self.session:
-            return 401, ""
-        if path == "/latest/meta-data/placement/region":
-            return 200, REGION
-        prefix = "/latest/meta-data/tags/instance/"
-        if path.startswith(prefix) and path[len(prefix):] in self.tags:
-            return 200, self.tags[path[len(prefix):]]
-        return 404, ""
-
-    @contextlib.contextmanager
-    def serve(self) -> Iterator[str]:
-        imds = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _do(self) -> None:
-                status, body = imds.answer(self.command, self.path, dict(self.headers.items()))
-                imds.requests.append((self.command, self.path, status))
-                payload = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_PUT = _do
-
-        server = NoLookupHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
-
-
-@dataclass
-class BootRun:
-    state: Path
-    timeline: Path
-    log: Path
-    cache: Path
-    seconds: float
-    imds: FakeImds
-    execs: str  # every program the run started, with its arguments and environment (strace)
-
-
-def fake_aws(bin_dir: Path, token_store: Path) -> None:
-    """A stand-in for the AWS CLI that answers exactly the call boot.sh makes for the token."""
-    expected = (f"ssm get-parameter --name {TOKEN_PARAMETER} --with-decryption --query Parameter.Value "
-                "--output text")
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    (bin_dir / "aws").write_text(f"""#!/bin/sh
-[ "$*" = "{expected}" ] || {{ echo "fake aws: unexpected call: $*" >&2; exit 2; }}
-[ "$AWS_DEFAULT_REGION" = "{REGION}" ] || {{ echo "fake aws: region $AWS_DEFAULT_REGION" >&2; exit 3; }}
-cat {token_store}
-""")
-    (bin_dir / "aws").chmod(0o755)
-
-
-def stop_jobs(state: Path) -> None:
-    """Ends the jobs this run started (their pids are in its state folder), and nothing else."""
-    for job in ("image", "model"):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int((state / f"prefetch-{job}.pid").read_text())
-            if f"prefetch-{job}-job".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.killpg(pid, 9)  # the job leads its own session (setsid): its children go too
-
-
-def run_boot_prefetch(host: TestHost, work: Path, name: str, tags: dict[str, str], hub: FakeHub,
-                      secret: str | None = None, timeout: float = 120) -> BootRun:
-    base = work / name
-    state, cache, bin_dir = base / "state", base / "cache", base / "bin"
-    for folder in (state, cache / "root-cache"):
-        folder.mkdir(parents=True)
-    for folder in (base, cache):
-        folder.chmod(0o755)
-    os.chown(cache / "root-cache", host.uid, host.gid)
-    timeline, log = state / "timeline", base / "prefetch.log"
-    timeline.touch()
-    os.chown(timeline, host.uid, host.gid)
-    token_store = base / "ssm-value"
-    token_store.touch(mode=0o600)
-    token_store.write_text((secret or "") + "\n")
-    fake_aws(bin_dir, token_store)
-    env_text = boot_env(HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", "", cache_mount_point=str(cache)))
-    overrides = {"DEPLOY_TIMELINE_FILE": str(timeline), "PREFETCH_STATE_DIR": str(state),
-                 "HF_PREFETCH_SCRIPT": str(work / "hf-prefetch.py")}
-    env_file = base / "boot.env"
-    env_file.write_text("".join(f"{k}={overrides.get(k, v)}\n" for k, _, v in
-                                (line.partition("=") for line in env_text.splitlines())))
-    imds = FakeImds({f"vllm-endpoint:{k}": v for k, v in tags.items()})
-    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "BOOT_ENV_FILE": str(env_file),
-           "PREFETCH_LOG": str(log), "PREFETCH_RETRY_DELAY": "1", "HF_ENDPOINT": hub.endpoint,
-           "DOCKER_HOST": f"unix://{host.docker_socket}", "DOCKER_CONFIG": str(host.state_dir / "docker-client"),
-           "NO_PROXY": "*"}
-    jobs = [job for job in ("image", "model") if f"prefetch-{job}" in tags]
-    exec_log = base / "execs.log"
-    with imds.serve() as url:
-        start = time.monotonic()
-        # strace returns once the detached jobs have ended too.
-        proc = traced([str(work / "boot.sh"), "prefetch"], {**env, "VLLM_ENDPOINT_IMDS_URL": url}, exec_log,
-                      timeout=timeout)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert sorted(p.name for p in state.glob("*.started")) == sorted(f"prefetch-{j}.started" for j in jobs)
-        while not all((state / f"prefetch-{j}.done").exists() or (state / f"prefetch-{j}.failed").exists()
-                      for j in jobs):
-            if time.monotonic() - start > timeout:
-                stop_jobs(state)
-                raise TimeoutError(f"prefetch jobs did not finish; log:\n{log.read_text()}")
-            time.sleep(0.1)
-        seconds = time.monotonic() - start
-    return BootRun(state, timeline, log, cache, seconds, imds, exec_log.read_text())
-
-
 @pytest.fixture(scope="module")
 def booted(test_host: TestHost, busybox_image: str, work: Path, hub: FakeHub, token: str) -> Iterator[BootRun]:
     """boot.sh's prefetch for a gated model and an image the engine has: both jobs, in parallel."""
     hub.reset_counters()
     run = run_boot_prefetch(test_host, work, "boot", {
         "prefetch-image": busybox_image, "prefetch-model": GATED, "hf-token-parameter": TOKEN_PARAMETER,
-    }, hub, secret=token)
+    }, hub.endpoint, secret=token)
     record_timing("boot_prefetch_section", run.seconds)
     yield run
     shutil.rmtree(run.cache, ignore_errors=True)
@@ -492,7 +375,8 @@ def test_the_host_check_reports_the_finished_prefetch(booted: BootRun) -> None:
 def test_boot_prefetch_marks_a_failed_pull_and_starts_no_model_job_without_the_tag(
         test_host: TestHost, work: Path, hub: FakeHub) -> None:
     # A registry on the namespace's loopback that does not exist: the pull fails without leaving the host.
-    run = run_boot_prefetch(test_host, work, "boot-failing", {"prefetch-image": "127.0.0.1:9/absent/image:1"}, hub)
+    run = run_boot_prefetch(test_host, work, "boot-failing", {"prefetch-image": "127.0.0.1:9/absent/image:1"},
+                            hub.endpoint)
     failed = (run.state / "prefetch-image.failed").read_text()
     assert "docker pull 127.0.0.1:9/absent/image:1 failed 3 times" in failed
     assert not (run.state / "prefetch-model.started").exists()
@@ -503,7 +387,7 @@ def test_boot_prefetch_marks_a_failed_pull_and_starts_no_model_job_without_the_t
 
 
 def test_boot_prefetch_without_any_tag_starts_nothing(test_host: TestHost, work: Path, hub: FakeHub) -> None:
-    run = run_boot_prefetch(test_host, work, "boot-untagged", {}, hub)
+    run = run_boot_prefetch(test_host, work, "boot-untagged", {}, hub.endpoint)
     assert list(run.state.glob("prefetch-*")) == []
 
 

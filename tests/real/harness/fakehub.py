@@ -32,6 +32,7 @@ import secrets
 import socket
 import socketserver
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -156,6 +157,8 @@ class FakeHub:
         self.counters = Counters()
         self._lock = threading.Lock()
         self._secret = secrets.token_hex(8)
+        # When set, LFS content is sent at this rate: a download that lasts long enough to overlap another.
+        self.lfs_rate_bytes_per_s: float | None = None
         self._servers: list[NoLookupHTTPServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -331,16 +334,20 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if head:
                 return
+            rate = hub.lfs_rate_bytes_per_s if f.lfs else None
+            step = CHUNK if rate is None else max(1024, int(rate / 20))
             with f.source.open("rb") as fh:
                 fh.seek(start)
                 left = length
                 while left > 0:
-                    chunk = fh.read(min(CHUNK, left))
+                    chunk = fh.read(min(step, left))
                     if not chunk:
                         break
                     self.wfile.write(chunk)
                     self._sent += len(chunk)
                     left -= len(chunk)
+                    if rate is not None:
+                        time.sleep(len(chunk) / rate)
 
         # --- endpoints --------------------------------------------------------------------
         def _api(self, rest: str, query: dict[str, list[str]], body: bytes) -> None:

@@ -1,0 +1,190 @@
+"""boot.sh's prefetch section run for real on this machine: a stand-in IMDSv2 (token PUT, tags GET) on
+loopback, a stand-in AWS CLI for the SSM read of the token, the test host's Docker engine for the image
+job and a Hub stand-in (fakehub) for the model job, which runs as the test host's unprivileged user.
+
+The scripts run as user-data ships them (`shipped_script`: comments stripped), so what is exercised
+is what runs on an instance. Only the jobs a run started are ever stopped (by their pid files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+from infra.userdata import HostBootSettings, boot_env, shipped_script
+
+from .fakehub import NoLookupHTTPServer
+from .testhost import TestHost
+
+REGION = "us-test-1"
+TOKEN_PARAMETER = "/vllm-endpoint/prefetch-test/stack/hf-token"
+JOBS = ("image", "model")
+
+
+def install_scripts(work: Path) -> None:
+    """boot.sh and hf-prefetch.py as user-data carries them, where the test host's user can read them."""
+    for name in ("hf-prefetch.py", "boot.sh"):
+        (work / name).write_text(shipped_script(name))
+        (work / name).chmod(0o755)
+
+
+def traced(argv: list[str], env: dict[str, str], exec_log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs `argv` under strace, which writes every program started in the process tree (detached jobs
+    included, until they end) with its full argument list and environment to `exec_log`."""
+    return subprocess.run(["strace", "-f", "-qq", "-v", "-s", "1000000", "-e", "trace=execve", "-o", str(exec_log),
+                           *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class FakeImds:
+    """IMDSv2 on loopback: a session token from PUT /latest/api/token, required on every GET."""
+
+    tags: dict[str, str]
+    session: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    requests: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        if method == "PUT":
+            if path != "/latest/api/token" or "X-aws-ec2-metadata-token-ttl-seconds" not in headers:
+                return 400, ""
+            return 200, self.session
+        if headers.get("X-aws-ec2-metadata-token") != self.session:
+            return 401, ""
+        if path == "/latest/meta-data/placement/region":
+            return 200, REGION
+        prefix = "/latest/meta-data/tags/instance/"
+        if path.startswith(prefix) and path[len(prefix):] in self.tags:
+            return 200, self.tags[path[len(prefix):]]
+        return 404, ""
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[str]:
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _do(self) -> None:
+                status, body = imds.answer(self.command, self.path, dict(self.headers.items()))
+                imds.requests.append((self.command, self.path, status))
+                payload = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = _do
+
+        server = NoLookupHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+
+@dataclass
+class BootRun:
+    state: Path
+    timeline: Path
+    log: Path
+    cache: Path
+    seconds: float
+    imds: FakeImds
+    execs: str  # every program the run started, with its arguments and environment (strace)
+
+
+def fake_aws(bin_dir: Path, token_store: Path, parameter: str) -> None:
+    """A stand-in for the AWS CLI that answers exactly the call boot.sh makes for the token."""
+    expected = (f"ssm get-parameter --name {parameter} --with-decryption --query Parameter.Value "
+                "--output text")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "aws").write_text(f"""#!/bin/sh
+[ "$*" = "{expected}" ] || {{ echo "fake aws: unexpected call: $*" >&2; exit 2; }}
+[ "$AWS_DEFAULT_REGION" = "{REGION}" ] || {{ echo "fake aws: region $AWS_DEFAULT_REGION" >&2; exit 3; }}
+cat {token_store}
+""")
+    (bin_dir / "aws").chmod(0o755)
+
+
+def stop_jobs(state: Path) -> None:
+    """Ends the jobs this run started (their pids are in its state folder), and nothing else."""
+    for job in JOBS:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((state / f"prefetch-{job}.pid").read_text())
+            if f"prefetch-{job}-job".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, 9)  # the job leads its own session (setsid): its children go too
+
+
+def run_boot_prefetch(host: TestHost, work: Path, name: str, tags: dict[str, str], hub_endpoint: str, *,
+                      secret: str | None = None, cache: Path | None = None, timeline: Path | None = None,
+                      trace: bool = True, timeout: float = 120) -> BootRun:
+    """`boot.sh prefetch` with the instance tags `tags` (keys without the vllm-endpoint: prefix), waiting
+    for the jobs it starts. `cache` is the mounted cache volume (default: a fresh folder with root-cache
+    owned by the test host's user); `timeline` the deploy timeline (default: a fresh file). With `trace`,
+    every program started is recorded by strace (`BootRun.execs`)."""
+    base = work / name
+    state, bin_dir = base / "state", base / "bin"
+    state.mkdir(parents=True)
+    base.chmod(0o755)
+    if cache is None:
+        cache = base / "cache"
+        (cache / "root-cache").mkdir(parents=True)
+        cache.chmod(0o755)
+        os.chown(cache / "root-cache", host.uid, host.gid)
+    if timeline is None:
+        timeline = state / "timeline"
+        timeline.touch()
+        os.chown(timeline, host.uid, host.gid)
+    log = base / "prefetch.log"
+    token_store = base / "ssm-value"
+    token_store.touch(mode=0o600)
+    token_store.write_text((secret or "") + "\n")
+    fake_aws(bin_dir, token_store, TOKEN_PARAMETER)
+    env_text = boot_env(HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", "", cache_mount_point=str(cache)))
+    overrides = {"DEPLOY_TIMELINE_FILE": str(timeline), "PREFETCH_STATE_DIR": str(state),
+                 "HF_PREFETCH_SCRIPT": str(work / "hf-prefetch.py")}
+    env_file = base / "boot.env"
+    env_file.write_text("".join(f"{k}={overrides.get(k, v)}\n" for k, _, v in
+                                (line.partition("=") for line in env_text.splitlines())))
+    imds = FakeImds({f"vllm-endpoint:{k}": v for k, v in tags.items()})
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "BOOT_ENV_FILE": str(env_file),
+           "PREFETCH_LOG": str(log), "PREFETCH_RETRY_DELAY": "1", "HF_ENDPOINT": hub_endpoint,
+           "DOCKER_HOST": f"unix://{host.docker_socket}", "DOCKER_CONFIG": str(host.state_dir / "docker-client"),
+           "NO_PROXY": "*"}
+    jobs = [job for job in JOBS if f"prefetch-{job}" in tags]
+    exec_log = base / "execs.log"
+    with imds.serve() as url:
+        start = time.monotonic()
+        argv = [str(work / "boot.sh"), "prefetch"]
+        env["VLLM_ENDPOINT_IMDS_URL"] = url
+        # Under strace this returns once the detached jobs have ended too.
+        proc = (traced(argv, env, exec_log, timeout) if trace
+                else subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60))
+        if proc.returncode != 0:
+            raise RuntimeError(f"boot.sh prefetch failed:\n{proc.stdout}{proc.stderr}")
+        started = sorted(p.name for p in state.glob("*.started"))
+        if started != sorted(f"prefetch-{j}.started" for j in jobs):
+            raise RuntimeError(f"expected jobs {jobs}, started: {started}")
+        while not all((state / f"prefetch-{j}.done").exists() or (state / f"prefetch-{j}.failed").exists()
+                      for j in jobs):
+            if time.monotonic() - start > timeout:
+                stop_jobs(state)
+                raise TimeoutError(f"prefetch jobs did not finish; log:\n{log.read_text()}")
+            time.sleep(0.05)
+        seconds = time.monotonic() - start
+    return BootRun(state, timeline, log, cache, seconds, imds, exec_log.read_text() if trace else "")
