@@ -106,7 +106,8 @@ class GpuHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.cache_volume_attachment, self.elastic_ip_association],
-                custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"),
+                # cloud-init, then up to PREFETCH_WAIT_SECONDS for the boot-time model download.
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),
             ),
         )
         self.register_outputs({

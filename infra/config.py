@@ -70,6 +70,21 @@ def _cidr(value: str) -> str:
     return network.with_prefixlen
 
 
+_TAG_KEY = re.compile(r"^[A-Za-z0-9+\-=.,_:@]{1,128}$")
+
+
+def _instance_tags(tags: dict[str, str]) -> dict[str, str]:
+    # The instance exposes its tags through IMDS (the boot prefetch reads them); AWS then refuses
+    # to launch an instance with any other tag key.
+    for key, value in tags.items():
+        if not _TAG_KEY.fullmatch(key) or key in {".", "..", "_index"} or key.lower().startswith("aws:"):
+            raise ValueError(f"tag key {key!r}: use 1-128 letters, digits and + - = . , _ : @ (no spaces or /; "
+                             "not aws:...)")
+        if len(value) > 256:
+            raise ValueError(f"tag {key!r}: values are at most 256 characters")
+    return tags
+
+
 def _is_world(cidr: str) -> bool:
     return ipaddress.ip_network(cidr).prefixlen == 0
 
@@ -356,7 +371,10 @@ class AwsSettings(_Section):
         None, description="Your OpenSSH public key to install instead of a generated one; needs the "
         "secret `sshPrivateKey`.",
     )
-    tags: StrMap = Field(default_factory=dict, description="Tags on every AWS resource.")
+    tags: Annotated[StrMap, AfterValidator(_instance_tags)] = Field(
+        default_factory=dict, description="Tags on every AWS resource (keys: letters, digits and "
+        "+ - = . , _ : @, as instance tags readable through instance metadata require).",
+    )
     prefetch_at_boot: bool = Field(
         True, description="At first boot, pull the image and download the model onto the cache volume in "
         "parallel, before the container is created (read from instance tags, so changing them never "

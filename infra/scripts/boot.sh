@@ -234,6 +234,16 @@ path.write_text(json.dumps(config, indent=2) + "\n")
 PY
 fi
 usermod -aG docker "$SSH_USER"
+# At later boots Docker must start its containers only once the cache volume is mounted (the fstab
+# entry is `nofail`, so systemd would not wait for it on its own): without this ordering a container
+# whose bind source is missing would fail to start and stay down.
+if command -v systemd-escape >/dev/null 2>&1; then
+  mount_unit=$(systemd-escape --path --suffix=mount "$CACHE_MOUNT_POINT")
+  mkdir -p /etc/systemd/system/docker.service.d
+  printf '[Unit]\nAfter=%s\nWants=%s\n' "$mount_unit" "$mount_unit" \
+    >/etc/systemd/system/docker.service.d/10-vllm-endpoint-cache.conf
+  systemctl daemon-reload
+fi
 systemctl restart docker
 
 for _ in $(seq 1 60); do

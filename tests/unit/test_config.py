@@ -132,6 +132,8 @@ BAD = [
     ({"tls": "letsencrypt"}, "tls", "'off'"),
     ({"proxyImage": "nginx"}, "proxyImage", "not a pinned image reference"),
     ({"proxy": "false"}, "proxy", "unknown setting"),
+    ({"tags": '{"cost center": "ml"}'}, "tags", "no spaces or /"),
+    ({"tags": '{"team/name": "ml"}'}, "tags", "no spaces or /"),
     ({"apiKey": "short"}, "apiKey", "at least 32 characters"),
     ({"sshPrivateKey": "ssh-ed25519 AAAA"}, "sshPrivateKey", "not a PEM/OpenSSH private key"),
     ({"maxNumSeq": "16"}, "maxNumSeq", "did you mean 'maxNumSeqs'"),
