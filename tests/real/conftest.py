@@ -5,6 +5,7 @@ reason (and a failure on CI, see tests/conftest.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem
+from tests.real.harness.deployer import StageTimes, make_cache_dir
 from tests.real.harness.testhost import REQUIRED_TOOLS, TestHost, start_test_host
 from tests.real.harness.tiny_model import ensure_tiny_model
 
@@ -66,3 +68,23 @@ def tiny_model() -> Path:
     """A directory with a tiny Qwen2 chat model (config, tokenizer, safetensors weights)."""
     _require(need_vllm_venv=True)
     return ensure_tiny_model(BUILD_DIR / "models", VLLM_VENV / "bin" / "python")
+
+
+@pytest.fixture(scope="module")
+def times(request: pytest.FixtureRequest) -> Iterator[StageTimes]:
+    """Stage timings of a test module, printed (and recorded) when the module is done."""
+    stage_times = StageTimes(request.module.__name__.rsplit(".", 1)[-1])
+    yield stage_times
+    stage_times.report(request.config)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(test_host: TestHost, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A module's `hostCacheDir` on the test host (owned by the SSH user); removed, with the module's
+    containers and network, when the module is done."""
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    path = make_cache_dir(test_host, BUILD_DIR / "host-cache" / f"{test_host.name}-{module}")
+    yield path
+    test_host.remove_all_containers()
+    test_host.docker("network", "rm", "vllm-endpoint", check=False)
+    shutil.rmtree(path, ignore_errors=True)

@@ -12,11 +12,7 @@ import dataclasses
 import difflib
 import json
 import secrets
-import shutil
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +24,7 @@ from infra.constants import CACHE_SUBDIR_ROOT, CONTAINER_CACHE_ROOT, VLLM_CONTAI
 from infra.proxy import PROXY_CONTAINER_PORT, VLLM_UPSTREAM_HOST
 from infra.spec import ContainerSpec, HealthCheck, Mount, PortMapping
 from tests.real.harness import images
-from tests.real.harness.common import BUILD_DIR
+from tests.real.harness.common import http_status
 from tests.real.harness.deployer import (
     CPU_ENV,
     Deployment,
@@ -36,7 +32,6 @@ from tests.real.harness.deployer import (
     cpu_adapt,
     deploy,
     existing_host_config,
-    make_cache_dir,
     run_gate,
 )
 from tests.real.harness.testhost import TestHost
@@ -143,16 +138,6 @@ def spec_differences(spec: ContainerSpec, info: dict[str, Any], image_env: set[s
     return problems
 
 
-def http_status(url: str, api_key: str | None = None) -> int:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> float:
     start = time.monotonic()
@@ -165,22 +150,6 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.5)
 
 # --------------------------------------------------------------------------------------------
 # Shared deployments: one first deploy, one re-deploy with a flag changed.
-
-@pytest.fixture(scope="module")
-def times(request: pytest.FixtureRequest) -> Iterator[StageTimes]:
-    stage_times = StageTimes("test_container_lifecycle")
-    yield stage_times
-    stage_times.report(request.config)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(test_host: TestHost) -> Iterator[Path]:
-    path = make_cache_dir(test_host, BUILD_DIR / "host-cache" / f"{test_host.name}-lifecycle")
-    yield path
-    test_host.remove_all_containers()
-    test_host.docker("network", "rm", "vllm-endpoint", check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def api_key() -> str:

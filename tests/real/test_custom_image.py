@@ -35,13 +35,6 @@ DOCKERFILE = f"FROM {BASE_IMAGE}\nCOPY model {CONTAINER_MODEL_DIR}\n"
 
 
 @pytest.fixture(scope="module")
-def times(request: pytest.FixtureRequest) -> Iterator[StageTimes]:
-    stage_times = StageTimes("test_custom_image")
-    yield stage_times
-    stage_times.report(request.config)
-
-
-@pytest.fixture(scope="module")
 def build_context(test_host: TestHost, tiny_model: Path) -> Iterator[Path]:
     context = BUILD_DIR / "custom-image-context" / test_host.name
     shutil.rmtree(context, ignore_errors=True)

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.real.harness import images
-from tests.real.harness.common import BUILD_DIR
+from tests.real.harness.common import http_status
 from tests.real.harness.deployer import (
     Deployment,
     GateResult,
@@ -25,7 +21,6 @@ from tests.real.harness.deployer import (
     deploy,
     existing_host_config,
     gate_result,
-    make_cache_dir,
     timeline_seconds,
 )
 from tests.real.harness.testhost import TestHost
@@ -41,33 +36,6 @@ TOO_LONG_MAX_MODEL_LEN = "999999"
 VLLM_MAX_LEN_ERROR = (f"User-specified max_model_len ({TOO_LONG_MAX_MODEL_LEN}) is greater than the derived "
                       "max_model_len")
 
-
-def http_status(url: str, api_key: str | None = None) -> int:
-    """The HTTP status `url` answers with (0: no answer at all)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-@pytest.fixture(scope="module")
-def times(request: pytest.FixtureRequest) -> Iterator[StageTimes]:
-    stage_times = StageTimes("test_readiness_gate")
-    yield stage_times
-    stage_times.report(request.config)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(test_host: TestHost) -> Iterator[Path]:
-    path = make_cache_dir(test_host, BUILD_DIR / "host-cache" / f"{test_host.name}-gate")
-    yield path
-    test_host.remove_all_containers()
-    test_host.docker("network", "rm", "vllm-endpoint", check=False)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _config_and_proxy(host: TestHost, cache_dir: Path, model: Path, **settings: str) -> Deployment:

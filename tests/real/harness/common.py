@@ -10,6 +10,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -164,3 +166,15 @@ def record_timing(stage: str, seconds: float, **details: object) -> None:
     with TIMINGS_FILE.open("a") as fh:
         fh.write(json.dumps(entry) + "\n")
     print(f"[timing] {stage}: {seconds:.2f} s {details or ''}")
+
+
+def http_status(url: str, api_key: str | None = None) -> int:
+    """The HTTP status `url` answers with (0: no answer at all)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
