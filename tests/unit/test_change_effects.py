@@ -16,6 +16,7 @@ import pytest
 
 from infra import effects
 from infra.config import config_keys
+from tests.unit.model_folders import write_model_folder
 from tests.unit.test_components import AWS, EXISTING, HOST_KEY, OWN_SSH_KEY, Deployed, deploy
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -82,21 +83,6 @@ def classify(before: Deployed, after: Deployed) -> frozenset[str]:
     return frozenset(found or {effects.NONE})
 
 
-def _model_folder(root: Path, name: str = "ft") -> Path:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 896,
-        "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-        "vocab_size": 151936, "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
-        "tie_word_embeddings": True}))
-    header = json.dumps({"w": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]}}).encode()
-    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
-    (folder / "tokenizer.json").write_text("{}")
-    (folder / "tokenizer_config.json").write_text("{}")
-    return folder
-
-
 def _image_context(root: Path) -> Path:
     root.mkdir(parents=True)
     (root / "Dockerfile").write_text("FROM vllm/vllm-openai:v0.32.0\nCOPY m /app/model\n")
@@ -109,7 +95,7 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     return {
         "model": ({}, {"model": "Qwen/Qwen2.5-0.5B-Instruct"}),
         "modelRevision": ({}, {"modelRevision": "abc123"}),
-        "modelPath": ({}, {"modelPath": str(_model_folder(tmp / "mp"))}),
+        "modelPath": ({}, {"modelPath": str(write_model_folder(tmp / "mp", "ft"))}),
         "servedModelName": ({}, {"servedModelName": "chat"}),
         "modelArchitecture": ({}, {"modelArchitecture": json.dumps({
             "num_hidden_layers": 28, "hidden_size": 1536, "num_attention_heads": 12, "num_key_value_heads": 2,

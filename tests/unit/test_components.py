@@ -17,6 +17,7 @@ from infra.config import DEFAULT_AMI_SSM_PARAMETER, load_stack_config
 from infra.constants import CONTAINER_CACHE_ROOT, CONTAINER_MODEL_DIR, HOST_CACHE_MOUNT
 from infra.plan import build_plan
 from infra.userdata import decode_user_data
+from tests.unit.model_folders import write_model_folder
 from tests.unit.pulumi_mocks import (
     MOCK_AMI,
     MOCK_CLIENT_PRIVATE_KEY,
@@ -366,17 +367,7 @@ def test_existing_host_creates_no_aws_resources(tmp_path: Path) -> None:
 
 
 def test_local_fine_tune_is_uploaded_by_digest_and_mounted_read_only(tmp_path: Path) -> None:
-    model = tmp_path / "merged-ft"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536,
-        "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-        "vocab_size": 151936, "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
-        "tie_word_embeddings": True}))
-    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}}).encode()
-    (model / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        (model / name).write_text("{}")
+    model = write_model_folder(tmp_path, "merged-ft")
     deployed = deploy({**AWS, "modelPath": str(model)}, tmp_path)
     copy = deployed.mocks.one("command:remote:CopyToRemote").inputs
     assert copy["remotePath"].startswith(f"{HOST_CACHE_MOUNT}/models/")

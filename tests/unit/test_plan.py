@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from infra.config import ConfigError, load_stack_config
 from infra.constants import CONTAINER_MODEL_DIR
 from infra.plan import DeploymentPlan, build_plan
 from infra.vllm_versions import EXAMINED_RELEASES, VllmVersion, check_server_args, image_entrypoint
+from tests.unit.model_folders import write_model_folder
 
 AWS = {"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": "198.51.100.0/24"}
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -163,25 +163,8 @@ def test_existing_host_without_gpu_model_skips_the_fit_check_with_a_warning() ->
 # ----------------------------------------------------------------------------------------------
 # Fine-tuned models.
 
-def _model_dir(root: Path, *, weights: bool = True, config: bool = True) -> Path:
-    folder = root / "my-finetune"
-    folder.mkdir()
-    if config:
-        (folder / "config.json").write_text(json.dumps({
-            "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536,
-            "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-            "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
-            "torch_dtype": "bfloat16", "tie_word_embeddings": True}))
-    if weights:
-        header = json.dumps({"w": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]}}).encode()
-        (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
-    (folder / "tokenizer.json").write_text("{}")
-    (folder / "tokenizer_config.json").write_text("{}")
-    return folder
-
-
 def test_local_model_folder_is_served_read_only_under_a_stable_name(tmp_path: Path) -> None:
-    folder = _model_dir(tmp_path)
+    folder = write_model_folder(tmp_path)
     p = plan(modelPath=str(folder))
     assert p.model_upload is not None and p.model_upload.local_dir == folder
     assert p.vllm.args[:4] == ("--model", CONTAINER_MODEL_DIR, "--served-model-name", "my-finetune")
@@ -198,7 +181,7 @@ def test_local_model_folder_is_served_read_only_under_a_stable_name(tmp_path: Pa
 
 @pytest.mark.parametrize("missing, phrase", [("config", "config.json"), ("weights", "weights")])
 def test_a_model_folder_without_config_or_weights_is_an_error(tmp_path: Path, missing: str, phrase: str) -> None:
-    folder = _model_dir(tmp_path, **{missing: False})
+    folder = write_model_folder(tmp_path, config=missing != "config", weights=missing != "weights")
     found = problems(modelPath=str(folder))
     assert found and all(p.startswith("modelPath:") for p in found)
     assert any(phrase in p for p in found), found
