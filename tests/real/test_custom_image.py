@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import openai
 import pytest
 
 from infra.constants import CONTAINER_MODEL_DIR, DEFAULT_VLLM_VERSION, VLLM_IMAGE_REPOSITORY
@@ -21,6 +20,7 @@ from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import (
     Deployment,
     StageTimes,
+    assert_serves,
     deploy,
     existing_host_config,
     make_cache_dir,
@@ -102,9 +102,4 @@ def test_the_vllm_version_is_read_from_the_dockerfile(custom: Deployment) -> Non
 def test_the_openai_client_chats_with_the_baked_in_model_under_its_default_name(custom: Deployment) -> None:
     served = Path(CONTAINER_MODEL_DIR).name  # "model": the path's last part, the documented default
     assert custom.plan.served_model_name == served
-    client = openai.OpenAI(base_url=custom.endpoint_url, api_key=custom.api_key, max_retries=0, timeout=60)
-    assert [m.id for m in client.models.list().data] == [served]
-    reply = client.chat.completions.create(
-        model=served, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
-    assert reply.choices[0].message.content is not None
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert_serves(custom, served)

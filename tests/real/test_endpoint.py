@@ -20,6 +20,7 @@ from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import (
     CPU_CHANGES,
     Deployment,
+    assert_serves,
     cpu_adapt,
     deploy,
     existing_host_config,
@@ -55,12 +56,7 @@ def test_only_cpu_limitations_were_changed_in_the_rendered_spec(endpoint: Deploy
 
 
 def test_openai_client_lists_models_and_chats_with_the_exported_url_and_key(endpoint: Deployment) -> None:
-    client = openai.OpenAI(base_url=endpoint.endpoint_url, api_key=endpoint.api_key, max_retries=0, timeout=60)
-    assert [m.id for m in client.models.list().data] == [SERVED_NAME]
-    reply = client.chat.completions.create(
-        model=SERVED_NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
-    assert reply.choices[0].message.content is not None
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert_serves(endpoint, SERVED_NAME)
 
 
 def test_with_a_wrong_key_the_api_answers_401(endpoint: Deployment) -> None:

@@ -235,3 +235,16 @@ class StageTimes:
                 reporter.write_line("\n" + self.summary())
         else:
             reporter.write_line("\n" + self.summary())
+
+
+def assert_serves(deployment: Deployment, served_name: str) -> None:
+    """The official openai client, at the exported URL with the exported key, lists exactly the served
+    model and gets a chat completion from it."""
+    import openai
+
+    client = openai.OpenAI(base_url=deployment.endpoint_url, api_key=deployment.api_key, max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list().data] == [served_name]
+    reply = client.chat.completions.create(
+        model=served_name, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content is not None
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
