@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pulumi
 
-from components.vllm_endpoint import VllmEndpoint, VllmEndpointArgs
-from infra.config import PROJECT, ConfigError
-from infra.plan import build_plan
-from infra.pulumi_config import read_stack_config
+from vllm_endpoint.components.vllm_endpoint import VllmEndpoint, VllmEndpointArgs
+from vllm_endpoint.infra.plan.deployment import build_plan
+from vllm_endpoint.infra.settings.models import PROJECT, ConfigError
+from vllm_endpoint.infra.settings.pulumi_config import read_stack_config
 
 try:
     plan = build_plan(read_stack_config())

@@ -5,7 +5,7 @@
 On the real-parts test host (network namespace + sshd + dockerd, reached over SSH) with the real vLLM
 server (CPU build) and the tiny chat model served by a Hugging Face Hub stand-in, it measures:
 
-1. the cache-volume script (infra/scripts/prepare-cache-volume.sh) on a loop device of the default
+1. the cache-volume script (infra/host/prepare-cache-volume.sh) on a loop device of the default
    volume size: first boot (mkfs + mount) and a re-run;
 2. a first deploy as on a new instance: the volume prepared on a loop device, boot.sh's prefetch
    section (image + model, from instance tags through a stand-in IMDS) filling it, then the plan's
@@ -42,8 +42,6 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from infra.host_scripts import readiness_gate_script  # noqa: E402
-from infra.userdata import HostBootSettings, boot_env  # noqa: E402
 from tests.real.harness import images, loopdev  # noqa: E402
 from tests.real.harness.bootprefetch import install_scripts, run_boot_prefetch  # noqa: E402
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem, run  # noqa: E402
@@ -51,13 +49,15 @@ from tests.real.harness.deployer import deploy, existing_host_config, make_cache
 from tests.real.harness.fakehub import Counters, FakeHub  # noqa: E402
 from tests.real.harness.testhost import REQUIRED_TOOLS, TestHost, start_test_host  # noqa: E402
 from tests.real.harness.tiny_model import ensure_tiny_model  # noqa: E402
+from vllm_endpoint.infra.render.host_scripts import readiness_gate_script  # noqa: E402
+from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env  # noqa: E402
 
 REPO = "bench/tiny-chat"
 OUT_JSON = REPO_ROOT / "build" / "bench" / "deploy_path.json"
 OUT_MD = REPO_ROOT / "docs" / "performance-measured.md"
 WORK = BUILD_DIR / "bench"
 VOLUME_SCRIPT = REPO_ROOT / "infra" / "scripts" / "prepare-cache-volume.sh"
-DEFAULT_VOLUME_GIB = 100  # infra/config.py cache_volume_size_gb's default
+DEFAULT_VOLUME_GIB = 100  # infra/settings/models.py cache_volume_size_gb's default
 GATE_POLL_S = 1  # the product polls every 5 s; 1 s here for a finer measurement
 # vLLM's own start-up figures, as its log prints them (CPU build 0.32).
 LOG_FIGURES = {

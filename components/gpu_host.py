@@ -18,14 +18,14 @@ import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_tls as tls
 
-from components.secrets import secret
-from infra.config import API_WORLD_OPT_IN, SSH_WORLD_OPT_IN, AccessSettings, AwsSettings
-from infra.constants import HOST_CACHE_MOUNT
-from infra.gpu_catalog import GpuInstanceType
-from infra.host_scripts import host_ready_script
-from infra.plan import HF_TOKEN_PARAMETER_TAG, CacheVolume
-from infra.ssh import DEFAULT_SSH_PORT
-from infra.userdata import HostBootSettings, encode_user_data, render_user_data
+from vllm_endpoint.components._support import secret
+from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
+from vllm_endpoint.infra.catalog.names import HF_TOKEN_PARAMETER_TAG, HOST_CACHE_MOUNT
+from vllm_endpoint.infra.plan.deployment import CacheVolume
+from vllm_endpoint.infra.render.host_scripts import host_ready_script
+from vllm_endpoint.infra.render.ssh import DEFAULT_SSH_PORT
+from vllm_endpoint.infra.render.userdata import HostBootSettings, encode_user_data, render_user_data
+from vllm_endpoint.infra.settings.models import API_WORLD_OPT_IN, SSH_WORLD_OPT_IN, AccessSettings, AwsSettings
 
 # The attachment's device name; Nitro instances show the volume as NVMe whatever this says, and the
 # boot script finds it by volume id instead.
@@ -275,7 +275,7 @@ class GpuHost(pulumi.ComponentResource):
             subnet_id=subnet_id,
             vpc_security_group_ids=[self.security_group.id],
             key_name=self.key_name,
-            # The SSH host private key is in it (by design, see infra/userdata.py).
+            # The SSH host private key is in it (by design, see infra/render/userdata.py).
             user_data_base64=secret(user_data),
             # Host-level changes stop and start the same instance instead of replacing it.
             user_data_replace_on_change=False,

@@ -14,12 +14,13 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components.gpu_host import GpuHost, GpuHostArgs
-from components.secrets import secret
-from components.ssh_files import IDENTITY_FILE, KNOWN_HOSTS_FILE
-from components.vllm_server import SshTarget, TlsMaterial, VllmServer, VllmServerArgs
-from infra.plan import PREFETCH_MODEL_TAG, DeploymentPlan
-from infra.ssh import ssh_command
+from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, secret
+from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs
+from vllm_endpoint.components.vllm_server import SshTarget, TlsMaterial, VllmServer, VllmServerArgs
+from vllm_endpoint.infra.catalog.names import PREFETCH_MODEL_TAG
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan
+from vllm_endpoint.infra.render.container import plan_docker_run
+from vllm_endpoint.infra.render.ssh import ssh_command
 
 API_KEY_LENGTH = 48
 # Self-signed endpoint certificates: long enough not to surprise anyone, renewed by re-deploying.
@@ -117,7 +118,7 @@ class VllmEndpoint(pulumi.ComponentResource):
             lambda values: f"{plan.scheme}://{_url_host(values[0])}:{plan.api_port}/v1")
         self.model = ready.apply(lambda _: plan.served_model_name)
         self.deploy_timeline = self.server.deploy_timeline
-        self.docker_run = pulumi.Output.from_input(plan.docker_run)
+        self.docker_run = pulumi.Output.from_input(plan_docker_run(plan))
         self.plan_summary = pulumi.Output.from_input(plan.summary)
         self.ssh_command = pulumi.Output.from_input(target.address).apply(
             lambda address: ssh_command(target.user, address, f"{args.ssh_dir}/{IDENTITY_FILE}",

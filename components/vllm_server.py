@@ -2,7 +2,7 @@
 
 The host is the AWS GpuHost or a server the user already has; this component only needs an address,
 an SSH user and key, and the host's public key to pin. Every container argument comes from the
-deployment plan's ContainerSpec (infra/spec.py); this file wires resources and nothing else.
+deployment plan's ContainerSpec (infra/render/container.py); this file wires resources and nothing else.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.secrets import secret
-from components.ssh_files import write_ssh_files
-from infra.host_scripts import (
+from vllm_endpoint.components._support import secret, write_ssh_files
+from vllm_endpoint.infra.catalog.names import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan
+from vllm_endpoint.infra.render.container import to_container_args
+from vllm_endpoint.infra.render.host_scripts import (
     existing_host_prepare_script,
     model_check_script,
     readiness_gate_script,
     write_files_script,
     write_files_stdin,
 )
-from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan
-from infra.spec import to_container_args
-from infra.ssh import docker_host_url, known_hosts_line, ssh_options
+from vllm_endpoint.infra.render.proxy import proxy_files, proxy_spec
+from vllm_endpoint.infra.render.ssh import docker_host_url, known_hosts_line, ssh_options
 
 
 @dataclass
@@ -110,7 +111,7 @@ class VllmServer(pulumi.ComponentResource):
         )
         self.proxy_container = docker.Container(
             f"{name}-proxy",
-            **to_container_args(plan.proxy, image=self.proxy_image.image_id, secret_env_values={},
+            **to_container_args(proxy_spec(plan), image=self.proxy_image.image_id, secret_env_values={},
                                 network_id=self.network.name),
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
                                         depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
@@ -198,7 +199,7 @@ class VllmServer(pulumi.ComponentResource):
                            depends_on: list[pulumi.Resource]) -> command.remote.Command:
         plan = args.plan
         tls = args.tls
-        modes, contents = plan.proxy_files(tls.certificate_pem if tls else None, tls.private_key_pem if tls else None)
+        modes, contents = proxy_files(plan, tls.certificate_pem if tls else None, tls.private_key_pem if tls else None)
         names = sorted(contents)
         stdin = secret(pulumi.Output.all(*(contents[n] for n in names)).apply(
             lambda values: write_files_stdin(dict(zip(names, values, strict=True)))))

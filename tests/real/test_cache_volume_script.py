@@ -1,4 +1,4 @@
-"""infra/scripts/prepare-cache-volume.sh against a real block device (a loop device).
+"""infra/host/prepare-cache-volume.sh against a real block device (a loop device).
 
 The device is presented the way a Nitro instance presents an EBS volume: a by-id link named after
 the volume id, in a temporary CACHE_DEVICE_DIR. fstab and the mount point are temporary too, so the
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.constants import HOST_CACHE_MOUNT
 from tests.real.harness import loopdev
 from tests.real.harness.common import REPO_ROOT, prerequisite_problem, record_timing, run
+from vllm_endpoint.infra.catalog.names import HOST_CACHE_MOUNT
 
 pytestmark = pytest.mark.real
 
-SCRIPT = REPO_ROOT / "infra" / "scripts" / "prepare-cache-volume.sh"
+SCRIPT = REPO_ROOT / "infra" / "host" / "prepare-cache-volume.sh"
 TOOLS = ("losetup", "blkid", "mkfs.ext4", "findmnt", "mountpoint", "lsblk", "mount", "umount", "bash",
          "sfdisk", "mkswap", "dd", "cmp")
 

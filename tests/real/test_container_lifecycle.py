@@ -20,9 +20,6 @@ from typing import Any
 import openai
 import pytest
 
-from infra.constants import CACHE_SUBDIR_ROOT, CONTAINER_CACHE_ROOT, VLLM_CONTAINER_PORT
-from infra.proxy import PROXY_CONTAINER_PORT, VLLM_UPSTREAM_HOST
-from infra.spec import ContainerSpec, HealthCheck, Mount, PortMapping
 from tests.real.harness import images
 from tests.real.harness.common import http_status
 from tests.real.harness.deployer import (
@@ -35,6 +32,16 @@ from tests.real.harness.deployer import (
     run_gate,
 )
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.catalog.names import (
+    CACHE_SUBDIR_ROOT,
+    CONTAINER_CACHE_ROOT,
+    PROXY_CONTAINER_PORT,
+    VLLM_CONTAINER_PORT,
+    VLLM_UPSTREAM_HOST,
+)
+from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck, Mount, PortMapping
+from vllm_endpoint.infra.render.container import plan_docker_run
+from vllm_endpoint.infra.render.proxy import proxy_spec, render_nginx_conf
 
 pytestmark = pytest.mark.real
 
@@ -269,7 +276,7 @@ def test_the_comparison_notices_changed_mounts_env_health_and_ports(first: First
 
 
 def test_docker_reports_the_proxy_container_exactly_as_specified(first: First) -> None:
-    host, spec = first.deployment.host, first.deployment.plan.proxy
+    host, spec = first.deployment.host, proxy_spec(first.deployment.plan)
     assert spec is not None
     assert spec_differences(spec, first.proxy, image_env_names(host, spec.image)) == []
     hc = first.proxy["HostConfig"]
@@ -305,7 +312,7 @@ def test_a_file_in_the_cache_volume_survives_re_creation(second: Second) -> None
 
 
 def test_the_re_deploy_changes_only_the_flag(second: Second) -> None:
-    before, after = second.first.deployment.plan.docker_run, second.deployment.plan.docker_run
+    before, after = plan_docker_run(second.first.deployment.plan), plan_docker_run(second.deployment.plan)
     changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert len(changed) == 2, changed
@@ -357,7 +364,7 @@ def test_the_api_port_forwards_through_the_proxy_to_vllms_8000(first: First) -> 
     assert host.docker("port", "vllm").stdout.strip() == "", "vLLM publishes nothing"
     networks = inspect(host, "vllm")["NetworkSettings"]["Networks"]
     assert VLLM_UPSTREAM_HOST in networks[plan.network]["Aliases"]
-    assert f"set $vllm http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT};" in plan.proxy_config
+    assert f"set $vllm http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT};" in render_nginx_conf(plan.proxy_settings)
     client = openai.OpenAI(base_url=first.deployment.endpoint_url, api_key=first.deployment.api_key,
                            max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [SERVED_NAME]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from infra.constants import CONTAINER_MODEL_DIR, DEFAULT_VLLM_VERSION, VLLM_IMAGE_REPOSITORY
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import (
@@ -26,6 +25,7 @@ from tests.real.harness.deployer import (
     make_cache_dir,
 )
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR, DEFAULT_VLLM_VERSION, VLLM_IMAGE_REPOSITORY
 
 pytestmark = pytest.mark.real
 

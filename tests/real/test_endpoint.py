@@ -14,7 +14,6 @@ from pathlib import Path
 import openai
 import pytest
 
-from infra.constants import CONTAINER_MODEL_DIR
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import (
@@ -27,6 +26,7 @@ from tests.real.harness.deployer import (
     make_cache_dir,
 )
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR
 
 pytestmark = pytest.mark.real
 

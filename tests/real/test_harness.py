@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.constants import CONTAINER_MODEL_DIR, DEFAULT_API_PORT, VLLM_CONTAINER_PORT
-from infra.ssh import known_hosts_line, ssh_options
 from tests.real.harness.common import record_timing, run
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR, DEFAULT_API_PORT, VLLM_CONTAINER_PORT
+from vllm_endpoint.infra.render.ssh import known_hosts_line, ssh_options
 
 pytestmark = pytest.mark.real
 

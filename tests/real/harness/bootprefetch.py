@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from infra.userdata import HostBootSettings, boot_env, shipped_script
+from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env, shipped_script
 
 from .fakehub import NoLookupHTTPServer
 from .testhost import TestHost

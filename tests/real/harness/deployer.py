@@ -20,16 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.config import StackConfig, load_stack_config
-from infra.host_scripts import (
+from vllm_endpoint.infra.catalog.names import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan, ImageBuild, build_plan
+from vllm_endpoint.infra.plan.spec import ContainerSpec
+from vllm_endpoint.infra.render.container import docker_run_script
+from vllm_endpoint.infra.render.host_scripts import (
     existing_host_prepare_script,
     model_check_script,
     readiness_gate_script,
     write_files_script,
     write_files_stdin,
 )
-from infra.plan import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, DeploymentPlan, ImageBuild, build_plan
-from infra.spec import ContainerSpec, docker_run_script
+from vllm_endpoint.infra.render.proxy import proxy_files, proxy_spec
+from vllm_endpoint.infra.settings.models import StackConfig, load_stack_config
 
 from .common import record_timing, run
 from .testhost import TestHost
@@ -98,7 +101,7 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
         host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
 
     with _step(timings, "proxy_files"):
-        modes, contents = plan.proxy_files(*(tls_files or (None, None)))
+        modes, contents = proxy_files(plan, *(tls_files or (None, None)))
         host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
 
     if plan.model_upload is not None:
@@ -116,7 +119,7 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
             build_image(host, plan.image_build)
 
     vllm = cpu_adapt(plan.vllm)
-    specs = [vllm, plan.proxy]
+    specs = [vllm, proxy_spec(plan)]
     script = docker_run_script(plan.network, specs, plan.secret_env)
     names = [spec.name for spec in specs]
     with _step(timings, "docker_run"):

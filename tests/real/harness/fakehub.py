@@ -1,7 +1,7 @@
 """A Hugging Face Hub stand-in for tests: serves local model folders under repo ids, the way the Hub does.
 
 What is served is what huggingface_hub 2.4.0 (the version in the vLLM image), vLLM and the boot-time
-prefetcher (infra/scripts/hf-prefetch.py) ask for:
+prefetcher (infra/host/hf-prefetch.py) ask for:
 - `GET /api/models/<repo>[/revision/<rev>]`: model info with the commit `sha` and `siblings`;
 - `GET /api/models/<repo>/tree/<rev>[/<path>]?recursive=..`: the file tree (files with git blob id,
   size and LFS sha256; folders);

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from infra.constants import DEFAULT_VLLM_VERSION, VLLM_CONTAINER_PORT, VLLM_IMAGE_REPOSITORY
+from vllm_endpoint.infra.catalog.names import DEFAULT_VLLM_VERSION, VLLM_CONTAINER_PORT, VLLM_IMAGE_REPOSITORY
 
 from .common import BUILD_DIR, VLLM_VENV, record_timing, run
 from .testhost import TestHost

@@ -5,7 +5,7 @@ own host key, one authorized client key) and a dockerd (its own data root, exec 
 socket). The SSH login is a per-session unprivileged user in the docker group (as `ubuntu` is on the
 AWS host), so file ownership, the non-root containers and the 0600 TLS key are exercised as they
 are in production. The client side reaches the engine only as pulumi-docker does:
-`DOCKER_HOST=ssh://<user>@<address>` with exactly the SSH options of `infra.ssh.ssh_options()`,
+`DOCKER_HOST=ssh://<user>@<address>` with exactly the SSH options of `vllm_endpoint.infra.render.ssh.ssh_options()`,
 strict host-key checking against a known_hosts file that pins the generated host key.
 
 How those options reach docker's ssh connection helper: the docker CLI (20.10 and 28.x alike) has no
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from infra.ssh import docker_host_url, known_hosts_line, ssh_options
+from vllm_endpoint.infra.render.ssh import docker_host_url, known_hosts_line, ssh_options
 
 from .common import (
     BUILD_DIR,
@@ -125,7 +125,7 @@ class TestHost:
 
     @property
     def ssh_options(self) -> list[str]:
-        """Exactly `infra.ssh.ssh_options()` for this host (what the product passes as ssh_opts)."""
+        """Exactly `infra/render/ssh.py` ssh_options() for this host (what the product passes as ssh_opts)."""
         return ssh_options(str(self.identity_file), str(self.known_hosts_file))
 
     @property

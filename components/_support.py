@@ -1,0 +1,45 @@
+"""Helpers the components share (not components themselves).
+
+`secret`: typed shorthand for marking values secret (mypy cannot infer `Output.secret` on an
+`Output[str]`).
+
+`write_ssh_files`: key and known_hosts files on the deploying machine, for pulumi-docker's `ssh://`
+connection. pulumi-docker hands the connection to the system `ssh`, which reads keys and host keys
+from files. They are written at every deploy from the stack's (secret) state, so any machine that
+can run `pulumi up` for the stack has them; nothing needs to be copied by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pulumi
+
+
+def secret(value: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.secret(value)
+
+
+IDENTITY_FILE = "id_ed25519"
+KNOWN_HOSTS_FILE = "known_hosts"
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Created 0600 before anything is written: the key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    os.chmod(path, 0o600)
+
+
+def write_ssh_files(directory: str, private_key: str, known_hosts_line: str) -> tuple[str, str]:
+    """(identity file, known_hosts file) paths after writing both into `directory` (mode 0700)."""
+    folder = Path(directory).expanduser()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    identity = folder / IDENTITY_FILE
+    known_hosts = folder / KNOWN_HOSTS_FILE
+    _write_private(identity, private_key)
+    _write_private(known_hosts, known_hosts_line)
+    return str(identity), str(known_hosts)

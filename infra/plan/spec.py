@@ -1,0 +1,133 @@
+"""What runs, as data: the container specs, the proxy's settings and the readiness gate.
+
+The plan (infra/plan/deployment.py) fills these in; infra/render/ turns them into `docker run` text,
+pulumi-docker arguments, nginx.conf and the gate script. Nothing here renders text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vllm_endpoint.infra.catalog.names import VLLM_CONTAINER_PORT
+
+RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # host path
+    target: str  # container path
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    host_ip: str = ""  # "" = every host address, as docker's default
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    shell_command: str  # run by /bin/sh in the container (Docker's CMD-SHELL form)
+    interval_s: int
+    timeout_s: int
+    retries: int
+    start_period_s: int
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    secret_env: tuple[str, ...] = ()
+    gpus: Literal["all"] | None = None
+    runtime: str | None = None
+    ipc_mode: Literal["host", "private"] | None = None
+    shm_size_mb: int | None = None
+    ports: tuple[PortMapping, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: tuple[tuple[str, str], ...] = ()
+    restart: RestartPolicy = "unless-stopped"
+    health: HealthCheck | None = None
+    log_driver: str = "json-file"
+    log_opts: tuple[tuple[str, str], ...] = ()
+    network: str | None = None
+    network_aliases: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    read_only_root: bool = False
+    cap_drop: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    security_opts: tuple[str, ...] = ()
+    init: bool = False
+    stop_timeout_s: int | None = None
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    metrics_allowed_cidrs: Sequence[str] = ()
+    tls: bool = False
+    max_body_mb: int = 64
+
+
+
+@dataclass(frozen=True)
+class ReadinessGate:
+    probe_url: str  # reached from the host itself, through the same path apps use
+    container: str
+    timeout_s: int
+    timeline_file: str
+    poll_interval_s: int = 5
+    # A crash-looping container will not get better: stop waiting after this many restarts.
+    max_restarts: int = 3
+    log_lines: int = 60
+    # The loopback probe of a self-signed endpoint cannot match the certificate's address.
+    insecure_tls: bool = False
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Facts about the vLLM container that every rendering shares.
+
+# Polls /health inside the container: present in every vLLM release, unauthenticated, and it needs
+# only the Python the image already has (no curl in some images).
+VLLM_HEALTH_COMMAND = (
+    "python3 -c \"import urllib.request; "
+    f"urllib.request.urlopen('http://127.0.0.1:{VLLM_CONTAINER_PORT}/health', timeout=5)\""
+)
+# Engine start (weights, torch.compile, CUDA graphs) can take minutes: not "unhealthy" before then.
+VLLM_HEALTH = HealthCheck(VLLM_HEALTH_COMMAND, interval_s=30, timeout_s=10, retries=3, start_period_s=600)
+# json-file without limits grows until the root disk is full.
+LOG_OPTS: tuple[tuple[str, str], ...] = (("max-size", "100m"), ("max-file", "5"))
+# Gives vLLM time to finish in-flight requests and free the GPU before a replacement starts.
+VLLM_STOP_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """How the container gets its GPUs.
+
+    pulumi-docker's `gpus` field is passed to Docker as a device request; `all` is the value every
+    version of the provider documents, so a device list is selected through the NVIDIA runtime and
+    NVIDIA_VISIBLE_DEVICES instead — the NVIDIA container toolkit's own mechanism, which the boot
+    script registers with Docker and the host readiness check verifies.
+    """
+
+    gpus: Literal["all"] | None
+    runtime: str | None
+    env: tuple[tuple[str, str], ...] = field(default=())
+
+
+def gpu_request(devices: str | tuple[str, ...]) -> GpuRequest:
+    if devices == "all":
+        return GpuRequest(gpus="all", runtime=None)
+    return GpuRequest(gpus=None, runtime="nvidia", env=(("NVIDIA_VISIBLE_DEVICES", ",".join(devices)),))

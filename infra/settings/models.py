@@ -1,0 +1,704 @@
+"""The stack's typed configuration: every setting, its default, and what makes it valid.
+
+Settings are flat Pulumi config keys (`pulumi config set maxNumSeqs 64`), grouped here into sections
+by what a change to them touches: `ServerSettings` and `ModelSettings` only re-create the container,
+`AwsSettings` change the VM, `AccessSettings` change the network edge. Each field's alias is its config
+key and its description is the README's documentation of it (tools/gen_docs.py renders the table).
+
+Validation happens once, in `load_stack_config`, before any resource is declared, and reports every
+bad value at once, each naming the key, the value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from vllm_endpoint.infra.catalog.names import (
+    DEFAULT_API_PORT,
+    DEFAULT_VLLM_VERSION,
+    HOST_CACHE_MOUNT,
+    VLLM_IMAGE_REPOSITORY,
+)
+
+PROJECT = "vllm-endpoint"
+DEFAULT_AMI_SSM_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+# Marker words the program puts on a rule a user opened to the world, and which policy/ accepts.
+SSH_WORLD_OPT_IN = "dangerouslyAllowSshFromInternet"
+API_WORLD_OPT_IN = "dangerouslyAllowApiFromInternet"
+MIN_API_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """Bad stack configuration; `problems` holds one line per bad setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the stack configuration:\n{lines}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Domain types, defined once.
+
+def _cidr(value: str) -> str:
+    text = value.strip()
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IPv4 or IPv6 CIDR block (write e.g. 203.0.113.7/32 or 2001:db8::/64)"
+        ) from None
+    if "/" not in text:
+        raise ValueError(f"{value!r} has no prefix length: write {network.network_address}/{network.max_prefixlen}")
+    if str(network) != text and network.with_prefixlen != text:
+        raise ValueError(f"{value!r} has host bits set: the network is {network.with_prefixlen}")
+    return network.with_prefixlen
+
+
+_TAG_KEY = re.compile(r"^[A-Za-z0-9+\-=.,_:@]{1,128}$")
+
+
+def _instance_tags(tags: dict[str, str]) -> dict[str, str]:
+    # The instance exposes its tags through IMDS (the boot prefetch reads them); AWS then refuses
+    # to launch an instance with any other tag key.
+    for key, value in tags.items():
+        if not _TAG_KEY.fullmatch(key) or key in {".", "..", "_index"} or key.lower().startswith("aws:"):
+            raise ValueError(f"tag key {key!r}: use 1-128 letters, digits and + - = . , _ : @ (no spaces or /; "
+                             "not aws:...)")
+        if len(value) > 256:
+            raise ValueError(f"tag {key!r}: values are at most 256 characters")
+    return tags
+
+
+def _is_world(cidr: str) -> bool:
+    return ipaddress.ip_network(cidr).prefixlen == 0
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON array (what `pulumi config set --path key[0]` stores) or a comma-separated string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _json_object(value: Any) -> Any:
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+CidrList = Annotated[list[Cidr], BeforeValidator(_split_list)]
+StrList = Annotated[list[str], BeforeValidator(_split_list)]
+StrMap = Annotated[dict[str, str], BeforeValidator(_json_object)]
+NumberMap = Annotated[dict[str, int | float | str], BeforeValidator(_json_object)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _gpus(value: Any) -> str | tuple[str, ...]:
+    if value == "all" or value == ["all"]:
+        return "all"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [str(value)]
+    items = _split_list(value)
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{value!r} is neither `all` nor a list of GPU device ids such as [\"1\"] or \"0,1\"")
+    devices = tuple(str(item).strip() for item in items)
+    for device in devices:
+        if not _GPU_DEVICE.fullmatch(device):
+            raise ValueError(f"{device!r} is not a GPU index (e.g. 1) or UUID (GPU-...); use `all` or a list of them")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"{list(devices)} names a GPU twice")
+    return devices
+
+
+GpuSelection = Annotated[str | tuple[str, ...], PlainValidator(_gpus)]
+
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DOCKER_REPO = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+_DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_LINUX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_HF_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_GPU_DEVICE = re.compile(r"^([0-9]+|GPU-[0-9a-fA-F-]{8,}|MIG-[0-9a-fA-F-]{8,})$")
+_SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _matching(pattern: re.Pattern[str], what: str, example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what} (e.g. {example})")
+        return value
+
+    return AfterValidator(check)
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never a silently ignored setting.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+        validate_default=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections.
+
+class ModelSettings(_Section):
+    model: str = Field(
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        description="Hugging Face repo id to serve; with `imageBuildContext`, the model's path inside "
+        "the custom image (e.g. /app/model). Ignored when `modelPath` is set.",
+    )
+    model_revision: str | None = Field(
+        None, description="Git revision (commit sha, tag or branch) of the Hugging Face repo; pin it "
+        "for reproducible deploys. Required with `trustRemoteCode`.",
+    )
+    model_path: Path | None = Field(
+        None, description="Local folder on the deploying machine holding a merged fine-tune "
+        "(config.json, weights, tokenizer). Uploaded to the cache volume (again only when its content "
+        "changes), mounted read-only and served from /app/model.",
+    )
+    served_model_name: Annotated[str, _matching(_SERVED_NAME, "a model name", "my-finetune")] | None = Field(
+        None, description="The name apps put in requests (`model`). Default: the repo id; for "
+        "`modelPath` the folder's name; for a custom image the model path's last part.",
+    )
+    model_architecture: NumberMap | None = Field(
+        None, description="Architecture numbers for a model the fit check does not know and cannot "
+        "read (JSON object with config.json's keys: num_hidden_layers, hidden_size, "
+        "num_attention_heads, num_key_value_heads, vocab_size, intermediate_size, "
+        "max_position_embeddings, torch_dtype).",
+    )
+
+    @model_validator(mode="after")
+    def _model_id(self) -> ModelSettings:
+        if self.model_path is None and not self.model.startswith("/") and not _HF_REPO_ID.fullmatch(self.model):
+            raise ValueError(
+                f"model: {self.model!r} is neither a Hugging Face repo id (owner/name, e.g. "
+                "Qwen/Qwen2.5-1.5B-Instruct) nor an absolute path inside a custom image"
+            )
+        return self
+
+
+class ServerSettings(_Section):
+    image: Annotated[str, _matching(_DOCKER_REPO, "an image repository", VLLM_IMAGE_REPOSITORY)] = Field(
+        VLLM_IMAGE_REPOSITORY, description="vLLM image repository (a mirror of vllm/vllm-openai).",
+    )
+    image_tag: Annotated[str, _matching(_DOCKER_TAG, "a Docker tag", f"v{DEFAULT_VLLM_VERSION}")] = Field(
+        f"v{DEFAULT_VLLM_VERSION}", description="Image tag; `latest` and other moving tags are refused.",
+    )
+    image_digest: Annotated[str, _matching(_DIGEST, "an image digest", "sha256:<64 hex digits>")] | None = Field(
+        None, description="Pins the image by content (`sha256:...`); the tag is then only a label.",
+    )
+    vllm_version: str | None = Field(
+        None, description="vLLM version inside the image, when the tag does not say (e.g. a mirror "
+        "tagged `prod`); flags are checked against it.",
+    )
+    image_build_context: Path | None = Field(
+        None, description="Folder with a Dockerfile `FROM vllm/vllm-openai:<tag>` (e.g. a fine-tune "
+        "baked in at /app/model); built on the host and run instead of the stock image.",
+    )
+    gpus: GpuSelection = Field(
+        "all", description="GPUs the container gets: `all`, or device indexes/UUIDs such as "
+        '["1"] or "0,1" (the original command\'s `--gpus \'"device=1"\'`).',
+    )
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="vLLM `--tensor-parallel-size`. Default: the number of GPUs the container gets.",
+    )
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.9, description="vLLM `--gpu-memory-utilization`: share of each GPU's memory vLLM may use. "
+        "The original command used 0.7 on a shared GPU; a dedicated VM can give vLLM more (vLLM's "
+        "own default is 0.92 since 0.20; 0.9 leaves room for the CUDA context on every GPU in the catalog).",
+    )
+    max_num_seqs: Annotated[int, Field(ge=1, le=65536)] | None = Field(
+        None, description="vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The "
+        "original command's 16 cuts throughput about 4x; set it only to cap concurrency.",
+    )
+    max_model_len: Annotated[int, Field(ge=16, le=10_000_000)] | None = Field(
+        None, description="vLLM `--max-model-len` (tokens per sequence). Default: the model's maximum.",
+    )
+    block_size: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None, description="vLLM `--block-size` (KV cache block, tokens). Default: vLLM's (16 on GPUs).",
+    )
+    swap_space: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        None, description="vLLM `--swap-space` GiB. Only images up to v0.17 accept it.",
+    )
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+        "auto", description="vLLM `--dtype`. `auto` resolves to float16 on GPUs without bfloat16 (T4).",
+    )
+    quantization: Annotated[str, _matching(re.compile(r"^[a-z0-9_-]+$"), "a vLLM quantization method",
+                                           "awq")] | None = Field(
+        None, description="vLLM `--quantization` (e.g. awq, gptq, fp8).",
+    )
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="vLLM `--kv-cache-dtype`.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="vLLM `--trust-remote-code`: runs Python code from the model repo. Needs "
+        "`modelRevision` pinned.",
+    )
+    extra_args: StrList = Field(
+        default_factory=list, description='Further vLLM server arguments, e.g. ["--enable-chunked-prefill"]; '
+        "checked against the image's vLLM version.",
+    )
+    extra_env: StrMap = Field(
+        default_factory=dict, description="Extra non-secret environment variables for the vLLM container.",
+    )
+    ipc: Literal["auto", "host", "private"] = Field(
+        "auto", description="Container IPC: `host` as in the original command, or `private` with "
+        "`shmSizeGb` of /dev/shm. `auto`: host only when tensor parallelism needs it.",
+    )
+    shm_size_gb: Annotated[int, Field(ge=1, le=512)] = Field(
+        4, description="/dev/shm size (GiB) for the vLLM container when IPC is private.",
+    )
+    container_user: Annotated[str, _matching(re.compile(r"^[0-9]{1,10}:[0-9]{1,10}$"), "a numeric uid:gid",
+                                             "1000:1000")] = Field(
+        "1000:1000", description="uid:gid the vLLM container runs as (not root). Must own the cache "
+        "folder on the host: on the AWS Ubuntu AMIs that is `ubuntu`, 1000:1000; the deploy checks it.",
+    )
+    api_port: Port = Field(
+        DEFAULT_API_PORT, description="Host port the OpenAI API answers on (container port 8000).",
+    )
+    readiness_timeout_seconds: Annotated[int, Field(ge=60, le=7200)] = Field(
+        1800, description="How long `pulumi up` waits for `GET /v1/models` to answer before failing "
+        "with the container's last log lines (covers a first model download).",
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ServerSettings:
+        if self.image_tag in {"latest", "nightly", "main", "edge"} and self.image_digest is None:
+            raise ValueError(
+                f"imageTag: {self.image_tag!r} moves between deploys; pin a release tag such as "
+                f"v{DEFAULT_VLLM_VERSION} or set imageDigest"
+            )
+        for name in self.extra_env:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"extraEnv: {name!r} is not an environment variable name")
+            if name in {"VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}:
+                raise ValueError(
+                    f"extraEnv: {name} is a secret; set it with `pulumi config set --secret "
+                    f"{'apiKey' if name == 'VLLM_API_KEY' else 'hfToken'}` instead"
+                )
+        for arg in self.extra_args:
+            if arg.split("=", 1)[0] in {"--api-key"}:
+                raise ValueError(
+                    "extraArgs: --api-key would put the key on the process command line; set it with "
+                    "`pulumi config set --secret apiKey` (passed as VLLM_API_KEY)"
+                )
+        return self
+
+    @property
+    def gpu_count(self) -> int | None:
+        """GPUs handed to the container, when the device list says; None for `all`."""
+        return None if self.gpus == "all" else len(self.gpus)
+
+
+class AwsSettings(_Section):
+    instance_type: Annotated[str, _matching(_INSTANCE_TYPE, "an EC2 instance type", "g5.xlarge")] = Field(
+        "g5.xlarge", description="GPU instance type (see docs/gpu-catalog.md). Changing it stops and "
+        "starts the same instance.",
+    )
+    ami_id: Annotated[str, _matching(_AMI_ID, "an AMI id", "ami-0123456789abcdef0")] | None = Field(
+        None, description="Pins the AMI. Unset: the latest AWS Deep Learning Base GPU AMI from "
+        "`amiSsmParameter` — read at every deploy, so a newly published AMI replaces the instance; pin "
+        "it for production.",
+    )
+    ami_ssm_parameter: Annotated[str, _matching(re.compile(r"^/[A-Za-z0-9_./-]+$"), "an SSM parameter path",
+                                                DEFAULT_AMI_SSM_PARAMETER)] = Field(
+        DEFAULT_AMI_SSM_PARAMETER, description="Public SSM parameter naming the AMI when `amiId` is unset.",
+    )
+    root_volume_size_gb: Annotated[int, Field(ge=60, le=16384)] = Field(
+        100, description="Encrypted gp3 root volume size; the DLAMI needs about 60 GiB, the vLLM image ~25.",
+    )
+    cache_volume_size_gb: Annotated[int, Field(ge=20, le=65536)] = Field(
+        100, description="Persistent, encrypted EBS volume for the Hugging Face and vLLM caches "
+        "(and uploaded fine-tunes). Can grow, never shrink.",
+    )
+    cache_volume_type: Literal["gp3", "io2", "io1"] = Field("gp3", description="Cache volume EBS type.")
+    cache_volume_iops: Annotated[int, Field(ge=3000, le=256000)] | None = Field(
+        None, description="Cache volume IOPS (gp3 3,000-80,000; io1/io2 required). Default for gp3: "
+        "enough for the default throughput (at least 3,000).",
+    )
+    cache_volume_throughput: Annotated[int, Field(ge=125, le=2000)] | None = Field(
+        None, description="gp3 throughput in MiB/s (125-2,000). Default: the instance type's own EBS "
+        "bandwidth limit (capped at 1,000), so reading weights is not throttled by the volume; see "
+        "Performance.",
+    )
+    kms_key_id: str | None = Field(
+        None, description="Customer KMS key (ARN) for the root and cache volumes; default: the AWS-managed key.",
+    )
+    subnet_id: Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")] | None = Field(
+        None, description="Subnet for the instance (its VPC is used). Default: a default subnet of the "
+        "region's default VPC in `availabilityZone`.",
+    )
+    availability_zone: Annotated[str, _matching(re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$"),
+                                                 "an availability zone", "us-east-1a")] | None = Field(
+        None, description="Zone for the instance and its cache volume when `subnetId` is unset. Default: "
+        "the first default subnet's zone.",
+    )
+    ssh_user: Annotated[str, _matching(_LINUX_USER, "a Linux user name", "ubuntu")] = Field(
+        "ubuntu", description="Login user of the AMI (the DLAMI Ubuntu images use `ubuntu`).",
+    )
+    ssh_key_pair_name: str | None = Field(
+        None, description="Existing EC2 key pair to install; needs the secret `sshPrivateKey`. Default: "
+        "a key generated by the program (pulumi-tls, kept secret in state).",
+    )
+    ssh_public_key: Annotated[str, _matching(_SSH_PUBLIC_KEY, "an OpenSSH public key",
+                                             "ssh-ed25519 AAAA... me@laptop")] | None = Field(
+        None, description="Your OpenSSH public key to install instead of a generated one; needs the "
+        "secret `sshPrivateKey`.",
+    )
+    tags: Annotated[StrMap, AfterValidator(_instance_tags)] = Field(
+        default_factory=dict, description="Tags on every AWS resource (keys: letters, digits and "
+        "+ - = . , _ : @, as instance tags readable through instance metadata require).",
+    )
+    prefetch_at_boot: bool = Field(
+        True, description="At first boot, pull the image and download the model onto the cache volume in "
+        "parallel, before the container is created (read from instance tags, so changing them never "
+        "touches the instance).",
+    )
+    docker_data_on_cache_volume: bool = Field(
+        False, description="Keep Docker's images on the cache volume: a replacement instance (new AMI) "
+        "starts without pulling the ~25 GB image. Changing it stops and starts the instance and re-pulls once.",
+    )
+    detailed_monitoring: bool = Field(True, description="EC2 detailed (1-minute) monitoring.")
+    recovery_alarm: bool = Field(
+        True, description="CloudWatch alarm that recovers the instance when its system status check "
+        "fails (only where the instance type supports recovery).",
+    )
+
+
+class ExistingHostSettings(_Section):
+    """A Docker host the user already has (the original scenario's shared GPU box)."""
+
+    host_address: Annotated[str, _matching(_HOST, "a host name or IP address", "gpu-box.internal")] | None = Field(
+        None, description="target=existing-host: address the endpoint and SSH use.",
+    )
+    host_ssh_user: Annotated[str, _matching(_LINUX_USER, "a Linux user name", "deploy")] | None = Field(
+        None, description="target=existing-host: SSH user (in the docker group).",
+    )
+    host_ssh_port: Port = Field(22, description="target=existing-host: SSH port.")
+    host_public_key: Annotated[str, _matching(_SSH_PUBLIC_KEY, "an OpenSSH host public key",
+                                              "ssh-ed25519 AAAA...")] | None = Field(
+        None, description="target=existing-host: the server's SSH host key (`ssh-keyscan -t ed25519 "
+        "HOST`, checked out of band); pinned, never trusted on first use.",
+    )
+    host_cache_dir: Annotated[str, _matching(re.compile(r"^/[^\0]*$"), "an absolute path",
+                                             HOST_CACHE_MOUNT)] = Field(
+        HOST_CACHE_MOUNT, description="target=existing-host: directory holding the caches (like the "
+        "original `~/.cache/huggingface`).",
+    )
+    host_gpu_model: str | None = Field(
+        None, description="target=existing-host: GPU model for the fit check (e.g. A10G, L4, A100-80GB); "
+        "without it the fit check is skipped with a warning.",
+    )
+    host_gpu_count: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="target=existing-host with gpus=all: how many GPUs the host has.",
+    )
+
+
+class AccessSettings(_Section):
+    api_allowed_cidrs: CidrList = Field(
+        default_factory=list, description="CIDRs allowed to call the API port (your apps). Required on AWS.",
+    )
+    ssh_allowed_cidrs: CidrList = Field(
+        default_factory=list, description="CIDRs allowed to SSH (the deploying machine: pulumi-docker "
+        "and the readiness gate connect over SSH). Required on AWS.",
+    )
+    metrics_allowed_cidrs: CidrList = Field(
+        default_factory=list, description="CIDRs that may read `/metrics` through the proxy (monitoring). "
+        "Default: nobody.",
+    )
+    dangerously_allow_ssh_from_internet: bool = Field(
+        False, description="Opt-in required to put 0.0.0.0/0 or ::/0 in `sshAllowedCidrs`.",
+    )
+    dangerously_allow_api_from_internet: bool = Field(
+        False, description="Opt-in required to put 0.0.0.0/0 or ::/0 in `apiAllowedCidrs`.",
+    )
+    proxy_image: Annotated[str, _matching(re.compile(r"^[a-z0-9./_-]+:[A-Za-z0-9_.-]+(@sha256:[0-9a-f]{64})?$"),
+                                          "a pinned image reference", "nginx:1.29.3-alpine")] = Field(
+        "nginx:1.29.3-alpine", description="Image of the reverse proxy that is the only thing on the API port "
+        "(it forwards /v1/* and GET /health to vLLM, which is not reachable otherwise).",
+    )
+    tls: Literal["off", "self-signed"] = Field(
+        "off", description="`self-signed`: serve https with a certificate from a CA the program creates "
+        "(stack output `ca_certificate`).",
+    )
+    allow_insecure_image: bool = Field(
+        False, description="Opt-in to run a vLLM image older than the security floor (v0.22.0).",
+    )
+
+    @model_validator(mode="after")
+    def _world_opt_ins(self) -> AccessSettings:
+        if any(_is_world(c) for c in self.ssh_allowed_cidrs) and not self.dangerously_allow_ssh_from_internet:
+            raise ValueError(
+                "sshAllowedCidrs: 0.0.0.0/0 or ::/0 opens SSH to the whole internet; use your own "
+                f"address (e.g. 203.0.113.7/32) or set {SSH_WORLD_OPT_IN}=true"
+            )
+        if any(_is_world(c) for c in self.api_allowed_cidrs) and not self.dangerously_allow_api_from_internet:
+            raise ValueError(
+                "apiAllowedCidrs: 0.0.0.0/0 or ::/0 exposes the GPU endpoint to the whole internet; list "
+                f"your apps' networks or set {API_WORLD_OPT_IN}=true"
+            )
+        return self
+
+
+class Secrets(BaseModel):
+    """Values set with `pulumi config set --secret`; they never leave as plaintext."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    api_key: SecretStr | None = Field(
+        None, description="(secret) API key apps send as `Authorization: Bearer`. Default: a random "
+        "48-character key (stack output `api_key`).",
+    )
+    hf_token: SecretStr | None = Field(
+        None, description="(secret) Hugging Face token for gated or private models.",
+    )
+    ssh_private_key: SecretStr | None = Field(
+        None, description="(secret) OpenSSH/PEM private key matching `sshPublicKey`/`sshKeyPairName`, "
+        "or the existing host's authorized key.",
+    )
+
+    @model_validator(mode="after")
+    def _strength(self) -> Secrets:
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value()
+            if len(key) < MIN_API_KEY_LENGTH or any(ch.isspace() for ch in key):
+                raise ValueError(
+                    f"apiKey: must be at least {MIN_API_KEY_LENGTH} characters without spaces (got "
+                    f"{len(key)}); generate one with `openssl rand -hex 24`, or unset it to let the "
+                    "program generate one"
+                )
+        if self.hf_token is not None and not self.hf_token.get_secret_value().strip():
+            raise ValueError("hfToken: is empty; unset it or set a token from huggingface.co/settings/tokens")
+        if self.ssh_private_key is not None and "PRIVATE KEY-----" not in self.ssh_private_key.get_secret_value():
+            raise ValueError(
+                "sshPrivateKey: is not a PEM/OpenSSH private key (set it with `pulumi config set --secret "
+                "sshPrivateKey < ~/.ssh/id_ed25519`)"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole stack.
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "model": ModelSettings,
+    "server": ServerSettings,
+    "aws": AwsSettings,
+    "existing_host": ExistingHostSettings,
+    "access": AccessSettings,
+    "secrets": Secrets,
+}
+TOP_LEVEL_KEYS = {"target"}
+
+
+class StackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Literal["aws", "existing-host"] = Field(
+        "aws", description="Where the endpoint runs: `aws` (a GPU VM this program creates) or "
+        "`existing-host` (a Docker host you have, reached over SSH; no AWS resources).",
+    )
+    model: ModelSettings = ModelSettings()
+    server: ServerSettings = ServerSettings()
+    aws: AwsSettings = AwsSettings()
+    existing_host: ExistingHostSettings = ExistingHostSettings()
+    access: AccessSettings = AccessSettings()
+    secrets: Secrets = Secrets()
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> StackConfig:
+        problems: list[str] = []
+        s, m, a, h, acc, sec = self.server, self.model, self.aws, self.existing_host, self.access, self.secrets
+        if self.target == "aws":
+            if not acc.ssh_allowed_cidrs:
+                problems.append(
+                    "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set your "
+                    "address, e.g. `pulumi config set sshAllowedCidrs 203.0.113.7/32`"
+                )
+            if not acc.api_allowed_cidrs:
+                problems.append(
+                    "apiAllowedCidrs: required on AWS: the networks of the apps that call the endpoint, "
+                    "e.g. `pulumi config set apiAllowedCidrs 203.0.113.0/24`"
+                )
+            if (a.ssh_public_key or a.ssh_key_pair_name) and sec.ssh_private_key is None:
+                problems.append(
+                    "sshPrivateKey: required with sshPublicKey/sshKeyPairName (the program connects with it); "
+                    "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`, or unset both to "
+                    "use a generated key"
+                )
+            if a.ssh_public_key and a.ssh_key_pair_name:
+                problems.append("sshPublicKey and sshKeyPairName: set at most one of them")
+            if a.cache_volume_type in {"io1", "io2"} and a.cache_volume_iops is None:
+                problems.append(f"cacheVolumeIops: required for cacheVolumeType={a.cache_volume_type}")
+            if a.cache_volume_throughput is not None and a.cache_volume_type != "gp3":
+                problems.append(
+                    f"cacheVolumeThroughput: only gp3 volumes take a throughput (cacheVolumeType is "
+                    f"{a.cache_volume_type})"
+                )
+            if a.subnet_id and a.availability_zone:
+                problems.append("availabilityZone: the subnet decides the zone; unset one of subnetId/availabilityZone")
+            problems += _set_outside_target(self, "existing_host", ExistingHostSettings)
+        else:
+            for key, value in (("hostAddress", h.host_address), ("hostSshUser", h.host_ssh_user),
+                               ("hostPublicKey", h.host_public_key)):
+                if value is None:
+                    problems.append(f"{key}: required with target=existing-host")
+            if sec.ssh_private_key is None:
+                problems.append(
+                    "sshPrivateKey: required with target=existing-host (a key the host's user authorizes); "
+                    "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
+                )
+            if s.gpus == "all" and h.host_gpu_count is None and h.host_gpu_model is not None:
+                problems.append("hostGpuCount: required with gpus=all and hostGpuModel (for the fit check)")
+            problems += _set_outside_target(self, "aws", AwsSettings)
+        if s.trust_remote_code and m.model_path is None and s.image_build_context is None and not m.model_revision:
+            problems.append(
+                "modelRevision: required with trustRemoteCode=true: the repo's Python code runs on your "
+                "GPU host, so pin the commit you reviewed (e.g. `pulumi config set modelRevision <sha>`)"
+            )
+        if m.model_path is not None and s.image_build_context is not None:
+            problems.append("modelPath and imageBuildContext: choose one way to ship the fine-tune")
+        if m.model_path is not None and m.model_revision is not None:
+            problems.append("modelRevision: has no meaning for a local modelPath; unset it")
+        if s.image_build_context is not None and not m.model.startswith("/"):
+            problems.append(
+                "model: with imageBuildContext, give the model's absolute path inside the image "
+                "(e.g. /app/model)"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _set_outside_target(cfg: StackConfig, section: str, model: type[BaseModel]) -> list[str]:
+    """Settings of the other target are an error, not silently ignored."""
+    current = getattr(cfg, section)
+    unused = [
+        model.model_fields[name].alias or name
+        for name in current.model_fields_set
+    ]
+    if not unused:
+        return []
+    return [f"{key}: has no effect with target={cfg.target}; remove it" for key in sorted(unused)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading.
+
+def config_keys() -> dict[str, tuple[str, str]]:
+    """Every config key -> (section, field name)."""
+    keys: dict[str, tuple[str, str]] = {}
+    for section, model in SECTIONS.items():
+        for name, info in model.model_fields.items():
+            keys[info.alias or name] = (section, name)
+    return keys
+
+
+def _parse_raw(raw: str, annotation: Any) -> Any:
+    """Pulumi hands every value over as text; numbers, booleans and objects arrive as their JSON."""
+    if annotation in (str, str | None):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_stack_config(raw: Mapping[str, str], secret_keys: frozenset[str] | None = None) -> StackConfig:
+    """Validate the stack's raw config (`{"maxNumSeqs": "64", ...}`, keys without the project prefix).
+
+    `secret_keys` are the keys Pulumi holds encrypted; a secret setting stored in plaintext is an
+    error (None skips that check, for callers that have no such knowledge).
+    Raises ConfigError listing every problem at once; nothing else escapes for any input.
+    """
+    keys = config_keys()
+    problems: list[str] = []
+    if secret_keys is not None:
+        for name, info in Secrets.model_fields.items():
+            key = info.alias or name
+            if key in raw and key not in secret_keys:
+                problems.append(
+                    f"{key}: is stored in plaintext in the stack file; remove it and run "
+                    f"`pulumi config set --secret {key} <value>`"
+                )
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in TOP_LEVEL_KEYS:
+            top[key] = value
+        elif key in keys:
+            section, field_name = keys[key]
+            annotation = SECTIONS[section].model_fields[field_name].annotation
+            sections[section][key] = _parse_raw(value, annotation)
+        else:
+            problems.append(_unknown_key(key, [*keys, *TOP_LEVEL_KEYS]))
+    try:
+        # Sections are validated one by one so that an error in one still reports the others.
+        built: dict[str, Any] = {}
+        for section, model in SECTIONS.items():
+            try:
+                built[section] = model.model_validate(sections[section])
+            except ValidationError as err:
+                problems += _describe(err, section == "secrets")
+        if problems:
+            raise ConfigError(problems)
+        return StackConfig.model_validate({**top, **built})
+    except ValidationError as err:
+        raise ConfigError(problems + _describe(err, False)) from None
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; see the README's settings table"
+    return f"{key}: unknown setting{hint}"
+
+
+def _describe(err: ValidationError, hide_values: bool) -> list[str]:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = [str(part) for part in e["loc"]]
+        if loc and loc[0] in SECTIONS:
+            loc = loc[1:]
+        msg = e["msg"].removeprefix("Value error, ")
+        if not loc:
+            # A model-level check already names its keys ("key: what is wrong"), one per line.
+            lines += msg.split("\n")
+            continue
+        key = loc[0] + "".join(f"[{p}]" for p in loc[1:])
+        value = e.get("input")
+        shown = "" if hide_values or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{key}: {msg}{shown}")
+    return lines

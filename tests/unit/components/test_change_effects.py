@@ -1,0 +1,191 @@
+"""The "what replaces what" table (infra/settings/effects.py) checked against the program.
+
+For each setting, a baseline and a changed stack are declared under mocks; the differences in the
+resources' inputs are classified with the AWS provider's rules (which arguments force a new instance
+or volume) and must be exactly the declared effect. A setting that re-creates the container must
+leave the instance, its volumes and its address alone, and so on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.components.test_components import AWS, EXISTING, HOST_KEY, OWN_SSH_KEY, Deployed, deploy
+from tests.unit.model_folders import write_model_folder
+from vllm_endpoint.infra.settings import effects
+from vllm_endpoint.infra.settings.models import config_keys
+
+INSTANCE = "aws:ec2/instance:Instance"
+VOLUME = "aws:ebs/volume:Volume"
+CONTAINER = "docker:index/container:Container"
+PROVIDER = "pulumi:providers:docker"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out
+    return {prefix.rstrip("."): json.dumps(value, sort_keys=True)}
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    a, b = _flatten(before), _flatten(after)
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def classify(before: Deployed, after: Deployed) -> frozenset[str]:
+    found: set[str] = set()
+
+    def by_name(d: Deployed, typ: str) -> dict[str, dict[str, Any]]:
+        return {r.name: r.inputs for r in d.mocks.of_type(typ)}
+
+    # Containers: any input change re-creates a container (pulumi-docker replaces on every change that
+    # matters), and so does a change of the docker provider they run through.
+    if by_name(before, CONTAINER) != by_name(after, CONTAINER) or by_name(before, PROVIDER) != by_name(after, PROVIDER):
+        found.add(effects.CONTAINER)
+    for name, old in by_name(before, INSTANCE).items():
+        new = by_name(after, INSTANCE).get(name)
+        assert new is not None
+        fields = _changed(old, new)
+        tops = {f.split(".")[0] for f in fields}
+        if tops & effects.INSTANCE_REPLACE_FIELDS or fields & effects.INSTANCE_REPLACE_NESTED:
+            found.add(effects.REPLACE)
+        elif tops & effects.INSTANCE_RESTART_FIELDS:
+            found.add(effects.RESTART)
+        if tops - effects.INSTANCE_REPLACE_FIELDS - effects.INSTANCE_RESTART_FIELDS - {"tags"} and \
+                effects.REPLACE not in found:
+            found.add(effects.IN_PLACE)
+        if "tags" in tops and not found & {effects.REPLACE}:
+            found.add(effects.TAGS)
+    for name, old in by_name(before, VOLUME).items():
+        fields = {f.split(".")[0] for f in _changed(old, by_name(after, VOLUME)[name])} - {"tags"}
+        if fields & effects.VOLUME_REPLACE_FIELDS:
+            found.add(effects.PROTECTED)
+        elif fields:
+            found.add(effects.VOLUME)
+    def rules(d: Deployed) -> set[str]:
+        return {json.dumps({k: v for k, v in r.items() if k != "tags"}, sort_keys=True)
+                for r in by_name(d, INGRESS).values()}
+
+    if rules(before) != rules(after):
+        found.add(effects.NETWORK)
+    if found & {effects.PROTECTED}:
+        # Refused as a whole: nothing else would happen.
+        return frozenset({effects.PROTECTED})
+    return frozenset(found or {effects.NONE})
+
+
+def _image_context(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM vllm/vllm-openai:v0.32.0\nCOPY m /app/model\n")
+    return root
+
+
+# key -> (baseline extra settings, changed settings); target decides AWS vs existing-host baseline.
+def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    other_key = HOST_KEY[:-4] + "AAAA"
+    return {
+        "model": ({}, {"model": "Qwen/Qwen2.5-0.5B-Instruct"}),
+        "modelRevision": ({}, {"modelRevision": "abc123"}),
+        "modelPath": ({}, {"modelPath": str(write_model_folder(tmp / "mp", "ft"))}),
+        "servedModelName": ({}, {"servedModelName": "chat"}),
+        "modelArchitecture": ({}, {"modelArchitecture": json.dumps({
+            "num_hidden_layers": 28, "hidden_size": 1536, "num_attention_heads": 12, "num_key_value_heads": 2,
+            "vocab_size": 151936, "intermediate_size": 8960, "max_position_embeddings": 32768,
+            "torch_dtype": "bfloat16", "model_type": "qwen2"})}),
+        "image": ({}, {"image": "registry.example.com/mirror/vllm-openai"}),
+        "imageTag": ({}, {"imageTag": "v0.31.0"}),
+        "imageDigest": ({}, {"imageDigest": "sha256:" + "a" * 64}),
+        "vllmVersion": ({"imageTag": "prod", "vllmVersion": "0.32.0"}, {"imageTag": "prod", "vllmVersion": "0.31.0"}),
+        "imageBuildContext": ({}, {"imageBuildContext": str(_image_context(tmp / "img")), "model": "/app/model"}),
+        "gpus": ({"instanceType": "g5.12xlarge", "model": "Qwen/Qwen2.5-7B-Instruct"},
+                 {"instanceType": "g5.12xlarge", "model": "Qwen/Qwen2.5-7B-Instruct", "gpus": "0,1"}),
+        "tensorParallelSize": ({"instanceType": "g5.12xlarge", "model": "Qwen/Qwen2.5-7B-Instruct"},
+                               {"instanceType": "g5.12xlarge", "model": "Qwen/Qwen2.5-7B-Instruct",
+                                "tensorParallelSize": "2"}),
+        "gpuMemoryUtilization": ({}, {"gpuMemoryUtilization": "0.8"}),
+        "maxNumSeqs": ({}, {"maxNumSeqs": "64"}),
+        "maxModelLen": ({}, {"maxModelLen": "8192"}),
+        "blockSize": ({}, {"blockSize": "32"}),
+        "swapSpace": ({"imageTag": "v0.17.1", "allowInsecureImage": "true"},
+                      {"imageTag": "v0.17.1", "allowInsecureImage": "true", "swapSpace": "4"}),
+        "dtype": ({}, {"dtype": "float16"}),
+        "quantization": ({}, {"quantization": "fp8"}),
+        "kvCacheDtype": ({}, {"kvCacheDtype": "fp8"}),
+        "trustRemoteCode": ({"modelRevision": "abc"}, {"modelRevision": "abc", "trustRemoteCode": "true"}),
+        "extraArgs": ({}, {"extraArgs": '["--enable-chunked-prefill"]'}),
+        "extraEnv": ({}, {"extraEnv": '{"VLLM_LOGGING_LEVEL": "DEBUG"}'}),
+        "ipc": ({}, {"ipc": "host"}),
+        "shmSizeGb": ({}, {"shmSizeGb": "8"}),
+        "containerUser": ({}, {"containerUser": "1001:1001"}),
+        "apiPort": ({}, {"apiPort": "30006"}),
+        "readinessTimeoutSeconds": ({}, {"readinessTimeoutSeconds": "600"}),
+        "instanceType": ({}, {"instanceType": "g5.2xlarge"}),
+        "amiId": ({"amiId": "ami-0123456789abcdef0"}, {"amiId": "ami-0fedcba9876543210"}),
+        "amiSsmParameter": ({}, {"amiSsmParameter": "/aws/service/deeplearning/ami/x86_64/"
+                                                    "base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"}),
+        "rootVolumeSizeGb": ({}, {"rootVolumeSizeGb": "150"}),
+        "cacheVolumeSizeGb": ({}, {"cacheVolumeSizeGb": "200"}),
+        "cacheVolumeType": ({}, {"cacheVolumeType": "io2", "cacheVolumeIops": "6000"}),
+        "cacheVolumeIops": ({}, {"cacheVolumeIops": "6000"}),
+        "cacheVolumeThroughput": ({}, {"cacheVolumeThroughput": "250"}),
+        "kmsKeyId": ({}, {"kmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/abc"}),
+        "subnetId": ({}, {"subnetId": "subnet-0123456789abcdef0"}),
+        "availabilityZone": ({}, {"availabilityZone": "us-east-1c"}),
+        "sshUser": ({}, {"sshUser": "admin"}),
+        "sshKeyPairName": ({}, {"sshKeyPairName": "mine", "sshPrivateKey": OWN_SSH_KEY}),
+        "sshPublicKey": ({}, {"sshPublicKey": HOST_KEY, "sshPrivateKey": OWN_SSH_KEY}),
+        "tags": ({}, {"tags": '{"team": "search"}'}),
+        "prefetchAtBoot": ({}, {"prefetchAtBoot": "false"}),
+        "dockerDataOnCacheVolume": ({}, {"dockerDataOnCacheVolume": "true"}),
+        "detailedMonitoring": ({}, {"detailedMonitoring": "false"}),
+        "recoveryAlarm": ({}, {"recoveryAlarm": "false"}),
+        "hostAddress": ({}, {"hostAddress": "10.1.2.4"}),
+        "hostSshUser": ({}, {"hostSshUser": "ops"}),
+        "hostSshPort": ({}, {"hostSshPort": "2222"}),
+        "hostPublicKey": ({}, {"hostPublicKey": other_key}),
+        "hostCacheDir": ({}, {"hostCacheDir": "/data/cache"}),
+        "hostGpuModel": ({}, {"hostGpuModel": "L4"}),
+        "hostGpuCount": ({"gpus": "all", "hostGpuCount": "2"}, {"gpus": "all", "hostGpuCount": "4"}),
+        "apiAllowedCidrs": ({}, {"apiAllowedCidrs": "198.51.100.0/24,192.0.2.0/24"}),
+        "sshAllowedCidrs": ({}, {"sshAllowedCidrs": "203.0.113.8/32"}),
+        "metricsAllowedCidrs": ({}, {"metricsAllowedCidrs": "10.0.0.0/8"}),
+        "dangerouslyAllowSshFromInternet": ({}, {"dangerouslyAllowSshFromInternet": "true",
+                                                 "sshAllowedCidrs": "0.0.0.0/0"}),
+        "dangerouslyAllowApiFromInternet": ({}, {"dangerouslyAllowApiFromInternet": "true",
+                                                 "apiAllowedCidrs": "0.0.0.0/0"}),
+        "proxyImage": ({}, {"proxyImage": "nginx:1.28.0-alpine"}),
+        "tls": ({}, {"tls": "self-signed"}),
+        "allowInsecureImage": ({}, {"allowInsecureImage": "true"}),
+        "apiKey": ({"apiKey": "k" * 40}, {"apiKey": "j" * 40}),
+        "hfToken": ({}, {"hfToken": "hf_" + "t" * 34}),
+        "sshPrivateKey": ({}, {"sshPrivateKey": OWN_SSH_KEY.replace("USER-OWN-KEY", "ROTATED-KEY")}),
+    }
+
+
+EXISTING_HOST_KEYS = {"hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir", "hostGpuModel",
+                      "hostGpuCount", "sshPrivateKey"}
+
+
+def test_every_setting_has_a_declared_effect() -> None:
+    assert set(effects.EFFECTS) == {*config_keys(), "target"}
+    assert all(effects.EFFECTS[k] <= set(effects.DESCRIPTIONS) for k in effects.EFFECTS)
+
+
+@pytest.mark.parametrize("key", sorted(set(config_keys())))
+def test_declared_effect_matches_what_the_program_changes(key: str, tmp_path: Path) -> None:
+    baseline, changed = samples(tmp_path)[key]
+    base = EXISTING if key in EXISTING_HOST_KEYS else AWS
+    # The same local SSH folder for both, as for two deploys of one stack.
+    before = deploy({**base, **baseline}, tmp_path)
+    after = deploy({**base, **changed}, tmp_path)
+    observed = classify(before, after)
+    assert observed == effects.EFFECTS[key], f"{key}: observed {sorted(observed)}"

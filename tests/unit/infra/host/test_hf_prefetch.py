@@ -1,0 +1,179 @@
+"""The boot-time model prefetcher's pure parts: which files it takes (vLLM's own choice), that it runs on
+the AMI's Python 3.10, and that the copy user-data ships is the same program as the source. The
+downloads themselves are exercised for real in tests/real/test_prefetch.py."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script
+from vllm_endpoint.infra.render.userdata import read_script, shipped_script
+
+SCRIPT = Path(__file__).resolve().parents[4] / "infra" / "host" / "hf-prefetch.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hf_prefetch", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hf_prefetch"] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+prefetch = _load()
+
+
+def select(files: list[str], index: object = None) -> tuple[list[str], list[str]]:
+    def read_json(path: str) -> object:
+        assert path == "model.safetensors.index.json" and index is not None
+        return index
+
+    return prefetch.select_non_weight_files(files), prefetch.select_weight_files(files, read_json)
+
+
+def test_a_single_safetensors_repo_takes_everything_but_other_weight_formats_and_media() -> None:
+    files = [".gitattributes", "README.md", "LICENSE", "config.json", "generation_config.json", "merges.txt",
+             "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+             "pytorch_model.bin", "flax_model.msgpack", "assets/diagram.png", "onnx/model.onnx"]
+    non_weights, weights = select(files)
+    assert non_weights == [".gitattributes", "LICENSE", "README.md", "config.json", "generation_config.json",
+                           "merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json"]
+    assert weights == ["model.safetensors"]
+
+
+def test_sharded_safetensors_take_the_shards_the_index_names_and_skip_meta_originals() -> None:
+    shards = [f"model-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    files = ["config.json", "model.safetensors.index.json", *shards, "original/consolidated.00.pth",
+             "original/params.json", "original/tokenizer.model", "model-old.safetensors"]
+    index = {"metadata": {}, "weight_map": {"a": shards[0], "b": shards[1], "c": shards[1]}}
+    non_weights, weights = select(files, index)
+    assert weights == shards
+    # vLLM's tokenizer snapshot keeps non-weight files wherever they are, original/ included.
+    assert non_weights == ["config.json", "model.safetensors.index.json", "original/params.json",
+                           "original/tokenizer.model"]
+
+
+def test_an_index_that_names_a_missing_shard_is_an_error() -> None:
+    with pytest.raises(prefetch.PrefetchError, match="does not have"):
+        select(["model.safetensors.index.json", "a.safetensors"], {"weight_map": {"x": "b.safetensors"}})
+
+
+def test_a_mistral_format_repo_takes_the_consolidated_weights_as_vllm_loads_them() -> None:
+    files = ["params.json", "tekken.json", "consolidated.safetensors", "config.json",
+             "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+    _, weights = select(files, {"weight_map": {"x": "model-00001-of-00002.safetensors"}})
+    assert weights == ["consolidated.safetensors"]
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    (["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "training_args.bin"],
+     ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "training_args.bin"]),
+    (["config.json", "model.pt"], ["model.pt"]),
+    (["config.json", "weights/model.safetensors"], ["weights/model.safetensors"]),
+    (["config.json", "README.md"], []),
+])
+def test_without_safetensors_the_next_format_vllm_tries_is_taken(files: list[str], expected: list[str]) -> None:
+    assert select(files)[1] == expected
+
+
+def test_the_prefetcher_uses_only_python_3_10_grammar_and_the_standard_library() -> None:
+    tree = ast.parse(SCRIPT.read_text(), feature_version=(3, 10))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert imported - {"__future__"} <= set(sys.stdlib_module_names)
+
+
+def test_the_shipped_prefetcher_is_the_same_program_without_comments() -> None:
+    source, shipped = read_script("hf-prefetch.py"), shipped_script("hf-prefetch.py")
+    assert len(shipped) < len(source)
+    assert "\n#" not in shipped and shipped.startswith("#!/usr/bin/env python3\n")
+    assert ast.dump(ast.parse(shipped)) == ast.dump(ast.parse(source))
+
+
+@pytest.mark.parametrize("name", ["boot.sh", "prepare-cache-volume.sh"])
+def test_the_shipped_shell_scripts_parse_to_the_same_program(name: str, tmp_path: Path) -> None:
+    """bash prints the program it parsed (without comments) with --pretty-print (bash >= 5.2)."""
+    def parsed(text: str) -> list[str]:
+        path = tmp_path / name
+        path.write_text(text)
+        proc = subprocess.run(["bash", "--pretty-print", str(path)], capture_output=True, text=True)
+        if proc.returncode != 0 and "invalid option" in proc.stderr:
+            pytest.skip("this bash has no --pretty-print (bash >= 5.2 has)")
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if line.strip()]
+
+    source, shipped = read_script(name), shipped_script(name)
+    assert len(shipped) < len(source)
+    assert parsed(shipped) == parsed(source)
+
+
+def test_the_cli_refuses_a_bad_repo_id_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    assert prefetch.main(["--repo", "../etc", "--hf-home", "/nonexistent"]) == 1
+    assert "not a Hugging Face model repo id" in capsys.readouterr().err
+    assert prefetch.main(["--repo", "a--b/c", "--hf-home", "/nonexistent"]) == 1
+
+
+# --- the host check's wait for the prefetch (bash on marker files) ------------------------------
+
+def run_wait(state: Path, wait_s: int = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", "set -eu\n" + prefetch_wait_script(str(state), wait_s)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_host_check_does_not_wait_when_no_prefetch_was_started(tmp_path: Path) -> None:
+    proc = run_wait(tmp_path)
+    assert proc.returncode == 0 and proc.stdout == proc.stderr == ""
+
+
+def test_the_host_check_reports_a_finished_prefetch(tmp_path: Path) -> None:
+    (tmp_path / "prefetch-model.started").write_text("1\n")
+    (tmp_path / "prefetch-model.done").write_text("1700000000.5 org/model is in /cache\n")
+    proc = run_wait(tmp_path)
+    assert proc.returncode == 0 and "model prefetched: org/model is in /cache" in proc.stdout
+
+
+def test_a_failed_prefetch_is_reported_but_does_not_fail_the_host_check(tmp_path: Path) -> None:
+    (tmp_path / "prefetch-model.started").write_text("1\n")
+    (tmp_path / "prefetch-model.failed").write_text("1700000000.5 hf-prefetch: error: HTTP 401: gated\n")
+    (tmp_path / "prefetch-image.started").write_text("1\n")
+    (tmp_path / "prefetch-image.failed").write_text("1700000000.5 docker pull x failed 3 times\n")
+    proc = run_wait(tmp_path)
+    assert proc.returncode == 0
+    assert "model download failed: hf-prefetch: error: HTTP 401: gated" in proc.stderr
+    assert "image pull failed: docker pull x failed 3 times" in proc.stderr
+
+
+def test_the_host_check_stops_waiting_for_a_job_that_died(tmp_path: Path) -> None:
+    (tmp_path / "prefetch-model.started").write_text("1\n")
+    (tmp_path / "prefetch-model.pid").write_text(f"{_ended_pid()}\n")
+    proc = run_wait(tmp_path, wait_s=600)
+    assert proc.returncode == 0 and "ended without a result" in proc.stderr
+
+
+def test_the_host_check_waits_for_a_running_job_and_gives_up_at_its_bound(tmp_path: Path) -> None:
+    (tmp_path / "prefetch-model.started").write_text("1\n")
+    job = subprocess.Popen(["bash", "-c", "exec -a prefetch-model-job sleep 30"])
+    try:
+        (tmp_path / "prefetch-model.pid").write_text(f"{job.pid}\n")
+        proc = run_wait(tmp_path, wait_s=5)
+    finally:
+        job.kill()
+        job.wait()
+    assert proc.returncode == 0 and "still running after 5 s" in proc.stderr
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+

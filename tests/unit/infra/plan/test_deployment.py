@@ -1,0 +1,248 @@
+"""The plan: what is rendered for each image version, and every check that must fail before deploy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.model_folders import write_model_folder
+from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR
+from vllm_endpoint.infra.catalog.vllm_flags import EXAMINED_RELEASES, VllmVersion, check_server_args, image_entrypoint
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
+from vllm_endpoint.infra.render.container import plan_docker_run
+from vllm_endpoint.infra.settings.models import ConfigError, load_stack_config
+
+AWS = {"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": "198.51.100.0/24"}
+MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+# The original command's serving flags, as settings.
+ORIGINAL = {"gpuMemoryUtilization": "0.7", "maxNumSeqs": "16", "blockSize": "16", "swapSpace": "4",
+            "trustRemoteCode": "true", "modelRevision": "main"}
+
+
+def plan(**raw: str) -> DeploymentPlan:
+    return build_plan(load_stack_config({**AWS, **raw}))
+
+
+def problems(**raw: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        plan(**raw)
+    return info.value.problems
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering across versions (table-driven).
+
+RENDERING = [
+    # (image tag, extra settings, expected argv after --model X)
+    ("v0.32.0", {}, ["--gpu-memory-utilization", "0.9", "--disable-fastapi-docs"]),
+    ("v0.32.0", {"maxNumSeqs": "64", "maxModelLen": "8192", "blockSize": "32"},
+     ["--gpu-memory-utilization", "0.9", "--max-model-len", "8192", "--max-num-seqs", "64", "--block-size", "32",
+      "--disable-fastapi-docs"]),
+    ("v0.22.0", {"trustRemoteCode": "true", "modelRevision": "abc"},
+     ["--revision", "abc", "--gpu-memory-utilization", "0.9", "--trust-remote-code", "--disable-fastapi-docs"]),
+    # The original command on its own image: everything it passed, and no flag the image lacks.
+    ("v0.4.2", {**ORIGINAL, "allowInsecureImage": "true"},
+     ["--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16", "--block-size", "16",
+      "--swap-space", "4", "--trust-remote-code"]),
+    ("v0.17.1", {**ORIGINAL, "allowInsecureImage": "true"},
+     ["--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16", "--block-size", "16",
+      "--swap-space", "4", "--trust-remote-code", "--disable-fastapi-docs"]),
+]
+
+
+@pytest.mark.parametrize("tag, extra, tail", RENDERING, ids=[f"{r[0]}-{i}" for i, r in enumerate(RENDERING)])
+def test_rendering_per_version(tag: str, extra: dict[str, str], tail: list[str]) -> None:
+    p = plan(imageTag=tag, **extra)
+    assert list(p.vllm.args) == ["--model", MODEL, *tail]
+    assert p.vllm.image == f"vllm/vllm-openai:{tag}"
+    assert check_server_args(p.vllm.args, p.vllm_version) == []
+
+
+def test_original_command_on_the_current_image_fails_before_deploy_naming_the_flag() -> None:
+    found = problems(**ORIGINAL)
+    assert len(found) == 1
+    assert "--swap-space" in found[0] and "0.32.0" in found[0] and "removed in 0.18.0" in found[0]
+
+
+def test_old_entrypoints_take_the_same_args() -> None:
+    # The product never overrides the entrypoint; both take `--model X` (checked against real parsers).
+    assert image_entrypoint(VllmVersion.parse("0.4.2")) == ("python3", "-m", "vllm.entrypoints.openai.api_server")
+    assert image_entrypoint(VllmVersion.parse("0.32.0")) == ("vllm", "serve")
+
+
+def test_extra_args_are_checked_against_the_image() -> None:
+    found = problems(extraArgs='["--max-num-seq", "16"]')
+    assert len(found) == 1 and "--max-num-seq" in found[0]
+    found = problems(imageTag="v0.22.0", extraArgs='["--device-memory-utilization", "0.8"]')
+    assert "--device-memory-utilization" in found[0]
+    assert plan(extraArgs='["--enable-chunked-prefill", "--seed", "7"]').vllm.args[-3:] == (
+        "--enable-chunked-prefill", "--seed", "7")
+
+
+def test_an_unversioned_tag_needs_vllm_version() -> None:
+    found = problems(imageTag="prod")
+    assert found[0].startswith("imageTag:") and "vllmVersion" in found[0]
+    assert plan(imageTag="prod", vllmVersion="0.32.0").vllm_version == VllmVersion.parse("0.32.0")
+
+
+def test_digest_pins_the_image() -> None:
+    digest = "sha256:" + "ab" * 32
+    assert plan(imageDigest=digest).image_ref == f"vllm/vllm-openai:v0.32.0@{digest}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Security floor and GPU floor.
+
+def test_images_below_the_security_floor_need_the_opt_in() -> None:
+    found = problems(imageTag="v0.21.0")
+    assert len(found) == 1
+    assert "CVE-2026-48746" in found[0] and "CVE-2025-59425" in found[0] and "CVE-2026-27893" in found[0]
+    assert "allowInsecureImage" in found[0]
+    p = plan(imageTag="v0.21.0", allowInsecureImage="true")
+    assert any("below the security floor" in w for w in p.warnings)
+    assert ("vllm-endpoint:insecure-image-opt-in", "true") in p.vllm.labels
+
+
+def test_gpus_below_turing_are_refused() -> None:
+    found = problems(instanceType="p3.2xlarge")
+    assert any("compute capability 7.0" in p for p in found), found
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU fit, dtype, tensor parallelism.
+
+def test_t4_runs_float16_explicitly() -> None:
+    p = plan(instanceType="g4dn.xlarge")
+    assert p.vllm.args[2:4] == ("--dtype", "float16")
+    assert "T4" in p.summary and "$0.526/h" in p.summary
+
+
+def test_explicit_bfloat16_on_a_t4_is_an_error() -> None:
+    found = problems(instanceType="g4dn.xlarge", dtype="bfloat16")
+    assert found[0].startswith("dtype:") and "bfloat16" in found[0]
+
+
+def test_a_model_that_does_not_fit_fails_with_numbers_and_ways_out() -> None:
+    found = problems(model="Qwen/Qwen2.5-14B-Instruct")
+    assert len(found) == 1
+    message = found[0]
+    assert "GiB" in message and "A10G" in message
+    assert "g6e.xlarge" in message or "g5.12xlarge" in message  # a bigger instance that fits
+    assert "maxModelLen" in message or "max_model_len" in message or "quantiz" in message
+
+
+def test_default_tensor_parallelism_is_the_gpus_the_container_gets() -> None:
+    p = plan(instanceType="g5.12xlarge", model="Qwen/Qwen2.5-7B-Instruct")
+    assert p.tensor_parallel_size == 4 and p.vllm.args[2:4] == ("--tensor-parallel-size", "4")
+    assert p.vllm.ipc_mode == "host", "NCCL between tensor-parallel workers needs the host IPC namespace"
+    p = plan(instanceType="g5.12xlarge", model="Qwen/Qwen2.5-7B-Instruct", gpus="0,1")
+    assert p.tensor_parallel_size == 2 and p.vllm.env_dict()["NVIDIA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_gpu_indexes_and_tensor_parallelism_are_checked_against_the_instance() -> None:
+    assert any("has 1 GPU(s)" in p for p in problems(gpus="1"))
+    assert any(p.startswith("tensorParallelSize") for p in problems(tensorParallelSize="2"))
+
+
+def test_throttling_max_num_seqs_is_kept_but_warned_about() -> None:
+    p = plan(maxNumSeqs="16")
+    assert ("--max-num-seqs", "16") in zip(p.vllm.args, p.vllm.args[1:], strict=False)
+    assert any("maxNumSeqs=16" in w and "4x" in w for w in p.warnings)
+
+
+def test_existing_host_without_gpu_model_skips_the_fit_check_with_a_warning() -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
+    p = build_plan(load_stack_config({"target": "existing-host", "hostAddress": "10.0.0.5", "hostSshUser": "u",
+                                      "hostPublicKey": "ssh-ed25519 AAAA", "sshPrivateKey": key, "gpus": "1"}))
+    assert p.fit is None and any("hostGpuModel" in w for w in p.warnings)
+    assert p.host_cache_dir == "/opt/vllm-endpoint/cache"
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuned models.
+
+def test_local_model_folder_is_served_read_only_under_a_stable_name(tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path)
+    p = plan(modelPath=str(folder))
+    assert p.model_upload is not None and p.model_upload.local_dir == folder
+    assert p.vllm.args[:4] == ("--model", CONTAINER_MODEL_DIR, "--served-model-name", "my-finetune")
+    mount = next(m for m in p.vllm.mounts if m.target == CONTAINER_MODEL_DIR)
+    assert mount.read_only and mount.source == p.model_upload.remote_dir
+    named = plan(modelPath=str(folder), servedModelName="support-bot")
+    assert named.vllm.args[3] == "support-bot"
+    # The upload folder is the content digest: same content, same folder; new content, new folder.
+    assert plan(modelPath=str(folder)).model_upload == p.model_upload
+    (folder / "generation_config.json").write_text("{}")
+    changed = plan(modelPath=str(folder)).model_upload
+    assert changed is not None and changed.remote_dir != p.model_upload.remote_dir
+
+
+@pytest.mark.parametrize("missing, phrase", [("config", "config.json"), ("weights", "weights")])
+def test_a_model_folder_without_config_or_weights_is_an_error(tmp_path: Path, missing: str, phrase: str) -> None:
+    folder = write_model_folder(tmp_path, config=missing != "config", weights=missing != "weights")
+    found = problems(modelPath=str(folder))
+    assert found and all(p.startswith("modelPath:") for p in found)
+    assert any(phrase in p for p in found), found
+
+
+def test_a_missing_model_folder_is_an_error(tmp_path: Path) -> None:
+    found = problems(modelPath=str(tmp_path / "nowhere"))
+    assert found[0].startswith("modelPath:") and "nowhere" in found[0]
+
+
+def test_custom_image_takes_its_version_from_the_dockerfile(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM vllm/vllm-openai:v0.31.0 AS base\nCOPY m /app/model\n")
+    p = plan(imageBuildContext=str(tmp_path), model="/app/model")
+    assert p.vllm_version == VllmVersion.parse("0.31.0")
+    assert p.image_build is not None and p.vllm.image == p.image_build.tag
+    (tmp_path / "Dockerfile").write_text("FROM ubuntu:22.04\n")
+    found = problems(imageBuildContext=str(tmp_path), model="/app/model")
+    assert found[0].startswith("imageBuildContext:") and "vllmVersion" in found[0]
+
+
+def test_gated_model_token_is_a_secret_env_not_an_argument() -> None:
+    key = "hf_" + "x" * 30
+    p = build_plan(load_stack_config({**AWS, "hfToken": key}))
+    assert p.vllm.secret_env == ("VLLM_API_KEY", "HF_TOKEN")
+    assert key not in " ".join(p.vllm.args) and key not in plan_docker_run(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Property: whatever valid settings a user picks, the rendered argv parses for the image's version.
+
+SUPPORTED = [v for v in EXAMINED_RELEASES if v >= VllmVersion.parse("0.4.0")]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    version=st.sampled_from(SUPPORTED),
+    max_num_seqs=st.one_of(st.none(), st.integers(1, 1024)),
+    max_model_len=st.one_of(st.none(), st.sampled_from([512, 2048, 4096, 8192, 32768])),
+    block_size=st.one_of(st.none(), st.sampled_from([8, 16, 32])),
+    utilization=st.floats(0.3, 0.95).map(lambda f: round(f, 2)),
+    trust=st.booleans(),
+    dtype=st.sampled_from(["auto", "float16", "half", "float32"]),
+    quantization=st.sampled_from([None, "awq", "gptq", "fp8"]),
+)
+def test_every_rendered_argv_parses_for_its_version(
+    version: VllmVersion, max_num_seqs: int | None, max_model_len: int | None, block_size: int | None,
+    utilization: float, trust: bool, dtype: str, quantization: str | None,
+) -> None:
+    raw = {"imageTag": f"v{version}", "allowInsecureImage": "true", "gpuMemoryUtilization": str(utilization),
+           "dtype": dtype, "instanceType": "g6e.xlarge"}
+    optional = {"maxNumSeqs": max_num_seqs, "maxModelLen": max_model_len, "blockSize": block_size,
+                "quantization": quantization}
+    raw |= {k: str(v) for k, v in optional.items() if v is not None}
+    if trust:
+        raw |= {"trustRemoteCode": "true", "modelRevision": "0123abcd"}
+    try:
+        p = plan(**raw)
+    except ConfigError as err:
+        # Only the memory fit may refuse (e.g. float32 weights with a long context); never a flag.
+        assert not any("flags:" in problem for problem in err.problems), err.problems
+        return
+    assert check_server_args(p.vllm.args, p.vllm_version) == []
+    assert p.vllm.args[:2] == ("--model", MODEL)
