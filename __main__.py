@@ -1,30 +1,28 @@
-"""The stack: read and validate config, plan the launch, build one VllmEndpoint, export its outputs.
+"""The stack: read the stack config, build one VllmEndpoint from it, export its outputs.
 
-Every check (settings, vLLM flags for the image's version, GPU memory fit, model folder) runs in
-`build_plan` before any resource is declared; a bad value stops here with every problem listed.
+The stack config becomes the component's keyword arguments (VllmEndpointArgs); every check (settings,
+vLLM flags for the image's version, GPU memory fit, model folder) runs when the endpoint is declared,
+before any resource is; a bad value stops here with every problem listed.
 """
 
 import sys
-from pathlib import Path
+from typing import Any
 
 import pulumi
 
-from vllm_endpoint.components.vllm_endpoint import VllmEndpoint, VllmEndpointArgs
-from vllm_endpoint.infra.plan.deployment import build_plan
-from vllm_endpoint.infra.settings.models import PROJECT, ConfigError
+from vllm_endpoint import VllmEndpoint, VllmEndpointArgs
+from vllm_endpoint.infra.catalog.names import DEFAULT_ENDPOINT_NAME
+from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
+from vllm_endpoint.infra.settings.models import ConfigError
 from vllm_endpoint.infra.settings.pulumi_config import read_stack_config
 
 try:
-    plan = build_plan(read_stack_config())
+    # Plain values; the component checks each against its setting.
+    settings: Any = settings_kwargs(read_stack_config())
+    endpoint = VllmEndpoint(DEFAULT_ENDPOINT_NAME, VllmEndpointArgs(**settings))
 except ConfigError as err:
     pulumi.log.error(str(err))
     sys.exit(1)
-
-for warning in plan.warnings:
-    pulumi.log.warn(warning)
-
-ssh_dir = Path.home() / ".ssh" / PROJECT / f"{pulumi.get_project()}-{pulumi.get_stack()}"
-endpoint = VllmEndpoint("vllm", VllmEndpointArgs(plan=plan, ssh_dir=str(ssh_dir)))
 
 pulumi.export("endpoint_url", endpoint.endpoint_url)
 pulumi.export("api_key", endpoint.api_key)

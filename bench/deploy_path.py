@@ -49,14 +49,14 @@ from tests.real.harness.deployer import deploy, existing_host_config, make_cache
 from tests.real.harness.fakehub import Counters, FakeHub  # noqa: E402
 from tests.real.harness.testhost import REQUIRED_TOOLS, TestHost, start_test_host  # noqa: E402
 from tests.real.harness.tiny_model import ensure_tiny_model  # noqa: E402
-from vllm_endpoint.infra.render.host_scripts import readiness_gate_script  # noqa: E402
-from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env  # noqa: E402
+from vllm_endpoint.infra.render.host_scripts import env_strings, readiness_gate_script  # noqa: E402
+from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env_values  # noqa: E402
 
 REPO = "bench/tiny-chat"
 OUT_JSON = REPO_ROOT / "build" / "bench" / "deploy_path.json"
 OUT_MD = REPO_ROOT / "docs" / "performance-measured.md"
 WORK = BUILD_DIR / "bench"
-VOLUME_SCRIPT = REPO_ROOT / "infra" / "scripts" / "prepare-cache-volume.sh"
+VOLUME_SCRIPT = REPO_ROOT / "infra" / "host" / "prepare-cache-volume.sh"
 DEFAULT_VOLUME_GIB = 100  # infra/settings/models.py cache_volume_size_gb's default
 GATE_POLL_S = 1  # the product polls every 5 s; 1 s here for a finer measurement
 # vLLM's own start-up figures, as its log prints them (CPU build 0.32).
@@ -104,9 +104,10 @@ def loop_volume(size_gib: int, name: str) -> Iterator[tuple[str, Path, dict[str,
         by_id.mkdir()
         (by_id / f"nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}").symlink_to(device)
         mount_point = root / "cache"
+        boot = env_strings(boot_env_values(HostBootSettings(volume_id, "ubuntu", "", "")))
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CACHE_VOLUME_ID": volume_id,
-               "CACHE_MOUNT_POINT": str(mount_point), "CACHE_WAIT_SECONDS": "10",
-               "CACHE_DEVICE_DIR": str(by_id), "CACHE_FSTAB": str(root / "fstab")}
+               "CACHE_MOUNT_POINT": str(mount_point), "CACHE_SUBDIRS": boot["CACHE_SUBDIRS"],
+               "CACHE_WAIT_SECONDS": "10", "CACHE_DEVICE_DIR": str(by_id), "CACHE_FSTAB": str(root / "fstab")}
         try:
             yield device, mount_point, env
         finally:
@@ -228,9 +229,7 @@ def bench_first_deploy(host: TestHost, hub: FakeHub, vllm_image: str, size_gib: 
     install_scripts(work)
     with loop_volume(size_gib, "first-deploy-volume") as (_, mount_point, env):
         boot_timeline = WORK / "first-deploy-volume" / "timeline"
-        owner = next(line.split("=", 1)[1] for line in boot_env(
-            HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", "")).splitlines()
-            if line.startswith("CACHE_OWNER="))
+        owner = str(boot_env_values(HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", ""))["CACHE_OWNER"])
         volume_s = run_volume_script({**env, "CACHE_OWNER": owner, "DEPLOY_TIMELINE_FILE": str(boot_timeline)})
         # An existing-host layout on the mounted volume: the deploy's timeline lives on it, owned by the
         # SSH user (on AWS it is /var/lib/vllm-endpoint/timeline).

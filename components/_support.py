@@ -3,6 +3,8 @@
 `secret`: typed shorthand for marking values secret (mypy cannot infer `Output.secret` on an
 `Output[str]`).
 
+`SshTarget`: how every SSH step (pulumi-command) reaches a host, the GpuHost or an existing one.
+
 `write_ssh_files`: key and known_hosts files on the deploying machine, for pulumi-docker's `ssh://`
 connection. pulumi-docker hands the connection to the system `ssh`, which reads keys and host keys
 from files. They are written at every deploy from the stack's (secret) state, so any machine that
@@ -12,13 +14,30 @@ can run `pulumi up` for the stack has them; nothing needs to be copied by hand.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+import pulumi_command as command
 
 
 def secret(value: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.secret(value)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    address: pulumi.Input[str]
+    user: str
+    port: int
+    private_key: pulumi.Input[str]  # secret
+    host_public_key: pulumi.Input[str]  # pinned; never trust-on-first-use
+
+    def connection(self, dial_error_limit: int = 30) -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(
+            host=self.address, port=self.port, user=self.user, private_key=self.private_key,
+            host_key=self.host_public_key, dial_error_limit=dial_error_limit, per_dial_timeout=10,
+        )
 
 
 IDENTITY_FILE = "id_ed25519"

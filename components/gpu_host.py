@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -18,35 +19,109 @@ import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_tls as tls
 
-from vllm_endpoint.components._support import secret
+from vllm_endpoint.components._support import SshTarget, secret
 from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
-from vllm_endpoint.infra.catalog.names import HF_TOKEN_PARAMETER_TAG, HOST_CACHE_MOUNT
+from vllm_endpoint.infra.catalog.names import (
+    ENDPOINT_TAG,
+    HF_TOKEN_PARAMETER_TAG,
+    HOST_CACHE_MOUNT,
+    PROJECT,
+    ROLE_TAG,
+    STACK_TAG,
+)
 from vllm_endpoint.infra.plan.deployment import CacheVolume
 from vllm_endpoint.infra.render.host_scripts import host_ready_script
 from vllm_endpoint.infra.render.ssh import DEFAULT_SSH_PORT
 from vllm_endpoint.infra.render.userdata import HostBootSettings, encode_user_data, render_user_data
-from vllm_endpoint.infra.settings.models import API_WORLD_OPT_IN, SSH_WORLD_OPT_IN, AccessSettings, AwsSettings
+from vllm_endpoint.infra.settings.models import API_WORLD_OPT_IN, SSH_WORLD_OPT_IN, ConfigError
 
 # The attachment's device name; Nitro instances show the volume as NVMe whatever this says, and the
 # boot script finds it by volume id instead.
 CACHE_DEVICE_NAME = "/dev/sdf"
-ROLE_TAG = "vllm-endpoint:role"
+
+# A CIDR list given as an Output is unknown while resources are declared, and one rule per CIDR needs the
+# list then (resources declared inside `.apply()` are invisible to preview, tests and policy packs). Such a
+# list goes into managed prefix lists instead, one per address family (a prefix list holds one), each with
+# one rule for the port; later changes of the Output change the entries in place. A plain list keeps one
+# rule per CIDR. A rule referencing a prefix list counts as its maximum size against the security group's
+# 60 rules per family: two lists of 20 leave room for the plain rules and the egress rule.
+PREFIX_LIST_MAX_ENTRIES = 20
 
 
-@dataclass
+@dataclass(frozen=True)
+class IngressArgs:
+    api_port: int
+    api_cidrs: Sequence[str] | pulumi.Output[Sequence[str]]  # validated; a plain list or an Output of one
+    ssh_cidrs: Sequence[str] | pulumi.Output[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class SshKeyArgs:
+    """The user's own key (private key secret, with the public key or a key pair name), or None: generated."""
+
+    private_key: pulumi.Input[str] | None = None
+    public_key: pulumi.Input[str] | None = None
+    key_pair_name: str | None = None
+
+
+@dataclass(frozen=True)
 class GpuHostArgs:
-    aws: AwsSettings
-    access: AccessSettings
+    endpoint: str  # the VllmEndpoint's name: in tags and the SSM parameter's path
     instance: GpuInstanceType
     cache_volume: CacheVolume
-    api_port: int
+    ingress: IngressArgs
     container_user: str
-    require_nvidia_runtime: bool = True
-    ssh_private_key: pulumi.Input[str] | None = None  # the user's own key (secret); None = generate
+    ssh_user: str
+    ami_id: str | None  # None: the latest AMI from ami_ssm_parameter, followed only at creation
+    ami_ssm_parameter: str
+    root_volume_size_gb: int
+    subnet_id: pulumi.Input[str] | None = None  # None: a default subnet of the default VPC
+    availability_zone: str | None = None
+    kms_key_id: pulumi.Input[str] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    detailed_monitoring: bool = True
+    recovery_alarm: bool = True
+    docker_data_on_cache_volume: bool = False
+    ssh_key: SshKeyArgs = SshKeyArgs()
     # What the boot script fetches while the instance comes up (instance tags, see DeploymentPlan).
-    prefetch_tags: dict[str, str] = field(default_factory=dict)
-    # A gated model's token, for the boot-time download: kept in SSM, read by the instance's role.
+    prefetch_tags: Mapping[str, str] = field(default_factory=dict)
+    # A gated model's token, for the boot-time download: kept in SSM at this path, read by the instance's role.
     hf_token: pulumi.Input[str] | None = None
+    hf_token_parameter: str = ""
+
+
+@dataclass(frozen=True)
+class _Placement:
+    subnet_id: pulumi.Input[str]
+    availability_zone: pulumi.Input[str]
+    vpc_id: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class _SshKeys:
+    host_key: tls.PrivateKey
+    host_public_key: pulumi.Output[str]
+    private_key: pulumi.Output[str]  # secret
+    key_name: pulumi.Input[str] | None
+    client_key: tls.PrivateKey | None
+    key_pair: aws.ec2.KeyPair | None
+
+
+@dataclass(frozen=True)
+class _TokenAccess:
+    parameter: aws.ssm.Parameter
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    profile: aws.iam.InstanceProfile
+
+
+@dataclass(frozen=True)
+class _InstanceParts:
+    placement: _Placement
+    security_group: aws.ec2.SecurityGroup
+    keys: _SshKeys
+    cache_volume: aws.ebs.Volume
+    token_access: _TokenAccess | None
 
 
 class GpuHost(pulumi.ComponentResource):
@@ -61,55 +136,31 @@ class GpuHost(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpuHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("vllm-endpoint:aws:GpuHost", name, None, opts)
-        self._args = args
-        self._tags = {**args.aws.tags, "vllm-endpoint:stack": pulumi.get_stack()}
-        self.ssh_user = args.aws.ssh_user
+        tags = {**args.tags, STACK_TAG: pulumi.get_stack(), ENDPOINT_TAG: args.endpoint}
+        placement = self._placement(args)
+        self.security_group, self.egress_rules = self._create_security_group(name, placement.vpc_id, tags)
+        self.ingress_rules, self.prefix_lists = self._create_ingress(name, args, self.security_group, tags)
+        keys = self._create_ssh_keys(name, args.ssh_key, tags)
+        self.host_key, self.client_key, self.key_pair = keys.host_key, keys.client_key, keys.key_pair
+        self.cache_volume = self._create_cache_volume(name, args, placement.availability_zone, tags)
+        self.token_access = self._create_token_access(name, args, tags) if args.hf_token is not None else None
+        self.instance = self._create_instance(name, args, _InstanceParts(
+            placement, self.security_group, keys, self.cache_volume, self.token_access), tags)
+        self.cache_volume_attachment, self.elastic_ip, self.elastic_ip_association = self._attach(
+            name, self.instance, self.cache_volume, tags)
+        self.status_alarm = self._create_status_alarm(name, args, self.instance, tags)
+
+        self.ssh_user = args.ssh_user
         self.ssh_port = DEFAULT_SSH_PORT
-
-        subnet_id, availability_zone, vpc_id = self._placement(args.aws)
-        self.security_group = self._create_security_group(name, vpc_id)
-        self._create_ingress_rules(name)
-        self._create_ssh_keys(name)
-        self.cache_volume = self._create_cache_volume(name, availability_zone)
-        self.token_parameter: aws.ssm.Parameter | None = None
-        self.instance_profile = self._create_token_access(name) if args.hf_token is not None else None
-        self.instance = self._create_instance(name, subnet_id)
-        self.cache_volume_attachment = aws.ec2.VolumeAttachment(
-            f"{name}-cache-attachment",
-            device_name=CACHE_DEVICE_NAME,
-            volume_id=self.cache_volume.id,
-            instance_id=self.instance.id,
-            # Lets the OS flush and unmount before the volume leaves (instance replacement).
-            stop_instance_before_detaching=True,
-            # The volume attaches to one instance at a time: detach before attaching elsewhere.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-        )
-        self.elastic_ip = aws.ec2.Eip(
-            f"{name}-eip", domain="vpc", tags={**self._tags, "Name": f"{name}-endpoint"},
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self.elastic_ip_association = aws.ec2.EipAssociation(
-            f"{name}-eip-association", allocation_id=self.elastic_ip.allocation_id, instance_id=self.instance.id,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self.status_alarm = self._create_status_alarm(name)
-
+        self.ssh_private_key = keys.private_key
+        self.host_public_key = keys.host_public_key
         self.public_ip = self.elastic_ip.public_ip
         self.instance_id = self.instance.id
         self.cache_volume_id = self.cache_volume.id
-        self.ready = command.remote.Command(
-            f"{name}-host-ready",
-            connection=self.connection(),
-            create=host_ready_script(HOST_CACHE_MOUNT, args.require_nvidia_runtime, args.container_user),
-            # A new instance (or a new boot configuration) is a new host to wait for.
-            triggers=[self.instance.id, self.instance.user_data_base64],
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[self.cache_volume_attachment, self.elastic_ip_association],
-                # cloud-init, then up to PREFETCH_WAIT_SECONDS for the boot-time model download.
-                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),
-            ),
-        )
+        self.ssh_target = SshTarget(address=self.public_ip, user=self.ssh_user, port=self.ssh_port,
+                                    private_key=self.ssh_private_key, host_public_key=self.host_public_key)
+        self.ready = self._create_ready(name, args, self.ssh_target, self.instance,
+                                        [self.cache_volume_attachment, self.elastic_ip_association])
         self.register_outputs({
             "public_ip": self.public_ip,
             "instance_id": self.instance_id,
@@ -117,36 +168,26 @@ class GpuHost(pulumi.ComponentResource):
             "host_public_key": self.host_public_key,
         })
 
-    def connection(self) -> command.remote.ConnectionArgs:
-        """How every SSH step reaches this host: its fixed address, the program's key, its pinned host key."""
-        return command.remote.ConnectionArgs(
-            host=self.public_ip,
-            port=self.ssh_port,
-            user=self.ssh_user,
-            private_key=self.ssh_private_key,
-            host_key=self.host_public_key,
-            dial_error_limit=60,
-            per_dial_timeout=10,
-        )
-
     # ------------------------------------------------------------------------------------------
 
-    def _placement(self, settings: AwsSettings) -> tuple[str, str, str]:
+    def _placement(self, args: GpuHostArgs) -> _Placement:
         """(subnet, availability zone, VPC). The zone must offer the instance type, and it must stay
         the same across deploys: the cache volume lives in it."""
-        if settings.subnet_id:
-            subnet = aws.ec2.get_subnet(id=settings.subnet_id)
-            return subnet.id, subnet.availability_zone, subnet.vpc_id
+        if args.subnet_id is not None:
+            # An Output (a subnet another resource creates) works too: nothing here decides what exists.
+            subnet = aws.ec2.get_subnet_output(id=args.subnet_id)
+            return _Placement(subnet.id, subnet.availability_zone, subnet.vpc_id)
+        instance_type = args.instance.name
         vpc = aws.ec2.get_vpc(default=True)
         offered = aws.ec2.get_instance_type_offerings(
             location_type="availability-zone",
-            filters=[{"name": "instance-type", "values": [settings.instance_type]}],
+            filters=[{"name": "instance-type", "values": [instance_type]}],
         ).locations
-        zones = [settings.availability_zone] if settings.availability_zone else sorted(offered)
+        zones = [args.availability_zone] if args.availability_zone else sorted(offered)
         for zone in zones:
             if zone not in offered:
                 raise ValueError(
-                    f"availabilityZone: {settings.instance_type} is not offered in {zone}; offered in "
+                    f"availabilityZone: {instance_type} is not offered in {zone}; offered in "
                     f"{', '.join(sorted(offered)) or 'no zone of this region'}"
                 )
             subnets = aws.ec2.get_subnets(filters=[
@@ -155,22 +196,23 @@ class GpuHost(pulumi.ComponentResource):
                 {"name": "availability-zone", "values": [zone]},
             ]).ids
             if subnets:
-                return sorted(subnets)[0], zone, vpc.id
+                return _Placement(sorted(subnets)[0], zone, vpc.id)
         raise ValueError(
             f"subnetId: the default VPC {vpc.id} has no default subnet in a zone offering "
-            f"{settings.instance_type}; set subnetId"
+            f"{instance_type}; set subnetId"
         )
 
-    def _create_security_group(self, name: str, vpc_id: str) -> aws.ec2.SecurityGroup:
+    def _create_security_group(self, name: str, vpc_id: pulumi.Input[str], tags: dict[str, str]) -> tuple[
+            aws.ec2.SecurityGroup, list[aws.vpc.SecurityGroupEgressRule]]:
         group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=vpc_id,
             description="vLLM endpoint: API port and SSH from configured networks only",
-            tags={**self._tags, "Name": f"{name}-sg"},
+            tags={**tags, "Name": f"{name}-sg"},
             opts=pulumi.ResourceOptions(parent=self),
         )
         # Outbound: image pulls, model downloads and OS updates need the internet.
-        for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0")):
+        egress = [
             aws.vpc.SecurityGroupEgressRule(
                 f"{name}-egress-{family}",
                 security_group_id=group.id,
@@ -178,61 +220,56 @@ class GpuHost(pulumi.ComponentResource):
                 cidr_ipv4=cidr if family == "ipv4" else None,
                 cidr_ipv6=cidr if family == "ipv6" else None,
                 description="outbound: image pulls and model downloads",
-                tags=self._tags,
+                tags=tags,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-        return group
+            for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0"))
+        ]
+        return group, egress
 
-    def _create_ingress_rules(self, name: str) -> None:
-        access = self._args.access
-        rules = [("api", self._args.api_port, cidr, API_WORLD_OPT_IN) for cidr in access.api_allowed_cidrs]
-        rules += [("ssh", DEFAULT_SSH_PORT, cidr, SSH_WORLD_OPT_IN) for cidr in access.ssh_allowed_cidrs]
-        self.ingress_rules: list[aws.vpc.SecurityGroupIngressRule] = []
-        for purpose, port, cidr, opt_in in rules:
-            network = ipaddress.ip_network(cidr)
-            description = f"{purpose} from {cidr}"
-            if network.prefixlen == 0:
-                description += f" (opt-in: {opt_in})"
-            self.ingress_rules.append(aws.vpc.SecurityGroupIngressRule(
-                # Named after the CIDR, so adding or removing one network never touches the others.
-                f"{name}-{purpose}-{re.sub(r'[^0-9a-zA-Z]+', '-', cidr).strip('-')}",
-                security_group_id=self.security_group.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                cidr_ipv4=cidr if network.version == 4 else None,
-                cidr_ipv6=cidr if network.version == 6 else None,
-                description=description,
-                tags=self._tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            ))
+    def _create_ingress(self, name: str, args: GpuHostArgs, group: aws.ec2.SecurityGroup,
+                        tags: dict[str, str]) -> tuple[list[aws.vpc.SecurityGroupIngressRule],
+                                                       list[aws.ec2.ManagedPrefixList]]:
+        ingress = args.ingress
+        rules: list[aws.vpc.SecurityGroupIngressRule] = []
+        lists: list[aws.ec2.ManagedPrefixList] = []
+        for purpose, port, cidrs, setting, opt_in in (
+            ("api", ingress.api_port, ingress.api_cidrs, "apiAllowedCidrs", API_WORLD_OPT_IN),
+            ("ssh", DEFAULT_SSH_PORT, ingress.ssh_cidrs, "sshAllowedCidrs", SSH_WORLD_OPT_IN),
+        ):
+            rule = _IngressRule(self, name, group, purpose, port, opt_in, tags)
+            if isinstance(cidrs, pulumi.Output):
+                for family in ("IPv4", "IPv6"):
+                    prefix_list = rule.prefix_list(args.endpoint, family, _family_cidrs(cidrs, family, setting))
+                    lists.append(prefix_list)
+                    rules.append(rule.for_prefix_list(prefix_list, family, setting))
+            else:
+                rules += [rule.for_cidr(cidr) for cidr in cidrs]
+        return rules, lists
 
-    def _create_ssh_keys(self, name: str) -> None:
-        settings = self._args.aws
+    def _create_ssh_keys(self, name: str, own: SshKeyArgs, tags: dict[str, str]) -> _SshKeys:
         # The host key is made here and installed by cloud-init, so the deploying side pins it
         # before the first connection instead of trusting whatever key answers.
-        self.host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519",
-                                       opts=pulumi.ResourceOptions(parent=self))
-        self.host_public_key = self.host_key.public_key_openssh.apply(lambda k: " ".join(k.split()[:2]))
-        self.client_key: tls.PrivateKey | None = None
-        self.key_pair: aws.ec2.KeyPair | None = None
-        if self._args.ssh_private_key is not None:
-            self.ssh_private_key = secret(self._args.ssh_private_key)
-            self.key_name: pulumi.Input[str] | None = settings.ssh_key_pair_name
-            if settings.ssh_public_key:
-                self.key_pair = aws.ec2.KeyPair(f"{name}-key-pair", public_key=settings.ssh_public_key,
-                                                tags=self._tags, opts=pulumi.ResourceOptions(parent=self))
-                self.key_name = self.key_pair.key_name
-            return
-        self.client_key = tls.PrivateKey(f"{name}-ssh-client-key", algorithm="ED25519",
-                                         opts=pulumi.ResourceOptions(parent=self))
-        self.ssh_private_key = secret(self.client_key.private_key_openssh)
-        self.key_pair = aws.ec2.KeyPair(f"{name}-key-pair", public_key=self.client_key.public_key_openssh,
-                                        tags=self._tags, opts=pulumi.ResourceOptions(parent=self))
-        self.key_name = self.key_pair.key_name
+        host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
+        host_public_key = host_key.public_key_openssh.apply(lambda k: " ".join(k.split()[:2]))
+        if own.private_key is not None:
+            key_pair = None
+            key_name: pulumi.Input[str] | None = own.key_pair_name
+            if own.public_key is not None:
+                key_pair = aws.ec2.KeyPair(f"{name}-key-pair", public_key=own.public_key, tags=tags,
+                                           opts=pulumi.ResourceOptions(parent=self))
+                key_name = key_pair.key_name
+            return _SshKeys(host_key, host_public_key, secret(own.private_key), key_name, None, key_pair)
+        client_key = tls.PrivateKey(f"{name}-ssh-client-key", algorithm="ED25519",
+                                    opts=pulumi.ResourceOptions(parent=self))
+        key_pair = aws.ec2.KeyPair(f"{name}-key-pair", public_key=client_key.public_key_openssh, tags=tags,
+                                   opts=pulumi.ResourceOptions(parent=self))
+        return _SshKeys(host_key, host_public_key, secret(client_key.private_key_openssh), key_pair.key_name,
+                        client_key, key_pair)
 
-    def _create_cache_volume(self, name: str, availability_zone: str) -> aws.ebs.Volume:
-        settings, volume = self._args.aws, self._args.cache_volume
+    def _create_cache_volume(self, name: str, args: GpuHostArgs, availability_zone: pulumi.Input[str],
+                             tags: dict[str, str]) -> aws.ebs.Volume:
+        volume = args.cache_volume
         return aws.ebs.Volume(
             f"{name}-cache",
             availability_zone=availability_zone,
@@ -243,40 +280,32 @@ class GpuHost(pulumi.ComponentResource):
             iops=volume.iops,
             throughput=volume.throughput_mib_s,
             encrypted=True,  # CKV_AWS_3
-            kms_key_id=settings.kms_key_id,
-            tags={**self._tags, ROLE_TAG: "cache", "Name": f"{name}-hf-cache"},
+            kms_key_id=args.kms_key_id,
+            tags={**tags, ROLE_TAG: "cache", "Name": f"{name}-hf-cache"},
             # Models, compile caches and uploaded fine-tunes outlive any instance: `pulumi destroy`
             # and replacements keep the volume (delete it by hand when you are done with it).
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
 
-    def _create_instance(self, name: str, subnet_id: str) -> aws.ec2.Instance:
-        settings = self._args.aws
-        if settings.ami_id:
-            ami: pulumi.Input[str] = settings.ami_id
+    def _create_instance(self, name: str, args: GpuHostArgs, parts: _InstanceParts,
+                         tags: dict[str, str]) -> aws.ec2.Instance:
+        token_access = parts.token_access
+        if args.ami_id:
+            ami: pulumi.Input[str] = args.ami_id
         else:
-            ami = aws.ssm.get_parameter_output(name=settings.ami_ssm_parameter).value
-        user_data = pulumi.Output.all(
-            self.cache_volume.id, self.host_key.private_key_openssh, self.host_key.public_key_openssh,
-        ).apply(lambda values: encode_user_data(render_user_data(HostBootSettings(
-            cache_volume_id=values[0],
-            ssh_user=settings.ssh_user,
-            host_private_key_openssh=values[1],
-            host_public_key_openssh=values[2],
-            docker_data_on_cache_volume=settings.docker_data_on_cache_volume,
-        ))))
-        tags: dict[str, pulumi.Input[str]] = {**self._tags, **self._args.prefetch_tags, "Name": f"{name}-gpu"}
-        if self.token_parameter is not None:
-            tags[HF_TOKEN_PARAMETER_TAG] = self.token_parameter.name
+            ami = aws.ssm.get_parameter_output(name=args.ami_ssm_parameter).value
+        instance_tags: dict[str, pulumi.Input[str]] = {**tags, **args.prefetch_tags, "Name": f"{name}-gpu"}
+        if token_access is not None:
+            instance_tags[HF_TOKEN_PARAMETER_TAG] = token_access.parameter.name
         return aws.ec2.Instance(
             f"{name}-instance",
             ami=ami,
-            instance_type=settings.instance_type,
-            subnet_id=subnet_id,
-            vpc_security_group_ids=[self.security_group.id],
-            key_name=self.key_name,
+            instance_type=args.instance.name,
+            subnet_id=parts.placement.subnet_id,
+            vpc_security_group_ids=[parts.security_group.id],
+            key_name=parts.keys.key_name,
             # The SSH host private key is in it (by design, see infra/render/userdata.py).
-            user_data_base64=secret(user_data),
+            user_data_base64=secret(_user_data(args, parts)),
             # Host-level changes stop and start the same instance instead of replacing it.
             user_data_replace_on_change=False,
             # The Elastic IP is the address; no second, ephemeral public address (CKV_AWS_88).
@@ -289,17 +318,17 @@ class GpuHost(pulumi.ComponentResource):
                 # The boot script reads what to prefetch from the instance's tags.
                 "instance_metadata_tags": "enabled",
             },
-            iam_instance_profile=self.instance_profile.name if self.instance_profile else None,
+            iam_instance_profile=token_access.profile.name if token_access else None,
             root_block_device={
                 "encrypted": True,  # CKV_AWS_8
-                "kms_key_id": settings.kms_key_id,
+                "kms_key_id": args.kms_key_id,
                 "volume_type": "gp3",
-                "volume_size": settings.root_volume_size_gb,
+                "volume_size": args.root_volume_size_gb,
                 "delete_on_termination": True,
             },
-            monitoring=settings.detailed_monitoring,  # CKV_AWS_126
+            monitoring=args.detailed_monitoring,  # CKV_AWS_126
             ebs_optimized=True,
-            tags=tags,
+            tags=instance_tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # One GPU instance at a time: quotas rarely allow two, and the cache volume can be
@@ -307,23 +336,43 @@ class GpuHost(pulumi.ComponentResource):
                 delete_before_replace=True,
                 # Unpinned, the AMI follows the SSM parameter; a newly published AMI must not replace
                 # a running endpoint. Pin `amiId` to move to a new one deliberately.
-                ignore_changes=[] if settings.ami_id else ["ami"],
+                ignore_changes=[] if args.ami_id else ["ami"],
             ),
         )
 
-    def _create_token_access(self, name: str) -> aws.iam.InstanceProfile:
+    def _attach(self, name: str, instance: aws.ec2.Instance, volume: aws.ebs.Volume, tags: dict[str, str]) -> tuple[
+            aws.ec2.VolumeAttachment, aws.ec2.Eip, aws.ec2.EipAssociation]:
+        """The cache volume and the Elastic IP, attached to the instance."""
+        attachment = aws.ec2.VolumeAttachment(
+            f"{name}-cache-attachment",
+            device_name=CACHE_DEVICE_NAME,
+            volume_id=volume.id,
+            instance_id=instance.id,
+            # Lets the OS flush and unmount before the volume leaves (instance replacement).
+            stop_instance_before_detaching=True,
+            # The volume attaches to one instance at a time: detach before attaching elsewhere.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", tags={**tags, "Name": f"{name}-endpoint"},
+                          opts=pulumi.ResourceOptions(parent=self))
+        association = aws.ec2.EipAssociation(
+            f"{name}-eip-association", allocation_id=eip.allocation_id, instance_id=instance.id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return attachment, eip, association
+
+    def _create_token_access(self, name: str, args: GpuHostArgs, tags: dict[str, str]) -> _TokenAccess:
         """The HF token in an encrypted SSM parameter, readable by this instance's role and nothing more:
         the boot-time model download gets it without it ever entering user-data."""
-        settings = self._args.aws
         opts = pulumi.ResourceOptions(parent=self)
-        self.token_parameter = aws.ssm.Parameter(
+        parameter = aws.ssm.Parameter(
             f"{name}-hf-token",
-            name=f"/vllm-endpoint/{pulumi.get_project()}/{pulumi.get_stack()}/hf-token",
+            name=args.hf_token_parameter,
             type="SecureString",
-            value=secret(self._args.hf_token or ""),
-            key_id=settings.kms_key_id,
+            value=secret(args.hf_token or ""),
+            key_id=args.kms_key_id,
             description="Hugging Face token for the vLLM endpoint's boot-time model download",
-            tags=self._tags,
+            tags=tags,
             opts=opts,
         )
         role = aws.iam.Role(
@@ -333,33 +382,33 @@ class GpuHost(pulumi.ComponentResource):
                 "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                "Principal": {"Service": "ec2.amazonaws.com"}}],
             }),
-            tags=self._tags,
+            tags=tags,
             opts=opts,
         )
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{name}-read-hf-token",
             role=role.id,
-            policy=self.token_parameter.arn.apply(lambda arn: json.dumps({
+            policy=pulumi.Output.all(parameter.arn, args.kms_key_id).apply(lambda values: json.dumps({
                 "Version": "2012-10-17",
                 "Statement": [
-                    {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arn},
-                    *([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": settings.kms_key_id}]
-                      if settings.kms_key_id else []),
+                    {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": values[0]},
+                    *([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": values[1]}] if values[1] else []),
                 ],
             })),
             opts=opts,
         )
-        return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=self._tags, opts=opts)
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=opts)
+        return _TokenAccess(parameter, role, policy, profile)
 
-    def _create_status_alarm(self, name: str) -> aws.cloudwatch.MetricAlarm | None:
+    def _create_status_alarm(self, name: str, args: GpuHostArgs, instance: aws.ec2.Instance,
+                             tags: dict[str, str]) -> aws.cloudwatch.MetricAlarm | None:
         """Recover (new hardware, same instance) where the type supports it; else reboot on a failed
         instance status check. EC2's recover action excludes instances with instance-store volumes,
         which every current GPU family has."""
-        settings, instance = self._args.aws, self._args.instance
-        if not settings.recovery_alarm:
+        if not args.recovery_alarm:
             return None
         region = aws.get_region().region
-        if instance.supports_recovery:
+        if args.instance.supports_recovery:
             metric, action = "StatusCheckFailed_System", "recover"
         else:
             metric, action = "StatusCheckFailed_Instance", "reboot"
@@ -368,13 +417,121 @@ class GpuHost(pulumi.ComponentResource):
             alarm_description=f"{action} the vLLM endpoint instance when {metric} fails",
             namespace="AWS/EC2",
             metric_name=metric,
-            dimensions={"InstanceId": self.instance.id},
+            dimensions={"InstanceId": instance.id},
             statistic="Maximum",
             period=60,
             evaluation_periods=3,
             comparison_operator="GreaterThanThreshold",
             threshold=0,
             alarm_actions=[f"arn:aws:automate:{region}:ec2:{action}"],
-            tags=self._tags,
+            tags=tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _create_ready(self, name: str, args: GpuHostArgs, target: SshTarget, instance: aws.ec2.Instance,
+                      attached: list[pulumi.Resource]) -> command.remote.Command:
+        return command.remote.Command(
+            f"{name}-host-ready",
+            # A new VM takes a while to answer SSH at all.
+            connection=target.connection(dial_error_limit=60),
+            # Every GPU instance type runs the containers with the NVIDIA runtime the AMI brings.
+            create=host_ready_script(HOST_CACHE_MOUNT, True, args.container_user),
+            # A new instance (or a new boot configuration) is a new host to wait for.
+            triggers=[instance.id, instance.user_data_base64],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=attached,
+                # cloud-init, then up to PREFETCH_WAIT_SECONDS for the boot-time model download.
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _IngressRule:
+    """Ingress rules of one purpose (API or SSH): one per CIDR, or one per prefix list."""
+
+    host: GpuHost
+    name: str
+    group: aws.ec2.SecurityGroup
+    purpose: str
+    port: int
+    opt_in: str
+    tags: dict[str, str]
+
+    def for_cidr(self, cidr: str) -> aws.vpc.SecurityGroupIngressRule:
+        network = ipaddress.ip_network(cidr)
+        return self._rule(
+            # Named after the CIDR, so adding or removing one network never touches the others.
+            f"{self.name}-{self.purpose}-{re.sub(r'[^0-9a-zA-Z]+', '-', cidr).strip('-')}",
+            description=_description(self.purpose, cidr, self.opt_in),
+            cidr_ipv4=cidr if network.version == 4 else None,
+            cidr_ipv6=cidr if network.version == 6 else None,
+        )
+
+    def for_prefix_list(self, prefix_list: aws.ec2.ManagedPrefixList, family: str,
+                        setting: str) -> aws.vpc.SecurityGroupIngressRule:
+        return self._rule(f"{self.name}-{self.purpose}-{family.lower()}-list",
+                          description=f"{self.purpose} from the {family} networks of {setting}",
+                          prefix_list_id=prefix_list.id)
+
+    def prefix_list(self, endpoint: str, family: str, cidrs: pulumi.Output[list[str]]) -> aws.ec2.ManagedPrefixList:
+        return aws.ec2.ManagedPrefixList(
+            f"{self.name}-{self.purpose}-{family.lower()}",
+            name=f"{PROJECT}-{pulumi.get_project()}-{pulumi.get_stack()}-{endpoint}-{self.purpose}-{family.lower()}",
+            address_family=family,
+            max_entries=PREFIX_LIST_MAX_ENTRIES,
+            entries=cidrs.apply(lambda values: [aws.ec2.ManagedPrefixListEntryArgs(
+                cidr=cidr, description=_description(self.purpose, cidr, self.opt_in)) for cidr in values]),
+            tags=self.tags,
+            opts=pulumi.ResourceOptions(parent=self.host),
+        )
+
+    def _rule(self, resource_name: str, description: str, **source: pulumi.Input[str] | None,
+              ) -> aws.vpc.SecurityGroupIngressRule:
+        return aws.vpc.SecurityGroupIngressRule(
+            resource_name,
+            security_group_id=self.group.id,
+            ip_protocol="tcp",
+            from_port=self.port,
+            to_port=self.port,
+            description=description,
+            tags=self.tags,
+            opts=pulumi.ResourceOptions(parent=self.host),
+            **source,
+        )
+
+
+def _user_data(args: GpuHostArgs, parts: _InstanceParts) -> pulumi.Output[str]:
+    host_key = parts.keys.host_key
+    return pulumi.Output.all(
+        parts.cache_volume.id, host_key.private_key_openssh, host_key.public_key_openssh,
+    ).apply(lambda values: encode_user_data(render_user_data(HostBootSettings(
+        cache_volume_id=values[0],
+        ssh_user=args.ssh_user,
+        host_private_key_openssh=values[1],
+        host_public_key_openssh=values[2],
+        docker_data_on_cache_volume=args.docker_data_on_cache_volume,
+    ))))
+
+
+def _description(purpose: str, cidr: str, opt_in: str) -> str:
+    """Says where the rule admits from; world-open ones carry the opt-in marker policy packs look for."""
+    if ipaddress.ip_network(cidr).prefixlen == 0:
+        return f"{purpose} from {cidr} (opt-in: {opt_in})"
+    return f"{purpose} from {cidr}"
+
+
+def _family_cidrs(cidrs: pulumi.Output[Sequence[str]], family: str, setting: str) -> pulumi.Output[list[str]]:
+    version = 4 if family == "IPv4" else 6
+
+    def chosen_cidrs(values: Sequence[str]) -> list[str]:
+        chosen = [cidr for cidr in values if ipaddress.ip_network(cidr).version == version]
+        if len(chosen) > PREFIX_LIST_MAX_ENTRIES:
+            raise ConfigError([
+                f"{setting}: {len(chosen)} {family} networks; an Output list takes at most "
+                f"{PREFIX_LIST_MAX_ENTRIES} per address family (they go into a managed prefix list of that size)"
+            ])
+        return chosen
+
+    return cidrs.apply(chosen_cidrs)

@@ -1,11 +1,15 @@
-"""VllmEndpoint: a private OpenAI-compatible vLLM endpoint, from a validated plan to stack outputs.
+"""VllmEndpoint: a private OpenAI-compatible vLLM endpoint, from keyword settings to outputs.
+
+    from vllm_endpoint import VllmEndpoint, VllmEndpointArgs
+    endpoint = VllmEndpoint("chat", VllmEndpointArgs(target="existing-host", host_address=vm.private_ip, ...))
 
 On `target: aws` it builds a GpuHost and runs the server there; on `target: existing-host` it runs
 the same server on a Docker host the user already has, creating no AWS resources at all. `pulumi up`
 finishes only when the readiness gate got an answer from `GET /v1/models` with the API key.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Pulumi's component analyzer (a later step publishes this as
+a component package) reads the annotations of `__init__` and of the outputs as objects.
+"""
 
 import ipaddress
 from dataclasses import dataclass
@@ -14,13 +18,16 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, secret
-from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs
-from vllm_endpoint.components.vllm_server import SshTarget, TlsMaterial, VllmServer, VllmServerArgs
+from vllm_endpoint.components._endpoint_settings import EndpointSettings, load_settings
+from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, SshTarget, secret
+from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs, IngressArgs, SshKeyArgs
+from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
+from vllm_endpoint.components.vllm_server import TlsMaterial, VllmServer, VllmServerArgs
 from vllm_endpoint.infra.catalog.names import PREFETCH_MODEL_TAG
-from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.render.container import plan_docker_run
 from vllm_endpoint.infra.render.ssh import ssh_command
+
+__all__ = ["VllmEndpoint", "VllmEndpointArgs"]
 
 API_KEY_LENGTH = 48
 # Self-signed endpoint certificates: long enough not to surprise anyone, renewed by re-deploying.
@@ -28,103 +35,64 @@ TLS_VALIDITY_HOURS = 24 * 365
 TLS_EARLY_RENEWAL_HOURS = 24 * 30
 
 
-@dataclass
-class VllmEndpointArgs:
-    plan: DeploymentPlan
-    # Local folder for the SSH key and known_hosts files pulumi-docker's `ssh` reads.
-    ssh_dir: str
+@dataclass(frozen=True)
+class _Host:
+    """Where the server runs: the SSH target, what must be ready first, what the outputs report."""
+
+    target: SshTarget
+    depends_on: list[pulumi.Resource]
+    public_ip: pulumi.Output[str]
+    instance_id: pulumi.Output[str | None]
+    cache_volume_id: pulumi.Output[str | None]
 
 
 class VllmEndpoint(pulumi.ComponentResource):
+    """A private, OpenAI-compatible vLLM endpoint on an AWS GPU VM or an existing Docker host."""
+
     endpoint_url: pulumi.Output[str]
+    """Base URL for OpenAI clients (`https?://host:port/v1`); known once the server answered."""
     api_key: pulumi.Output[str]
+    """(secret) The key apps send as `Authorization: Bearer`."""
     model: pulumi.Output[str]
+    """The model name apps put in requests; known once the server answered."""
     public_ip: pulumi.Output[str]
+    """The host's address: the Elastic IP on AWS, `hostAddress` on an existing host."""
     instance_id: pulumi.Output[str | None]
+    """The EC2 instance (AWS only)."""
     ssh_command: pulumi.Output[str]
+    """An `ssh` command line to the host with the pinned host key."""
     cache_volume_id: pulumi.Output[str | None]
+    """The retained EBS cache volume (AWS only)."""
     docker_run: pulumi.Output[str]
+    """The same containers as `docker run` commands (secrets from the environment), for reading."""
     plan_summary: pulumi.Output[str]
+    """What runs, how much fits on the GPU, what it costs, and any warnings."""
     deploy_timeline: pulumi.Output[str]
+    """When each deploy stage finished, as the readiness gate saw it."""
     ca_certificate: pulumi.Output[str | None]
+    """The private CA's certificate with `tls: self-signed` (trust it in clients)."""
 
     def __init__(self, name: str, args: VllmEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # Every check first: a bad setting stops the program before any resource exists.
+        settings = load_settings(name, args)
         super().__init__("vllm-endpoint:index:VllmEndpoint", name, None, opts)
-        plan = args.plan
-        cfg = plan.config
-        secrets = cfg.secrets
-
-        if secrets.api_key is not None:
-            self.api_key = secret(secrets.api_key.get_secret_value())
-        else:
-            self.generated_api_key = random.RandomPassword(
-                f"{name}-api-key", length=API_KEY_LENGTH, special=False,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            self.api_key = secret(self.generated_api_key.result)
-        hf_token = (secret(secrets.hf_token.get_secret_value())
-                    if secrets.hf_token is not None else None)
-        own_ssh_key = (secret(secrets.ssh_private_key.get_secret_value())
-                       if secrets.ssh_private_key is not None else None)
-
-        self.host: GpuHost | None = None
-        if cfg.target == "aws":
-            # build_plan resolves the instance type and the cache volume for AWS
-            assert plan.instance is not None and plan.cache_volume is not None
-            self.host = GpuHost(
-                f"{name}-host",
-                GpuHostArgs(
-                    aws=cfg.aws, access=cfg.access, instance=plan.instance, api_port=plan.api_port,
-                    cache_volume=plan.cache_volume, container_user=cfg.server.container_user,
-                    ssh_private_key=own_ssh_key, prefetch_tags=plan.prefetch_tags,
-                    hf_token=hf_token if plan.prefetch_tags.get(PREFETCH_MODEL_TAG) else None,
-                ),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            target = SshTarget(
-                address=self.host.public_ip, user=self.host.ssh_user, port=self.host.ssh_port,
-                private_key=self.host.ssh_private_key, host_public_key=self.host.host_public_key,
-            )
-            depends_on: list[pulumi.Resource] = [self.host.ready]
-            self.public_ip = self.host.public_ip
-            self.instance_id = self.host.instance_id
-            self.cache_volume_id = self.host.cache_volume_id
-        else:
-            host = cfg.existing_host
-            assert host.host_address and host.host_ssh_user and host.host_public_key and own_ssh_key
-            target = SshTarget(
-                address=host.host_address, user=host.host_ssh_user, port=host.host_ssh_port,
-                private_key=own_ssh_key, host_public_key=host.host_public_key,
-            )
-            depends_on = []
-            self.public_ip = pulumi.Output.from_input(host.host_address)
-            self.instance_id = pulumi.Output.from_input(None)
-            self.cache_volume_id = pulumi.Output.from_input(None)
-
-        tls_material = self._create_tls(name, target.address) if cfg.access.tls == "self-signed" else None
-
+        plan = settings.plan
+        for warning in plan.warnings:
+            pulumi.log.warn(warning, resource=self)
+        self.api_key, self.generated_api_key = self._api_key(name, settings)
+        self.host = self._create_gpu_host(name, settings) if plan.config.target == "aws" else None
+        host = self._host(settings, self.host)
+        self.tls = self._create_tls(name, host.target.address) if plan.scheme == "https" else None
         self.server = VllmServer(
             f"{name}-server",
             VllmServerArgs(
-                plan=plan, target=target, api_key=self.api_key, ssh_dir=args.ssh_dir, hf_token=hf_token,
-                tls=tls_material, prepare_existing_host=cfg.target == "existing-host", depends_on=depends_on,
+                plan=plan, target=host.target, api_key=self.api_key, ssh_dir=settings.ssh_dir,
+                hf_token=settings.inputs.hf_token, tls=self.tls.material if self.tls else None,
+                prepare_existing_host=self.host is None, depends_on=host.depends_on,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-
-        # Apps can use these only once the gate has seen the server answer.
-        ready = self.server.readiness.stdout
-        self.endpoint_url = pulumi.Output.all(target.address, ready).apply(
-            lambda values: f"{plan.scheme}://{_url_host(values[0])}:{plan.api_port}/v1")
-        self.model = ready.apply(lambda _: plan.served_model_name)
-        self.deploy_timeline = self.server.deploy_timeline
-        self.docker_run = pulumi.Output.from_input(plan_docker_run(plan))
-        self.plan_summary = pulumi.Output.from_input(plan.summary)
-        self.ssh_command = pulumi.Output.from_input(target.address).apply(
-            lambda address: ssh_command(target.user, address, f"{args.ssh_dir}/{IDENTITY_FILE}",
-                                        f"{args.ssh_dir}/{KNOWN_HOSTS_FILE}", target.port))
-        self.ca_certificate = (self.ca_cert.cert_pem if tls_material is not None
-                               else pulumi.Output.from_input(None))
+        self._set_outputs(settings, host)
         self.register_outputs({
             "endpoint_url": self.endpoint_url,
             "api_key": self.api_key,
@@ -139,43 +107,121 @@ class VllmEndpoint(pulumi.ComponentResource):
             "ca_certificate": self.ca_certificate,
         })
 
-    def _create_tls(self, name: str, address: pulumi.Input[str]) -> TlsMaterial:
+    def _api_key(self, name: str, settings: EndpointSettings) -> tuple[
+            pulumi.Output[str], random.RandomPassword | None]:
+        if settings.inputs.api_key is not None:
+            return settings.inputs.api_key, None
+        generated = random.RandomPassword(f"{name}-api-key", length=API_KEY_LENGTH, special=False,
+                                          opts=pulumi.ResourceOptions(parent=self))
+        return secret(generated.result), generated
+
+    def _create_gpu_host(self, name: str, settings: EndpointSettings) -> GpuHost:
+        plan, inputs = settings.plan, settings.inputs
+        aws_settings = plan.config.aws
+        # build_plan resolves the instance type and the cache volume for AWS
+        assert plan.instance is not None and plan.cache_volume is not None
+        return GpuHost(
+            f"{name}-host",
+            GpuHostArgs(
+                endpoint=name, instance=plan.instance, cache_volume=plan.cache_volume,
+                ingress=IngressArgs(api_port=plan.api_port, api_cidrs=inputs.api_allowed_cidrs,
+                                    ssh_cidrs=inputs.ssh_allowed_cidrs),
+                container_user=plan.config.server.container_user, ssh_user=aws_settings.ssh_user,
+                ami_id=aws_settings.ami_id, ami_ssm_parameter=aws_settings.ami_ssm_parameter,
+                root_volume_size_gb=aws_settings.root_volume_size_gb, subnet_id=inputs.subnet_id,
+                availability_zone=aws_settings.availability_zone, kms_key_id=inputs.kms_key_id,
+                tags=aws_settings.tags, detailed_monitoring=aws_settings.detailed_monitoring,
+                recovery_alarm=aws_settings.recovery_alarm,
+                docker_data_on_cache_volume=aws_settings.docker_data_on_cache_volume,
+                ssh_key=SshKeyArgs(private_key=inputs.ssh_private_key, public_key=inputs.ssh_public_key,
+                                   key_pair_name=aws_settings.ssh_key_pair_name),
+                prefetch_tags=plan.prefetch_tags,
+                hf_token=inputs.hf_token if plan.prefetch_tags.get(PREFETCH_MODEL_TAG) else None,
+                hf_token_parameter=plan.names.hf_token_parameter(pulumi.get_project(), pulumi.get_stack()),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    @staticmethod
+    def _host(settings: EndpointSettings, gpu_host: GpuHost | None) -> _Host:
+        if gpu_host is not None:
+            return _Host(gpu_host.ssh_target, [gpu_host.ready], gpu_host.public_ip,
+                         gpu_host.instance_id, gpu_host.cache_volume_id)
+        inputs, existing = settings.inputs, settings.plan.config.existing_host
+        # Required with target=existing-host (the settings checked it).
+        assert inputs.host_address is not None and inputs.host_public_key is not None
+        assert existing.host_ssh_user is not None and inputs.ssh_private_key is not None
+        target = SshTarget(address=inputs.host_address, user=existing.host_ssh_user, port=existing.host_ssh_port,
+                           private_key=inputs.ssh_private_key, host_public_key=inputs.host_public_key)
+        return _Host(target, [], pulumi.Output.from_input(inputs.host_address),
+                     pulumi.Output.from_input(None), pulumi.Output.from_input(None))
+
+    def _set_outputs(self, settings: EndpointSettings, host: _Host) -> None:
+        plan, target, ssh_dir = settings.plan, host.target, settings.ssh_dir
+        # Apps can use these only once the gate has seen the server answer.
+        ready = self.server.readiness.stdout
+        self.endpoint_url = pulumi.Output.all(target.address, ready).apply(
+            lambda values: f"{plan.scheme}://{_url_host(values[0])}:{plan.api_port}/v1")
+        self.model = ready.apply(lambda _: plan.served_model_name)
+        self.public_ip = host.public_ip
+        self.instance_id = host.instance_id
+        self.cache_volume_id = host.cache_volume_id
+        self.deploy_timeline = self.server.deploy_timeline
+        self.docker_run = pulumi.Output.from_input(plan_docker_run(plan))
+        self.plan_summary = pulumi.Output.from_input(plan.summary)
+        self.ssh_command = pulumi.Output.from_input(target.address).apply(
+            lambda address: ssh_command(target.user, address, f"{ssh_dir}/{IDENTITY_FILE}",
+                                        f"{ssh_dir}/{KNOWN_HOSTS_FILE}", target.port))
+        self.ca_certificate = (self.tls.ca_cert.cert_pem if self.tls is not None
+                               else pulumi.Output.from_input(None))
+
+    def _create_tls(self, name: str, address: pulumi.Input[str]) -> "_Tls":
         """A private CA and a server certificate for the endpoint's address (IP or DNS name)."""
         opts = pulumi.ResourceOptions(parent=self)
-        self.ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
-        self.ca_cert = tls.SelfSignedCert(
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
+        ca_cert = tls.SelfSignedCert(
             f"{name}-ca",
-            private_key_pem=self.ca_key.private_key_pem,
+            private_key_pem=ca_key.private_key_pem,
             is_ca_certificate=True,
             subject={"common_name": f"{name} vLLM endpoint CA", "organization": "vllm-endpoint"},
             validity_period_hours=TLS_VALIDITY_HOURS * 3,
             allowed_uses=["cert_signing", "crl_signing"],
             opts=opts,
         )
-        self.server_key = tls.PrivateKey(f"{name}-server-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
+        server_key = tls.PrivateKey(f"{name}-server-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
         address_output = pulumi.Output.from_input(address)
         request = tls.CertRequest(
             f"{name}-server-csr",
-            private_key_pem=self.server_key.private_key_pem,
+            private_key_pem=server_key.private_key_pem,
             subject={"common_name": address_output},
             ip_addresses=address_output.apply(lambda a: [a] if _is_ip(a) else []),
             dns_names=address_output.apply(lambda a: [] if _is_ip(a) else [a]),
             opts=opts,
         )
-        self.server_cert = tls.LocallySignedCert(
+        server_cert = tls.LocallySignedCert(
             f"{name}-server-cert",
             cert_request_pem=request.cert_request_pem,
-            ca_private_key_pem=self.ca_key.private_key_pem,
-            ca_cert_pem=self.ca_cert.cert_pem,
+            ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=ca_cert.cert_pem,
             validity_period_hours=TLS_VALIDITY_HOURS,
             early_renewal_hours=TLS_EARLY_RENEWAL_HOURS,
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
             opts=opts,
         )
-        chain = pulumi.Output.all(self.server_cert.cert_pem, self.ca_cert.cert_pem).apply(
+        chain = pulumi.Output.all(server_cert.cert_pem, ca_cert.cert_pem).apply(
             lambda pems: pems[0].rstrip("\n") + "\n" + pems[1])
-        return TlsMaterial(certificate_pem=chain,
-                           private_key_pem=secret(self.server_key.private_key_pem))
+        material = TlsMaterial(certificate_pem=chain, private_key_pem=secret(server_key.private_key_pem))
+        return _Tls(ca_key, ca_cert, server_key, request, server_cert, material)
+
+
+@dataclass(frozen=True)
+class _Tls:
+    ca_key: tls.PrivateKey
+    ca_cert: tls.SelfSignedCert
+    server_key: tls.PrivateKey
+    request: tls.CertRequest
+    server_cert: tls.LocallySignedCert
+    material: TlsMaterial
 
 
 def _is_ip(address: str) -> bool:
@@ -190,4 +236,3 @@ def _url_host(address: str) -> str:
     if _is_ip(address) and ipaddress.ip_address(address).version == 6:
         return f"[{address}]"
     return address
-

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from vllm_endpoint.components._support import secret, write_ssh_files
+from vllm_endpoint.components._support import SshTarget, secret, write_ssh_files
 from vllm_endpoint.infra.catalog.names import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.render.container import to_container_args
@@ -26,21 +26,6 @@ from vllm_endpoint.infra.render.host_scripts import (
 )
 from vllm_endpoint.infra.render.proxy import proxy_files, proxy_spec
 from vllm_endpoint.infra.render.ssh import docker_host_url, known_hosts_line, ssh_options
-
-
-@dataclass
-class SshTarget:
-    address: pulumi.Input[str]
-    user: str
-    port: int
-    private_key: pulumi.Input[str]  # secret
-    host_public_key: pulumi.Input[str]  # pinned; never trust-on-first-use
-
-    def connection(self) -> command.remote.ConnectionArgs:
-        return command.remote.ConnectionArgs(
-            host=self.address, port=self.port, user=self.user, private_key=self.private_key,
-            host_key=self.host_public_key, dial_error_limit=30, per_dial_timeout=10,
-        )
 
 
 @dataclass
@@ -69,43 +54,20 @@ class VllmServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: VllmServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("vllm-endpoint:docker:VllmServer", name, None, opts)
-        plan, target = args.plan, args.target
-        depends_on: list[pulumi.Resource] = list(args.depends_on)
-        if args.prepare_existing_host:
-            self.host_prepare = command.remote.Command(
-                f"{name}-prepare-host",
-                connection=target.connection(),
-                create=existing_host_prepare_script(plan.host_cache_dir, plan.vllm.runtime == "nvidia"
-                                                    or plan.vllm.gpus is not None, plan.config.server.container_user),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
-            )
-            depends_on = [self.host_prepare]
+        plan = args.plan
+        self.host_prepare = self._prepare_existing_host(name, args) if args.prepare_existing_host else None
+        depends_on: list[pulumi.Resource] = [self.host_prepare] if self.host_prepare else list(args.depends_on)
 
         self.provider = self._create_docker_provider(name, args, depends_on)
         docker_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=depends_on)
-
-        container_deps: list[pulumi.Resource] = list(depends_on)
-        self.model_upload = self._upload_model(name, args, depends_on)
-        if self.model_upload is not None:
-            container_deps.append(self.model_upload)
+        self.model_copy, self.model_upload = self._upload_model(name, args, depends_on)
         self.proxy_files = self._write_proxy_files(name, args, depends_on)
-
         self.image = self._image(name, plan, docker_opts)
         self.network = docker.Network(f"{name}-network", name=plan.network, driver="bridge", opts=docker_opts)
-        secret_env = {SECRET_API_KEY_ENV: secret(args.api_key)}
-        if args.hf_token is not None:
-            secret_env[SECRET_HF_TOKEN_ENV] = secret(args.hf_token)
-        # Container names are fixed (the proxy finds vLLM by name) and the proxy holds the host port: an
-        # old container goes before its replacement starts. The gap is the new one's start (README).
-        self.vllm_container = docker.Container(
-            f"{name}-vllm",
-            **to_container_args(
-                plan.vllm, image=self._image_id(), secret_env_values=secret_env,
-                network_id=self.network.name,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=container_deps,
-                                        delete_before_replace=True),
-        )
+        self.vllm_container = self._create_vllm_container(
+            name, args, _image_id(self.image), self.network, pulumi.ResourceOptions(
+                parent=self, provider=self.provider, delete_before_replace=True,
+                depends_on=[*depends_on, *([self.model_upload] if self.model_upload is not None else [])]))
         self.proxy_image = docker.RemoteImage(
             f"{name}-proxy-image", name=plan.proxy.image, keep_locally=True, opts=docker_opts,
         )
@@ -116,26 +78,54 @@ class VllmServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
                                         depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
         )
-        gate_deps = [self.vllm_container, self.proxy_container]
-
-        gate = plan.readiness_gate
-        self.readiness = command.remote.Command(
-            f"{name}-readiness",
-            connection=target.connection(),
-            create=readiness_gate_script(gate),
-            # The key reaches the probe on stdin only.
-            stdin=secret(args.api_key).apply(lambda key: key + "\n"),
-            triggers=[c.id for c in gate_deps],
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=gate_deps,
-                custom_timeouts=pulumi.CustomTimeouts(create=f"{gate.timeout_s // 60 + 5}m",
-                                                      update=f"{gate.timeout_s // 60 + 5}m"),
-            ),
-        )
+        self.readiness = self._create_readiness_gate(name, args, [self.vllm_container, self.proxy_container])
         self.deploy_timeline = self.readiness.stdout
         self.register_outputs({"deploy_timeline": self.deploy_timeline})
 
     # ------------------------------------------------------------------------------------------
+
+    def _prepare_existing_host(self, name: str, args: VllmServerArgs) -> command.remote.Command:
+        plan = args.plan
+        return command.remote.Command(
+            f"{name}-prepare-host",
+            connection=args.target.connection(),
+            create=existing_host_prepare_script(
+                plan.host_cache_dir, plan.vllm.runtime == "nvidia" or plan.vllm.gpus is not None,
+                plan.config.server.container_user),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+
+    def _create_vllm_container(self, name: str, args: VllmServerArgs, image_id: pulumi.Output[str],
+                               network: docker.Network, opts: pulumi.ResourceOptions) -> docker.Container:
+        secret_env = {SECRET_API_KEY_ENV: secret(args.api_key)}
+        if args.hf_token is not None:
+            secret_env[SECRET_HF_TOKEN_ENV] = secret(args.hf_token)
+        # Container names are fixed (the proxy finds vLLM by name) and the proxy holds the host port: an
+        # old container goes before its replacement starts (delete_before_replace in `opts`). The gap is
+        # the new one's start (README).
+        return docker.Container(
+            f"{name}-vllm",
+            **to_container_args(args.plan.vllm, image=image_id, secret_env_values=secret_env,
+                                network_id=network.name),
+            opts=opts,
+        )
+
+    def _create_readiness_gate(self, name: str, args: VllmServerArgs,
+                               containers: list[docker.Container]) -> command.remote.Command:
+        gate = args.plan.readiness_gate
+        timeout = f"{gate.timeout_s // 60 + 5}m"
+        return command.remote.Command(
+            f"{name}-readiness",
+            connection=args.target.connection(),
+            create=readiness_gate_script(gate),
+            # The key reaches the probe on stdin only.
+            stdin=secret(args.api_key).apply(lambda key: key + "\n"),
+            triggers=[c.id for c in containers],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=containers,
+                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+            ),
+        )
 
     def _create_docker_provider(self, name: str, args: VllmServerArgs,
                                 depends_on: list[pulumi.Resource]) -> docker.Provider:
@@ -166,16 +156,12 @@ class VllmServer(pulumi.ComponentResource):
         # rollback does not pull it again.
         return docker.RemoteImage(f"{name}-vllm-image", name=plan.image_ref, keep_locally=True, opts=docker_opts)
 
-    def _image_id(self) -> pulumi.Output[str]:
-        if isinstance(self.image, docker.Image):
-            return self.image.image_name
-        return self.image.image_id
-
-    def _upload_model(self, name: str, args: VllmServerArgs,
-                      depends_on: list[pulumi.Resource]) -> command.remote.Command | None:
+    def _upload_model(self, name: str, args: VllmServerArgs, depends_on: list[pulumi.Resource]) -> tuple[
+            command.remote.CopyToRemote | None, command.remote.Command | None]:
+        """(the copy, the check that it left the files where vLLM expects them), for a local fine-tune."""
         upload = args.plan.model_upload
         if upload is None:
-            return None
+            return None, None
         # Copied once per content digest: the folder name is the digest, so a changed model is a new
         # folder (and a new container mount), an unchanged one is never sent again.
         copy = command.remote.CopyToRemote(
@@ -187,7 +173,7 @@ class VllmServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on,
                                         custom_timeouts=pulumi.CustomTimeouts(create="60m")),
         )
-        return command.remote.Command(
+        return copy, command.remote.Command(
             f"{name}-model-check",
             connection=args.target.connection(),
             create=model_check_script(upload.remote_dir),
@@ -212,3 +198,8 @@ class VllmServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
 
+
+def _image_id(image: docker.RemoteImage | docker.Image) -> pulumi.Output[str]:
+    if isinstance(image, docker.Image):
+        return image.image_name
+    return image.image_id

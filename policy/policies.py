@@ -223,11 +223,11 @@ def build_policies() -> list[Policy]:
         StackValidationPolicy(
             name="vllm-image-floor",
             description="vLLM images and containers must be pinned to a release at or above the "
-            "security floor (v0.22.0), unless explicitly opted in behind the proxy.",
+            f"security floor (v{rules.VLLM_SECURITY_FLOOR}), unless explicitly opted in behind the proxy.",
             validate=_validate_vllm_images,
             enforcement_level=EnforcementLevel.MANDATORY,
             severity=Severity.CRITICAL,
-            framework=_framework("CVE", "CVE-2026-48746; CVE-2025-59425; CVE-2026-27893"),
+            framework=_framework("CVE", "; ".join(rules.VLLM_FLOOR_ADVISORY_IDS)),
             config_schema=PolicyConfigSchema(
                 properties={"minimumVersion": {"type": "string", "default": rules.VLLM_SECURITY_FLOOR}}
             ),

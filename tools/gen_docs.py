@@ -1,7 +1,11 @@
-"""Generated parts of the README: the settings table, from the config models' own descriptions.
+"""Every generated file of the project, written and checked by this one tool.
 
-    .venv/bin/python tools/gen_docs.py          # rewrite README.md's generated blocks
-    .venv/bin/python tools/gen_docs.py --check  # exit 1 when README.md is out of date (CI runs this)
+    .venv/bin/python tools/gen_docs.py          # rewrite every generated file
+    .venv/bin/python tools/gen_docs.py --check  # exit 1 naming each stale file (CI runs this)
+
+GENERATORS lists them as (path from the repository root, function from the file's current text to the text
+it should have). A file that is generated whole ignores its current text (`whole(render)`); README.md and
+Pulumi.yaml keep their hand-written parts around generated blocks. Adding a generated file is one entry.
 """
 
 from __future__ import annotations
@@ -10,26 +14,52 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
+from tools import gen_component_args  # noqa: E402
+from vllm_endpoint.infra.catalog import gpus, vllm_flags  # noqa: E402
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES  # noqa: E402
 from vllm_endpoint.infra.plan.deployment import cache_volume  # noqa: E402
-from vllm_endpoint.infra.settings import effects  # noqa: E402
+from vllm_endpoint.infra.settings.effects import effect_text  # noqa: E402
 from vllm_endpoint.infra.settings.models import (  # noqa: E402
     SECTIONS,
     AwsSettings,
     StackConfig,
-    config_keys,
+    declared_effects,
 )
+from vllm_endpoint.infra.settings.project_config import UNSET, declarations  # noqa: E402
 
-README = ROOT / "README.md"
+COMMAND = ".venv/bin/python tools/gen_docs.py"
+Render = Callable[[str], str]
+
+
+class MissingBlock(ValueError):
+    """A file lost the markers of one of its generated blocks."""
+
+
+def whole(render: Callable[[], str]) -> Render:
+    """A file generated whole: its current text does not matter."""
+    return lambda _current: render()
+
+
+def _replace_block(text: str, opening: str, closing: str, body: str) -> str:
+    pattern = re.compile(rf"({re.escape(opening)}\n)(?:.*?\n)?({re.escape(closing)})", re.DOTALL)
+    if not pattern.search(text):
+        raise MissingBlock(f"has no `{opening}` ... `{closing}` block")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+# ----------------------------------------------------------------------------------------------
+# README.md: the settings, what changing each does, the cache volume per instance type.
 
 SECTION_TITLES = {
     "model": "Model (re-creates the container)",
@@ -76,8 +106,8 @@ def settings_table() -> str:
 
 def effects_table() -> str:
     lines = ["| setting | what changing it does to a running stack |", "|---|---|"]
-    for key in ["target", *config_keys()]:
-        lines.append(f"| `{key}` | {effects.effect_text(key)} |")
+    for key, kinds in declared_effects().items():
+        lines.append(f"| `{key}` | {effect_text(kinds)} |")
     return "\n".join(lines)
 
 
@@ -97,30 +127,107 @@ def ebs_table() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"settings": settings_table, "effects": effects_table, "ebs": ebs_table}
+README_BLOCKS: dict[str, Callable[[], str]] = {"settings": settings_table, "effects": effects_table, "ebs": ebs_table}
 
 
-def render(readme: str) -> str:
-    for name, producer in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.DOTALL)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no <!-- generated:{name} --> block")
-        readme = pattern.sub(lambda m, p=producer: m.group(1) + p() + "\n" + m.group(2), readme)  # type: ignore[misc]
-    return readme
+def readme(current: str) -> str:
+    for name, produce in README_BLOCKS.items():
+        current = _replace_block(current, f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->", produce())
+    return current
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    current = README.read_text()
-    wanted = render(current)
+# ----------------------------------------------------------------------------------------------
+# Pulumi.yaml: every setting declared where Pulumi looks for it (infra/settings/project_config.py says how).
+
+PULUMI_CONFIG_OPEN = "# generated:config"
+PULUMI_CONFIG_CLOSE = "# /generated:config"
+PULUMI_CONFIG_HEADER = f"""\
+# Written by tools/gen_docs.py from infra/settings/models.py (edit the models, then run it). Every setting
+# has a default because Pulumi makes a declared key without one required in every stack; {UNSET!r} means
+# unset. Settings without a `type` take forms no Pulumi type describes exactly (numbers with a fraction,
+# an integer or unset, a list or comma-separated text, a JSON object); the program validates every value
+# before anything is created. `secret: true` on an untyped key is not checked by the CLI: the program
+# refuses those secrets in plaintext."""
+
+
+def pulumi_config_block() -> str:
+    entries = {key: declaration.entry() for key, declaration in declarations().items()}
+    body = yaml.safe_dump({"config": entries}, sort_keys=False, allow_unicode=True, width=110)
+    return PULUMI_CONFIG_HEADER + "\n" + body.rstrip("\n")
+
+
+def pulumi_yaml(current: str) -> str:
+    return _replace_block(current, PULUMI_CONFIG_OPEN, PULUMI_CONFIG_CLOSE, pulumi_config_block())
+
+
+# ----------------------------------------------------------------------------------------------
+
+GENERATORS: list[tuple[str, Render]] = [
+    ("README.md", readme),
+    ("Pulumi.yaml", pulumi_yaml),
+    ("docs/gpu-catalog.md", whole(gpus.render_markdown)),
+    ("docs/vllm-flags.md", whole(vllm_flags.render_markdown)),
+    ("components/vllm_endpoint_args.py", whole(gen_component_args.render)),
+]
+
+
+def _wanted(root: Path, path: str, render: Render) -> tuple[str, str]:
+    file = root / path
+    current = file.read_text(encoding="utf-8") if file.exists() else ""
+    try:
+        return current, render(current)
+    except MissingBlock as err:
+        raise MissingBlock(f"{path} {err}") from None
+
+
+def problems(root: Path = ROOT, paths: Iterable[str] | None = None) -> list[str]:
+    """One line per generated file (of `paths`, default all) that differs from what its generator writes."""
+    selected = {path for path, _ in GENERATORS} if paths is None else set(paths)
+    unknown = selected - {path for path, _ in GENERATORS}
+    if unknown:
+        raise ValueError(f"not generated files: {sorted(unknown)}")
+    found = []
+    for path, render in GENERATORS:
+        if path not in selected:
+            continue
+        try:
+            current, wanted = _wanted(root, path, render)
+        except MissingBlock as err:
+            found.append(f"{err}: restore the markers, then run {COMMAND}")
+            continue
+        if current != wanted:
+            found.append(f"{path} is out of date: run {COMMAND}")
+    return found
+
+
+def write(root: Path = ROOT) -> list[str]:
+    """Rewrite every stale generated file; returns their paths."""
+    written = []
+    for path, render in GENERATORS:
+        current, wanted = _wanted(root, path, render)
+        if current != wanted:
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(wanted, encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only report stale files; exit 1 if there are any")
+    parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
+    args = parser.parse_args(argv)
     if args.check:
-        if wanted != current:
-            print("README.md is out of date: run .venv/bin/python tools/gen_docs.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
+        found = problems(args.root)
+        for line in found:
+            print(line, file=sys.stderr)
+        return 1 if found else 0
+    try:
+        for path in write(args.root):
+            print(f"wrote {path}")
+    except MissingBlock as err:
+        print(err, file=sys.stderr)
+        return 1
     return 0
 
 

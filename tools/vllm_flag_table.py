@@ -1,4 +1,4 @@
-"""Check infra/catalog/vllm_flags.py against the installed vLLM's own server parser, or regenerate its option list.
+"""Check infra/catalog/data/vllm-flags.yaml against the installed vLLM's server parser, or regenerate its option list.
 
 Run it with the interpreter of the vLLM CPU build (the project venv has no vLLM, the vLLM venv no Pulumi):
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import io
 import sys
 from collections.abc import Sequence
@@ -30,19 +29,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_by_path(name: str, path: Path) -> ModuleType:
-    # By path, so that nothing from the project's packages (which import Pulumi) is pulled in.
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look the module up in sys.modules while the class bodies run.
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _catalog_module(name: str) -> ModuleType:
+    """infra/catalog/<name>.py, imported from the checkout without running vllm_endpoint/__init__.py.
+
+    That file imports the Pulumi components, and the vLLM venv has no Pulumi. An empty package object
+    whose __path__ is the checkout's vllm_endpoint/ stands in for it, so the catalog modules import each
+    other (and read their data files) under their real names, as they do in the project venv.
+    """
+    if "vllm_endpoint" not in sys.modules:
+        package = ModuleType("vllm_endpoint")
+        package.__path__ = [str(ROOT / "vllm_endpoint")]
+        sys.modules["vllm_endpoint"] = package
+    return importlib.import_module(f"vllm_endpoint.infra.catalog.{name}")
 
 
-vv = _load_by_path("vllm_versions_under_check", ROOT / "infra" / "catalog" / "vllm_flags.py")
-constants = _load_by_path("vllm_constants_under_check", ROOT / "infra" / "catalog" / "names.py")
+vv = _catalog_module("vllm_flags")
+constants = _catalog_module("names")
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     diffs += check_samples(version, parser, prefix)
 
     if diffs:
-        print(f"infra/catalog/vllm_flags.py disagrees with vLLM {version}:", file=sys.stderr)
+        print(f"infra/catalog/data/vllm-flags.yaml disagrees with vLLM {version}:", file=sys.stderr)
         for line in diffs:
             print(f"  - {line}", file=sys.stderr)
         return 1

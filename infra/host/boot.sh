@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Prepares an instance for the vLLM endpoint. Run by cloud-init (runcmd) at every boot, as root.
 #
-# Settings come from /etc/vllm-endpoint/boot.env (written by cloud-init from non-secret config):
-#   CACHE_VOLUME_ID, CACHE_MOUNT_POINT, CACHE_WAIT_SECONDS, CACHE_OWNER  - see prepare-cache-volume
-#   SSH_USER            - added to the docker group (pulumi-docker connects as this user)
-#   DOCKER_DATA_ROOT    - optional: keep Docker's images on the cache volume (survive replacement)
-#   DEPLOY_TIMELINE_FILE - where each stage's end time is appended ("stage epoch-seconds")
-#   PREFETCH_STATE_DIR  - where the boot-time prefetch leaves its markers (see "Prefetch" below)
-#   HF_PREFETCH_SCRIPT  - the model prefetcher (hf-prefetch.py)
+# Every path and name comes from the env file BOOT_ENV_FILE names, which infra/render/userdata.py renders
+# from infra/catalog/names.py (user-data puts BOOT_ENV_FILE itself as the line above this text):
+#   CACHE_VOLUME_ID, CACHE_MOUNT_POINT, CACHE_SUBDIRS, CACHE_WAIT_SECONDS, CACHE_OWNER
+#                          - for PREPARE_CACHE_SCRIPT (prepare-cache-volume.sh), which mounts the volume
+#   SSH_USER               - added to the docker group (pulumi-docker connects as this user)
+#   DOCKER_DATA_ROOT       - empty, or where Docker keeps its images (on the cache volume: they survive
+#                            a replacement instance)
+#   DEPLOY_TIMELINE_FILE   - where each stage's end time is appended ("stage epoch-seconds")
+#   PREFETCH_STATE_DIR, PREFETCH_LOG, HF_PREFETCH_SCRIPT, HF_HOME_DIR and the *_TAG names - see "Prefetch"
+# A missing one stops the boot at once, naming it.
 #
 # `boot.sh` alone is the boot; `boot.sh prefetch` runs only the prefetch start (for tests and by hand);
 # `boot.sh prefetch-image-job|prefetch-model-job` are the detached jobs it starts.
@@ -16,16 +19,16 @@
 # cache volume cannot be mounted: the container must never start with its caches on the root disk.
 set -euo pipefail
 
-env_file=${BOOT_ENV_FILE:-/etc/vllm-endpoint/boot.env}
+: "${BOOT_ENV_FILE:?is not set: user-data sets it above this text (infra/render/userdata.py)}"
 # shellcheck source=/dev/null
-. "$env_file"
-: "${CACHE_VOLUME_ID:?missing in $env_file}"
-: "${CACHE_MOUNT_POINT:?missing in $env_file}"
-: "${SSH_USER:?missing in $env_file}"
-: "${DEPLOY_TIMELINE_FILE:=/var/lib/vllm-endpoint/timeline}"
-export CACHE_VOLUME_ID CACHE_MOUNT_POINT DEPLOY_TIMELINE_FILE
-export CACHE_WAIT_SECONDS="${CACHE_WAIT_SECONDS:-600}"
-export CACHE_OWNER="${CACHE_OWNER:-$SSH_USER:}"
+. "$BOOT_ENV_FILE"
+missing="is missing in $BOOT_ENV_FILE"
+: "${CACHE_VOLUME_ID:?$missing}" "${CACHE_MOUNT_POINT:?$missing}" "${CACHE_SUBDIRS:?$missing}" \
+  "${CACHE_WAIT_SECONDS:?$missing}" "${CACHE_OWNER:?$missing}" "${SSH_USER:?$missing}" \
+  "${PREPARE_CACHE_SCRIPT:?$missing}" "${DOCKER_DATA_ROOT?$missing}" "${DEPLOY_TIMELINE_FILE:?$missing}" \
+  "${PREFETCH_STATE_DIR:?$missing}" "${PREFETCH_LOG:?$missing}" "${HF_PREFETCH_SCRIPT:?$missing}" \
+  "${HF_HOME_DIR:?$missing}" "${PREFETCH_IMAGE_TAG:?$missing}" "${PREFETCH_MODEL_TAG:?$missing}" \
+  "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}"
 
 timeline() {
   printf '%s %s\n' "$1" "${2:-$(date +%s.%N)}" >>"$DEPLOY_TIMELINE_FILE"
@@ -36,18 +39,20 @@ timeline() {
 # once, in the background, so that both are there when the deploy creates the container. What to
 # fetch is read from the instance's tags through IMDSv2 (instance_metadata_tags enabled), never from
 # user-data: a new image or model changes tags in place and never stops the instance.
-#   vllm-endpoint:prefetch-image      image reference
-#   vllm-endpoint:prefetch-model      Hugging Face repo id (absent for uploaded or baked-in models)
-#   vllm-endpoint:prefetch-revision   its revision (absent: main)
-#   vllm-endpoint:hf-token-parameter  SSM SecureString parameter holding the HF token (gated models)
+#   PREFETCH_IMAGE_TAG      image reference
+#   PREFETCH_MODEL_TAG      Hugging Face repo id (absent for uploaded or baked-in models), downloaded
+#                           by HF_PREFETCH_SCRIPT into HF_HOME_DIR (the containers' HF_HOME on the volume)
+#   PREFETCH_REVISION_TAG   its revision (absent: main)
+#   HF_TOKEN_PARAMETER_TAG  SSM SecureString parameter holding the HF token (gated models)
 # Each job leaves prefetch-<job>.started, .pid and then .done or .failed ("<epoch> <message>") in
-# PREFETCH_STATE_DIR; the host readiness check waits for the model's. A failed prefetch only costs
-# time: the container then downloads the model (or pulls the image) itself.
+# PREFETCH_STATE_DIR, and its output in PREFETCH_LOG; the host readiness check waits for the model's.
+# A failed prefetch only costs time: the container then downloads the model (or pulls the image) itself.
 self=$(readlink -f -- "${BASH_SOURCE[0]}")
+# Tests point these at stand-ins; an instance uses the defaults.
 imds_url=${VLLM_ENDPOINT_IMDS_URL:-http://169.254.169.254}
-state_dir=${PREFETCH_STATE_DIR:-$(dirname -- "$DEPLOY_TIMELINE_FILE")}
-prefetch_log=${PREFETCH_LOG:-/var/log/vllm-endpoint-prefetch.log}
 retry_delay=${PREFETCH_RETRY_DELAY:-10}
+state_dir=$PREFETCH_STATE_DIR
+prefetch_log=$PREFETCH_LOG
 imds_token=""
 
 # An IMDSv2 session token, kept for the next calls (call it outside a subshell for that).
@@ -71,10 +76,10 @@ imds_get() {
   esac
 }
 
-# Prints the value of instance tag vllm-endpoint:$1, or nothing when the tag is absent.
+# Prints the value of instance tag $1, or nothing when the tag is absent.
 instance_tag() {
   local rc=0
-  imds_get "meta-data/tags/instance/vllm-endpoint:$1" || rc=$?
+  imds_get "meta-data/tags/instance/$1" || rc=$?
   [[ $rc -le 1 ]]
 }
 
@@ -89,10 +94,10 @@ finish() {
 start_job() {
   local job=$1 kv name
   shift
-  local pass=("BOOT_ENV_FILE=$env_file" "VLLM_ENDPOINT_IMDS_URL=$imds_url" "PREFETCH_STATE_DIR=$state_dir"
-              "PREFETCH_LOG=$prefetch_log" "PREFETCH_RETRY_DELAY=$retry_delay" "$@")
+  # The job reads BOOT_ENV_FILE again itself (it is this script, env file path included).
+  local pass=("VLLM_ENDPOINT_IMDS_URL=$imds_url" "PREFETCH_RETRY_DELAY=$retry_delay" "$@")
   # Where tests point the jobs at stand-ins (a Hub, a Docker engine); unset on an instance.
-  for name in HF_ENDPOINT DOCKER_HOST HF_PREFETCH_SCRIPT; do
+  for name in HF_ENDPOINT DOCKER_HOST; do
     if [[ -n ${!name:-} ]]; then pass+=("$name=${!name}"); fi
   done
   date +%s.%N >"$state_dir/prefetch-$job.started"
@@ -113,8 +118,9 @@ start_prefetch() {
   local image model revision token_parameter
   mkdir -p -- "$state_dir"
   rm -f -- "$state_dir"/prefetch-image.* "$state_dir"/prefetch-model.*
-  if ! imds_session || ! image=$(instance_tag prefetch-image) || ! model=$(instance_tag prefetch-model) \
-    || ! revision=$(instance_tag prefetch-revision) || ! token_parameter=$(instance_tag hf-token-parameter); then
+  if ! imds_session || ! image=$(instance_tag "$PREFETCH_IMAGE_TAG") || ! model=$(instance_tag "$PREFETCH_MODEL_TAG") \
+    || ! revision=$(instance_tag "$PREFETCH_REVISION_TAG") \
+    || ! token_parameter=$(instance_tag "$HF_TOKEN_PARAMETER_TAG"); then
     echo "vllm-endpoint: cannot read the instance's tags (IMDS); nothing is prefetched" >&2
     return 0
   fi
@@ -165,7 +171,7 @@ read_hf_token() {
 
 prefetch_model_job() {
   echo $$ >"$state_dir/prefetch-model.pid"
-  local owner=${CACHE_OWNER%%:*} hf_home="$CACHE_MOUNT_POINT/root-cache/huggingface"
+  local owner=${CACHE_OWNER%%:*} hf_home=$HF_HOME_DIR
   local errors="$state_dir/prefetch-model.err" python token="" rc=0
   local args=(--repo "$PREFETCH_MODEL" --hf-home "$hf_home")
   if [[ -n ${PREFETCH_REVISION:-} ]]; then args+=(--revision "$PREFETCH_REVISION"); fi
@@ -174,9 +180,10 @@ prefetch_model_job() {
   [[ -x $python ]] || python=$(command -v python3) || { finish model failed "python3 is not installed"; return 0; }
   install -d -m 0755 -- "$hf_home"
   chown -- "$CACHE_OWNER" "$hf_home"
-  local run=(runuser -u "$owner" -- env "DEPLOY_TIMELINE_FILE=$DEPLOY_TIMELINE_FILE"
-             "HF_ENDPOINT=${HF_ENDPOINT:-https://huggingface.co}"
-             "$python" "${HF_PREFETCH_SCRIPT:-/usr/local/lib/vllm-endpoint/hf-prefetch.py}" "${args[@]}")
+  local run=(runuser -u "$owner" -- env "DEPLOY_TIMELINE_FILE=$DEPLOY_TIMELINE_FILE")
+  # Only a stand-in Hub is passed on; the prefetcher knows the real one.
+  if [[ -n ${HF_ENDPOINT:-} ]]; then run+=("HF_ENDPOINT=$HF_ENDPOINT"); fi
+  run+=("$python" "$HF_PREFETCH_SCRIPT" "${args[@]}")
   if [[ -n ${HF_TOKEN_PARAMETER:-} ]]; then
     if ! token=$(read_hf_token "$HF_TOKEN_PARAMETER"); then
       finish model failed "cannot read the Hugging Face token from SSM parameter $HF_TOKEN_PARAMETER"
@@ -215,7 +222,7 @@ chown "$SSH_USER" "$(dirname "$DEPLOY_TIMELINE_FILE")" "$DEPLOY_TIMELINE_FILE"
 read -r uptime_s _ </proc/uptime
 timeline instance_booted "$(awk -v now="$(date +%s.%N)" -v up="$uptime_s" 'BEGIN { printf "%.3f", now - up }')"
 
-/usr/local/sbin/vllm-endpoint-prepare-cache-volume
+"$PREPARE_CACHE_SCRIPT"
 
 if ! command -v nvidia-ctk >/dev/null 2>&1; then
   echo "vllm-endpoint: nvidia-ctk not found: this AMI lacks the NVIDIA container toolkit" >&2
@@ -223,7 +230,7 @@ if ! command -v nvidia-ctk >/dev/null 2>&1; then
 fi
 # Registers the "nvidia" runtime with Docker (the container selects GPUs through it).
 nvidia-ctk runtime configure --runtime=docker
-if [ -n "${DOCKER_DATA_ROOT:-}" ]; then
+if [ -n "$DOCKER_DATA_ROOT" ]; then
   mkdir -p "$DOCKER_DATA_ROOT"
   python3 - "$DOCKER_DATA_ROOT" <<'PY'
 import json, pathlib, sys

@@ -5,11 +5,12 @@
 # of a replacement instance that re-attaches the same volume). Safe to run any number of times:
 # it formats only a device that holds nothing at all, and never touches one that holds data.
 #
-# Inputs (environment variables):
+# Inputs (environment variables; boot.sh passes those of boot.env, which infra/render/userdata.py
+# renders from infra/catalog/names.py):
 #   CACHE_VOLUME_ID       required. The EBS volume id, e.g. vol-0123456789abcdef0.
-#   CACHE_MOUNT_POINT     where to mount it. Default /opt/vllm-endpoint/cache (the same value as
-#                         infra/catalog/names.py HOST_CACHE_MOUNT; the renderer passes it explicitly).
-#   CACHE_WAIT_SECONDS    how long to wait for the device to appear. Default 600.
+#   CACHE_MOUNT_POINT     required. Where to mount it.
+#   CACHE_SUBDIRS         required. The folders the containers bind-mount, one name per line.
+#   CACHE_WAIT_SECONDS    required. How long to wait for the device to appear.
 #   CACHE_DEVICE_DIR      where the udev by-id links live. Default /dev/disk/by-id.
 #   CACHE_FSTAB           the fstab to record the mount in. Default /etc/fstab.
 #   CACHE_OWNER           optional user[:group] owning the container subdirectories. Default root:root.
@@ -17,9 +18,7 @@
 #                         once the volume is mounted and the subdirectories exist.
 #
 # Outputs: the volume mounted at CACHE_MOUNT_POINT, one fstab entry for it (by UUID, nofail), and
-# the subdirectories the containers bind-mount:
-#   root-cache  -> the container's /root/.cache (Hugging Face, vLLM compile and FlashInfer caches)
-#   models      -> uploaded fine-tuned models
+# the subdirectories CACHE_SUBDIRS on it.
 # Exit status: 0 when mounted; non-zero, with the reason on stderr, otherwise.
 set -euo pipefail
 
@@ -29,16 +28,15 @@ readonly FS_LABEL=vllm-cache
 # How long systemd waits for the device at boot before giving up on the (nofail) mount. The
 # volume stays attached across stop/start and reboots, so at those boots it is there at once.
 readonly DEVICE_TIMEOUT=30s
-readonly SUBDIRS=(root-cache models)
 readonly POLL_SECONDS=1
 readonly PROGRESS_EVERY=10
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
 
-CACHE_VOLUME_ID=${CACHE_VOLUME_ID:-}
-CACHE_MOUNT_POINT=${CACHE_MOUNT_POINT:-/opt/vllm-endpoint/cache}
-CACHE_WAIT_SECONDS=${CACHE_WAIT_SECONDS:-600}
+missing="is not set (boot.sh passes it from boot.env)"
+: "${CACHE_VOLUME_ID:?$missing}" "${CACHE_MOUNT_POINT:?$missing}" "${CACHE_SUBDIRS:?$missing}" \
+  "${CACHE_WAIT_SECONDS:?$missing}"
 CACHE_DEVICE_DIR=${CACHE_DEVICE_DIR:-/dev/disk/by-id}
 CACHE_FSTAB=${CACHE_FSTAB:-/etc/fstab}
 CACHE_OWNER=${CACHE_OWNER:-root:root}
@@ -52,6 +50,12 @@ DEPLOY_TIMELINE_FILE=${DEPLOY_TIMELINE_FILE:-}
 [[ $CACHE_MOUNT_POINT == /* && $CACHE_MOUNT_POINT != *[[:space:]]* && $CACHE_MOUNT_POINT != / ]] \
   || die "CACHE_MOUNT_POINT must be an absolute path without whitespace (and not /): '${CACHE_MOUNT_POINT}'"
 CACHE_MOUNT_POINT=${CACHE_MOUNT_POINT%/}
+mapfile -t SUBDIRS <<<"$CACHE_SUBDIRS"
+for sub in "${SUBDIRS[@]}"; do
+  # Names directly below the mount point: nothing may land beside or above the volume.
+  [[ -n $sub && $sub != . && $sub != .. && $sub != */* ]] || die "CACHE_SUBDIRS holds '${sub}', not a folder name"
+done
+readonly SUBDIRS
 
 # A Nitro instance presents an EBS volume as an NVMe device whose serial is the volume id without
 # its dash; udev names the by-id link after that serial.

@@ -22,29 +22,29 @@ from vllm_endpoint.infra.catalog.names import (
     CONTAINER_HF_HOME,
     CONTAINER_MODEL_DIR,
     CONTAINER_VLLM_CACHE_ROOT,
+    DEFAULT_ENDPOINT_NAME,
     DEPLOY_TIMELINE_FILE,
+    ENDPOINT_TAG,
     HOST_CACHE_MOUNT,
     LABEL_PREFIX,
-    NETWORK_NAME,
     PREFETCH_IMAGE_TAG,
     PREFETCH_MODEL_TAG,
     PREFETCH_REVISION_TAG,
     PROXY_CONFIG_FILE,
     PROXY_CONFIG_PATH,
-    PROXY_CONTAINER_NAME,
     PROXY_CONTAINER_PORT,
     PROXY_TLS_DIR,
     PROXY_TLS_SUBDIR,
     ROLE_TAG,
     SECRET_API_KEY_ENV,
     SECRET_HF_TOKEN_ENV,
-    VLLM_CONTAINER_NAME,
     VLLM_UPSTREAM_HOST,
 )
 from vllm_endpoint.infra.catalog.security import ADVISORIES_BELOW_FLOOR, SECURITY_FLOOR
 from vllm_endpoint.infra.catalog.vllm_flags import VllmVersion, check_server_args, flag_available
 from vllm_endpoint.infra.plan.fit import QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
 from vllm_endpoint.infra.plan.model_files import dockerfile_base, folder_digest
+from vllm_endpoint.infra.plan.naming import EndpointNames, name_problems
 from vllm_endpoint.infra.plan.spec import (
     LOG_OPTS,
     VLLM_HEALTH,
@@ -115,6 +115,7 @@ def cache_volume(settings: AwsSettings, instance: gpu_catalog.GpuInstanceType) -
 @dataclass(frozen=True)
 class DeploymentPlan:
     config: StackConfig
+    names: EndpointNames
     vllm_version: VllmVersion
     image_ref: str
     image_build: ImageBuild | None
@@ -127,11 +128,14 @@ class DeploymentPlan:
     vllm: ContainerSpec
     proxy: ContainerSpec
     proxy_settings: ProxySettings
-    network: str
     fit: FitReport | None
     instance: gpu_catalog.GpuInstanceType | None
     cache_volume: CacheVolume | None
     warnings: tuple[str, ...]
+
+    @property
+    def network(self) -> str:
+        return self.names.network
 
     @property
     def scheme(self) -> str:
@@ -195,10 +199,12 @@ class DeploymentPlan:
 
 # ----------------------------------------------------------------------------------------------
 
-def build_plan(cfg: StackConfig) -> DeploymentPlan:
-    problems: list[str] = []
+def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME) -> DeploymentPlan:
+    """The plan of the endpoint named `endpoint` (its containers, network and host folder carry the name)."""
+    problems = name_problems(endpoint)
     warnings: list[str] = []
-    s, m, acc = cfg.server, cfg.model, cfg.access
+    names = EndpointNames(endpoint)
+    s = cfg.server
 
     version = _image_version(s, problems)
     instance, gpu, host_gpus = _gpu_facts(cfg, problems)
@@ -210,62 +216,17 @@ def build_plan(cfg: StackConfig) -> DeploymentPlan:
             "(gpus); give it more GPUs or lower tensorParallelSize"
         )
 
-    host_cache_dir = HOST_CACHE_MOUNT if cfg.target == "aws" else cfg.existing_host.host_cache_dir
+    host_cache_dir = HOST_CACHE_MOUNT if cfg.target == "aws" else names.existing_host_dir(
+        cfg.existing_host.host_cache_dir)
     model_upload, image_build, model_arg, served_name, arch = _model_source(cfg, host_cache_dir, problems)
-
-    # `dtype` is what runs (for the fit check and the plan); `dtype_flag` what is rendered: an explicit
-    # choice, or the float16 fallback `auto` would take on GPUs without bfloat16 (explicit, because
-    # older images picked differently); otherwise vLLM's own `auto` stays in charge.
-    dtype, dtype_flag = s.dtype, s.dtype
-    if gpu is not None and arch is not None:
-        try:
-            dtype = resolve_dtype(s.dtype, gpu, arch)
-        except ValueError as err:
-            problems.append(f"dtype: {err}")
-        else:
-            if s.dtype == "auto" and dtype != arch.torch_dtype:
-                dtype_flag = dtype
-
+    dtype, dtype_flag = _dtype(s, gpu, arch, problems)
     if version is not None:
         _security_floor(version, cfg, problems, warnings)
-        if gpu is not None and not gpu.supported_by_vllm and version >= VllmVersion.parse(SECURITY_FLOOR):
-            problems.append(
-                f"instanceType/hostGpuModel: {gpu.name} has compute capability {gpu.compute_capability_str}; "
-                f"vLLM {version} needs 7.5 or newer (T4, A10G, L4, L40S, A100, H100): choose e.g. g5.xlarge"
-            )
+        _gpu_floor(version, gpu, problems)
+    fit = _fit(cfg, _FitInputs(arch, gpu, instance, gpus_for_container, tp, dtype, served_name), problems, warnings)
+    warnings += _concurrency_warnings(s)
 
-    fit: FitReport | None = None
-    if s.quantization is not None and s.quantization not in QUANTIZATION_WEIGHT_BYTES:
-        warnings.append(f"GPU memory fit not checked: quantization {s.quantization!r} is not modelled "
-                        f"(modelled: {', '.join(sorted(QUANTIZATION_WEIGHT_BYTES))})")
-    elif gpu is not None and not gpu.supported_by_vllm:
-        pass  # refused above for current images; the fit model does not cover pre-Turing GPUs
-    elif arch is not None and gpu is not None and gpus_for_container is not None:
-        try:
-            fit = check_fit(
-                arch, gpu, gpus_for_container=gpus_for_container, tensor_parallel_size=tp, dtype=dtype,
-                quantization=s.quantization,
-                kv_cache_dtype=None if s.kv_cache_dtype == "auto" else s.kv_cache_dtype,
-                max_model_len=s.max_model_len, gpu_memory_utilization=s.gpu_memory_utilization,
-                max_num_seqs=s.max_num_seqs, instance_type=instance,
-            )
-        except ValueError as err:
-            problems.append(f"fit check: {err}")
-        else:
-            if not fit.fits:
-                problems.append(fit.error_message())
-    elif gpu is None:
-        warnings.append("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host")
-    elif arch is None:
-        warnings.append(f"GPU memory fit not checked: the architecture of {served_name} is unknown; set "
-                        "modelArchitecture")
-    if s.max_num_seqs is not None and s.max_num_seqs <= 32:
-        warnings.append(
-            f"maxNumSeqs={s.max_num_seqs} caps concurrency: measured ~4x lower throughput than vLLM's "
-            "default (256) on the same GPU; unset it unless you need the cap"
-        )
-
-    argv = vllm_argv(cfg.server, model_arg, served_name, m.model_revision, dtype_flag, tp, version)
+    argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version)
     if version is not None:
         problems += [f"extraArgs/flags: {p}" for p in check_server_args(argv, version)]
 
@@ -273,19 +234,19 @@ def build_plan(cfg: StackConfig) -> DeploymentPlan:
         raise ConfigError(problems)
     assert version is not None  # a missing version is a problem above
 
-    # Always behind the proxy: a switchable proxy would hand the API port from one container to the
-    # other within one update, which Pulumi cannot order (a removed resource is deleted last).
-    network = NETWORK_NAME
     image_ref = image_build.tag if image_build else _image_reference(s)
-    vllm = vllm_container_spec(cfg, image_ref, argv, host_cache_dir, model_upload, tp, version, network)
-    proxy_settings = ProxySettings(metrics_allowed_cidrs=tuple(acc.metrics_allowed_cidrs), tls=acc.tls == "self-signed")
-    proxy = proxy_container_spec(cfg, network, host_cache_dir)
     return DeploymentPlan(
-        config=cfg, vllm_version=version, image_ref=image_ref, image_build=image_build,
+        config=cfg, names=names, vllm_version=version, image_ref=image_ref, image_build=image_build,
         model_upload=model_upload, served_model_name=served_name, tensor_parallel_size=tp, dtype=dtype,
         host_cache_dir=host_cache_dir,
         timeline_file=DEPLOY_TIMELINE_FILE if cfg.target == "aws" else f"{host_cache_dir}/deploy-timeline",
-        vllm=vllm, proxy=proxy, proxy_settings=proxy_settings, network=network, fit=fit, instance=instance,
+        vllm=vllm_container_spec(cfg, names, image_ref, argv, host_cache_dir, model_upload, tp, version),
+        # Always behind the proxy: a switchable proxy would hand the API port from one container to the
+        # other within one update, which Pulumi cannot order (a removed resource is deleted last).
+        proxy=proxy_container_spec(cfg, names, host_cache_dir),
+        proxy_settings=ProxySettings(metrics_allowed_cidrs=tuple(cfg.access.metrics_allowed_cidrs),
+                                     tls=cfg.access.tls == "self-signed"),
+        fit=fit, instance=instance,
         cache_volume=cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None,
         warnings=tuple(warnings),
     )
@@ -332,9 +293,9 @@ def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revisi
 # ----------------------------------------------------------------------------------------------
 # Container specs.
 
-def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...], host_cache_dir: str,
-                        model_upload: ModelUpload | None, tp: int, version: VllmVersion,
-                        network: str) -> ContainerSpec:
+def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, argv: tuple[str, ...],
+                        host_cache_dir: str, model_upload: ModelUpload | None, tp: int,
+                        version: VllmVersion) -> ContainerSpec:
     s = cfg.server
     request = gpu_request(s.gpus)
     uid, gid = s.container_user.split(":")
@@ -355,7 +316,7 @@ def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...],
         secret_env.append(SECRET_HF_TOKEN_ENV)
     ipc = s.ipc if s.ipc != "auto" else ("host" if tp > 1 else "private")
     return ContainerSpec(
-        name=VLLM_CONTAINER_NAME,
+        name=names.vllm_container,
         image=image_ref,
         args=argv,
         env=tuple(env),
@@ -370,10 +331,11 @@ def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...],
         restart="unless-stopped",
         health=VLLM_HEALTH,
         log_opts=LOG_OPTS,
-        network=network,
+        network=names.network,
         network_aliases=(VLLM_UPSTREAM_HOST,),
         labels=(
             (ROLE_TAG, "vllm"),
+            (ENDPOINT_TAG, names.endpoint),
             (f"{LABEL_PREFIX}:vllm-version", str(version)),
             *(((f"{LABEL_PREFIX}:insecure-image-opt-in", "true"),) if cfg.access.allow_insecure_image else ()),
         ),
@@ -385,13 +347,13 @@ def vllm_container_spec(cfg: StackConfig, image_ref: str, argv: tuple[str, ...],
     )
 
 
-def proxy_container_spec(cfg: StackConfig, network: str, host_cache_dir: str) -> ContainerSpec:
+def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir: str) -> ContainerSpec:
     proxy_dir = f"{host_cache_dir}/{CACHE_SUBDIR_PROXY}"  # DeploymentPlan.proxy_dir
     mounts = [Mount(f"{proxy_dir}/{PROXY_CONFIG_FILE}", PROXY_CONFIG_PATH, read_only=True)]
     if cfg.access.tls == "self-signed":
         mounts.append(Mount(f"{proxy_dir}/{PROXY_TLS_SUBDIR}", PROXY_TLS_DIR, read_only=True))
     return ContainerSpec(
-        name=PROXY_CONTAINER_NAME,
+        name=names.proxy_container,
         image=cfg.access.proxy_image,
         # Replaces the image's CMD only; its entrypoint (nginx's own) stays.
         args=("nginx", "-c", PROXY_CONFIG_PATH, "-g", "daemon off;"),
@@ -400,9 +362,9 @@ def proxy_container_spec(cfg: StackConfig, network: str, host_cache_dir: str) ->
         tmpfs=(("/tmp", "rw,noexec,nosuid,size=256m"),),
         restart="unless-stopped",
         log_opts=LOG_OPTS,
-        network=network,
+        network=names.network,
         # infra/render/proxy.py adds the rendered config's digest (nginx reads its files at start).
-        labels=((ROLE_TAG, "proxy"),),
+        labels=((ROLE_TAG, "proxy"), (ENDPOINT_TAG, names.endpoint)),
         # Same unprivileged user as vLLM: it owns the files on the host (the TLS key is 0600).
         user=cfg.server.container_user,
         read_only_root=True,
@@ -413,6 +375,81 @@ def proxy_container_spec(cfg: StackConfig, network: str, host_cache_dir: str) ->
 
 # ----------------------------------------------------------------------------------------------
 # Pieces of build_plan.
+
+def _dtype(s: ServerSettings, gpu: gpu_catalog.GpuModel | None, arch: model_facts.ModelArchitecture | None,
+           problems: list[str]) -> tuple[str, str]:
+    """(dtype, dtype flag): `dtype` is what runs (for the fit check and the plan); the flag what is rendered:
+    an explicit choice, or the float16 fallback `auto` would take on GPUs without bfloat16 (explicit, because
+    older images picked differently); otherwise vLLM's own `auto` stays in charge."""
+    dtype, dtype_flag = s.dtype, s.dtype
+    if gpu is not None and arch is not None:
+        try:
+            dtype = resolve_dtype(s.dtype, gpu, arch)
+        except ValueError as err:
+            problems.append(f"dtype: {err}")
+        else:
+            if s.dtype == "auto" and dtype != arch.torch_dtype:
+                dtype_flag = dtype
+    return dtype, dtype_flag
+
+
+def _gpu_floor(version: VllmVersion, gpu: gpu_catalog.GpuModel | None, problems: list[str]) -> None:
+    if gpu is not None and not gpu.supported_by_vllm and version >= VllmVersion.parse(SECURITY_FLOOR):
+        problems.append(
+            f"instanceType/hostGpuModel: {gpu.name} has compute capability {gpu.compute_capability_str}; "
+            f"vLLM {version} needs 7.5 or newer (T4, A10G, L4, L40S, A100, H100): choose e.g. g5.xlarge"
+        )
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    arch: model_facts.ModelArchitecture | None
+    gpu: gpu_catalog.GpuModel | None
+    instance: gpu_catalog.GpuInstanceType | None
+    gpus_for_container: int | None
+    tensor_parallel_size: int
+    dtype: str
+    served_name: str
+
+
+def _fit(cfg: StackConfig, f: _FitInputs, problems: list[str], warnings: list[str]) -> FitReport | None:
+    """The GPU memory fit, or the warning saying why it was not checked."""
+    s = cfg.server
+    if s.quantization is not None and s.quantization not in QUANTIZATION_WEIGHT_BYTES:
+        warnings.append(f"GPU memory fit not checked: quantization {s.quantization!r} is not modelled "
+                        f"(modelled: {', '.join(sorted(QUANTIZATION_WEIGHT_BYTES))})")
+        return None
+    if f.gpu is not None and not f.gpu.supported_by_vllm:
+        return None  # refused by _gpu_floor for current images; the fit model does not cover pre-Turing GPUs
+    if f.arch is not None and f.gpu is not None and f.gpus_for_container is not None:
+        try:
+            fit = check_fit(
+                f.arch, f.gpu, gpus_for_container=f.gpus_for_container, tensor_parallel_size=f.tensor_parallel_size,
+                dtype=f.dtype, quantization=s.quantization,
+                kv_cache_dtype=None if s.kv_cache_dtype == "auto" else s.kv_cache_dtype,
+                max_model_len=s.max_model_len, gpu_memory_utilization=s.gpu_memory_utilization,
+                max_num_seqs=s.max_num_seqs, instance_type=f.instance,
+            )
+        except ValueError as err:
+            problems.append(f"fit check: {err}")
+            return None
+        if not fit.fits:
+            problems.append(fit.error_message())
+        return fit
+    if f.gpu is None:
+        warnings.append("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host")
+    elif f.arch is None:
+        warnings.append(f"GPU memory fit not checked: the architecture of {f.served_name} is unknown; set "
+                        "modelArchitecture")
+    return None
+
+
+def _concurrency_warnings(s: ServerSettings) -> list[str]:
+    if s.max_num_seqs is not None and s.max_num_seqs <= 32:
+        return [f"maxNumSeqs={s.max_num_seqs} caps concurrency: measured ~4x lower throughput than vLLM's "
+                "default (256) on the same GPU; unset it unless you need the cap"]
+    return []
+
 
 def _image_reference(s: ServerSettings) -> str:
     ref = f"{s.image}:{s.image_tag}"

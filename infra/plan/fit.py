@@ -48,8 +48,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Final
 
+from vllm_endpoint.infra.catalog.dtypes import (
+    AUTO,
+    DTYPE_ALIASES,
+    DTYPE_BYTES,
+    DTYPES,
+    KV_CACHE_DTYPE_BYTES,
+    canonical_dtype,
+)
 from vllm_endpoint.infra.catalog.gpus import (
     INSTANCE_TYPES,
     MIN_COMPUTE_CAPABILITY,
@@ -57,7 +65,7 @@ from vllm_endpoint.infra.catalog.gpus import (
     GpuModel,
     lookup_instance_type,
 )
-from vllm_endpoint.infra.catalog.models import DTYPE_BYTES, ModelArchitecture
+from vllm_endpoint.infra.catalog.models import ModelArchitecture
 
 GIB: Final = 1024**3
 NON_TORCH_BYTES: Final = GIB // 2
@@ -74,19 +82,15 @@ QUANTIZATION_WEIGHT_BYTES: Final = {
     "gptq": _FOUR_BIT_BYTES, "gptq_marlin": _FOUR_BIT_BYTES, "auto_gptq": _FOUR_BIT_BYTES,
     "fp8": 1.0,
 }
-KV_CACHE_DTYPE_BYTES: Final = {"float16": 2, "bfloat16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 # vLLM refuses float16 for these model types (numerical instability; config/model.py).
 _NO_FLOAT16_MODEL_TYPES: Final = frozenset({"gemma2", "gemma3", "gemma3_text", "glm4"})
-_DTYPE_ALIASES: Final = {"half": "float16", "float": "float32"}
-
-ServedDtype = Literal["bfloat16", "float16", "float32"]
 
 
 class FitError(ValueError):
     """The combination cannot run at all (unsupported GPU, dtype, TP layout, ...), whatever the memory."""
 
 
-def resolve_dtype(requested: str, gpu: GpuModel, arch: ModelArchitecture) -> ServedDtype:
+def resolve_dtype(requested: str, gpu: GpuModel, arch: ModelArchitecture) -> str:
     """The dtype vLLM will run with for `--dtype requested` on this GPU.
 
     `auto` takes the checkpoint's dtype when the GPU supports it; a bfloat16 model on a GPU without
@@ -95,10 +99,13 @@ def resolve_dtype(requested: str, gpu: GpuModel, arch: ModelArchitecture) -> Ser
     is an error: vLLM refuses it at start-up ("Bfloat16 is only supported on GPUs with compute
     capability of at least 8.0"), and silently changing an explicit choice would hide it.
     """
-    wanted = _DTYPE_ALIASES.get(requested.strip().lower(), requested.strip().lower())
-    if wanted not in ("auto", "float16", "bfloat16", "float32"):
-        raise FitError(f"unknown dtype {requested!r}: use auto, float16 (half), bfloat16 or float32 (float)")
-    supported: list[ServedDtype] = ["bfloat16", "float16", "float32"] if gpu.bf16 else ["float16", "float32"]
+    wanted = canonical_dtype(requested.strip().lower())
+    if wanted != AUTO and wanted not in DTYPES:
+        known = ", ".join(name + "".join(f" ({alias})" for alias, of in DTYPE_ALIASES.items() if of == name)
+                          for name in DTYPES)
+        raise FitError(f"unknown dtype {requested!r}: use {AUTO}, {known}")
+    # In vLLM's order of preference (infra/catalog/data/dtypes.yaml); bfloat16 only where the GPU has it.
+    supported = [dtype for dtype in DTYPES if gpu.bf16 or dtype != "bfloat16"]
     if arch.model_type in _NO_FLOAT16_MODEL_TYPES:
         supported.remove("float16")
     if wanted == "auto":
@@ -422,7 +429,7 @@ def _ways_out(arch: ModelArchitecture, report: FitReport, requested_dtype: str, 
                         replace(ask, quantization="fp8")))
         options.append(("an AWQ or GPTQ 4-bit checkpoint of this model (quantization awq)",
                         replace(ask, quantization="awq")))
-    if report.kv_cache_dtype not in ("fp8", "fp8_e4m3", "fp8_e5m2"):
+    if report.kv_cache_dtype not in KV_CACHE_DTYPE_BYTES:
         options.append(("kv_cache_dtype fp8 (halves the KV cache per token)",
                         replace(ask, kv_cache_dtype="fp8")))
     for label, option in options:

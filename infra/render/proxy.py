@@ -11,11 +11,16 @@ nginx forwards that decoded path unescaped, so a path that decodes to control ch
 (`%0d%0a` would split the request to vLLM and smuggle a second, unchecked one) is refused with 400
 before anything is forwarded. There is one default server, so a forged `Host:` header selects
 nothing different.
+
+The config itself is infra/host/nginx.conf.template; this module only fills in its values.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +42,7 @@ from vllm_endpoint.infra.catalog.names import (
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.plan.spec import ContainerSpec, ProxySettings
+from vllm_endpoint.infra.render.host_scripts import read_host_file
 
 CONFIG_DIGEST_LABEL = f"{LABEL_PREFIX}:config-digest"
 
@@ -61,77 +67,76 @@ def proxy_files(plan: DeploymentPlan, tls_certificate: Any,
     return modes, contents
 
 
+# A placeholder in the template: @@NAME@@ (nginx's own variables are $name, so the two never meet).
+_PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)@@")
+NGINX_TEMPLATE = "nginx.conf.template"
+# The proxy terminates TLS with the certificate pair the proxy files put in PROXY_TLS_DIR.
+_TLS_DIRECTIVES = (
+    ("ssl_certificate", PROXY_TLS_CERT),
+    ("ssl_certificate_key", PROXY_TLS_KEY),
+    ("ssl_protocols", "TLSv1.2 TLSv1.3"),
+    ("ssl_session_cache", "shared:tls:10m"),
+)
+
 
 def render_nginx_conf(settings: ProxySettings) -> str:
-    listen = f"{PROXY_CONTAINER_PORT} ssl" if settings.tls else f"{PROXY_CONTAINER_PORT}"
-    tls_lines = (
-        f"""
-        ssl_certificate {PROXY_TLS_CERT};
-        ssl_certificate_key {PROXY_TLS_KEY};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:tls:10m;"""
-        if settings.tls
-        else ""
-    )
-    metrics_acl = "".join(f"\n            allow {cidr};" for cidr in settings.metrics_allowed_cidrs)
-    upstream = f"http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}"
-    forward = f"""
-            proxy_pass $vllm$uri$is_args$args;
-            proxy_http_version 1.1;
-            proxy_set_header Host {VLLM_UPSTREAM_HOST};
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;"""
-    return f"""# Rendered by infra/render/proxy.py; see its docstring for why each location exists.
-worker_processes auto;
-pid /tmp/nginx.pid;
-error_log /dev/stderr warn;
+    """infra/host/nginx.conf.template with this deployment's values."""
+    return fill_template(read_host_file(NGINX_TEMPLATE), _template_values(settings))
 
-events {{
-    worker_connections 1024;
-}}
 
-http {{
-    # Request logs never include headers, so the API key is not logged.
-    access_log /dev/stdout;
-    server_tokens off;
-    client_body_temp_path /tmp/nginx-client-body;
-    proxy_temp_path /tmp/nginx-proxy;
-    fastcgi_temp_path /tmp/nginx-fastcgi;
-    uwsgi_temp_path /tmp/nginx-uwsgi;
-    scgi_temp_path /tmp/nginx-scgi;
-    client_max_body_size {settings.max_body_mb}m;
-    resolver {DOCKER_DNS} valid=10s ipv6=off;
+def _template_values(settings: ProxySettings) -> dict[str, str | tuple[str, ...]]:
+    return {
+        "MAX_BODY_MB": str(settings.max_body_mb),
+        "DOCKER_DNS": DOCKER_DNS,
+        "LISTEN": f"{PROXY_CONTAINER_PORT} ssl" if settings.tls else str(PROXY_CONTAINER_PORT),
+        "TLS_DIRECTIVES": tuple(f"{name} {value};" for name, value in _TLS_DIRECTIVES) if settings.tls else (),
+        "VLLM_UPSTREAM": f"{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}",
+        "VLLM_UPSTREAM_HOST": VLLM_UPSTREAM_HOST,
+        "FORWARDED_PREFIX": FORWARDED_PREFIX,
+        "HEALTH_PATH": HEALTH_PATH,
+        "METRICS_PATH": METRICS_PATH,
+        "METRICS_ALLOW": tuple(f"allow {_cidr(cidr)};" for cidr in settings.metrics_allowed_cidrs),
+    }
 
-    server {{
-        listen {listen} default_server;
-        server_name _;{tls_lines}
-        # No API path contains a control character or a space once decoded.
-        if ($uri ~ "[\\x00-\\x20\\x7f]") {{
-            return 400;
-        }}
-        set $vllm {upstream};
 
-        location {FORWARDED_PREFIX} {{{forward}
-            # Streaming completions: pass tokens on as they come, allow long generations.
-            proxy_buffering off;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }}
+def _cidr(text: str) -> str:
+    """The CIDR as given, once it is certain to be one (it becomes an nginx directive's argument)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError as error:
+        raise ValueError(f"metrics CIDR {text!r}: {error}") from None
+    return text
 
-        location = {HEALTH_PATH} {{
-            limit_except GET {{ deny all; }}
-            # HEAD is allowed with GET; vLLM answers only GET, so ask it with GET (nginx drops the body).
-            proxy_method GET;{forward}
-        }}
 
-        location = {METRICS_PATH} {{{metrics_acl}
-            deny all;{forward}
-        }}
+def fill_template(template: str, values: Mapping[str, str | tuple[str, ...]]) -> str:
+    """The template with each @@NAME@@ replaced by its value.
 
-        location / {{
-            return 404;
-        }}
-    }}
-}}
-"""
+    A text value replaces the placeholder where it stands; a tuple of lines replaces a placeholder that
+    stands alone on its line, each line at the placeholder's indentation (none: the line goes). A
+    placeholder without a value, a value without a placeholder, or a stray `@@` is an error: a
+    misspelt name fails here, not in nginx at start.
+    """
+    named = set(_PLACEHOLDER.findall(template))
+    if named != values.keys():
+        raise ValueError(f"template placeholders without a value: {sorted(named - values.keys())}; "
+                         f"values without a placeholder: {sorted(values.keys() - named)}")
+    if "@@" in _PLACEHOLDER.sub("", template):
+        raise ValueError("the template has an @@ that is not a placeholder @@NAME@@")
+    lines = []
+    for line in template.splitlines(keepends=True):
+        alone = _PLACEHOLDER.fullmatch(line.strip())
+        value = values[alone[1]] if alone else None
+        if isinstance(value, tuple):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines += [f"{indent}{piece}\n" for piece in value]
+        else:
+            lines.append(_PLACEHOLDER.sub(lambda match: _inline(match[1], values[match[1]]), line))
+    return "".join(lines)
+
+
+def _inline(name: str, value: str | tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"@@{name}@@ takes lines: it must stand alone on its line")
+    if "\n" in value:
+        raise ValueError(f"@@{name}@@ stands in a line: its value cannot hold a line break")
+    return value

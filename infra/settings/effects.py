@@ -1,13 +1,17 @@
-"""What a change of each setting does to a running stack: the README's "what replaces what" table.
+"""What a change of a setting does to a running stack: the vocabulary of the README's "what replaces what" table.
 
-Declared here, checked against the program by tests/unit/test_change_effects.py, which deploys a
-baseline and a changed config under Pulumi mocks and classifies the differences in resource inputs
-with the AWS provider's rules (which instance and volume arguments force a new resource).
+Each setting declares its own effect where it is declared (`Field(..., json_schema_extra=effect(CONTAINER))`
+in infra/settings/models.py; a settings class without one fails at import). This module holds the words and
+their descriptions, once. tests/unit/components/test_change_effects.py checks every declaration against the
+program: it deploys a baseline and a changed config under Pulumi mocks and classifies the differences in
+resource inputs with the AWS provider's rules (which instance and volume arguments force a new resource).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
+
+from pydantic.fields import FieldInfo
 
 # Each setting's effect is a set of these, by resource.
 CONTAINER: Final = "container"  # the vLLM container (and/or the proxy) is re-created
@@ -41,82 +45,26 @@ INSTANCE_RESTART_FIELDS: Final = frozenset({"instanceType", "userDataBase64"})
 INSTANCE_REPLACE_NESTED: Final = frozenset({"rootBlockDevice.kmsKeyId", "rootBlockDevice.encrypted"})
 VOLUME_REPLACE_FIELDS: Final = frozenset({"availabilityZone", "encrypted", "kmsKeyId", "snapshotId"})
 
-_C, _T = CONTAINER, TAGS
-EFFECTS: Final[dict[str, frozenset[str]]] = {
-    "target": frozenset({REPLACE, CONTAINER}),
-    # model
-    "model": frozenset({_C, _T}),
-    "modelRevision": frozenset({_C, _T}),
-    "modelPath": frozenset({_C, _T}),
-    "servedModelName": frozenset({_C}),
-    "modelArchitecture": frozenset({NONE}),
-    # server
-    "image": frozenset({_C, _T}),
-    "imageTag": frozenset({_C, _T}),
-    "imageDigest": frozenset({_C, _T}),
-    "vllmVersion": frozenset({_C}),
-    "imageBuildContext": frozenset({_C, _T}),
-    "gpus": frozenset({_C}),
-    "tensorParallelSize": frozenset({_C}),
-    "gpuMemoryUtilization": frozenset({_C}),
-    "maxNumSeqs": frozenset({_C}),
-    "maxModelLen": frozenset({_C}),
-    "blockSize": frozenset({_C}),
-    "swapSpace": frozenset({_C}),
-    "dtype": frozenset({_C}),
-    "quantization": frozenset({_C}),
-    "kvCacheDtype": frozenset({_C}),
-    "trustRemoteCode": frozenset({_C}),
-    "extraArgs": frozenset({_C}),
-    "extraEnv": frozenset({_C}),
-    "ipc": frozenset({_C}),
-    "shmSizeGb": frozenset({_C}),
-    "containerUser": frozenset({_C}),
-    "apiPort": frozenset({_C, NETWORK}),
-    "readinessTimeoutSeconds": frozenset({NONE}),
-    # aws
-    "instanceType": frozenset({RESTART}),
-    "amiId": frozenset({REPLACE}),
-    "amiSsmParameter": frozenset({NONE}),  # read once; a new AMI is adopted only by pinning amiId
-    "rootVolumeSizeGb": frozenset({IN_PLACE}),
-    "cacheVolumeSizeGb": frozenset({VOLUME}),
-    "cacheVolumeType": frozenset({VOLUME}),
-    "cacheVolumeIops": frozenset({VOLUME}),
-    "cacheVolumeThroughput": frozenset({VOLUME}),
-    "kmsKeyId": frozenset({PROTECTED}),
-    "subnetId": frozenset({PROTECTED}),
-    "availabilityZone": frozenset({PROTECTED}),
-    "sshUser": frozenset({RESTART, CONTAINER}),
-    "sshKeyPairName": frozenset({REPLACE}),
-    "sshPublicKey": frozenset({REPLACE}),
-    "tags": frozenset({_T}),
-    "prefetchAtBoot": frozenset({_T}),
-    "dockerDataOnCacheVolume": frozenset({RESTART}),
-    "detailedMonitoring": frozenset({IN_PLACE}),
-    "recoveryAlarm": frozenset({NONE}),
-    # existing host
-    "hostAddress": frozenset({_C}),
-    "hostSshUser": frozenset({_C}),
-    "hostSshPort": frozenset({_C}),
-    "hostPublicKey": frozenset({NONE}),  # the new key is pinned for every connection
-    "hostCacheDir": frozenset({_C}),
-    "hostGpuModel": frozenset({NONE}),
-    "hostGpuCount": frozenset({_C}),  # with gpus=all it sets the default tensor parallelism
-    # access
-    "apiAllowedCidrs": frozenset({NETWORK}),
-    "sshAllowedCidrs": frozenset({NETWORK}),
-    "metricsAllowedCidrs": frozenset({_C}),
-    "dangerouslyAllowSshFromInternet": frozenset({NETWORK}),
-    "dangerouslyAllowApiFromInternet": frozenset({NETWORK}),
-    "proxyImage": frozenset({_C}),
-    "tls": frozenset({_C}),
-    "allowInsecureImage": frozenset({_C}),
-    # secrets
-    "apiKey": frozenset({_C}),
-    "hfToken": frozenset({_C, IN_PLACE, _T}),  # container env; SSM parameter + instance role for the prefetch
-    "sshPrivateKey": frozenset({NONE}),  # the new key is used for every connection
-}
+_KEY: Final = "effect"
 
 
-def effect_text(key: str) -> str:
-    return "; ".join(DESCRIPTIONS[e] for e in sorted(EFFECTS[key], key=list(DESCRIPTIONS).index))
+def effect(*kinds: str) -> dict[str, Any]:
+    """A setting's effect, for its `Field(json_schema_extra=...)`: one or more of the words above."""
+    unknown = [kind for kind in kinds if kind not in DESCRIPTIONS]
+    if not kinds or unknown:
+        raise ValueError(f"effect{kinds!r}: give one or more of {sorted(DESCRIPTIONS)}")
+    return {_KEY: sorted(set(kinds), key=list(DESCRIPTIONS).index)}
+
+
+def effect_of(info: FieldInfo) -> frozenset[str] | None:
+    """The effect a field declares, or None when it declares none."""
+    extra = info.json_schema_extra
+    if not isinstance(extra, dict) or _KEY not in extra:
+        return None
+    kinds = extra[_KEY]
+    assert isinstance(kinds, list)
+    return frozenset(str(kind) for kind in kinds)
+
+
+def effect_text(kinds: frozenset[str]) -> str:
+    return "; ".join(DESCRIPTIONS[e] for e in sorted(kinds, key=list(DESCRIPTIONS).index))

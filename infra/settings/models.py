@@ -3,7 +3,9 @@
 Settings are flat Pulumi config keys (`pulumi config set maxNumSeqs 64`), grouped here into sections
 by what a change to them touches: `ServerSettings` and `ModelSettings` only re-create the container,
 `AwsSettings` change the VM, `AccessSettings` change the network edge. Each field's alias is its config
-key and its description is the README's documentation of it (tools/gen_docs.py renders the table).
+key, its description is the documentation of it and its declared `effect` what changing it does to a running
+stack (infra/settings/effects.py); tools/gen_docs.py renders the README's tables and Pulumi.yaml's `config:`
+block (infra/settings/project_config.py) from them.
 
 Validation happens once, in `load_stack_config`, before any resource is declared, and reports every
 bad value at once, each naming the key, the value and what would be valid.
@@ -30,12 +32,28 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
+from vllm_endpoint.infra.catalog.dtypes import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES
 from vllm_endpoint.infra.catalog.names import (
     DEFAULT_API_PORT,
     DEFAULT_VLLM_VERSION,
     HOST_CACHE_MOUNT,
     VLLM_IMAGE_REPOSITORY,
+)
+from vllm_endpoint.infra.catalog.security import SECURITY_FLOOR
+from vllm_endpoint.infra.settings.effects import (
+    CONTAINER,
+    IN_PLACE,
+    NETWORK,
+    NONE,
+    PROTECTED,
+    REPLACE,
+    RESTART,
+    TAGS,
+    VOLUME,
+    effect,
+    effect_of,
 )
 
 PROJECT = "vllm-endpoint"
@@ -124,7 +142,7 @@ def _gpus(value: Any) -> str | tuple[str, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [str(value)]
     items = _split_list(value)
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list | tuple) or not items:
         raise ValueError(f"{value!r} is neither `all` nor a list of GPU device ids such as [\"1\"] or \"0,1\"")
     devices = tuple(str(item).strip() for item in items)
     for device in devices:
@@ -161,7 +179,32 @@ def _matching(pattern: re.Pattern[str], what: str, example: str) -> AfterValidat
     return AfterValidator(check)
 
 
-class _Section(BaseModel):
+def _one_of(choices: tuple[str, ...]) -> AfterValidator:
+    # The choices come from the catalog (infra/catalog/dtypes.py), so they are not repeated as a Literal here.
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}")
+        return value
+
+    return AfterValidator(check)
+
+
+class _Settings(BaseModel):
+    """Settings whose every field declares what changing it does to a running stack (infra/settings/effects.py):
+    a settings class with a field that does not fails at import, so no setting ships without its effect."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        missing = [name for name, info in cls.model_fields.items() if effect_of(info) is None]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__}: declare what a change of {', '.join(missing)} does to a running stack: "
+                "Field(..., json_schema_extra=effect(...)) with the words of infra/settings/effects.py"
+            )
+
+
+class _Section(_Settings):
     # extra="forbid": a misspelt key is an error, never a silently ignored setting.
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
@@ -177,25 +220,30 @@ class ModelSettings(_Section):
         "Qwen/Qwen2.5-1.5B-Instruct",
         description="Hugging Face repo id to serve; with `imageBuildContext`, the model's path inside "
         "the custom image (e.g. /app/model). Ignored when `modelPath` is set.",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     model_revision: str | None = Field(
         None, description="Git revision (commit sha, tag or branch) of the Hugging Face repo; pin it "
         "for reproducible deploys. Required with `trustRemoteCode`.",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     model_path: Path | None = Field(
         None, description="Local folder on the deploying machine holding a merged fine-tune "
         "(config.json, weights, tokenizer). Uploaded to the cache volume (again only when its content "
         "changes), mounted read-only and served from /app/model.",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     served_model_name: Annotated[str, _matching(_SERVED_NAME, "a model name", "my-finetune")] | None = Field(
         None, description="The name apps put in requests (`model`). Default: the repo id; for "
         "`modelPath` the folder's name; for a custom image the model path's last part.",
+        json_schema_extra=effect(CONTAINER),
     )
     model_architecture: NumberMap | None = Field(
         None, description="Architecture numbers for a model the fit check does not know and cannot "
         "read (JSON object with config.json's keys: num_hidden_layers, hidden_size, "
         "num_attention_heads, num_key_value_heads, vocab_size, intermediate_size, "
         "max_position_embeddings, torch_dtype).",
+        json_schema_extra=effect(NONE),
     )
 
     @model_validator(mode="after")
@@ -211,85 +259,108 @@ class ModelSettings(_Section):
 class ServerSettings(_Section):
     image: Annotated[str, _matching(_DOCKER_REPO, "an image repository", VLLM_IMAGE_REPOSITORY)] = Field(
         VLLM_IMAGE_REPOSITORY, description="vLLM image repository (a mirror of vllm/vllm-openai).",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     image_tag: Annotated[str, _matching(_DOCKER_TAG, "a Docker tag", f"v{DEFAULT_VLLM_VERSION}")] = Field(
         f"v{DEFAULT_VLLM_VERSION}", description="Image tag; `latest` and other moving tags are refused.",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     image_digest: Annotated[str, _matching(_DIGEST, "an image digest", "sha256:<64 hex digits>")] | None = Field(
         None, description="Pins the image by content (`sha256:...`); the tag is then only a label.",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     vllm_version: str | None = Field(
         None, description="vLLM version inside the image, when the tag does not say (e.g. a mirror "
         "tagged `prod`); flags are checked against it.",
+        json_schema_extra=effect(CONTAINER),
     )
     image_build_context: Path | None = Field(
         None, description="Folder with a Dockerfile `FROM vllm/vllm-openai:<tag>` (e.g. a fine-tune "
         "baked in at /app/model); built on the host and run instead of the stock image.",
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     gpus: GpuSelection = Field(
         "all", description="GPUs the container gets: `all`, or device indexes/UUIDs such as "
         '["1"] or "0,1" (the original command\'s `--gpus \'"device=1"\'`).',
+        json_schema_extra=effect(CONTAINER),
     )
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description="vLLM `--tensor-parallel-size`. Default: the number of GPUs the container gets.",
+        json_schema_extra=effect(CONTAINER),
     )
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
         0.9, description="vLLM `--gpu-memory-utilization`: share of each GPU's memory vLLM may use. "
         "The original command used 0.7 on a shared GPU; a dedicated VM can give vLLM more (vLLM's "
         "own default is 0.92 since 0.20; 0.9 leaves room for the CUDA context on every GPU in the catalog).",
+        json_schema_extra=effect(CONTAINER),
     )
     max_num_seqs: Annotated[int, Field(ge=1, le=65536)] | None = Field(
         None, description="vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The "
         "original command's 16 cuts throughput about 4x; set it only to cap concurrency.",
+        json_schema_extra=effect(CONTAINER),
     )
     max_model_len: Annotated[int, Field(ge=16, le=10_000_000)] | None = Field(
         None, description="vLLM `--max-model-len` (tokens per sequence). Default: the model's maximum.",
+        json_schema_extra=effect(CONTAINER),
     )
     block_size: Annotated[int, Field(ge=1, le=1024)] | None = Field(
         None, description="vLLM `--block-size` (KV cache block, tokens). Default: vLLM's (16 on GPUs).",
+        json_schema_extra=effect(CONTAINER),
     )
     swap_space: Annotated[int, Field(ge=0, le=1024)] | None = Field(
         None, description="vLLM `--swap-space` GiB. Only images up to v0.17 accept it.",
+        json_schema_extra=effect(CONTAINER),
     )
-    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+    dtype: Annotated[str, _one_of(DTYPE_CHOICES)] = Field(
         "auto", description="vLLM `--dtype`. `auto` resolves to float16 on GPUs without bfloat16 (T4).",
+        json_schema_extra=effect(CONTAINER),
     )
     quantization: Annotated[str, _matching(re.compile(r"^[a-z0-9_-]+$"), "a vLLM quantization method",
                                            "awq")] | None = Field(
         None, description="vLLM `--quantization` (e.g. awq, gptq, fp8).",
+        json_schema_extra=effect(CONTAINER),
     )
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+    kv_cache_dtype: Annotated[str, _one_of(KV_CACHE_DTYPE_CHOICES)] = Field(
         "auto", description="vLLM `--kv-cache-dtype`.",
+        json_schema_extra=effect(CONTAINER),
     )
     trust_remote_code: bool = Field(
         False, description="vLLM `--trust-remote-code`: runs Python code from the model repo. Needs "
         "`modelRevision` pinned.",
+        json_schema_extra=effect(CONTAINER),
     )
     extra_args: StrList = Field(
         default_factory=list, description='Further vLLM server arguments, e.g. ["--enable-chunked-prefill"]; '
         "checked against the image's vLLM version.",
+        json_schema_extra=effect(CONTAINER),
     )
     extra_env: StrMap = Field(
         default_factory=dict, description="Extra non-secret environment variables for the vLLM container.",
+        json_schema_extra=effect(CONTAINER),
     )
     ipc: Literal["auto", "host", "private"] = Field(
         "auto", description="Container IPC: `host` as in the original command, or `private` with "
         "`shmSizeGb` of /dev/shm. `auto`: host only when tensor parallelism needs it.",
+        json_schema_extra=effect(CONTAINER),
     )
     shm_size_gb: Annotated[int, Field(ge=1, le=512)] = Field(
         4, description="/dev/shm size (GiB) for the vLLM container when IPC is private.",
+        json_schema_extra=effect(CONTAINER),
     )
     container_user: Annotated[str, _matching(re.compile(r"^[0-9]{1,10}:[0-9]{1,10}$"), "a numeric uid:gid",
                                              "1000:1000")] = Field(
         "1000:1000", description="uid:gid the vLLM container runs as (not root). Must own the cache "
         "folder on the host: on the AWS Ubuntu AMIs that is `ubuntu`, 1000:1000; the deploy checks it.",
+        json_schema_extra=effect(CONTAINER),
     )
     api_port: Port = Field(
         DEFAULT_API_PORT, description="Host port the OpenAI API answers on (container port 8000).",
+        json_schema_extra=effect(CONTAINER, NETWORK),
     )
     readiness_timeout_seconds: Annotated[int, Field(ge=60, le=7200)] = Field(
         1800, description="How long `pulumi up` waits for `GET /v1/models` to answer before failing "
         "with the container's last log lines (covers a first model download).",
+        json_schema_extra=effect(NONE),
     )
 
     @model_validator(mode="after")
@@ -325,74 +396,95 @@ class AwsSettings(_Section):
     instance_type: Annotated[str, _matching(_INSTANCE_TYPE, "an EC2 instance type", "g5.xlarge")] = Field(
         "g5.xlarge", description="GPU instance type (see docs/gpu-catalog.md). Changing it stops and "
         "starts the same instance.",
+        json_schema_extra=effect(RESTART),
     )
     ami_id: Annotated[str, _matching(_AMI_ID, "an AMI id", "ami-0123456789abcdef0")] | None = Field(
         None, description="Pins the AMI. Unset: the latest AWS Deep Learning Base GPU AMI from "
         "`amiSsmParameter` — read at every deploy, so a newly published AMI replaces the instance; pin "
         "it for production.",
+        json_schema_extra=effect(REPLACE),
     )
     ami_ssm_parameter: Annotated[str, _matching(re.compile(r"^/[A-Za-z0-9_./-]+$"), "an SSM parameter path",
                                                 DEFAULT_AMI_SSM_PARAMETER)] = Field(
         DEFAULT_AMI_SSM_PARAMETER, description="Public SSM parameter naming the AMI when `amiId` is unset.",
+        json_schema_extra=effect(NONE),  # read once; a new AMI is adopted only by pinning amiId
     )
     root_volume_size_gb: Annotated[int, Field(ge=60, le=16384)] = Field(
         100, description="Encrypted gp3 root volume size; the DLAMI needs about 60 GiB, the vLLM image ~25.",
+        json_schema_extra=effect(IN_PLACE),
     )
     cache_volume_size_gb: Annotated[int, Field(ge=20, le=65536)] = Field(
         100, description="Persistent, encrypted EBS volume for the Hugging Face and vLLM caches "
         "(and uploaded fine-tunes). Can grow, never shrink.",
+        json_schema_extra=effect(VOLUME),
     )
-    cache_volume_type: Literal["gp3", "io2", "io1"] = Field("gp3", description="Cache volume EBS type.")
+    cache_volume_type: Literal["gp3", "io2", "io1"] = Field(
+        "gp3", description="Cache volume EBS type.", json_schema_extra=effect(VOLUME),
+    )
     cache_volume_iops: Annotated[int, Field(ge=3000, le=256000)] | None = Field(
         None, description="Cache volume IOPS (gp3 3,000-80,000; io1/io2 required). Default for gp3: "
         "enough for the default throughput (at least 3,000).",
+        json_schema_extra=effect(VOLUME),
     )
     cache_volume_throughput: Annotated[int, Field(ge=125, le=2000)] | None = Field(
         None, description="gp3 throughput in MiB/s (125-2,000). Default: the instance type's own EBS "
         "bandwidth limit (capped at 1,000), so reading weights is not throttled by the volume; see "
         "Performance.",
+        json_schema_extra=effect(VOLUME),
     )
     kms_key_id: str | None = Field(
         None, description="Customer KMS key (ARN) for the root and cache volumes; default: the AWS-managed key.",
+        json_schema_extra=effect(PROTECTED),
     )
     subnet_id: Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")] | None = Field(
         None, description="Subnet for the instance (its VPC is used). Default: a default subnet of the "
         "region's default VPC in `availabilityZone`.",
+        json_schema_extra=effect(PROTECTED),
     )
     availability_zone: Annotated[str, _matching(re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$"),
                                                  "an availability zone", "us-east-1a")] | None = Field(
         None, description="Zone for the instance and its cache volume when `subnetId` is unset. Default: "
         "the first default subnet's zone.",
+        json_schema_extra=effect(PROTECTED),
     )
     ssh_user: Annotated[str, _matching(_LINUX_USER, "a Linux user name", "ubuntu")] = Field(
         "ubuntu", description="Login user of the AMI (the DLAMI Ubuntu images use `ubuntu`).",
+        json_schema_extra=effect(CONTAINER, RESTART),
     )
     ssh_key_pair_name: str | None = Field(
         None, description="Existing EC2 key pair to install; needs the secret `sshPrivateKey`. Default: "
         "a key generated by the program (pulumi-tls, kept secret in state).",
+        json_schema_extra=effect(REPLACE),
     )
     ssh_public_key: Annotated[str, _matching(_SSH_PUBLIC_KEY, "an OpenSSH public key",
                                              "ssh-ed25519 AAAA... me@laptop")] | None = Field(
         None, description="Your OpenSSH public key to install instead of a generated one; needs the "
         "secret `sshPrivateKey`.",
+        json_schema_extra=effect(REPLACE),
     )
     tags: Annotated[StrMap, AfterValidator(_instance_tags)] = Field(
         default_factory=dict, description="Tags on every AWS resource (keys: letters, digits and "
         "+ - = . , _ : @, as instance tags readable through instance metadata require).",
+        json_schema_extra=effect(TAGS),
     )
     prefetch_at_boot: bool = Field(
         True, description="At first boot, pull the image and download the model onto the cache volume in "
         "parallel, before the container is created (read from instance tags, so changing them never "
         "touches the instance).",
+        json_schema_extra=effect(TAGS),
     )
     docker_data_on_cache_volume: bool = Field(
         False, description="Keep Docker's images on the cache volume: a replacement instance (new AMI) "
         "starts without pulling the ~25 GB image. Changing it stops and starts the instance and re-pulls once.",
+        json_schema_extra=effect(RESTART),
     )
-    detailed_monitoring: bool = Field(True, description="EC2 detailed (1-minute) monitoring.")
+    detailed_monitoring: bool = Field(
+        True, description="EC2 detailed (1-minute) monitoring.", json_schema_extra=effect(IN_PLACE),
+    )
     recovery_alarm: bool = Field(
         True, description="CloudWatch alarm that recovers the instance when its system status check "
         "fails (only where the instance type supports recovery).",
+        json_schema_extra=effect(NONE),
     )
 
 
@@ -401,59 +493,74 @@ class ExistingHostSettings(_Section):
 
     host_address: Annotated[str, _matching(_HOST, "a host name or IP address", "gpu-box.internal")] | None = Field(
         None, description="target=existing-host: address the endpoint and SSH use.",
+        json_schema_extra=effect(CONTAINER),
     )
     host_ssh_user: Annotated[str, _matching(_LINUX_USER, "a Linux user name", "deploy")] | None = Field(
         None, description="target=existing-host: SSH user (in the docker group).",
+        json_schema_extra=effect(CONTAINER),
     )
-    host_ssh_port: Port = Field(22, description="target=existing-host: SSH port.")
+    host_ssh_port: Port = Field(22, description="target=existing-host: SSH port.", json_schema_extra=effect(CONTAINER))
     host_public_key: Annotated[str, _matching(_SSH_PUBLIC_KEY, "an OpenSSH host public key",
                                               "ssh-ed25519 AAAA...")] | None = Field(
         None, description="target=existing-host: the server's SSH host key (`ssh-keyscan -t ed25519 "
         "HOST`, checked out of band); pinned, never trusted on first use.",
+        json_schema_extra=effect(NONE),  # the new key is pinned for every connection
     )
     host_cache_dir: Annotated[str, _matching(re.compile(r"^/[^\0]*$"), "an absolute path",
                                              HOST_CACHE_MOUNT)] = Field(
         HOST_CACHE_MOUNT, description="target=existing-host: directory holding the caches (like the "
-        "original `~/.cache/huggingface`).",
+        "original `~/.cache/huggingface`). Each endpoint keeps its caches, uploads and proxy files in its own "
+        "folder in it, named after the endpoint (the stack's endpoint: `vllm`).",
+        json_schema_extra=effect(CONTAINER),
     )
     host_gpu_model: str | None = Field(
         None, description="target=existing-host: GPU model for the fit check (e.g. A10G, L4, A100-80GB); "
         "without it the fit check is skipped with a warning.",
+        json_schema_extra=effect(NONE),
     )
     host_gpu_count: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description="target=existing-host with gpus=all: how many GPUs the host has.",
+        json_schema_extra=effect(CONTAINER),  # with gpus=all it sets the default tensor parallelism
     )
 
 
 class AccessSettings(_Section):
     api_allowed_cidrs: CidrList = Field(
         default_factory=list, description="CIDRs allowed to call the API port (your apps). Required on AWS.",
+        json_schema_extra=effect(NETWORK),
     )
     ssh_allowed_cidrs: CidrList = Field(
         default_factory=list, description="CIDRs allowed to SSH (the deploying machine: pulumi-docker "
         "and the readiness gate connect over SSH). Required on AWS.",
+        json_schema_extra=effect(NETWORK),
     )
     metrics_allowed_cidrs: CidrList = Field(
         default_factory=list, description="CIDRs that may read `/metrics` through the proxy (monitoring). "
         "Default: nobody.",
+        json_schema_extra=effect(CONTAINER),
     )
     dangerously_allow_ssh_from_internet: bool = Field(
         False, description="Opt-in required to put 0.0.0.0/0 or ::/0 in `sshAllowedCidrs`.",
+        json_schema_extra=effect(NETWORK),
     )
     dangerously_allow_api_from_internet: bool = Field(
         False, description="Opt-in required to put 0.0.0.0/0 or ::/0 in `apiAllowedCidrs`.",
+        json_schema_extra=effect(NETWORK),
     )
     proxy_image: Annotated[str, _matching(re.compile(r"^[a-z0-9./_-]+:[A-Za-z0-9_.-]+(@sha256:[0-9a-f]{64})?$"),
                                           "a pinned image reference", "nginx:1.29.3-alpine")] = Field(
         "nginx:1.29.3-alpine", description="Image of the reverse proxy that is the only thing on the API port "
         "(it forwards /v1/* and GET /health to vLLM, which is not reachable otherwise).",
+        json_schema_extra=effect(CONTAINER),
     )
     tls: Literal["off", "self-signed"] = Field(
         "off", description="`self-signed`: serve https with a certificate from a CA the program creates "
         "(stack output `ca_certificate`).",
+        json_schema_extra=effect(CONTAINER),
     )
     allow_insecure_image: bool = Field(
-        False, description="Opt-in to run a vLLM image older than the security floor (v0.22.0).",
+        False, description=f"Opt-in to run a vLLM image older than the security floor (v{SECURITY_FLOOR}).",
+        json_schema_extra=effect(CONTAINER),
     )
 
     @model_validator(mode="after")
@@ -471,7 +578,7 @@ class AccessSettings(_Section):
         return self
 
 
-class Secrets(BaseModel):
+class Secrets(_Settings):
     """Values set with `pulumi config set --secret`; they never leave as plaintext."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
@@ -479,13 +586,17 @@ class Secrets(BaseModel):
     api_key: SecretStr | None = Field(
         None, description="(secret) API key apps send as `Authorization: Bearer`. Default: a random "
         "48-character key (stack output `api_key`).",
+        json_schema_extra=effect(CONTAINER),
     )
     hf_token: SecretStr | None = Field(
         None, description="(secret) Hugging Face token for gated or private models.",
+        # The container's environment, and an SSM parameter + instance role for the boot prefetch.
+        json_schema_extra=effect(CONTAINER, TAGS, IN_PLACE),
     )
     ssh_private_key: SecretStr | None = Field(
         None, description="(secret) OpenSSH/PEM private key matching `sshPublicKey`/`sshKeyPairName`, "
         "or the existing host's authorized key.",
+        json_schema_extra=effect(NONE),  # the new key is used for every connection
     )
 
     @model_validator(mode="after")
@@ -528,6 +639,7 @@ class StackConfig(BaseModel):
     target: Literal["aws", "existing-host"] = Field(
         "aws", description="Where the endpoint runs: `aws` (a GPU VM this program creates) or "
         "`existing-host` (a Docker host you have, reached over SSH; no AWS resources).",
+        json_schema_extra=effect(CONTAINER, REPLACE),
     )
     model: ModelSettings = ModelSettings()
     server: ServerSettings = ServerSettings()
@@ -538,67 +650,81 @@ class StackConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_section(self) -> StackConfig:
-        problems: list[str] = []
-        s, m, a, h, acc, sec = self.server, self.model, self.aws, self.existing_host, self.access, self.secrets
-        if self.target == "aws":
-            if not acc.ssh_allowed_cidrs:
-                problems.append(
-                    "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set your "
-                    "address, e.g. `pulumi config set sshAllowedCidrs 203.0.113.7/32`"
-                )
-            if not acc.api_allowed_cidrs:
-                problems.append(
-                    "apiAllowedCidrs: required on AWS: the networks of the apps that call the endpoint, "
-                    "e.g. `pulumi config set apiAllowedCidrs 203.0.113.0/24`"
-                )
-            if (a.ssh_public_key or a.ssh_key_pair_name) and sec.ssh_private_key is None:
-                problems.append(
-                    "sshPrivateKey: required with sshPublicKey/sshKeyPairName (the program connects with it); "
-                    "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`, or unset both to "
-                    "use a generated key"
-                )
-            if a.ssh_public_key and a.ssh_key_pair_name:
-                problems.append("sshPublicKey and sshKeyPairName: set at most one of them")
-            if a.cache_volume_type in {"io1", "io2"} and a.cache_volume_iops is None:
-                problems.append(f"cacheVolumeIops: required for cacheVolumeType={a.cache_volume_type}")
-            if a.cache_volume_throughput is not None and a.cache_volume_type != "gp3":
-                problems.append(
-                    f"cacheVolumeThroughput: only gp3 volumes take a throughput (cacheVolumeType is "
-                    f"{a.cache_volume_type})"
-                )
-            if a.subnet_id and a.availability_zone:
-                problems.append("availabilityZone: the subnet decides the zone; unset one of subnetId/availabilityZone")
-            problems += _set_outside_target(self, "existing_host", ExistingHostSettings)
-        else:
-            for key, value in (("hostAddress", h.host_address), ("hostSshUser", h.host_ssh_user),
-                               ("hostPublicKey", h.host_public_key)):
-                if value is None:
-                    problems.append(f"{key}: required with target=existing-host")
-            if sec.ssh_private_key is None:
-                problems.append(
-                    "sshPrivateKey: required with target=existing-host (a key the host's user authorizes); "
-                    "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
-                )
-            if s.gpus == "all" and h.host_gpu_count is None and h.host_gpu_model is not None:
-                problems.append("hostGpuCount: required with gpus=all and hostGpuModel (for the fit check)")
-            problems += _set_outside_target(self, "aws", AwsSettings)
-        if s.trust_remote_code and m.model_path is None and s.image_build_context is None and not m.model_revision:
-            problems.append(
-                "modelRevision: required with trustRemoteCode=true: the repo's Python code runs on your "
-                "GPU host, so pin the commit you reviewed (e.g. `pulumi config set modelRevision <sha>`)"
-            )
-        if m.model_path is not None and s.image_build_context is not None:
-            problems.append("modelPath and imageBuildContext: choose one way to ship the fine-tune")
-        if m.model_path is not None and m.model_revision is not None:
-            problems.append("modelRevision: has no meaning for a local modelPath; unset it")
-        if s.image_build_context is not None and not m.model.startswith("/"):
-            problems.append(
-                "model: with imageBuildContext, give the model's absolute path inside the image "
-                "(e.g. /app/model)"
-            )
+        target_problems = _aws_problems if self.target == "aws" else _existing_host_problems
+        problems = target_problems(self) + _model_source_problems(self)
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _aws_problems(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    a, acc, sec = cfg.aws, cfg.access, cfg.secrets
+    if not acc.ssh_allowed_cidrs:
+        problems.append(
+            "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set your "
+            "address, e.g. `pulumi config set sshAllowedCidrs 203.0.113.7/32`"
+        )
+    if not acc.api_allowed_cidrs:
+        problems.append(
+            "apiAllowedCidrs: required on AWS: the networks of the apps that call the endpoint, "
+            "e.g. `pulumi config set apiAllowedCidrs 203.0.113.0/24`"
+        )
+    if (a.ssh_public_key or a.ssh_key_pair_name) and sec.ssh_private_key is None:
+        problems.append(
+            "sshPrivateKey: required with sshPublicKey/sshKeyPairName (the program connects with it); "
+            "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`, or unset both to "
+            "use a generated key"
+        )
+    if a.ssh_public_key and a.ssh_key_pair_name:
+        problems.append("sshPublicKey and sshKeyPairName: set at most one of them")
+    if a.cache_volume_type in {"io1", "io2"} and a.cache_volume_iops is None:
+        problems.append(f"cacheVolumeIops: required for cacheVolumeType={a.cache_volume_type}")
+    if a.cache_volume_throughput is not None and a.cache_volume_type != "gp3":
+        problems.append(
+            f"cacheVolumeThroughput: only gp3 volumes take a throughput (cacheVolumeType is "
+            f"{a.cache_volume_type})"
+        )
+    if a.subnet_id and a.availability_zone:
+        problems.append("availabilityZone: the subnet decides the zone; unset one of subnetId/availabilityZone")
+    return problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)
+
+
+def _existing_host_problems(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    h = cfg.existing_host
+    for key, value in (("hostAddress", h.host_address), ("hostSshUser", h.host_ssh_user),
+                       ("hostPublicKey", h.host_public_key)):
+        if value is None:
+            problems.append(f"{key}: required with target=existing-host")
+    if cfg.secrets.ssh_private_key is None:
+        problems.append(
+            "sshPrivateKey: required with target=existing-host (a key the host's user authorizes); "
+            "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
+        )
+    if cfg.server.gpus == "all" and h.host_gpu_count is None and h.host_gpu_model is not None:
+        problems.append("hostGpuCount: required with gpus=all and hostGpuModel (for the fit check)")
+    return problems + _set_outside_target(cfg, "aws", AwsSettings)
+
+
+def _model_source_problems(cfg: StackConfig) -> list[str]:
+    problems: list[str] = []
+    s, m = cfg.server, cfg.model
+    if s.trust_remote_code and m.model_path is None and s.image_build_context is None and not m.model_revision:
+        problems.append(
+            "modelRevision: required with trustRemoteCode=true: the repo's Python code runs on your "
+            "GPU host, so pin the commit you reviewed (e.g. `pulumi config set modelRevision <sha>`)"
+        )
+    if m.model_path is not None and s.image_build_context is not None:
+        problems.append("modelPath and imageBuildContext: choose one way to ship the fine-tune")
+    if m.model_path is not None and m.model_revision is not None:
+        problems.append("modelRevision: has no meaning for a local modelPath; unset it")
+    if s.image_build_context is not None and not m.model.startswith("/"):
+        problems.append(
+            "model: with imageBuildContext, give the model's absolute path inside the image "
+            "(e.g. /app/model)"
+        )
+    return problems
 
 
 def _set_outside_target(cfg: StackConfig, section: str, model: type[BaseModel]) -> list[str]:
@@ -623,6 +749,20 @@ def config_keys() -> dict[str, tuple[str, str]]:
         for name, info in model.model_fields.items():
             keys[info.alias or name] = (section, name)
     return keys
+
+
+def setting_fields() -> dict[str, FieldInfo]:
+    """Every setting by config key, `target` first, with its field: default, description, declared effect."""
+    fields = {key: StackConfig.model_fields[key] for key in sorted(TOP_LEVEL_KEYS)}
+    for key, (section, name) in config_keys().items():
+        fields[key] = SECTIONS[section].model_fields[name]
+    return fields
+
+
+def declared_effects() -> dict[str, frozenset[str]]:
+    """Every setting that declares one -> what changing it does to a running stack."""
+    declared = {key: effect_of(info) for key, info in setting_fields().items()}
+    return {key: kinds for key, kinds in declared.items() if kinds is not None}
 
 
 def _parse_raw(raw: str, annotation: Any) -> Any:
@@ -652,17 +792,32 @@ def load_stack_config(raw: Mapping[str, str], secret_keys: frozenset[str] | None
                     f"{key}: is stored in plaintext in the stack file; remove it and run "
                     f"`pulumi config set --secret {key} <value>`"
                 )
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    top: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for key, value in raw.items():
         if key in TOP_LEVEL_KEYS:
-            top[key] = value
+            values[key] = value
         elif key in keys:
             section, field_name = keys[key]
-            annotation = SECTIONS[section].model_fields[field_name].annotation
-            sections[section][key] = _parse_raw(value, annotation)
+            values[key] = _parse_raw(value, SECTIONS[section].model_fields[field_name].annotation)
         else:
-            problems.append(_unknown_key(key, [*keys, *TOP_LEVEL_KEYS]))
+            problems.append(unknown_setting(key, [*keys, *TOP_LEVEL_KEYS]))
+    return validate_settings(values, problems)
+
+
+def validate_settings(values: Mapping[str, Any], problems: list[str] | None = None) -> StackConfig:
+    """Validate settings keyed by config key (`{"maxNumSeqs": 64, ...}`, values already parsed; only known
+    keys). `problems` the caller found already are reported with the rest. The one validation path of
+    the stack config and of VllmEndpoint's keyword arguments (infra/settings/endpoint_args.py).
+    Raises ConfigError listing every problem at once."""
+    keys = config_keys()
+    problems = list(problems or [])
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in TOP_LEVEL_KEYS:
+            top[key] = value
+        else:
+            sections[keys[key][0]][key] = value
     try:
         # Sections are validated one by one so that an error in one still reports the others.
         built: dict[str, Any] = {}
@@ -678,7 +833,7 @@ def load_stack_config(raw: Mapping[str, str], secret_keys: frozenset[str] | None
         raise ConfigError(problems + _describe(err, False)) from None
 
 
-def _unknown_key(key: str, known: list[str]) -> str:
+def unknown_setting(key: str, known: list[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(key, known, n=1)

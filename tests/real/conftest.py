@@ -13,7 +13,7 @@ import pytest
 
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem
-from tests.real.harness.deployer import StageTimes, make_cache_dir
+from tests.real.harness.deployer import DEFAULT_NAMES, StageTimes, make_cache_dir
 from tests.real.harness.testhost import REQUIRED_TOOLS, TestHost, start_test_host
 from tests.real.harness.tiny_model import ensure_tiny_model
 
@@ -86,5 +86,5 @@ def cache_dir(test_host: TestHost, request: pytest.FixtureRequest) -> Iterator[P
     path = make_cache_dir(test_host, BUILD_DIR / "host-cache" / f"{test_host.name}-{module}")
     yield path
     test_host.remove_all_containers()
-    test_host.docker("network", "rm", "vllm-endpoint", check=False)
+    test_host.docker("network", "rm", DEFAULT_NAMES.network, check=False)
     shutil.rmtree(path, ignore_errors=True)

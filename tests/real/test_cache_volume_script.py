@@ -21,11 +21,16 @@ import pytest
 
 from tests.real.harness import loopdev
 from tests.real.harness.common import REPO_ROOT, prerequisite_problem, record_timing, run
-from vllm_endpoint.infra.catalog.names import HOST_CACHE_MOUNT
+from vllm_endpoint.infra.catalog.names import CACHE_SUBDIR_MODELS, CACHE_SUBDIR_ROOT
+from vllm_endpoint.infra.render.host_scripts import CACHE_SUBDIRS, env_strings
+from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env_values
 
 pytestmark = pytest.mark.real
 
 SCRIPT = REPO_ROOT / "infra" / "host" / "prepare-cache-volume.sh"
+# The folders boot.env tells the script to create, as user-data renders them.
+SUBDIRS_ENV = env_strings(boot_env_values(HostBootSettings("vol-0123456789abcdef0", "ubuntu", "", "")))[
+    "CACHE_SUBDIRS"]
 TOOLS = ("losetup", "blkid", "mkfs.ext4", "findmnt", "mountpoint", "lsblk", "mount", "umount", "bash",
          "sfdisk", "mkswap", "dd", "cmp")
 
@@ -81,6 +86,7 @@ class Volume:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "CACHE_VOLUME_ID": self.volume_id,
             "CACHE_MOUNT_POINT": str(self.mount_point),
+            "CACHE_SUBDIRS": SUBDIRS_ENV,
             "CACHE_WAIT_SECONDS": str(wait_seconds),
             "CACHE_DEVICE_DIR": str(self.device_dir),
             "CACHE_FSTAB": str(self.fstab),
@@ -129,7 +135,8 @@ def _assert_ready(vol: Volume, proc: subprocess.CompletedProcess[str]) -> None:
     opts = options.split(",")
     assert "nofail" in opts
     assert any(o.startswith("x-systemd.device-timeout=") for o in opts)
-    for sub in ("root-cache", "models"):
+    assert sorted(p.name for p in vol.mount_point.iterdir() if p.name != "lost+found") == sorted(CACHE_SUBDIRS)
+    for sub in CACHE_SUBDIRS:
         path = vol.mount_point / sub
         st = path.stat()
         assert stat.S_ISDIR(st.st_mode)
@@ -158,7 +165,7 @@ def test_second_run_keeps_filesystem_and_data(volume: Volume) -> None:
     volume.attach()
     _assert_ready(volume, volume.run_script())
     uuid = volume.uuid()
-    marker = volume.mount_point / "root-cache" / "kept.txt"
+    marker = volume.mount_point / CACHE_SUBDIR_ROOT / "kept.txt"
     marker.write_text("compiled kernels")
 
     start = time.monotonic()
@@ -176,7 +183,7 @@ def test_replacement_instance_mounts_existing_volume_with_data(volume: Volume, t
     volume.attach()
     _assert_ready(volume, volume.run_script())
     uuid = volume.uuid()
-    (volume.mount_point / "models" / "weights.bin").write_bytes(b"\x01" * 4096)
+    (volume.mount_point / CACHE_SUBDIR_MODELS / "weights.bin").write_bytes(b"\x01" * 4096)
     run(["umount", str(volume.mount_point)])
 
     # The new instance has its own root disk: a fresh fstab, here with an unrelated entry and a stale
@@ -190,7 +197,7 @@ def test_replacement_instance_mounts_existing_volume_with_data(volume: Volume, t
     _assert_ready(volume, proc)
     assert volume.uuid() == uuid
     assert "creating" not in proc.stdout
-    assert (volume.mount_point / "models" / "weights.bin").read_bytes() == b"\x01" * 4096
+    assert (volume.mount_point / CACHE_SUBDIR_MODELS / "weights.bin").read_bytes() == b"\x01" * 4096
     entries = volume.fstab_entries()
     assert ["LABEL=cloudimg-rootfs", "/", "ext4", "discard,errors=remount-ro", "0", "1"] in entries
     assert not any(e[0].startswith("UUID=00000000") for e in entries)
@@ -201,7 +208,7 @@ def test_cache_owner_applies_to_the_container_subdirectories(volume: Volume) -> 
     volume.attach()
     proc = volume.run_script(CACHE_OWNER="1234:2345")
     _assert_ready(volume, proc)
-    for sub in ("root-cache", "models"):
+    for sub in CACHE_SUBDIRS:
         st = (volume.mount_point / sub).stat()
         assert (st.st_uid, st.st_gid) == (1234, 2345)
     # The mount point itself stays root's.
@@ -215,8 +222,7 @@ def test_missing_volume_fails_loudly_without_mounting_anything(volume: Volume) -
     assert volume.volume_id in proc.stderr
     assert str(volume.link) in proc.stderr
     assert volume.mounted_source() is None
-    assert not (volume.mount_point / "root-cache").exists()
-    assert not (volume.mount_point / "models").exists()
+    assert not any((volume.mount_point / sub).exists() for sub in CACHE_SUBDIRS)
     assert volume.fstab_entries() == []
     assert not volume.timeline.exists()
     # Nothing was written to the device either.
@@ -260,7 +266,7 @@ def test_refuses_device_holding_something_else(volume: Volume, label: str, prepa
     assert "refusing" in proc.stderr
     assert run(["blkid", "-p", "-o", "export", volume.device], check=False).stdout == before
     assert volume.mounted_source() is None
-    assert not (volume.mount_point / "root-cache").exists()
+    assert not any((volume.mount_point / sub).exists() for sub in CACHE_SUBDIRS)
 
 
 def test_refuses_to_mount_over_another_filesystem(volume: Volume) -> None:
@@ -271,20 +277,15 @@ def test_refuses_to_mount_over_another_filesystem(volume: Volume) -> None:
         proc = volume.run_script()
         assert proc.returncode != 0
         assert "another filesystem" in proc.stderr
-        assert not (volume.mount_point / "root-cache").exists()
+        assert not any((volume.mount_point / sub).exists() for sub in CACHE_SUBDIRS)
     finally:
         run(["umount", str(volume.mount_point)], check=False)
 
 
-def test_default_mount_point_matches_constants() -> None:
-    match = re.search(r"^CACHE_MOUNT_POINT=\$\{CACHE_MOUNT_POINT:-([^}]+)\}$", SCRIPT.read_text(), re.M)
-    assert match, "default CACHE_MOUNT_POINT assignment not found"
-    assert match.group(1) == HOST_CACHE_MOUNT
+def test_a_folder_name_that_would_leave_the_volume_is_refused(volume: Volume) -> None:
+    volume.attach()
+    proc = volume.run_script(CACHE_SUBDIRS=f"{SUBDIRS_ENV}\n../escaped")
+    assert proc.returncode != 0 and "CACHE_SUBDIRS holds '../escaped'" in proc.stderr
+    assert volume.mounted_source() is None
+    assert not (volume.root / "mnt" / "escaped").exists()
 
-
-def test_shellcheck_clean() -> None:
-    problem = prerequisite_problem(("shellcheck",))
-    if problem:
-        pytest.skip(problem)
-    proc = run(["shellcheck", "-S", "style", str(SCRIPT)], check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr

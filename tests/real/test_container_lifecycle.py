@@ -24,6 +24,7 @@ from tests.real.harness import images
 from tests.real.harness.common import http_status
 from tests.real.harness.deployer import (
     CPU_ENV,
+    DEFAULT_NAMES,
     Deployment,
     StageTimes,
     cpu_adapt,
@@ -46,6 +47,7 @@ from vllm_endpoint.infra.render.proxy import proxy_spec, render_nginx_conf
 pytestmark = pytest.mark.real
 
 SERVED_NAME = "tiny-lifecycle"
+VLLM, PROXY = DEFAULT_NAMES.containers
 FIRST_MAX_NUM_SEQS, SECOND_MAX_NUM_SEQS = "16", "8"
 # Docker's own defaults for what a spec leaves unset (dockerd 20.10 and later).
 DOCKER_DEFAULT_IPC = "private"
@@ -186,7 +188,7 @@ def first(test_host: TestHost, vllm_image: str, tiny_model: Path, cache_dir: Pat
     test_host.remove_all_containers()
     deployment = _deploy(test_host, cache_dir, tiny_model, api_key, times, "first",
                          maxNumSeqs=FIRST_MAX_NUM_SEQS)
-    return First(deployment, inspect(test_host, "vllm"), inspect(test_host, "vllm-proxy"))
+    return First(deployment, inspect(test_host, VLLM), inspect(test_host, PROXY))
 
 
 @dataclass
@@ -203,10 +205,10 @@ def second(first: First, tiny_model: Path, cache_dir: Path, api_key: str, times:
     host = first.deployment.host
     name, text = f"lifecycle-probe-{secrets.token_hex(4)}", secrets.token_hex(16)
     # Written by the container (as its own user) into the cache volume, as vLLM writes its caches.
-    host.docker("exec", "vllm", "sh", "-c", f"printf %s {text} > {CONTAINER_CACHE_ROOT}/{name}")
+    host.docker("exec", VLLM, "sh", "-c", f"printf %s {text} > {CONTAINER_CACHE_ROOT}/{name}")
     deployment = _deploy(host, cache_dir, tiny_model, api_key, times, "second (flag changed)",
                          maxNumSeqs=SECOND_MAX_NUM_SEQS)
-    return Second(first, deployment, inspect(host, "vllm"), name, text)
+    return Second(first, deployment, inspect(host, VLLM), name, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_docker_reports_the_vllm_container_exactly_as_specified(first: First) ->
     assert hc["Init"] is True and hc["CapDrop"] == ["ALL"] and hc["SecurityOpt"] == ["no-new-privileges:true"]
     assert first.vllm["Config"]["User"] == host.container_user
     assert hc["PortBindings"] in ({}, None), "vLLM must not be published when the proxy is on"
-    assert "vllm" in first.vllm["NetworkSettings"]["Networks"]["vllm-endpoint"]["Aliases"]
+    assert VLLM_UPSTREAM_HOST in first.vllm["NetworkSettings"]["Networks"][first.deployment.plan.network]["Aliases"]
     # The key is in the container's environment and nowhere in what an operator sees.
     assert first.deployment.api_key not in first.deployment.docker_run
     assert first.deployment.api_key not in json.dumps(first.vllm["Config"]["Cmd"])
@@ -292,7 +294,7 @@ def test_dockers_own_health_check_turns_healthy(first: First, times: StageTimes)
     timeout = first.deployment.vllm.health.interval_s * 2 + first.deployment.vllm.health.timeout_s
 
     def healthy() -> bool:
-        status = host.docker("inspect", "--format", "{{.State.Health.Status}}", "vllm").stdout.strip()
+        status = host.docker("inspect", "--format", "{{.State.Health.Status}}", VLLM).stdout.strip()
         assert status in {"starting", "healthy"}, status
         return status == "healthy"
 
@@ -303,7 +305,7 @@ def test_dockers_own_health_check_turns_healthy(first: First, times: StageTimes)
 def test_a_file_in_the_cache_volume_survives_re_creation(second: Second) -> None:
     host = second.deployment.host
     assert second.vllm["Id"] != second.first.vllm["Id"], "the flag change must re-create the container"
-    seen = host.docker("exec", "vllm", "cat", f"{CONTAINER_CACHE_ROOT}/{second.probe_name}").stdout
+    seen = host.docker("exec", VLLM, "cat", f"{CONTAINER_CACHE_ROOT}/{second.probe_name}").stdout
     assert seen == second.probe_text
     # ... and it lives in the host folder the plan names, not in a Docker-managed volume.
     on_host = Path(second.deployment.plan.host_cache_dir) / CACHE_SUBDIR_ROOT / second.probe_name
@@ -326,7 +328,7 @@ def test_the_re_deploy_changes_only_the_flag(second: Second) -> None:
 def test_after_an_engine_restart_both_containers_and_the_endpoint_come_back(
         second: Second, times: StageTimes) -> None:
     host, deployment = second.deployment.host, second.deployment
-    names = ("vllm", "vllm-proxy")
+    names = (VLLM, PROXY)
     before = {name: inspect(host, name) for name in names}
     stop_s, start_s = host.restart_engine()
     times.add("engine_stop", stop_s)
@@ -358,11 +360,11 @@ def test_after_an_engine_restart_both_containers_and_the_endpoint_come_back(
 
 def test_the_api_port_forwards_through_the_proxy_to_vllms_8000(first: First) -> None:
     host, plan = first.deployment.host, first.deployment.plan
-    published = host.docker("port", "vllm-proxy").stdout.strip().splitlines()
+    published = host.docker("port", PROXY).stdout.strip().splitlines()
     assert published and all(line.split(" -> ")[0] == f"{PROXY_CONTAINER_PORT}/tcp" for line in published)
     assert {line.rsplit(":", 1)[1] for line in published} == {str(plan.api_port)}
-    assert host.docker("port", "vllm").stdout.strip() == "", "vLLM publishes nothing"
-    networks = inspect(host, "vllm")["NetworkSettings"]["Networks"]
+    assert host.docker("port", VLLM).stdout.strip() == "", "vLLM publishes nothing"
+    networks = inspect(host, VLLM)["NetworkSettings"]["Networks"]
     assert VLLM_UPSTREAM_HOST in networks[plan.network]["Aliases"]
     assert f"set $vllm http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT};" in render_nginx_conf(plan.proxy_settings)
     client = openai.OpenAI(base_url=first.deployment.endpoint_url, api_key=first.deployment.api_key,

@@ -17,6 +17,7 @@ import pytest
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import (
+    DEFAULT_NAMES,
     Deployment,
     StageTimes,
     assert_serves,
@@ -66,7 +67,7 @@ def custom(test_host: TestHost, vllm_image: str, build_context: Path, times: Sta
         yield deployment
     finally:
         test_host.remove_all_containers()
-        test_host.docker("network", "rm", "vllm-endpoint", check=False)
+        test_host.docker("network", "rm", DEFAULT_NAMES.network, check=False)
         if tag is not None:
             test_host.docker("image", "rm", tag, check=False)
         shutil.rmtree(cache_dir, ignore_errors=True)

@@ -3,8 +3,9 @@
 the prefetch section of infra/host/boot.sh run for real against a stand-in IMDS (token PUT, tags GET)
 and the test host's Docker engine; and the real vLLM server serving the model from the cache it filled.
 
-Every script runs as user-data ships it (`shipped_script`, comments stripped), so what is tested is what
-runs on the instance.
+Every script runs as user-data ships it (`boot_script`, `shipped_script`: comments stripped), and the host
+check's wait as pulumi-command runs it (`prefetch_wait_script` under sh), so what is tested is what runs
+on the instance.
 """
 
 from __future__ import annotations
@@ -23,12 +24,23 @@ import openai
 import pytest
 
 from tests.real.harness import images
-from tests.real.harness.bootprefetch import TOKEN_PARAMETER, BootRun, install_scripts, run_boot_prefetch, traced
+from tests.real.harness.bootprefetch import (
+    TOKEN_PARAMETER,
+    BootRun,
+    install_scripts,
+    make_volume_root,
+    run_boot_prefetch,
+    traced,
+)
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem, record_timing
 from tests.real.harness.deployer import deploy, existing_host_config, make_cache_dir
 from tests.real.harness.fakehub import FakeHub
 from tests.real.harness.testhost import TestHost
+from vllm_endpoint.infra.catalog.names import CACHE_SUBDIR_ROOT, PREFETCH_REVISION_TAG
+from vllm_endpoint.infra.plan.deployment import build_plan
 from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script
+from vllm_endpoint.infra.render.userdata import host_hf_home
+from vllm_endpoint.infra.settings.models import StackConfig
 
 pytestmark = pytest.mark.real
 
@@ -325,32 +337,51 @@ def test_a_gated_repo_works_with_the_token_from_a_file_which_no_command_line_sho
 
 # --- boot.sh's prefetch section ---------------------------------------------------------------------
 
+# The existing host's hostCacheDir the boot prefetch fills and the serving stack reads, below `work`.
+BOOT_HOST_DIR = "boot-host"
+
+
+def serving_config(test_host: TestHost, host_cache_dir: Path) -> StackConfig:
+    """The stack that serves the gated model offline from the cache the boot prefetch filled."""
+    return existing_host_config(
+        test_host, host_cache_dir, model=GATED, maxModelLen="512",
+        extraEnv=json.dumps({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}),
+    )
+
+
 @pytest.fixture(scope="module")
 def booted(test_host: TestHost, busybox_image: str, work: Path, hub: FakeHub, token: str) -> Iterator[BootRun]:
-    """boot.sh's prefetch for a gated model and an image the engine has: both jobs, in parallel."""
+    """boot.sh's prefetch for a gated model and an image the engine has: both jobs, in parallel.
+
+    It fills the folder the serving stack's containers use (an existing host's endpoint folder below
+    hostCacheDir), as on AWS it fills the volume the containers use."""
+    host_cache_dir = make_cache_dir(test_host, work / BOOT_HOST_DIR)
+    # The SSH user owns the endpoint's folder on an existing host (the deploy creates its other folders).
+    cache = make_cache_dir(test_host, Path(build_plan(serving_config(test_host, host_cache_dir)).host_cache_dir))
+    make_volume_root(test_host, cache)
     hub.reset_counters()
     run = run_boot_prefetch(test_host, work, "boot", {
         "prefetch-image": busybox_image, "prefetch-model": GATED, "hf-token-parameter": TOKEN_PARAMETER,
-    }, hub.endpoint, secret=token)
+    }, hub.endpoint, secret=token, cache=cache)
     record_timing("boot_prefetch_section", run.seconds)
     yield run
-    shutil.rmtree(run.cache, ignore_errors=True)
+    shutil.rmtree(host_cache_dir, ignore_errors=True)
 
 
 def test_boot_prefetch_reads_the_tags_through_imdsv2_and_finishes_both_jobs(booted: BootRun) -> None:
     assert booted.imds.requests[0] == ("PUT", "/latest/api/token", 200)
     assert all(status != 401 for _, _, status in booted.imds.requests), booted.imds.requests
-    assert ("GET", "/latest/meta-data/tags/instance/vllm-endpoint:prefetch-revision", 404) in booted.imds.requests
+    assert ("GET", f"/latest/meta-data/tags/instance/{PREFETCH_REVISION_TAG}", 404) in booted.imds.requests
     for job in ("image", "model"):
         assert (booted.state / f"prefetch-{job}.done").exists(), booted.log.read_text()
     stages = [line.split()[0] for line in booted.timeline.read_text().splitlines()]
     assert sorted(stages) == ["image_present", "model_present"]
     done = (booted.state / "prefetch-model.done").read_text()
-    assert f"{GATED} is in {booted.cache}/root-cache/huggingface" in done
-    hub_dir = booted.cache / "root-cache" / "huggingface" / "hub" / f"models--{GATED.replace('/', '--')}"
+    assert f"{GATED} is in {host_hf_home(str(booted.cache))}" in done
+    hub_dir = Path(host_hf_home(str(booted.cache))) / "hub" / f"models--{GATED.replace('/', '--')}"
     assert (hub_dir / "refs" / "main").is_file()
     owner = {p.stat().st_uid for p in hub_dir.rglob("*")}
-    assert owner == {(booted.cache / "root-cache").stat().st_uid}, "the cache owner, not root, owns the files"
+    assert owner == {(booted.cache / CACHE_SUBDIR_ROOT).stat().st_uid}, "the cache owner, not root, owns the files"
 
 
 def test_boot_prefetch_keeps_the_token_out_of_command_lines_environments_and_files(booted: BootRun,
@@ -367,7 +398,7 @@ def test_boot_prefetch_keeps_the_token_out_of_command_lines_environments_and_fil
 
 
 def test_the_host_check_reports_the_finished_prefetch(booted: BootRun) -> None:
-    proc = subprocess.run(["bash", "-c", "set -eu\n" + prefetch_wait_script(str(booted.state), 60)],
+    proc = subprocess.run(["sh", "-c", prefetch_wait_script(str(booted.state), 60)],
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0 and f"model prefetched: {GATED} is in" in proc.stdout, proc.stderr
 
@@ -381,7 +412,7 @@ def test_boot_prefetch_marks_a_failed_pull_and_starts_no_model_job_without_the_t
     assert "docker pull 127.0.0.1:9/absent/image:1 failed 3 times" in failed
     assert not (run.state / "prefetch-model.started").exists()
     assert run.timeline.read_text() == ""
-    proc = subprocess.run(["bash", "-c", "set -eu\n" + prefetch_wait_script(str(run.state), 60)],
+    proc = subprocess.run(["sh", "-c", prefetch_wait_script(str(run.state), 60)],
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0 and "image pull failed" in proc.stderr
 
@@ -395,12 +426,8 @@ def test_boot_prefetch_without_any_tag_starts_nothing(test_host: TestHost, work:
 
 def test_vllm_serves_the_repo_id_offline_from_the_cache_the_boot_prefetch_filled(
         booted: BootRun, test_host: TestHost, vllm_image: str, work: Path) -> None:
-    config = existing_host_config(
-        test_host, booted.cache, model=GATED, maxModelLen="512",
-        extraEnv=json.dumps({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}),
-    )
+    config = serving_config(test_host, work / BOOT_HOST_DIR)
     images.build_nginx_image(test_host, tag=config.access.proxy_image)
-    make_cache_dir(test_host, booted.cache)
     try:
         deployment = deploy(test_host, config, api_key=secrets.token_urlsafe(32))
         record_timing("vllm_ready_from_prefetched_cache", deployment.gate_seconds)

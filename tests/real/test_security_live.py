@@ -39,24 +39,28 @@ import pytest
 
 from tests.real.harness import images, tlsutil
 from tests.real.harness.common import BUILD_DIR, record_timing, run
-from tests.real.harness.deployer import Deployment, deploy, existing_host_config, make_cache_dir
+from tests.real.harness.deployer import DEFAULT_NAMES, Deployment, deploy, existing_host_config, make_cache_dir
 from tests.real.harness.testhost import TestHost
 from vllm_endpoint.infra.catalog.names import (
+    DEFAULT_ENDPOINT_NAME,
     PROXY_CONFIG_FILE,
-    PROXY_CONTAINER_NAME,
     PROXY_TLS_CERT_FILE,
     PROXY_TLS_KEY_FILE,
     PROXY_TLS_SUBDIR,
     SECRET_API_KEY_ENV,
-    VLLM_CONTAINER_NAME,
     VLLM_CONTAINER_PORT,
 )
+from vllm_endpoint.infra.plan.naming import EndpointNames
 from vllm_endpoint.infra.plan.spec import ContainerSpec
 from vllm_endpoint.infra.render.container import docker_run_argv
 from vllm_endpoint.infra.render.ssh import known_hosts_line, ssh_command
 from vllm_endpoint.infra.settings.models import StackConfig
 
 pytestmark = pytest.mark.real
+
+# The containers `deploy` (build_plan's default endpoint) creates.
+VLLM_CONTAINER_NAME = EndpointNames(DEFAULT_ENDPOINT_NAME).vllm_container
+PROXY_CONTAINER_NAME = EndpointNames(DEFAULT_ENDPOINT_NAME).proxy_container
 
 SERVED_NAME = "tiny-locked"
 # TEST-NET-1: a monitoring network the test machine is certainly not in.
@@ -338,7 +342,7 @@ def endpoints(test_host: TestHost, vllm_image: str, tiny_model: Path,
         yield stack
     finally:
         test_host.remove_all_containers()
-        test_host.docker("network", "rm", "vllm-endpoint", check=False)
+        test_host.docker("network", "rm", DEFAULT_NAMES.network, check=False)
         shutil.rmtree(cache_dir, ignore_errors=True)
 
 

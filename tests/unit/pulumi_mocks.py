@@ -94,6 +94,11 @@ class Mocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/keyPair:KeyPair":
             # AWS names a key pair the program does not name; a new public key is a new key pair.
             outputs["key_name"] = f"{args.name}-{hashlib.sha256(str(inputs['publicKey']).encode()).hexdigest()[:8]}"
+        elif typ == "aws:kms/key:Key":
+            outputs["arn"] = f"arn:aws:kms:us-east-1:123456789012:key/{digest[:8]}-0000-4000-8000-{digest[8:20]}"
+        elif typ == "aws:ec2/subnet:Subnet":
+            # Other programs' subnets, for endpoints placed by a subnet Output: ids look like AWS's.
+            return f"subnet-0{digest[:16]}", outputs | {"availability_zone": "us-east-1c"}
         elif typ == "aws:ebs/volume:Volume":
             return "vol-0123456789abcdef0", outputs
         elif typ == "aws:ec2/instance:Instance":

@@ -46,8 +46,8 @@ def test_the_dev_stack_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert mocks.one("aws:ec2/instance:Instance").inputs["instanceType"] == "g5.xlarge"
     assert mocks.one("aws:ec2/instance:Instance").inputs["tags"]["environment"] == "dev"
     assert {r.inputs["name"] for r in mocks.of_type("docker:index/container:Container")} == {"vllm", "vllm-proxy"}
-    # The docker connection's key material is written under the user's home, per project and stack.
-    assert (tmp_path / ".ssh" / "vllm-endpoint" / "vllm-endpoint-dev" / "known_hosts").exists()
+    # The docker connection's key material is written under the user's home, per project, stack and endpoint.
+    assert (tmp_path / ".ssh" / "vllm-endpoint" / "vllm-endpoint-dev" / "vllm" / "known_hosts").exists()
 
 
 def test_the_shared_gpu_stack_builds_without_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

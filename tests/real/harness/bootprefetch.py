@@ -2,8 +2,10 @@
 loopback, a stand-in AWS CLI for the SSM read of the token, the test host's Docker engine for the image
 job and a Hub stand-in (fakehub) for the model job, which runs as the test host's unprivileged user.
 
-The scripts run as user-data ships them (`shipped_script`: comments stripped), so what is exercised
-is what runs on an instance. Only the jobs a run started are ever stopped (by their pid files).
+The scripts run as user-data ships them (`boot_script`, `shipped_script`: comments stripped, boot.sh
+with its env file's path on top) with a boot.env rendered by `boot_env`, so what is exercised is what
+runs on an instance; only the paths in boot.env point into the test's folder. Only the jobs a run
+started are ever stopped (by their pid files).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env, shipped_script
+from vllm_endpoint.infra.catalog.names import CACHE_SUBDIR_ROOT
+from vllm_endpoint.infra.render.host_scripts import env_lines
+from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env_values, boot_script, shipped_script
 
 from .fakehub import NoLookupHTTPServer
 from .testhost import TestHost
@@ -30,10 +34,10 @@ JOBS = ("image", "model")
 
 
 def install_scripts(work: Path) -> None:
-    """boot.sh and hf-prefetch.py as user-data carries them, where the test host's user can read them."""
-    for name in ("hf-prefetch.py", "boot.sh"):
-        (work / name).write_text(shipped_script(name))
-        (work / name).chmod(0o755)
+    """hf-prefetch.py as user-data carries it, where the test host's user can read it. (Each run installs
+    its own boot.sh: the path of its env file is part of the script.)"""
+    (work / "hf-prefetch.py").write_text(shipped_script("hf-prefetch.py"))
+    (work / "hf-prefetch.py").chmod(0o755)
 
 
 def traced(argv: list[str], env: dict[str, str], exec_log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -121,6 +125,15 @@ cat {token_store}
     (bin_dir / "aws").chmod(0o755)
 
 
+def make_volume_root(host: TestHost, cache: Path) -> Path:
+    """A folder as prepare-cache-volume.sh leaves the mounted volume for the boot prefetch: its
+    CACHE_SUBDIR_ROOT owned by the SSH user (the containers' user)."""
+    (cache / CACHE_SUBDIR_ROOT).mkdir(parents=True)
+    cache.chmod(0o755)
+    os.chown(cache / CACHE_SUBDIR_ROOT, host.uid, host.gid)
+    return cache
+
+
 def stop_jobs(state: Path) -> None:
     """Ends the jobs this run started (their pids are in its state folder), and nothing else."""
     for job in JOBS:
@@ -133,8 +146,8 @@ def stop_jobs(state: Path) -> None:
 def run_boot_prefetch(host: TestHost, work: Path, name: str, tags: dict[str, str], hub_endpoint: str, *,
                       secret: str | None = None, cache: Path | None = None, timeline: Path | None = None,
                       trace: bool = True, timeout: float = 120) -> BootRun:
-    """`boot.sh prefetch` with the instance tags `tags` (keys without the vllm-endpoint: prefix), waiting
-    for the jobs it starts. `cache` is the mounted cache volume (default: a fresh folder with root-cache
+    """`boot.sh prefetch` with the instance tags `tags` (keys: the tag names without their prefix), waiting
+    for the jobs it starts. `cache` is the mounted cache volume (default: a fresh folder with CACHE_SUBDIR_ROOT
     owned by the test host's user); `timeline` the deploy timeline (default: a fresh file). With `trace`,
     every program started is recorded by strace (`BootRun.execs`)."""
     base = work / name
@@ -142,10 +155,7 @@ def run_boot_prefetch(host: TestHost, work: Path, name: str, tags: dict[str, str
     state.mkdir(parents=True)
     base.chmod(0o755)
     if cache is None:
-        cache = base / "cache"
-        (cache / "root-cache").mkdir(parents=True)
-        cache.chmod(0o755)
-        os.chown(cache / "root-cache", host.uid, host.gid)
+        cache = make_volume_root(host, base / "cache")
     if timeline is None:
         timeline = state / "timeline"
         timeline.touch()
@@ -155,22 +165,27 @@ def run_boot_prefetch(host: TestHost, work: Path, name: str, tags: dict[str, str
     token_store.touch(mode=0o600)
     token_store.write_text((secret or "") + "\n")
     fake_aws(bin_dir, token_store, TOKEN_PARAMETER)
-    env_text = boot_env(HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", "", cache_mount_point=str(cache)))
-    overrides = {"DEPLOY_TIMELINE_FILE": str(timeline), "PREFETCH_STATE_DIR": str(state),
-                 "HF_PREFETCH_SCRIPT": str(work / "hf-prefetch.py")}
+    values = boot_env_values(HostBootSettings("vol-0123456789abcdef0", host.ssh_user, "", "",
+                                              cache_mount_point=str(cache)))
+    tag_names = {"prefetch-image": values["PREFETCH_IMAGE_TAG"], "prefetch-model": values["PREFETCH_MODEL_TAG"],
+                 "prefetch-revision": values["PREFETCH_REVISION_TAG"],
+                 "hf-token-parameter": values["HF_TOKEN_PARAMETER_TAG"]}
+    values |= {"DEPLOY_TIMELINE_FILE": str(timeline), "PREFETCH_STATE_DIR": str(state), "PREFETCH_LOG": str(log),
+               "HF_PREFETCH_SCRIPT": str(work / "hf-prefetch.py")}
     env_file = base / "boot.env"
-    env_file.write_text("".join(f"{k}={overrides.get(k, v)}\n" for k, _, v in
-                                (line.partition("=") for line in env_text.splitlines())))
-    imds = FakeImds({f"vllm-endpoint:{k}": v for k, v in tags.items()})
-    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "BOOT_ENV_FILE": str(env_file),
-           "PREFETCH_LOG": str(log), "PREFETCH_RETRY_DELAY": "1", "HF_ENDPOINT": hub_endpoint,
+    env_file.write_text(env_lines(values))
+    script = base / "boot.sh"
+    script.write_text(boot_script(str(env_file)))
+    script.chmod(0o755)
+    imds = FakeImds({str(tag_names[k]): v for k, v in tags.items()})
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "PREFETCH_RETRY_DELAY": "1", "HF_ENDPOINT": hub_endpoint,
            "DOCKER_HOST": f"unix://{host.docker_socket}", "DOCKER_CONFIG": str(host.state_dir / "docker-client"),
            "NO_PROXY": "*"}
     jobs = [job for job in JOBS if f"prefetch-{job}" in tags]
     exec_log = base / "execs.log"
     with imds.serve() as url:
         start = time.monotonic()
-        argv = [str(work / "boot.sh"), "prefetch"]
+        argv = [str(script), "prefetch"]
         env["VLLM_ENDPOINT_IMDS_URL"] = url
         # Under strace this returns once the detached jobs have ended too.
         proc = (traced(argv, env, exec_log, timeout) if trace

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vllm_endpoint.infra.catalog.names import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.catalog.names import DEFAULT_ENDPOINT_NAME, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan, ImageBuild, build_plan
+from vllm_endpoint.infra.plan.naming import EndpointNames
 from vllm_endpoint.infra.plan.spec import ContainerSpec
 from vllm_endpoint.infra.render.container import docker_run_script
 from vllm_endpoint.infra.render.host_scripts import (
@@ -45,6 +46,9 @@ CPU_CHANGES = {
     "host preparation": "does not require the nvidia runtime in `docker info`",
 }
 CPU_ENV = (("VLLM_CPU_KVCACHE_SPACE", "1"),)
+# What a deployment's containers and network are called unless a test names its endpoint otherwise:
+# the stack's own endpoint.
+DEFAULT_NAMES = EndpointNames(DEFAULT_ENDPOINT_NAME)
 
 
 def cpu_adapt(spec: ContainerSpec) -> ContainerSpec:
@@ -94,8 +98,10 @@ def make_cache_dir(host: TestHost, path: Path) -> Path:
 
 
 def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str | None = None,
-           tls_files: tuple[str, str] | None = None, gate: bool = True) -> Deployment:
-    plan = build_plan(config)
+           tls_files: tuple[str, str] | None = None, gate: bool = True,
+           name: str = DEFAULT_ENDPOINT_NAME) -> Deployment:
+    """Deploys the endpoint `name` (its containers, network and host folder are named after it)."""
+    plan = build_plan(config, name)
     timings: dict[str, float] = {}
     with _step(timings, "prepare_host"):
         host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))

@@ -1,4 +1,5 @@
-"""The "what replaces what" table (infra/settings/effects.py) checked against the program.
+"""The "what replaces what" table checked against the program: each setting's effect as its field declares it
+(infra/settings/models.py, in the words of infra/settings/effects.py).
 
 For each setting, a baseline and a changed stack are declared under mocks; the differences in the
 resources' inputs are classified with the AWS provider's rules (which arguments force a new instance
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import Field
 
 from tests.unit.components.test_components import AWS, EXISTING, HOST_KEY, OWN_SSH_KEY, Deployed, deploy
 from tests.unit.model_folders import write_model_folder
 from vllm_endpoint.infra.settings import effects
-from vllm_endpoint.infra.settings.models import config_keys
+from vllm_endpoint.infra.settings.models import _Section, config_keys, declared_effects
 
 INSTANCE = "aws:ec2/instance:Instance"
 VOLUME = "aws:ebs/volume:Volume"
@@ -176,8 +178,16 @@ EXISTING_HOST_KEYS = {"hostAddress", "hostSshUser", "hostSshPort", "hostPublicKe
 
 
 def test_every_setting_has_a_declared_effect() -> None:
-    assert set(effects.EFFECTS) == {*config_keys(), "target"}
-    assert all(effects.EFFECTS[k] <= set(effects.DESCRIPTIONS) for k in effects.EFFECTS)
+    declared = declared_effects()
+    assert set(declared) == {*config_keys(), "target"}
+    assert all(kinds and kinds <= set(effects.DESCRIPTIONS) for kinds in declared.values())
+
+
+def test_a_setting_without_a_declared_effect_does_not_import() -> None:
+    with pytest.raises(TypeError, match=r"NewSettings: declare what a change of new_knob does"):
+        type("NewSettings", (_Section,), {"__annotations__": {"new_knob": int}, "new_knob": Field(1, description="x")})
+    with pytest.raises(ValueError, match="give one or more of"):
+        effects.effect("restarts-everything")
 
 
 @pytest.mark.parametrize("key", sorted(set(config_keys())))
@@ -188,4 +198,4 @@ def test_declared_effect_matches_what_the_program_changes(key: str, tmp_path: Pa
     before = deploy({**base, **baseline}, tmp_path)
     after = deploy({**base, **changed}, tmp_path)
     observed = classify(before, after)
-    assert observed == effects.EFFECTS[key], f"{key}: observed {sorted(observed)}"
+    assert observed == declared_effects()[key], f"{key}: observed {sorted(observed)}"

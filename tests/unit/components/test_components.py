@@ -25,8 +25,8 @@ from tests.unit.pulumi_mocks import (
 )
 from vllm_endpoint.components.vllm_endpoint import VllmEndpoint, VllmEndpointArgs
 from vllm_endpoint.infra.catalog.names import CONTAINER_CACHE_ROOT, CONTAINER_MODEL_DIR, HOST_CACHE_MOUNT
-from vllm_endpoint.infra.plan.deployment import build_plan
 from vllm_endpoint.infra.render.userdata import decode_user_data
+from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
 from vllm_endpoint.infra.settings.models import DEFAULT_AMI_SSM_PARAMETER, load_stack_config
 
 API_KEY = "sk-test-" + "a1b2c3d4" * 5
@@ -60,9 +60,11 @@ class Deployed:
 
 
 def deploy(raw: dict[str, str], tmp_path: Path) -> Deployed:
+    """The stack config `raw` (camelCase keys, text values, as Pulumi hands them over), deployed the way
+    __main__.py does: validated, turned into VllmEndpoint's keyword arguments."""
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, preview=False)
-    plan = build_plan(load_stack_config(raw))
+    settings: Any = settings_kwargs(load_stack_config(raw))
     holder: dict[str, Deployed] = {}
 
     options: dict[str, pulumi.ResourceOptions] = {}
@@ -72,7 +74,7 @@ def deploy(raw: dict[str, str], tmp_path: Path) -> Deployed:
 
     @pulumi.runtime.test
     def run() -> Any:
-        endpoint = VllmEndpoint("vllm", VllmEndpointArgs(plan=plan, ssh_dir=str(tmp_path / "ssh")),
+        endpoint = VllmEndpoint("vllm", VllmEndpointArgs(**settings, ssh_dir=str(tmp_path / "ssh")),
                                 opts=pulumi.ResourceOptions(transformations=[capture]))
         deployed = holder.setdefault("d", Deployed(mocks, endpoint, options=options))
 
@@ -265,7 +267,8 @@ def test_proxy_container_is_the_only_thing_on_the_api_port(aws: Deployed) -> Non
     assert {m["target"] for m in proxy["mounts"]} == {"/etc/nginx/nginx.conf"}
     assert all(m["readOnly"] for m in proxy["mounts"])
     network = aws.mocks.one("docker:index/network:Network").inputs
-    assert proxy["networksAdvanced"][0]["name"] == network["name"] == "vllm-endpoint"
+    # The endpoint's own network, named after it.
+    assert proxy["networksAdvanced"][0]["name"] == network["name"] == "vllm-endpoint-vllm"
 
 
 def test_images_are_pinned_and_pulled_through_the_ssh_provider(aws: Deployed) -> None:
@@ -359,11 +362,12 @@ def test_existing_host_creates_no_aws_resources(tmp_path: Path) -> None:
     provider = deployed.mocks.one("pulumi:providers:docker").inputs
     assert provider["host"] == "ssh://deploy@10.1.2.3"
     prepare = deployed.by_name("-prepare-host").inputs
-    assert "/srv/cache/root-cache" in prepare["create"]
+    # The endpoint's own folder in hostCacheDir, named after it.
+    assert "/srv/cache/vllm/root-cache" in prepare["create"]
     assert deployed.values["endpoint_url"] == "http://10.1.2.3:30005/v1"
     assert deployed.values["instance_id"] is None and deployed.values["cache_volume_id"] is None
     vllm = deployed.containers()["vllm"]
-    assert vllm["mounts"][0]["source"] == "/srv/cache/root-cache"
+    assert vllm["mounts"][0]["source"] == "/srv/cache/vllm/root-cache"
 
 
 def test_local_fine_tune_is_uploaded_by_digest_and_mounted_read_only(tmp_path: Path) -> None:
@@ -450,5 +454,5 @@ def test_docker_can_keep_its_images_on_the_cache_volume(tmp_path: Path) -> None:
         files = yaml.safe_load(decode_user_data(encoded))["write_files"]
         return str(next(f["content"] for f in files if f["path"].endswith("boot.env")))
 
-    assert "DOCKER_DATA_ROOT=\n" in env_file(AWS, "a")
+    assert "export DOCKER_DATA_ROOT=''\n" in env_file(AWS, "a")
     assert f"DOCKER_DATA_ROOT={HOST_CACHE_MOUNT}/docker\n" in env_file({**AWS, "dockerDataOnCacheVolume": "true"}, "b")

@@ -33,18 +33,20 @@ def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = No
     config = SHIPPED_CONFIG if config is None else config
     found: list[str] = []
     stack: list[PolicyResource] = []
-    # Containers reference their image by the RemoteImage's id: rebuild that dependency for the stack.
-    images = {mock_image_id(r.inputs["name"]): pack.stack_resource(r.typ, r.name, r.inputs)
-              for r in deployed.mocks.of_type("docker:index/remoteImage:RemoteImage")}
+    # Containers reference their image by the RemoteImage's id: rebuild that dependency for the stack (by
+    # provider too: two endpoints of a program may pull the same image, each through its own provider).
+    remote_images = deployed.mocks.of_type("docker:index/remoteImage:RemoteImage")
+    by_name = {r.name: pack.stack_resource(r.typ, r.name, r.inputs) for r in remote_images}
+    images = {(r.provider, mock_image_id(r.inputs["name"])): by_name[r.name] for r in remote_images}
     for resource in deployed.mocks.resources:
         props = json.loads(json.dumps(resource.raw_inputs, default=str))
         options = deployed.options.get(resource.name)
         # What each provider SDK declares secret (pulumi-command's `connection`, SSM's `value`, ...).
         secret_outputs = tuple(options.additional_secret_outputs or ()) if options else ()
         if resource.typ == "docker:index/remoteImage:RemoteImage":
-            stack.append(next(i for i in images.values() if i.name == resource.name))
+            stack.append(by_name[resource.name])
         else:
-            image = images.get(str(resource.inputs.get("image")))
+            image = images.get((resource.provider, str(resource.inputs.get("image"))))
             stack.append(pack.stack_resource(resource.typ, resource.name, props, [image] if image else None))
         for name, policy in pack.POLICIES.items():
             if not isinstance(policy, ResourceValidationPolicy):

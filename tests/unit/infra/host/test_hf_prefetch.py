@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script
-from vllm_endpoint.infra.render.userdata import read_script, shipped_script
+from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script, read_host_file
+from vllm_endpoint.infra.render.userdata import shipped_script
 
 SCRIPT = Path(__file__).resolve().parents[4] / "infra" / "host" / "hf-prefetch.py"
 
@@ -94,7 +94,7 @@ def test_the_prefetcher_uses_only_python_3_10_grammar_and_the_standard_library()
 
 
 def test_the_shipped_prefetcher_is_the_same_program_without_comments() -> None:
-    source, shipped = read_script("hf-prefetch.py"), shipped_script("hf-prefetch.py")
+    source, shipped = read_host_file("hf-prefetch.py"), shipped_script("hf-prefetch.py")
     assert len(shipped) < len(source)
     assert "\n#" not in shipped and shipped.startswith("#!/usr/bin/env python3\n")
     assert ast.dump(ast.parse(shipped)) == ast.dump(ast.parse(source))
@@ -112,7 +112,7 @@ def test_the_shipped_shell_scripts_parse_to_the_same_program(name: str, tmp_path
         assert proc.returncode == 0, proc.stderr
         return [line for line in proc.stdout.splitlines() if line.strip()]
 
-    source, shipped = read_script(name), shipped_script(name)
+    source, shipped = read_host_file(name), shipped_script(name)
     assert len(shipped) < len(source)
     assert parsed(shipped) == parsed(source)
 
@@ -123,10 +123,11 @@ def test_the_cli_refuses_a_bad_repo_id_before_any_request(capsys: pytest.Capture
     assert prefetch.main(["--repo", "a--b/c", "--hf-home", "/nonexistent"]) == 1
 
 
-# --- the host check's wait for the prefetch (bash on marker files) ------------------------------
+# --- the host check's wait for the prefetch (prefetch-wait.sh on marker files) --------------------
 
 def run_wait(state: Path, wait_s: int = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", "set -eu\n" + prefetch_wait_script(str(state), wait_s)],
+    """The rendered command as the SSH user's login shell runs it (sh -c)."""
+    return subprocess.run(["sh", "-c", prefetch_wait_script(str(state), wait_s)],
                           capture_output=True, text=True, timeout=60)
 
 

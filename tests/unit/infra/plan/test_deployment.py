@@ -158,7 +158,8 @@ def test_existing_host_without_gpu_model_skips_the_fit_check_with_a_warning() ->
     p = build_plan(load_stack_config({"target": "existing-host", "hostAddress": "10.0.0.5", "hostSshUser": "u",
                                       "hostPublicKey": "ssh-ed25519 AAAA", "sshPrivateKey": key, "gpus": "1"}))
     assert p.fit is None and any("hostGpuModel" in w for w in p.warnings)
-    assert p.host_cache_dir == "/opt/vllm-endpoint/cache"
+    # The default hostCacheDir, and in it the endpoint's own folder, named after it.
+    assert p.host_cache_dir == "/opt/vllm-endpoint/cache/vllm"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,249 @@
+"""The host commands: parameters quoted so that sh and bash read back exactly the values given, each file
+run by bash with stdin left to it, and the small host files run for real here under dash (the test
+host's login shell) where they need nothing but files. The gate, the host checks and the preparations
+that need Docker or cloud-init run for real in tests/real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vllm_endpoint.infra.plan.spec import ReadinessGate
+from vllm_endpoint.infra.render import host_scripts
+from vllm_endpoint.infra.render.host_scripts import (
+    EnvValue,
+    env_lines,
+    env_strings,
+    existing_host_prepare_script,
+    host_command,
+    model_check_script,
+    readiness_gate_script,
+    write_files_script,
+    write_files_stdin,
+)
+
+SHELLS = ["dash", "bash"]
+
+
+def shell(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def run(command: str, *, login_shell: str = "dash", input: str | None = None, path_dirs: tuple[Path, ...] = (),
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as sshd runs it: `<login shell> -c <command>`, here with a minimal environment."""
+    path = ":".join([*map(str, path_dirs), os.environ["PATH"]])
+    return subprocess.run([shell(login_shell), "-c", command], input=input, capture_output=True, text=True,
+                          env={"PATH": path, **(env or {})}, timeout=60)
+
+
+def read_back(params: dict[str, EnvValue], login_shell: str) -> dict[str, str]:
+    """The environment a program started after the export lines sees."""
+    proc = subprocess.run([shell(login_shell), "-c", env_lines(params) + "exec env -0\n"], capture_output=True,
+                          env={}, timeout=30, check=True)
+    pairs = (item.split(b"=", 1) for item in proc.stdout.split(b"\0") if item)
+    return {k.decode(): v.decode() for k, v in pairs if k.decode() in params}
+
+
+NASTY = ["", "plain", "two words", "it's", 'say "hi"', "$HOME", "`id`", "$(id)", "back\\slash", "line\nbreak",
+         "ends with a newline\n", "\n", "tab\there", "*", "~", "-n", "ünïcödé ✓", "a;b&c|d<e>f", "'", "''", "!1",
+         "${IFS}", "\\'"]
+
+
+@pytest.mark.parametrize("login_shell", SHELLS)
+def test_export_lines_set_exactly_the_values_given(login_shell: str) -> None:
+    params: dict[str, EnvValue] = {f"V{i}": value for i, value in enumerate(NASTY)}
+    assert read_back(params, login_shell) == params
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0")))
+def test_export_lines_round_trip_any_text(value: str) -> None:
+    assert read_back({"VALUE": value}, "dash") == {"VALUE": value}
+
+
+def test_typed_values_become_the_strings_the_host_files_test() -> None:
+    assert env_strings({"FLAG": True, "OFF": False, "N": 600, "LIST": ("a b", "c"), "EMPTY": ()}) == {
+        "FLAG": "true", "OFF": "false", "N": "600", "LIST": "a b\nc", "EMPTY": ""}
+
+
+@pytest.mark.parametrize("name", ["PATH", "IFS", "BASH_ENV", "ENV", "LD_PRELOAD", "BASH_FUNC_x%%", "lower",
+                                  "1ST", "A-B", "", "A B"])
+def test_a_name_the_shell_acts_on_or_cannot_hold_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="cannot be a host file parameter"):
+        env_lines({name: "x"})
+
+
+@pytest.mark.parametrize("value", ["a\0b", ("ok", "a\0b")])
+def test_a_nul_byte_is_refused(value: EnvValue) -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        env_lines({"VALUE": value})
+
+
+def test_a_list_item_with_a_line_break_is_refused() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        env_lines({"DIRS": ("/a", "/b\n/c")})
+
+
+# --- host_command: how the files run --------------------------------------------------------------
+
+def fake_files(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
+    monkeypatch.setattr(host_scripts, "read_host_file", lambda name: files[name])
+
+
+def test_files_run_in_turn_and_the_first_failure_ends_the_command_with_its_status(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_files(monkeypatch, {"a.sh": "echo a=$A\n", "b.sh": "exit 3\n", "c.sh": "echo c\n"})
+    proc = run(host_command({"A": "x y"}, "a.sh", "b.sh", "c.sh"))
+    assert (proc.returncode, proc.stdout) == (3, "a=x y\n")
+
+
+def test_stdin_reaches_the_file_and_bash_names_the_file_in_its_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_files(monkeypatch, {"gate.sh": "IFS= read -r key\nprintf '%s' \"$key\"\nset -u\n: \"$UNSET\"\n"})
+    proc = run(host_command({}, "gate.sh"), input="s3cret\n")
+    assert proc.stdout == "s3cret"
+    assert proc.returncode != 0 and proc.stderr.startswith("gate.sh: line 4: UNSET: unbound variable")
+
+
+def test_a_file_holding_the_here_document_end_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_files(monkeypatch, {"x.sh": "echo\nVLLM_ENDPOINT_HOST_FILE\necho escaped\n"})
+    with pytest.raises(ValueError, match="here-document"):
+        host_command({}, "x.sh")
+
+
+# --- the host files that need only files, run for real -------------------------------------------
+
+def test_model_check_accepts_the_files_in_the_target_and_leaves_them_readable(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    (target / "weights.safetensors").write_bytes(b"w")
+    (target / "weights.safetensors").chmod(0o600)
+    proc = run(model_check_script(str(target)))
+    assert proc.returncode == 0 and f"model ready in {target}" in proc.stdout, proc.stderr
+    assert stat.S_IMODE((target / "weights.safetensors").stat().st_mode) == 0o644
+
+
+def test_model_check_moves_files_copied_into_a_subfolder_up_into_the_target(tmp_path: Path) -> None:
+    # SFTP copied the folder into an existing target: target/<folder>/config.json.
+    inner = tmp_path / "model" / "my-finetune"
+    inner.mkdir(parents=True)
+    (inner / "config.json").write_text("{}")
+    (inner / "tokenizer.json").write_text("{}")
+    proc = run(model_check_script(str(tmp_path / "model")))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "tokenizer.json"]
+
+
+def test_model_check_fails_for_an_upload_without_config_json(tmp_path: Path) -> None:
+    (tmp_path / "model" / "x").mkdir(parents=True)
+    proc = run(model_check_script(str(tmp_path / "model")))
+    assert proc.returncode == 1 and "has no config.json" in proc.stderr
+
+
+def test_write_files_writes_each_file_with_its_mode_and_exact_content(tmp_path: Path) -> None:
+    files = {"nginx.conf": "events {}\n# ünïcödé\n", "tls/server.key": "-----KEY-----\n\n", "tls/server.crt": "c"}
+    modes = {"nginx.conf": "0644", "tls/server.key": "0600", "tls/server.crt": "0644"}
+    target = tmp_path / "proxy dir"
+    for _ in range(2):  # a second write replaces the files in place
+        proc = run(write_files_script(str(target), modes), input=write_files_stdin(files))
+        assert proc.returncode == 0, proc.stderr
+    for name, content in files.items():
+        assert (target / name).read_text() == content
+        assert stat.S_IMODE((target / name).stat().st_mode) == int(modes[name], 8)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["nginx.conf", "tls", *sorted(
+        n for n in files if n.startswith("tls/"))]
+
+
+def test_write_files_refuses_a_file_it_was_not_told_about(tmp_path: Path) -> None:
+    proc = run(write_files_script(str(tmp_path), {"nginx.conf": "0644"}),
+               input=write_files_stdin({"authorized_keys": "ssh-ed25519 AAAA"}))
+    assert proc.returncode == 1
+    assert "unexpected file authorized_keys (expected one of: nginx.conf)" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "mode"), [("../x", "0644"), ("a/../../x", "0644"), ("/etc/x", "0644"),
+                                            ("a b", "0644"), ("x;y", "0644"), ("", "0644"), (".", "0644"),
+                                            ("x", "644"), ("x", "0999"), ("x", "0644;")])
+def test_write_files_script_refuses_a_name_or_mode_it_cannot_write_safely(name: str, mode: str) -> None:
+    with pytest.raises(ValueError, match="cannot write file"):
+        write_files_script("/p", {name: mode})
+
+
+def fake_docker(bin_dir: Path, info_status: int = 0, runtimes: str = '{"runc":{}}') -> Path:
+    """A `docker` that answers the two questions the host checks ask (the real engine: tests/real)."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(f"""#!/bin/sh
+[ "$1" = info ] || exit 64
+[ "$#" -eq 1 ] && exit {info_status}
+printf '%s\\n' '{runtimes}'
+""")
+    (bin_dir / "docker").chmod(0o755)
+    return bin_dir
+
+
+def test_preparing_an_existing_host_creates_the_cache_folders_and_checks_their_owner(tmp_path: Path) -> None:
+    cache = tmp_path / "cache dir"
+    me = f"{os.getuid()}:{os.getgid()}"
+    proc = run(existing_host_prepare_script(str(cache), False, me), path_dirs=(fake_docker(tmp_path / "bin"),))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in cache.iterdir()) == sorted(host_scripts.CACHE_SUBDIRS)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o755 for p in cache.iterdir())
+    other = run(existing_host_prepare_script(str(cache), False, "4242:4242"), path_dirs=(tmp_path / "bin",))
+    assert other.returncode == 1
+    assert f"belongs to {me} but the containers run as 4242:4242" in other.stderr
+
+
+def test_preparing_an_existing_host_stops_when_docker_cannot_be_reached(tmp_path: Path) -> None:
+    bin_dir = fake_docker(tmp_path / "bin", info_status=1)
+    proc = run(existing_host_prepare_script(str(tmp_path / "c"), True, "4242:4242"), path_dirs=(bin_dir,))
+    assert proc.returncode == 1 and "cannot reach Docker on this host" in proc.stderr
+    assert "belongs to" not in proc.stderr  # the later checks did not run
+
+
+@pytest.mark.parametrize(("runtimes", "ok"), [('{"runc":{}}', False), ('{"nvidia":{"path":"x"},"runc":{}}', True)])
+def test_a_gpu_container_needs_dockers_nvidia_runtime(runtimes: str, ok: bool, tmp_path: Path) -> None:
+    bin_dir = fake_docker(tmp_path / "bin", runtimes=runtimes)
+    proc = run(existing_host_prepare_script(str(tmp_path / "c"), True, f"{os.getuid()}:{os.getgid()}"),
+               path_dirs=(bin_dir,))
+    assert (proc.returncode == 0) is ok, proc.stderr
+    assert ("does not list the nvidia runtime" in proc.stderr) is not ok
+
+
+def test_the_gate_sends_the_key_to_curl_on_stdin_and_records_the_timeline(tmp_path: Path) -> None:
+    """curl and docker stand-ins record what they were given; the real gate against vLLM: tests/real."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(f"""#!/bin/sh
+printf '%s\\n' "$*" >>{tmp_path}/curl-args
+cat >>{tmp_path}/curl-stdin
+printf 200
+""")
+    (bin_dir / "docker").write_text("#!/bin/sh\necho 2026-01-02T03:04:05.5Z\n")
+    for tool in ("curl", "docker"):
+        (bin_dir / tool).chmod(0o755)
+    timeline = tmp_path / "timeline"
+    timeline.write_text("instance_booted 100.0\nserver_ready 1.0\n")
+    gate = ReadinessGate("https://127.0.0.1:1/v1/models", "vllm", 30, str(timeline), insecure_tls=True)
+    key = f"sk-' $(touch {tmp_path}/pwned) \"key"
+    proc = run(readiness_gate_script(gate), input=key + "\n", path_dirs=(bin_dir,))
+    assert proc.returncode == 0, proc.stderr
+    assert "ready: GET https://127.0.0.1:1/v1/models answered 200" in proc.stdout
+    assert (tmp_path / "curl-stdin").read_text() == f"Authorization: Bearer {key}\n"
+    args = (tmp_path / "curl-args").read_text()
+    assert key not in args and "-k" in args.split() and "-H @-" in args
+    stages = [line.split()[0] for line in timeline.read_text().splitlines()]
+    assert sorted(stages) == ["container_started", "instance_booted", "server_ready"]  # the old server_ready went
+    assert not (tmp_path / "pwned").exists()
+
