@@ -22,18 +22,22 @@ import pulumi_tls as tls
 from vllm_endpoint.components._support import SshTarget, secret
 from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
 from vllm_endpoint.infra.catalog.names import (
+    API_WORLD_OPT_IN,
+    CACHE_ROLE,
     ENDPOINT_TAG,
     HF_TOKEN_PARAMETER_TAG,
     HOST_CACHE_MOUNT,
+    OPT_IN_MARKER_PREFIX,
     PROJECT,
     ROLE_TAG,
+    SSH_WORLD_OPT_IN,
     STACK_TAG,
 )
 from vllm_endpoint.infra.plan.deployment import CacheVolume
 from vllm_endpoint.infra.render.host_scripts import host_ready_script
 from vllm_endpoint.infra.render.ssh import DEFAULT_SSH_PORT
 from vllm_endpoint.infra.render.userdata import HostBootSettings, encode_user_data, render_user_data
-from vllm_endpoint.infra.settings.models import API_WORLD_OPT_IN, SSH_WORLD_OPT_IN, ConfigError
+from vllm_endpoint.infra.settings.models import ConfigError
 
 # The attachment's device name; Nitro instances show the volume as NVMe whatever this says, and the
 # boot script finds it by volume id instead.
@@ -135,7 +139,7 @@ class GpuHost(pulumi.ComponentResource):
     ready: command.remote.Command
 
     def __init__(self, name: str, args: GpuHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("vllm-endpoint:aws:GpuHost", name, None, opts)
+        super().__init__(f"{PROJECT}:aws:GpuHost", name, None, opts)
         tags = {**args.tags, STACK_TAG: pulumi.get_stack(), ENDPOINT_TAG: args.endpoint}
         placement = self._placement(args)
         self.security_group, self.egress_rules = self._create_security_group(name, placement.vpc_id, tags)
@@ -281,7 +285,7 @@ class GpuHost(pulumi.ComponentResource):
             throughput=volume.throughput_mib_s,
             encrypted=True,  # CKV_AWS_3
             kms_key_id=args.kms_key_id,
-            tags={**tags, ROLE_TAG: "cache", "Name": f"{name}-hf-cache"},
+            tags={**tags, ROLE_TAG: CACHE_ROLE, "Name": f"{name}-hf-cache"},
             # Models, compile caches and uploaded fine-tunes outlive any instance: `pulumi destroy`
             # and replacements keep the volume (delete it by hand when you are done with it).
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
@@ -518,7 +522,7 @@ def _user_data(args: GpuHostArgs, parts: _InstanceParts) -> pulumi.Output[str]:
 def _description(purpose: str, cidr: str, opt_in: str) -> str:
     """Says where the rule admits from; world-open ones carry the opt-in marker policy packs look for."""
     if ipaddress.ip_network(cidr).prefixlen == 0:
-        return f"{purpose} from {cidr} (opt-in: {opt_in})"
+        return f"{purpose} from {cidr} ({OPT_IN_MARKER_PREFIX}{opt_in})"
     return f"{purpose} from {cidr}"
 
 

@@ -23,7 +23,7 @@ from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, S
 from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs, IngressArgs, SshKeyArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.components.vllm_server import TlsMaterial, VllmServer, VllmServerArgs
-from vllm_endpoint.infra.catalog.names import PREFETCH_MODEL_TAG
+from vllm_endpoint.infra.catalog.names import PREFETCH_MODEL_TAG, PROJECT
 from vllm_endpoint.infra.render.container import plan_docker_run
 from vllm_endpoint.infra.render.ssh import ssh_command
 
@@ -75,7 +75,7 @@ class VllmEndpoint(pulumi.ComponentResource):
     def __init__(self, name: str, args: VllmEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Every check first: a bad setting stops the program before any resource exists.
         settings = load_settings(name, args)
-        super().__init__("vllm-endpoint:index:VllmEndpoint", name, None, opts)
+        super().__init__(f"{PROJECT}:index:VllmEndpoint", name, None, opts)
         plan = settings.plan
         for warning in plan.warnings:
             pulumi.log.warn(warning, resource=self)
@@ -183,7 +183,7 @@ class VllmEndpoint(pulumi.ComponentResource):
             f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
             is_ca_certificate=True,
-            subject={"common_name": f"{name} vLLM endpoint CA", "organization": "vllm-endpoint"},
+            subject={"common_name": f"{name} vLLM endpoint CA", "organization": PROJECT},
             validity_period_hours=TLS_VALIDITY_HOURS * 3,
             allowed_uses=["cert_signing", "crl_signing"],
             opts=opts,

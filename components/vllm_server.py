@@ -14,7 +14,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 
 from vllm_endpoint.components._support import SshTarget, secret, write_ssh_files
-from vllm_endpoint.infra.catalog.names import SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.catalog.names import PROJECT, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.render.container import to_container_args
 from vllm_endpoint.infra.render.host_scripts import (
@@ -53,7 +53,7 @@ class VllmServer(pulumi.ComponentResource):
     deploy_timeline: pulumi.Output[str]
 
     def __init__(self, name: str, args: VllmServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("vllm-endpoint:docker:VllmServer", name, None, opts)
+        super().__init__(f"{PROJECT}:docker:VllmServer", name, None, opts)
         plan = args.plan
         self.host_prepare = self._prepare_existing_host(name, args) if args.prepare_existing_host else None
         depends_on: list[pulumi.Resource] = [self.host_prepare] if self.host_prepare else list(args.depends_on)

@@ -91,7 +91,8 @@ def _validate_vllm_images(args: StackValidationArgs, report_violation: ReportVio
         report_violation(message, urn)
 
 
-def build_policies() -> list[Policy]:
+def _network_policies() -> list[Policy]:
+    """Who may reach the host: ingress rules and public addresses."""
     return [
         ResourceValidationPolicy(
             name="no-ssh-from-internet",
@@ -130,6 +131,23 @@ def build_policies() -> list[Policy]:
             tags=["network", "aws"],
         ),
         ResourceValidationPolicy(
+            name="no-ephemeral-public-ip",
+            description="Instances should not get an auto-assigned public IP; use an Elastic IP when "
+            "they must be reachable.",
+            validate=_on_types(COMPUTE_TYPES, lambda a: rules.check_ephemeral_public_ip(a.resource_type, a.props)),
+            # The exposure itself is what the ingress policies block; this only flags hygiene.
+            enforcement_level=EnforcementLevel.ADVISORY,
+            severity=Severity.LOW,
+            framework=_framework("Checkov", "CKV_AWS_88"),
+            tags=["aws", "network"],
+        ),
+    ]
+
+
+def _instance_policies() -> list[Policy]:
+    """The VM itself: metadata service, disks, monitoring."""
+    return [
+        ResourceValidationPolicy(
             name="imdsv2-required",
             description="Instances and launch templates must require IMDSv2 tokens with a PUT hop limit "
             "of 1 (or disable the metadata endpoint).",
@@ -165,17 +183,12 @@ def build_policies() -> list[Policy]:
             framework=_framework("Checkov", "CKV_AWS_126"),
             tags=["aws", "observability"],
         ),
-        ResourceValidationPolicy(
-            name="no-ephemeral-public-ip",
-            description="Instances should not get an auto-assigned public IP; use an Elastic IP when "
-            "they must be reachable.",
-            validate=_on_types(COMPUTE_TYPES, lambda a: rules.check_ephemeral_public_ip(a.resource_type, a.props)),
-            # The exposure itself is what the ingress policies block; this only flags hygiene.
-            enforcement_level=EnforcementLevel.ADVISORY,
-            severity=Severity.LOW,
-            framework=_framework("Checkov", "CKV_AWS_88"),
-            tags=["aws", "network"],
-        ),
+    ]
+
+
+def _secret_policies() -> list[Policy]:
+    """Credentials: never in plaintext, always Pulumi secrets, long enough."""
+    return [
         ResourceValidationPolicy(
             name="no-plaintext-credentials",
             description="Private keys, Hugging Face tokens and API keys must not appear in user data, "
@@ -210,8 +223,43 @@ def build_policies() -> list[Policy]:
             tags=["secrets"],
         ),
         ResourceValidationPolicy(
+            name="api-key-length",
+            description="The random API key (a RandomPassword/RandomString named like 'api-key') must "
+            "be at least 32 characters.",
+            validate=_on_types(
+                API_KEY_TYPES,
+                lambda a: rules.check_api_key_length(
+                    a.name,
+                    a.props,
+                    int(_config(a, "minimumLength", rules.DEFAULT_API_KEY_MIN_LENGTH)),
+                    str(_config(a, "nameContains", rules.DEFAULT_API_KEY_NAME_MARKER)),
+                ),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("CWE", "CWE-521; CWE-331"),
+            config_schema=PolicyConfigSchema(
+                properties={
+                    "minimumLength": {
+                        "type": "integer",
+                        "minimum": 16,
+                        "default": rules.DEFAULT_API_KEY_MIN_LENGTH,
+                    },
+                    "nameContains": {"type": "string", "default": rules.DEFAULT_API_KEY_NAME_MARKER},
+                }
+            ),
+            tags=["secrets"],
+        ),
+    ]
+
+
+def _deployment_policies() -> list[Policy]:
+    """What runs on the host: the cache volume, the image, the SSH connection, the containers."""
+    return [
+        ResourceValidationPolicy(
             name="cache-volume-protected",
-            description="The EBS volume tagged vllm-endpoint:role=cache must be created with protect=True.",
+            description=f"The EBS volume tagged {rules.CACHE_ROLE_TAG}={rules.CACHE_ROLE_VALUE} must be created with "
+            "protect=True.",
             validate=_on_types(
                 frozenset({rules.EBS_VOLUME}),
                 lambda a: rules.check_cache_volume_protected(a.props, bool(a.opts.protect)),
@@ -252,32 +300,8 @@ def build_policies() -> list[Policy]:
             framework=_framework("CIS Docker Benchmark", "5.4; 5.31"),
             tags=["docker"],
         ),
-        ResourceValidationPolicy(
-            name="api-key-length",
-            description="The random API key (a RandomPassword/RandomString named like 'api-key') must "
-            "be at least 32 characters.",
-            validate=_on_types(
-                API_KEY_TYPES,
-                lambda a: rules.check_api_key_length(
-                    a.name,
-                    a.props,
-                    int(_config(a, "minimumLength", rules.DEFAULT_API_KEY_MIN_LENGTH)),
-                    str(_config(a, "nameContains", rules.DEFAULT_API_KEY_NAME_MARKER)),
-                ),
-            ),
-            enforcement_level=EnforcementLevel.MANDATORY,
-            severity=Severity.HIGH,
-            framework=_framework("CWE", "CWE-521; CWE-331"),
-            config_schema=PolicyConfigSchema(
-                properties={
-                    "minimumLength": {
-                        "type": "integer",
-                        "minimum": 16,
-                        "default": rules.DEFAULT_API_KEY_MIN_LENGTH,
-                    },
-                    "nameContains": {"type": "string", "default": rules.DEFAULT_API_KEY_NAME_MARKER},
-                }
-            ),
-            tags=["secrets"],
-        ),
     ]
+
+
+def build_policies() -> list[Policy]:
+    return [*_network_policies(), *_instance_policies(), *_secret_policies(), *_deployment_policies()]

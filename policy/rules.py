@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import ipaddress
 import json
 import pathlib
@@ -20,6 +21,7 @@ import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Final, Protocol
 
 from pulumi_policy import Secret
@@ -49,18 +51,33 @@ RANDOM_STRING: Final = "random:index/randomString:RandomString"
 SSM_PARAMETER: Final = "aws:ssm/parameter:Parameter"
 REMOTE_COMMAND_PREFIX: Final = "command:remote:"
 
+# The product's names (tags, labels, opt-in settings) live once, in infra/catalog/names.py, which needs
+# only the standard library: the pack, run from the checkout in its own venv, loads that file by path.
+_NAMES_FILE: Final = pathlib.Path(__file__).resolve().parent.parent / "infra/catalog/names.py"
+
+
+def _load_names() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("vllm_endpoint_catalog_names", _NAMES_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_NAMES: Final = _load_names()
+
 # The product writes these markers into a rule's description when the operator set the matching
 # `dangerously...` config; a rule that carries one is an explicit, reviewed decision.
-SSH_OPT_IN_MARKER: Final = "opt-in: dangerouslyAllowSshFromInternet"
-API_OPT_IN_MARKER: Final = "opt-in: dangerouslyAllowApiFromInternet"
+SSH_OPT_IN_MARKER: Final = f"{_NAMES.OPT_IN_MARKER_PREFIX}{_NAMES.SSH_WORLD_OPT_IN}"
+API_OPT_IN_MARKER: Final = f"{_NAMES.OPT_IN_MARKER_PREFIX}{_NAMES.API_WORLD_OPT_IN}"
 
 # Label/tag keys the product puts on its resources.
-CACHE_ROLE_TAG: Final = "vllm-endpoint:role"
-CACHE_ROLE_VALUE: Final = "cache"
-ROLE_LABEL: Final = "vllm-endpoint:role"
-PROXY_ROLE_VALUE: Final = "proxy"
-VLLM_VERSION_LABEL: Final = "vllm-endpoint:vllm-version"
-INSECURE_IMAGE_OPT_IN_LABEL: Final = "vllm-endpoint:insecure-image-opt-in"
+CACHE_ROLE_TAG: Final[str] = _NAMES.ROLE_TAG
+CACHE_ROLE_VALUE: Final[str] = _NAMES.CACHE_ROLE
+ROLE_LABEL: Final[str] = _NAMES.ROLE_TAG
+PROXY_ROLE_VALUE: Final[str] = _NAMES.PROXY_ROLE
+VLLM_VERSION_LABEL: Final[str] = _NAMES.VLLM_VERSION_LABEL
+INSECURE_IMAGE_OPT_IN_LABEL: Final[str] = _NAMES.INSECURE_IMAGE_OPT_IN_LABEL
 
 SSH_PORT: Final = 22
 DEFAULT_MAX_HOP_LIMIT: Final = 1

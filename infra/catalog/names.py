@@ -39,6 +39,18 @@ CACHE_SUBDIR_PROXY: Final = "proxy"  # the reverse proxy's nginx.conf and TLS fi
 PROJECT: Final = "vllm-endpoint"
 LABEL_PREFIX: Final = PROJECT
 ROLE_TAG: Final = f"{LABEL_PREFIX}:role"
+CACHE_ROLE: Final = "cache"  # ROLE_TAG of the cache volume (the policy pack finds it by this)
+PROXY_ROLE: Final = "proxy"
+VLLM_ROLE: Final = "vllm"
+VLLM_VERSION_LABEL: Final = f"{LABEL_PREFIX}:vllm-version"
+INSECURE_IMAGE_OPT_IN_LABEL: Final = f"{LABEL_PREFIX}:insecure-image-opt-in"
+# Custom images built on the host are tagged <this>:<content digest>.
+CUSTOM_IMAGE_REPOSITORY: Final = f"{PROJECT}-custom"
+# Settings that open a port to the whole internet, and the marker a rule opened by one carries in its
+# description (the policy pack accepts a world-open rule only with it).
+SSH_WORLD_OPT_IN: Final = "dangerouslyAllowSshFromInternet"
+API_WORLD_OPT_IN: Final = "dangerouslyAllowApiFromInternet"
+OPT_IN_MARKER_PREFIX: Final = "opt-in: "
 # Instance tags the boot script reads through IMDS (infra/host/boot.sh gets their names in boot.env).
 PREFETCH_IMAGE_TAG: Final = f"{LABEL_PREFIX}:prefetch-image"
 PREFETCH_MODEL_TAG: Final = f"{LABEL_PREFIX}:prefetch-model"

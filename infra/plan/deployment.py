@@ -22,23 +22,27 @@ from vllm_endpoint.infra.catalog.names import (
     CONTAINER_HF_HOME,
     CONTAINER_MODEL_DIR,
     CONTAINER_VLLM_CACHE_ROOT,
+    CUSTOM_IMAGE_REPOSITORY,
     DEFAULT_ENDPOINT_NAME,
     DEPLOY_TIMELINE_FILE,
     ENDPOINT_TAG,
     HOST_CACHE_MOUNT,
-    LABEL_PREFIX,
+    INSECURE_IMAGE_OPT_IN_LABEL,
     PREFETCH_IMAGE_TAG,
     PREFETCH_MODEL_TAG,
     PREFETCH_REVISION_TAG,
     PROXY_CONFIG_FILE,
     PROXY_CONFIG_PATH,
     PROXY_CONTAINER_PORT,
+    PROXY_ROLE,
     PROXY_TLS_DIR,
     PROXY_TLS_SUBDIR,
     ROLE_TAG,
     SECRET_API_KEY_ENV,
     SECRET_HF_TOKEN_ENV,
+    VLLM_ROLE,
     VLLM_UPSTREAM_HOST,
+    VLLM_VERSION_LABEL,
 )
 from vllm_endpoint.infra.catalog.security import ADVISORIES_BELOW_FLOOR, SECURITY_FLOOR
 from vllm_endpoint.infra.catalog.vllm_flags import VllmVersion, check_server_args, flag_available
@@ -334,10 +338,10 @@ def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, 
         network=names.network,
         network_aliases=(VLLM_UPSTREAM_HOST,),
         labels=(
-            (ROLE_TAG, "vllm"),
+            (ROLE_TAG, VLLM_ROLE),
             (ENDPOINT_TAG, names.endpoint),
-            (f"{LABEL_PREFIX}:vllm-version", str(version)),
-            *(((f"{LABEL_PREFIX}:insecure-image-opt-in", "true"),) if cfg.access.allow_insecure_image else ()),
+            (VLLM_VERSION_LABEL, str(version)),
+            *(((INSECURE_IMAGE_OPT_IN_LABEL, "true"),) if cfg.access.allow_insecure_image else ()),
         ),
         user=s.container_user,
         cap_drop=("ALL",),
@@ -364,7 +368,7 @@ def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir:
         log_opts=LOG_OPTS,
         network=names.network,
         # infra/render/proxy.py adds the rendered config's digest (nginx reads its files at start).
-        labels=((ROLE_TAG, "proxy"), (ENDPOINT_TAG, names.endpoint)),
+        labels=((ROLE_TAG, PROXY_ROLE), (ENDPOINT_TAG, names.endpoint)),
         # Same unprivileged user as vLLM: it owns the files on the host (the TLS key is 0600).
         user=cfg.server.container_user,
         read_only_root=True,
@@ -551,7 +555,7 @@ def _model_source(cfg: StackConfig, host_cache_dir: str, problems: list[str]) ->
         if not context.is_dir():
             problems.append(f"imageBuildContext: {context} is not a folder")
             return None, None, m.model, m.served_model_name or Path(m.model).name, override
-        tag = f"vllm-endpoint-custom:{folder_digest(context)[:16]}"
+        tag = f"{CUSTOM_IMAGE_REPOSITORY}:{folder_digest(context)[:16]}"
         served = m.served_model_name or Path(m.model).name
         return None, ImageBuild(context, tag), m.model, served, override
     arch = override or model_facts.KNOWN_MODELS.get(m.model)

@@ -296,9 +296,10 @@ class _Ask:
     max_num_batched_tokens: int | None = None
 
 
-def _compute(arch: ModelArchitecture, gpu: GpuModel, gpus_for_container: int, tp: int, dtype: str, ask: _Ask,
-             instance_type: GpuInstanceType | None = None) -> FitReport:
-    utilization = ask.utilization
+def _refuse_impossible(arch: ModelArchitecture, gpu: GpuModel, gpus_for_container: int, tp: int,
+                       utilization: float, instance_type: GpuInstanceType | None) -> None:
+    """Raises FitError for an ask no amount of memory can serve: an old GPU, a TP size the model
+    cannot split into, more GPUs than the instance has."""
     if gpu.compute_capability < MIN_COMPUTE_CAPABILITY:
         family = "p3/p3dn (V100)" if gpu.name.startswith("V100") else gpu.name
         raise FitError(
@@ -313,12 +314,10 @@ def _compute(arch: ModelArchitecture, gpu: GpuModel, gpus_for_container: int, tp
         raise FitError(f"gpus_for_container {gpus_for_container} exceeds the {instance_type.gpu_count} "
                        f"GPU(s) of {instance_type.name}")
 
-    resolved = resolve_dtype(dtype, gpu, arch)
-    dtype_bytes = DTYPE_BYTES[resolved]
-    notes: list[str] = []
-    if dtype.strip().lower() == "auto" and resolved != arch.torch_dtype:
-        notes.append(f"dtype auto runs the {arch.torch_dtype} checkpoint in {resolved} on {gpu.name}")
 
+def _linear_weights(ask: _Ask, arch: ModelArchitecture, gpu: GpuModel, dtype_bytes: int,
+                    notes: list[str]) -> tuple[str | None, float]:
+    """(quantization method, bytes per linear-layer weight)."""
     quant = ask.quantization or arch.quantization
     quant = quant.lower() if quant else None
     if quant is not None and quant not in QUANTIZATION_WEIGHT_BYTES:
@@ -327,23 +326,42 @@ def _compute(arch: ModelArchitecture, gpu: GpuModel, gpus_for_container: int, tp
     if quant == "fp8" and not gpu.fp8:
         notes.append(f"{gpu.name} has no FP8 tensor cores: vLLM runs fp8 weight-only (Marlin), "
                      "activations stay 16-bit")
-    linear_bytes = QUANTIZATION_WEIGHT_BYTES[quant] if quant else float(dtype_bytes)
+    return quant, QUANTIZATION_WEIGHT_BYTES[quant] if quant else float(dtype_bytes)
 
+
+def _kv_cache_dtype(ask: _Ask, resolved: str, dtype_bytes: int) -> tuple[str, int]:
+    """(KV-cache dtype, bytes per element): `auto` stores the KV cache in the model's dtype."""
     kv_name = (ask.kv_cache_dtype or "auto").strip().lower()
     if kv_name == "auto":
-        kv_name, kv_bytes = resolved, dtype_bytes
-    elif kv_name in KV_CACHE_DTYPE_BYTES:
-        kv_bytes = KV_CACHE_DTYPE_BYTES[kv_name]
-    else:
-        raise FitError(f"kv_cache_dtype {ask.kv_cache_dtype!r} is not modelled by the fit check; supported: "
-                       f"auto, {', '.join(KV_CACHE_DTYPE_BYTES)}")
+        return resolved, dtype_bytes
+    if kv_name in KV_CACHE_DTYPE_BYTES:
+        return kv_name, KV_CACHE_DTYPE_BYTES[kv_name]
+    raise FitError(f"kv_cache_dtype {ask.kv_cache_dtype!r} is not modelled by the fit check; supported: "
+                   f"auto, {', '.join(KV_CACHE_DTYPE_BYTES)}")
 
+
+def _sequence_length(arch: ModelArchitecture, ask: _Ask) -> int:
     length = arch.max_model_len_limit if ask.max_model_len is None else ask.max_model_len
     if length < 1:
         raise FitError(f"max_model_len must be positive, got {length}")
     if length > arch.max_model_len_limit:
         raise FitError(f"max_model_len {length} exceeds the {arch.max_model_len_limit} tokens {arch.name} "
                        "supports (max_position_embeddings / rope scaling); vLLM refuses it")
+    return length
+
+
+def _compute(arch: ModelArchitecture, gpu: GpuModel, gpus_for_container: int, tp: int, dtype: str, ask: _Ask,
+             instance_type: GpuInstanceType | None = None) -> FitReport:
+    utilization = ask.utilization
+    _refuse_impossible(arch, gpu, gpus_for_container, tp, utilization, instance_type)
+    resolved = resolve_dtype(dtype, gpu, arch)
+    dtype_bytes = DTYPE_BYTES[resolved]
+    notes: list[str] = []
+    if dtype.strip().lower() == "auto" and resolved != arch.torch_dtype:
+        notes.append(f"dtype auto runs the {arch.torch_dtype} checkpoint in {resolved} on {gpu.name}")
+    quant, linear_bytes = _linear_weights(ask, arch, gpu, dtype_bytes, notes)
+    kv_name, kv_bytes = _kv_cache_dtype(ask, resolved, dtype_bytes)
+    length = _sequence_length(arch, ask)
 
     default_seqs, default_tokens = default_scheduler_limits(gpu)
     seqs = ask.max_num_seqs or default_seqs

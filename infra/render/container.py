@@ -162,6 +162,16 @@ def to_container_args(spec: ContainerSpec, image: Any, secret_env_values: Mappin
         # The container is the product: keep it running, and do not remove volumes it never had.
         "must_run": True,
     }
+    args |= _optional_args(spec, network_id)
+    if spec.stop_timeout_s is not None:
+        args["stop_timeout"] = spec.stop_timeout_s
+        args["destroy_grace_seconds"] = spec.stop_timeout_s
+    return args
+
+
+def _optional_args(spec: ContainerSpec, network_id: Any) -> dict[str, Any]:
+    """The pulumi-docker arguments a spec sets only when it has them (the provider's defaults otherwise)."""
+    args: dict[str, Any] = {}
     if spec.gpus:
         args["gpus"] = spec.gpus
     if spec.runtime:
@@ -195,9 +205,6 @@ def to_container_args(spec: ContainerSpec, image: Any, secret_env_values: Mappin
             "retries": h.retries,
             "start_period": _duration(h.start_period_s),
         }
-    if spec.stop_timeout_s is not None:
-        args["stop_timeout"] = spec.stop_timeout_s
-        args["destroy_grace_seconds"] = spec.stop_timeout_s
     return args
 
 

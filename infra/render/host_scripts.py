@@ -89,11 +89,11 @@ def host_command(params: Mapping[str, EnvValue], *files: str) -> str:
     """
     steps = []
     for name in files:
-        text = read_host_file(name)
+        text = read_host_file(name).rstrip("\n")
         if _HEREDOC_END in text.splitlines():
             raise ValueError(f"infra/host/{name} has a line {_HEREDOC_END}, which would end its here-document")
         steps.append(f"{{ bash -c \"$(cat <&3)\" {shlex.quote(name)} || exit; }} 3<<'{_HEREDOC_END}'\n"
-                     f"{text.rstrip(chr(10))}\n{_HEREDOC_END}\n")
+                     f"{text}\n{_HEREDOC_END}\n")
     return env_lines(params) + "".join(steps)
 
 

@@ -36,9 +36,11 @@ from pydantic.fields import FieldInfo
 
 from vllm_endpoint.infra.catalog.dtypes import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES
 from vllm_endpoint.infra.catalog.names import (
+    API_WORLD_OPT_IN,
     DEFAULT_API_PORT,
     DEFAULT_VLLM_VERSION,
     HOST_CACHE_MOUNT,
+    SSH_WORLD_OPT_IN,
     VLLM_IMAGE_REPOSITORY,
 )
 from vllm_endpoint.infra.catalog.security import SECURITY_FLOOR
@@ -56,13 +58,10 @@ from vllm_endpoint.infra.settings.effects import (
     effect_of,
 )
 
-PROJECT = "vllm-endpoint"
 DEFAULT_AMI_SSM_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 )
 # Marker words the program puts on a rule a user opened to the world, and which policy/ accepts.
-SSH_WORLD_OPT_IN = "dangerouslyAllowSshFromInternet"
-API_WORLD_OPT_IN = "dangerouslyAllowApiFromInternet"
 MIN_API_KEY_LENGTH = 32
 
 

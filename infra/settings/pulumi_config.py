@@ -23,8 +23,9 @@ from typing import Any
 
 import pulumi
 
+from vllm_endpoint.infra.catalog.names import PROJECT
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
-from vllm_endpoint.infra.settings.models import PROJECT, StackConfig, load_stack_config
+from vllm_endpoint.infra.settings.models import StackConfig, load_stack_config
 from vllm_endpoint.infra.settings.project_config import declarations
 
 

@@ -27,6 +27,11 @@ def is_secret_value(value: Any) -> bool:
     return isinstance(value, dict) and value.get(_SIG_KEY) == SECRET_SIGNATURE
 
 
+def secret_value(value: Any) -> dict[str, Any]:
+    """`value` marked secret, as the engine sends it (e.g. a secret output of a referenced stack)."""
+    return {_SIG_KEY: SECRET_SIGNATURE, "value": value}
+
+
 def unwrap(value: Any) -> Any:
     """The plain value, secrets unwrapped, and whole numbers as ints (mocks see every number as float)."""
     if is_secret_value(value):
@@ -66,9 +71,12 @@ class Recorded:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    def __init__(self, stacks: dict[str, dict[str, Any]] | None = None) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        # Outputs of the stacks a StackReference may read, by fully qualified name; secret ones wrapped
+        # with `secret_value`.
+        self.stacks = stacks or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = unwrap(dict(args.inputs))
@@ -96,6 +104,16 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["key_name"] = f"{args.name}-{hashlib.sha256(str(inputs['publicKey']).encode()).hexdigest()[:8]}"
         elif typ == "aws:kms/key:Key":
             outputs["arn"] = f"arn:aws:kms:us-east-1:123456789012:key/{digest[:8]}-0000-4000-8000-{digest[8:20]}"
+        elif typ == "aws:secretsmanager/secret:Secret":
+            outputs["arn"] = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{args.name}-{digest[:6]}"
+        elif typ == "pulumi:pulumi:StackReference":
+            # What the engine reads from the referenced stack; a stack that does not exist fails the deploy.
+            stack = inputs["name"]
+            if stack not in self.stacks:
+                raise AssertionError(f"unexpected stack reference {stack}")
+            found = self.stacks[stack]
+            return stack, {"name": stack, "outputs": found,
+                           "secretOutputNames": sorted(k for k, v in found.items() if is_secret_value(v))}
         elif typ == "aws:ec2/subnet:Subnet":
             # Other programs' subnets, for endpoints placed by a subnet Output: ids look like AWS's.
             return f"subnet-0{digest[:16]}", outputs | {"availability_zone": "us-east-1c"}

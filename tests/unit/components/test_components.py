@@ -23,7 +23,8 @@ from tests.unit.pulumi_mocks import (
     is_secret_value,
     plaintext_occurrences,
 )
-from vllm_endpoint.components.vllm_endpoint import VllmEndpoint, VllmEndpointArgs
+from vllm_endpoint.components.vllm_endpoint import VllmEndpoint
+from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.infra.catalog.names import CONTAINER_CACHE_ROOT, CONTAINER_MODEL_DIR, HOST_CACHE_MOUNT
 from vllm_endpoint.infra.render.userdata import decode_user_data
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs

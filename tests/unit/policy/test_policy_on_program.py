@@ -19,8 +19,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+import vllm_endpoint.infra.catalog.names as names
 import vllm_endpoint.infra.catalog.security as security_module
-import vllm_endpoint.infra.settings.models as config_module
 from tests.unit.components.test_components import AWS, EXISTING, Deployed, deploy
 from tests.unit.policy import test_policy_pack as pack
 from tests.unit.pulumi_mocks import mock_image_id
@@ -97,12 +97,17 @@ def test_an_image_below_the_floor_passes_only_with_opt_in_and_proxy(tmp_path: Pa
     assert violations(deployed) == []
     for container in deployed.mocks.of_type("docker:index/container:Container"):
         container.raw_inputs["labels"] = [label for label in container.raw_inputs["labels"]
-                                          if label["label"] != "vllm-endpoint:insecure-image-opt-in"]
+                                          if label["label"] != names.INSECURE_IMAGE_OPT_IN_LABEL]
     assert any(v.startswith("vllm-image-floor") for v in violations(deployed))
 
 
 def test_the_pack_and_the_program_share_markers_and_the_floor() -> None:
     rules = pack.rules
-    assert f"opt-in: {config_module.SSH_WORLD_OPT_IN}" == rules.SSH_OPT_IN_MARKER
-    assert f"opt-in: {config_module.API_WORLD_OPT_IN}" == rules.API_OPT_IN_MARKER
+    # The pack reads the program's own names file (it cannot import the package from its venv).
+    assert f"{names.OPT_IN_MARKER_PREFIX}{names.SSH_WORLD_OPT_IN}" == rules.SSH_OPT_IN_MARKER
+    assert f"{names.OPT_IN_MARKER_PREFIX}{names.API_WORLD_OPT_IN}" == rules.API_OPT_IN_MARKER
+    assert (rules.ROLE_LABEL, rules.CACHE_ROLE_VALUE, rules.PROXY_ROLE_VALUE) == (
+        names.ROLE_TAG, names.CACHE_ROLE, names.PROXY_ROLE)
+    assert (rules.VLLM_VERSION_LABEL, rules.INSECURE_IMAGE_OPT_IN_LABEL) == (
+        names.VLLM_VERSION_LABEL, names.INSECURE_IMAGE_OPT_IN_LABEL)
     assert rules.VLLM_SECURITY_FLOOR == security_module.SECURITY_FLOOR

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vllm_endpoint.infra.settings.models import PROJECT, config_keys, load_stack_config
+from vllm_endpoint.infra.catalog.names import PROJECT
+from vllm_endpoint.infra.settings.models import config_keys, load_stack_config
 from vllm_endpoint.infra.settings.project_config import UNSET, Declaration, declarations
 
 ROOT = Path(__file__).resolve().parents[4]

@@ -13,9 +13,10 @@ import pulumi
 import pytest
 import yaml
 
+from vllm_endpoint.infra.catalog.names import PROJECT
 from vllm_endpoint.infra.settings import pulumi_config
 from vllm_endpoint.infra.settings.endpoint_args import load_endpoint_settings
-from vllm_endpoint.infra.settings.models import PROJECT, ConfigError, load_stack_config
+from vllm_endpoint.infra.settings.models import ConfigError, load_stack_config
 from vllm_endpoint.infra.settings.project_config import declarations
 from vllm_endpoint.infra.settings.pulumi_config import read_stack_config, read_stack_settings
 
