@@ -25,7 +25,7 @@ import yaml  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from tools import gen_component_args  # noqa: E402
+from tools import gen_component_args, gen_layout  # noqa: E402
 from vllm_endpoint.infra.catalog import gpus, vllm_flags  # noqa: E402
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES  # noqa: E402
 from vllm_endpoint.infra.plan.deployment import cache_volume  # noqa: E402
@@ -127,7 +127,9 @@ def ebs_table() -> str:
     return "\n".join(lines)
 
 
-README_BLOCKS: dict[str, Callable[[], str]] = {"settings": settings_table, "effects": effects_table, "ebs": ebs_table}
+README_BLOCKS: dict[str, Callable[[], str]] = {
+    "settings": settings_table, "effects": effects_table, "ebs": ebs_table, "layout": gen_layout.render,
+}
 
 
 def readme(current: str) -> str:
