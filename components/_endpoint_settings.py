@@ -30,6 +30,7 @@ from vllm_endpoint.infra.settings.endpoint_args import (
     setting_value,
 )
 from vllm_endpoint.infra.settings.models import ConfigError
+from vllm_endpoint.infra.settings.pulumi_config import read_aws_region
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def load_settings(name: str, args: Mapping[str, Any]) -> EndpointSettings:
         raise ConfigError([*own_problems, *err.problems]) from None
     if own_problems:
         raise ConfigError(own_problems)
-    plan = build_plan(cfg, name)
+    plan = build_plan(cfg, name, region=read_aws_region())
     claim_endpoint_name(name)
 
     values: dict[str, Any] = {}

@@ -2,8 +2,14 @@
 
 Security group (separate rules for the API port and SSH, each limited to configured CIDRs), SSH
 client and host keys, the instance (IMDSv2 only, hop limit 1, encrypted root), an encrypted cache
-volume that outlives the instance, an Elastic IP, and a readiness step that waits until cloud-init
-prepared the VM. Everything it knows comes from its args; it reads no config.
+volume that outlives the instance and the stack (or an existing one, adopted by id), an Elastic IP,
+and a readiness step that waits until cloud-init prepared the VM. Everything it knows comes from its
+args; it reads no config.
+
+`pulumi destroy` deletes everything but the cache volume: the attachment detaches it (the instance is
+stopped first), the instance and its root disk go, the Elastic IP is released, and the volume leaves
+the stack but stays in AWS (`retain_on_delete`). `retained_on_destroy` says which volume that is, what
+it costs a month, and how to delete or adopt it.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from vllm_endpoint.infra.catalog.names import (
     ENDPOINT_TAG,
     HF_TOKEN_PARAMETER_TAG,
     HOST_CACHE_MOUNT,
+    ON_DESTROY_RETAIN,
+    ON_DESTROY_TAG,
     OPT_IN_MARKER_PREFIX,
     PROJECT,
     ROLE_TAG,
     SSH_WORLD_OPT_IN,
     STACK_TAG,
 )
+from vllm_endpoint.infra.catalog.prices import PRICES_CHECKED, prices_for
+from vllm_endpoint.infra.plan.costs import VolumeSpec, volume_usd_per_month
 from vllm_endpoint.infra.plan.deployment import CacheVolume
 from vllm_endpoint.infra.render.host_scripts import host_ready_script
 from vllm_endpoint.infra.render.ssh import DEFAULT_SSH_PORT
@@ -92,6 +102,12 @@ class GpuHostArgs:
     # A gated model's token, for the boot-time download: kept in SSM at this path, read by the instance's role.
     hf_token: pulumi.Input[str] | None = None
     hf_token_parameter: str = ""
+    # An existing cache volume to attach instead of creating one (validated `vol-` id); its zone decides
+    # the instance's.
+    cache_volume_id: str | None = None
+    # Pulumi's `protect` on the created volume: destroy and replacing updates are refused while it is on.
+    protect_cache_volume: bool = False
+    region: str | None = None  # the stack's region, for the prices in `retained_on_destroy`
 
 
 @dataclass(frozen=True)
@@ -124,14 +140,25 @@ class _InstanceParts:
     placement: _Placement
     security_group: aws.ec2.SecurityGroup
     keys: _SshKeys
-    cache_volume: aws.ebs.Volume
+    cache_volume_id: pulumi.Input[str]
     token_access: _TokenAccess | None
+
+
+@dataclass(frozen=True)
+class _AdoptedVolume:
+    """An existing cache volume, as AWS describes it."""
+
+    id: str
+    availability_zone: str
+    spec: VolumeSpec
+    encrypted: bool
 
 
 class GpuHost(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     cache_volume_id: pulumi.Output[str]
+    retained_on_destroy: pulumi.Output[dict[str, object]]
     ssh_user: str
     ssh_port: int
     ssh_private_key: pulumi.Output[str]
@@ -141,17 +168,27 @@ class GpuHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"{PROJECT}:aws:GpuHost", name, None, opts)
         tags = {**args.tags, STACK_TAG: pulumi.get_stack(), ENDPOINT_TAG: args.endpoint}
-        placement = self._placement(args)
+        adopted = _adopted_volume(args.cache_volume_id) if args.cache_volume_id else None
+        if adopted is not None and not adopted.encrypted:
+            pulumi.log.warn(f"cacheVolumeId: {adopted.id} is not encrypted; the volumes this program creates "
+                            "are", resource=self)
+        placement = self._placement(args, adopted)
         self.security_group, self.egress_rules = self._create_security_group(name, placement.vpc_id, tags)
         self.ingress_rules, self.prefix_lists = self._create_ingress(name, args, self.security_group, tags)
         keys = self._create_ssh_keys(name, args.ssh_key, tags)
         self.host_key, self.client_key, self.key_pair = keys.host_key, keys.client_key, keys.key_pair
-        self.cache_volume = self._create_cache_volume(name, args, placement.availability_zone, tags)
+        self.cache_volume: aws.ebs.Volume | None = None
+        volume_id: pulumi.Input[str]
+        if adopted is not None:
+            volume_id = adopted.id
+        else:
+            self.cache_volume = self._create_cache_volume(name, args, placement.availability_zone, tags)
+            volume_id = self.cache_volume.id
         self.token_access = self._create_token_access(name, args, tags) if args.hf_token is not None else None
         self.instance = self._create_instance(name, args, _InstanceParts(
-            placement, self.security_group, keys, self.cache_volume, self.token_access), tags)
+            placement, self.security_group, keys, volume_id, self.token_access), tags)
         self.cache_volume_attachment, self.elastic_ip, self.elastic_ip_association = self._attach(
-            name, self.instance, self.cache_volume, tags)
+            name, self.instance, volume_id, tags)
         self.status_alarm = self._create_status_alarm(name, args, self.instance, tags)
 
         self.ssh_user = args.ssh_user
@@ -160,7 +197,9 @@ class GpuHost(pulumi.ComponentResource):
         self.host_public_key = keys.host_public_key
         self.public_ip = self.elastic_ip.public_ip
         self.instance_id = self.instance.id
-        self.cache_volume_id = self.cache_volume.id
+        self.cache_volume_id = pulumi.Output.from_input(volume_id)
+        self.retained_on_destroy = _retained_on_destroy(args, adopted, self.cache_volume_id,
+                                                        placement.availability_zone)
         self.ssh_target = SshTarget(address=self.public_ip, user=self.ssh_user, port=self.ssh_port,
                                     private_key=self.ssh_private_key, host_public_key=self.host_public_key)
         self.ready = self._create_ready(name, args, self.ssh_target, self.instance,
@@ -169,15 +208,18 @@ class GpuHost(pulumi.ComponentResource):
             "public_ip": self.public_ip,
             "instance_id": self.instance_id,
             "cache_volume_id": self.cache_volume_id,
+            "retained_on_destroy": self.retained_on_destroy,
             "host_public_key": self.host_public_key,
         })
 
     # ------------------------------------------------------------------------------------------
 
-    def _placement(self, args: GpuHostArgs) -> _Placement:
+    def _placement(self, args: GpuHostArgs, adopted: _AdoptedVolume | None) -> _Placement:
         """(subnet, availability zone, VPC). The zone must offer the instance type, and it must stay
-        the same across deploys: the cache volume lives in it."""
+        the same across deploys: the cache volume lives in it (an adopted volume's zone decides it)."""
         if args.subnet_id is not None:
+            if adopted is not None:
+                return _subnet_in_zone(args.subnet_id, adopted)
             # An Output (a subnet another resource creates) works too: nothing here decides what exists.
             subnet = aws.ec2.get_subnet_output(id=args.subnet_id)
             return _Placement(subnet.id, subnet.availability_zone, subnet.vpc_id)
@@ -187,13 +229,18 @@ class GpuHost(pulumi.ComponentResource):
             location_type="availability-zone",
             filters=[{"name": "instance-type", "values": [instance_type]}],
         ).locations
-        zones = [args.availability_zone] if args.availability_zone else sorted(offered)
+        wanted = adopted.availability_zone if adopted is not None else args.availability_zone
+        zones = [wanted] if wanted else sorted(offered)
         for zone in zones:
             if zone not in offered:
-                raise ValueError(
-                    f"availabilityZone: {instance_type} is not offered in {zone}; offered in "
-                    f"{', '.join(sorted(offered)) or 'no zone of this region'}"
-                )
+                where = f"{', '.join(sorted(offered)) or 'no zone of this region'}"
+                if adopted is not None:
+                    raise ConfigError([
+                        f"cacheVolumeId: {adopted.id} is in {zone}, where {instance_type} is not offered (offered "
+                        f"in {where}); a volume cannot change zones: snapshot it and create a volume from the "
+                        "snapshot in one of those zones, or choose another instanceType"
+                    ])
+                raise ValueError(f"availabilityZone: {instance_type} is not offered in {zone}; offered in {where}")
             subnets = aws.ec2.get_subnets(filters=[
                 {"name": "vpc-id", "values": [vpc.id]},
                 {"name": "default-for-az", "values": ["true"]},
@@ -285,10 +332,13 @@ class GpuHost(pulumi.ComponentResource):
             throughput=volume.throughput_mib_s,
             encrypted=True,  # CKV_AWS_3
             kms_key_id=args.kms_key_id,
-            tags={**tags, ROLE_TAG: CACHE_ROLE, "Name": f"{name}-hf-cache"},
-            # Models, compile caches and uploaded fine-tunes outlive any instance: `pulumi destroy`
-            # and replacements keep the volume (delete it by hand when you are done with it).
-            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+            # The on-destroy tag states the retain_on_delete below for policy packs (which see `protect`
+            # only) and finds the kept volume after a destroy.
+            tags={**tags, ROLE_TAG: CACHE_ROLE, ON_DESTROY_TAG: ON_DESTROY_RETAIN, "Name": f"{name}-hf-cache"},
+            # Models, compile caches and uploaded fine-tunes outlive any instance and the stack: `pulumi
+            # destroy` and replacements drop the volume from the stack but keep it in AWS (retain_on_delete),
+            # without blocking the destroy as `protect` does; that stays an opt-in (protectCacheVolume).
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect_cache_volume, retain_on_delete=True),
         )
 
     def _create_instance(self, name: str, args: GpuHostArgs, parts: _InstanceParts,
@@ -344,16 +394,20 @@ class GpuHost(pulumi.ComponentResource):
             ),
         )
 
-    def _attach(self, name: str, instance: aws.ec2.Instance, volume: aws.ebs.Volume, tags: dict[str, str]) -> tuple[
-            aws.ec2.VolumeAttachment, aws.ec2.Eip, aws.ec2.EipAssociation]:
+    def _attach(self, name: str, instance: aws.ec2.Instance, volume_id: pulumi.Input[str],
+                tags: dict[str, str]) -> tuple[aws.ec2.VolumeAttachment, aws.ec2.Eip, aws.ec2.EipAssociation]:
         """The cache volume and the Elastic IP, attached to the instance."""
         attachment = aws.ec2.VolumeAttachment(
             f"{name}-cache-attachment",
             device_name=CACHE_DEVICE_NAME,
-            volume_id=volume.id,
+            volume_id=volume_id,
             instance_id=instance.id,
-            # Lets the OS flush and unmount before the volume leaves (instance replacement).
+            # Deleting the attachment (destroy, instance replacement) stops the instance first: the OS
+            # flushes and unmounts the cache, and the detach never hangs on a volume in use.
             stop_instance_before_detaching=True,
+            # Destroy really detaches: the kept volume is `available` at once, for the next stack's
+            # cacheVolumeId (skipped, it would stay attached until the instance's termination freed it).
+            skip_destroy=False,
             # The volume attaches to one instance at a time: detach before attaching elsewhere.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
@@ -509,7 +563,7 @@ class _IngressRule:
 def _user_data(args: GpuHostArgs, parts: _InstanceParts) -> pulumi.Output[str]:
     host_key = parts.keys.host_key
     return pulumi.Output.all(
-        parts.cache_volume.id, host_key.private_key_openssh, host_key.public_key_openssh,
+        parts.cache_volume_id, host_key.private_key_openssh, host_key.public_key_openssh,
     ).apply(lambda values: encode_user_data(render_user_data(HostBootSettings(
         cache_volume_id=values[0],
         ssh_user=args.ssh_user,
@@ -539,3 +593,66 @@ def _family_cidrs(cidrs: pulumi.Output[Sequence[str]], family: str, setting: str
         return chosen
 
     return cidrs.apply(chosen_cidrs)
+
+
+def _adopted_volume(volume_id: str) -> _AdoptedVolume:
+    """The existing volume `cacheVolumeId` names, as AWS describes it."""
+    try:
+        found = aws.ebs.get_volume(filters=[{"name": "volume-id", "values": [volume_id]}])
+    except Exception as err:  # the provider's invoke error: not found, or no permission to look
+        raise ConfigError([f"cacheVolumeId: {volume_id} cannot be read in this region: {err}"]) from None
+    spec = VolumeSpec(found.volume_type, found.size, found.iops or None, found.throughput or None)
+    return _AdoptedVolume(volume_id, found.availability_zone, spec, bool(found.encrypted))
+
+
+def _subnet_in_zone(subnet_id: pulumi.Input[str], adopted: _AdoptedVolume) -> _Placement:
+    """The subnet, refused when it is not in the adopted volume's zone (an instance attaches volumes of
+    its own zone only)."""
+    def check(zone: str) -> str:
+        if zone != adopted.availability_zone:
+            raise ConfigError([
+                f"subnetId: the subnet is in {zone}, but the cache volume {adopted.id} (cacheVolumeId) is in "
+                f"{adopted.availability_zone}; choose a subnet in {adopted.availability_zone}, or unset subnetId"
+            ])
+        return zone
+
+    if isinstance(subnet_id, str):
+        subnet = aws.ec2.get_subnet(id=subnet_id)
+        return _Placement(subnet.id, check(subnet.availability_zone), subnet.vpc_id)
+    found = aws.ec2.get_subnet_output(id=subnet_id)
+    return _Placement(found.id, found.availability_zone.apply(check), found.vpc_id)
+
+
+def _retained_on_destroy(args: GpuHostArgs, adopted: _AdoptedVolume | None, volume_id: pulumi.Output[str],
+                         zone: pulumi.Input[str]) -> pulumi.Output[dict[str, object]]:
+    """What `pulumi destroy` leaves in AWS: the cache volume, its monthly cost, how to delete or adopt it."""
+    if adopted is not None:
+        spec = adopted.spec
+    else:
+        v = args.cache_volume
+        spec = VolumeSpec(v.type, v.size_gb, v.iops, v.throughput_mib_s)
+    chosen = prices_for(args.region)
+    usd = round(volume_usd_per_month(spec, chosen.prices), 2)
+    region = f" --region {args.region}" if args.region else ""
+    if adopted is not None:
+        why = "adopted by cacheVolumeId: never part of this stack, so destroy leaves it as it was"
+    elif args.protect_cache_volume:
+        why = ("protectCacheVolume is true: `pulumi destroy` is refused; set it to false and run `pulumi up` "
+               "first, then destroy keeps the volume")
+    else:
+        why = "retained: destroy removes it from the stack and keeps it in AWS with its models and compile cache"
+
+    def describe(values: list[str]) -> dict[str, object]:
+        vid, az = values
+        return {
+            "volume_id": vid,
+            "availability_zone": az,
+            "volume": spec.describe(),
+            "usd_per_month": usd,
+            "prices": f"{chosen.prices.name} prices of {PRICES_CHECKED}",
+            "why": why,
+            "delete": f"aws ec2 delete-volume{region} --volume-id {vid}",
+            "adopt": f"pulumi config set cacheVolumeId {vid}",
+        }
+
+    return pulumi.Output.all(volume_id, zone).apply(describe)

@@ -13,6 +13,7 @@ a component package) reads the annotations of `__init__` and of the outputs as o
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_random as random
@@ -25,6 +26,7 @@ from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.components.vllm_server import TlsMaterial, VllmServer, VllmServerArgs
 from vllm_endpoint.infra.catalog.names import PREFETCH_MODEL_TAG, PROJECT
 from vllm_endpoint.infra.render.container import plan_docker_run
+from vllm_endpoint.infra.render.host_scripts import summary_with_capacity
 from vllm_endpoint.infra.render.ssh import ssh_command
 
 __all__ = ["VllmEndpoint", "VllmEndpointArgs"]
@@ -63,6 +65,9 @@ class VllmEndpoint(pulumi.ComponentResource):
     """An `ssh` command line to the host with the pinned host key."""
     cache_volume_id: pulumi.Output[str | None]
     """The retained EBS cache volume (AWS only)."""
+    retained_on_destroy: pulumi.Output[dict[str, Any] | None]
+    """What `pulumi destroy` leaves in AWS (the cache volume: id, zone, monthly cost, the commands to delete
+    or adopt it); None on an existing host."""
     docker_run: pulumi.Output[str]
     """The same containers as `docker run` commands (secrets from the environment), for reading."""
     plan_summary: pulumi.Output[str]
@@ -101,6 +106,7 @@ class VllmEndpoint(pulumi.ComponentResource):
             "instance_id": self.instance_id,
             "ssh_command": self.ssh_command,
             "cache_volume_id": self.cache_volume_id,
+            "retained_on_destroy": self.retained_on_destroy,
             "docker_run": self.docker_run,
             "plan": self.plan_summary,
             "deploy_timeline": self.deploy_timeline,
@@ -138,6 +144,9 @@ class VllmEndpoint(pulumi.ComponentResource):
                 prefetch_tags=plan.prefetch_tags,
                 hf_token=inputs.hf_token if plan.prefetch_tags.get(PREFETCH_MODEL_TAG) else None,
                 hf_token_parameter=plan.names.hf_token_parameter(pulumi.get_project(), pulumi.get_stack()),
+                cache_volume_id=aws_settings.cache_volume_id,
+                protect_cache_volume=aws_settings.protect_cache_volume,
+                region=plan.costs.region if plan.costs is not None else None,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -166,9 +175,15 @@ class VllmEndpoint(pulumi.ComponentResource):
         self.public_ip = host.public_ip
         self.instance_id = host.instance_id
         self.cache_volume_id = host.cache_volume_id
+        self.retained_on_destroy = (self.host.retained_on_destroy if self.host is not None
+                                    else pulumi.Output.from_input(None))
         self.deploy_timeline = self.server.deploy_timeline
         self.docker_run = pulumi.Output.from_input(plan_docker_run(plan))
-        self.plan_summary = pulumi.Output.from_input(plan.summary)
+        # vLLM's own KV cache figures join the plan's estimate once the gate saw the server ready; the
+        # output is therefore unknown in a preview, so the plan (what runs, the fit, the costs) is also
+        # printed as a diagnostic: `pulumi preview` shows it before anything is paid for.
+        pulumi.log.info(plan.summary, resource=self)
+        self.plan_summary = ready.apply(lambda out: summary_with_capacity(plan.summary, out))
         self.ssh_command = pulumi.Output.from_input(target.address).apply(
             lambda address: ssh_command(target.user, address, f"{ssh_dir}/{IDENTITY_FILE}",
                                         f"{ssh_dir}/{KNOWN_HOSTS_FILE}", target.port))

@@ -39,10 +39,10 @@ class VllmEndpointArgs(TypedDict, total=False):
     ("The name apps put in requests (`model`). Default: the repo id; for `modelPath` the folder's name; for a "
      "custom image the model path's last part. (Stack setting `servedModelName`.)")
     model_architecture: dict[str, Any]
-    ("Architecture numbers for a model the fit check does not know and cannot read (JSON object with "
-     "config.json's keys: num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, "
-     "vocab_size, intermediate_size, max_position_embeddings, torch_dtype). (Stack setting "
-     "`modelArchitecture`.)")
+    ("Architecture numbers for the fit check, used instead of the model's Hub config.json (for a model the "
+     "plan cannot read from the Hub, e.g. offline or in a custom image) (JSON object with config.json's keys: "
+     "num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, vocab_size, intermediate_size,"
+     " max_position_embeddings, torch_dtype). (Stack setting `modelArchitecture`.)")
     image: str
     ("vLLM image repository (a mirror of vllm/vllm-openai). Default: `vllm/vllm-openai`. (Stack setting "
      "`image`.)")
@@ -68,15 +68,19 @@ class VllmEndpointArgs(TypedDict, total=False):
      "room for the CUDA context on every GPU in the catalog). Default: `0.9`. (Stack setting "
      "`gpuMemoryUtilization`.)")
     max_num_seqs: int
-    ("vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The original command's 16 cuts "
-     "throughput about 4x; set it only to cap concurrency. (Stack setting `maxNumSeqs`.)")
+    ("vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The original command's 16, measured "
+     "against that default: 4.4x less output throughput in vLLM's offline engine (H100, a 600-request burst: "
+     "5,339 vs 23,622 tok/s) and 1.47x less through the API (H200, 500 requests at concurrency 256, with the "
+     "original command's other settings: 4,682 vs 6,861 output tok/s, p50 latency 12.2 s vs 6.8 s). Set it "
+     "only to cap concurrency. (Stack setting `maxNumSeqs`.)")
     max_model_len: int
     ("vLLM `--max-model-len` (tokens per sequence). Default: the model's maximum. (Stack setting "
      "`maxModelLen`.)")
     block_size: int
     "vLLM `--block-size` (KV cache block, tokens). Default: vLLM's (16 on GPUs). (Stack setting `blockSize`.)"
     swap_space: int
-    "vLLM `--swap-space` GiB. Only images up to v0.17 accept it. (Stack setting `swapSpace`.)"
+    ("vLLM `--swap-space` GiB. Only images up to v0.17 accept it (removed in vLLM 0.18.0); on a newer image "
+     "the plan refuses it. (Stack setting `swapSpace`.)")
     dtype: str
     ("vLLM `--dtype`. `auto` resolves to float16 on GPUs without bfloat16 (T4). Default: `auto`. (Stack "
      "setting `dtype`.)")
@@ -112,10 +116,16 @@ class VllmEndpointArgs(TypedDict, total=False):
     ("GPU instance type (see docs/gpu-catalog.md). Changing it stops and starts the same instance. Default: "
      "`g5.xlarge`. (Stack setting `instanceType`.)")
     ami_id: str
-    ("Pins the AMI. Unset: the latest AWS Deep Learning Base GPU AMI from `amiSsmParameter` — read at every "
-     "deploy, so a newly published AMI replaces the instance; pin it for production. (Stack setting `amiId`.)")
+    ("Pins the AMI. Unset: the AWS Deep Learning Base GPU AMI that `amiSsmParameter` names when the instance "
+     "is created; a newer AMI published later is ignored (the instance, its warm caches and its address stay)."
+     " To roll the AMI on purpose, set `amiId` to the new id, e.g. `pulumi config set amiId \"$(aws ssm "
+     "get-parameter --name <amiSsmParameter> --query Parameter.Value --output text)\"`: the instance is "
+     "replaced and the cache volume and Elastic IP move to the new one. (`pulumi up --replace` alone would "
+     "not: Pulumi re-creates the instance from the AMI recorded in the stack's state.) (Stack setting "
+     "`amiId`.)")
     ami_ssm_parameter: str
-    ("Public SSM parameter naming the AMI when `amiId` is unset. Default: "
+    ("Public SSM parameter naming the AMI when `amiId` is unset; read when the instance is created (see "
+     "`amiId` for rolling to a newer one). Default: "
      "`/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id`. (Stack "
      "setting `amiSsmParameter`.)")
     root_volume_size_gb: int
@@ -133,6 +143,16 @@ class VllmEndpointArgs(TypedDict, total=False):
     ("gp3 throughput in MiB/s (125-2,000). Default: the instance type's own EBS bandwidth limit (capped at "
      "1,000), so reading weights is not throttled by the volume; see Performance. (Stack setting "
      "`cacheVolumeThroughput`.)")
+    cache_volume_id: str
+    ("Attach this existing cache volume instead of creating one, e.g. the one a destroyed stack kept (its "
+     "`retained_on_destroy` output): the endpoint starts with its models and compile cache. The volume's zone "
+     "decides the instance's (a `subnetId` must be in it); it stays outside the stack, so `pulumi destroy` "
+     "leaves it as it was. (Stack setting `cacheVolumeId`.)")
+    protect_cache_volume: bool
+    ("Protect the stack's cache volume: Pulumi then refuses `pulumi destroy` and every update that would "
+     "replace the volume, until you set it back to false and run `pulumi up`. Off, destroy and replacements "
+     "remove the volume from the stack but keep it in AWS (retained). Default: `false`. (Stack setting "
+     "`protectCacheVolume`.)")
     kms_key_id: pulumi.Input[str]
     ("Customer KMS key (ARN) for the root and cache volumes; default: the AWS-managed key. May be an Output of"
      " another resource. (Stack setting `kmsKeyId`.)")
@@ -183,19 +203,31 @@ class VllmEndpointArgs(TypedDict, total=False):
      "endpoint keeps its caches, uploads and proxy files in its own folder in it, named after the endpoint "
      "(the stack's endpoint: `vllm`). Default: `/opt/vllm-endpoint/cache`. (Stack setting `hostCacheDir`.)")
     host_gpu_model: str
-    ("target=existing-host: GPU model for the fit check (e.g. A10G, L4, A100-80GB); without it the fit check "
-     "is skipped with a warning. (Stack setting `hostGpuModel`.)")
+    ("target=existing-host: GPU model for the fit check (e.g. A10G, L4, L40S, A100-80GB, H100, H200, B200; any"
+     " name in docs/gpu-catalog.md, or what `nvidia-smi` prints); without it (or hostGpuMemoryGib) the fit "
+     "check is skipped with a warning. (Stack setting `hostGpuModel`.)")
+    host_gpu_memory_gib: float
+    ("target=existing-host, a GPU not in the catalog: its memory as the driver reports it (`nvidia-smi "
+     "--query-gpu=memory.total --format=csv` MiB / 1024), for the fit check. Set with "
+     "hostGpuComputeCapability, instead of hostGpuModel. (Stack setting `hostGpuMemoryGib`.)")
+    host_gpu_compute_capability: str
+    ("target=existing-host, a GPU not in the catalog: its CUDA compute capability (`nvidia-smi "
+     "--query-gpu=compute_cap --format=csv`), which decides bf16 (8.0+) and FP8 (8.9+) support. Set with "
+     "hostGpuMemoryGib, instead of hostGpuModel. (Stack setting `hostGpuComputeCapability`.)")
     host_gpu_count: int
     "target=existing-host with gpus=all: how many GPUs the host has. (Stack setting `hostGpuCount`.)"
     api_allowed_cidrs: pulumi.Input[Sequence[pulumi.Input[str]]]
-    ("CIDRs allowed to call the API port (your apps). Required on AWS. May be an Output of another resource. "
-     "(Stack setting `apiAllowedCidrs`.)")
+    ("CIDRs allowed to call the API port (your apps). Required on AWS. Documentation, loopback and other "
+     "reserved ranges nobody connects from are refused. May be an Output of another resource. (Stack setting "
+     "`apiAllowedCidrs`.)")
     ssh_allowed_cidrs: pulumi.Input[Sequence[pulumi.Input[str]]]
     ("CIDRs allowed to SSH (the deploying machine: pulumi-docker and the readiness gate connect over SSH). "
-     "Required on AWS. May be an Output of another resource. (Stack setting `sshAllowedCidrs`.)")
+     "Required on AWS: `curl -s https://checkip.amazonaws.com` prints your address; add /32. Documentation and"
+     " other reserved ranges are refused. May be an Output of another resource. (Stack setting "
+     "`sshAllowedCidrs`.)")
     metrics_allowed_cidrs: list[str]
-    ("CIDRs that may read `/metrics` through the proxy (monitoring). Default: nobody. (Stack setting "
-     "`metricsAllowedCidrs`.)")
+    ("CIDRs that may read `/metrics` through the proxy (monitoring). Default: nobody. Documentation, loopback "
+     "and other reserved ranges are refused. (Stack setting `metricsAllowedCidrs`.)")
     dangerously_allow_ssh_from_internet: bool
     ("Opt-in required to put 0.0.0.0/0 or ::/0 in `sshAllowedCidrs`. Default: `false`. (Stack setting "
      "`dangerouslyAllowSshFromInternet`.)")

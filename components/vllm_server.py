@@ -19,6 +19,7 @@ from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.render.container import to_container_args
 from vllm_endpoint.infra.render.host_scripts import (
     existing_host_prepare_script,
+    gate_report,
     model_check_script,
     readiness_gate_script,
     write_files_script,
@@ -79,7 +80,8 @@ class VllmServer(pulumi.ComponentResource):
                                         depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
         )
         self.readiness = self._create_readiness_gate(name, args, [self.vllm_container, self.proxy_container])
-        self.deploy_timeline = self.readiness.stdout
+        # The gate's report without the progress lines it streamed while it waited.
+        self.deploy_timeline = self.readiness.stdout.apply(gate_report)
         self.register_outputs({"deploy_timeline": self.deploy_timeline})
 
     # ------------------------------------------------------------------------------------------

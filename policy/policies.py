@@ -258,8 +258,9 @@ def _deployment_policies() -> list[Policy]:
     return [
         ResourceValidationPolicy(
             name="cache-volume-protected",
-            description=f"The EBS volume tagged {rules.CACHE_ROLE_TAG}={rules.CACHE_ROLE_VALUE} must be created with "
-            "protect=True.",
+            description=f"The EBS volume tagged {rules.CACHE_ROLE_TAG}={rules.CACHE_ROLE_VALUE} must survive "
+            f"`pulumi destroy`: retain_on_delete=True, stated by the tag {rules.ON_DESTROY_TAG}="
+            f"{rules.ON_DESTROY_RETAIN}, or protect=True.",
             validate=_on_types(
                 frozenset({rules.EBS_VOLUME}),
                 lambda a: rules.check_cache_volume_protected(a.props, bool(a.opts.protect)),

@@ -74,6 +74,8 @@ API_OPT_IN_MARKER: Final = f"{_NAMES.OPT_IN_MARKER_PREFIX}{_NAMES.API_WORLD_OPT_
 # Label/tag keys the product puts on its resources.
 CACHE_ROLE_TAG: Final[str] = _NAMES.ROLE_TAG
 CACHE_ROLE_VALUE: Final[str] = _NAMES.CACHE_ROLE
+ON_DESTROY_TAG: Final[str] = _NAMES.ON_DESTROY_TAG
+ON_DESTROY_RETAIN: Final[str] = _NAMES.ON_DESTROY_RETAIN
 ROLE_LABEL: Final[str] = _NAMES.ROLE_TAG
 PROXY_ROLE_VALUE: Final[str] = _NAMES.PROXY_ROLE
 VLLM_VERSION_LABEL: Final[str] = _NAMES.VLLM_VERSION_LABEL
@@ -749,14 +751,21 @@ def is_cache_volume(props: Props) -> bool:
 
 
 def check_cache_volume_protected(props: Props, protect: bool) -> list[str]:
+    """The cache volume must survive `pulumi destroy` and replacements: `protect` (destroy refused), or
+    retain_on_delete (destroy keeps it in AWS). Policy packs are not shown retain_on_delete, so the
+    program states it with the on-destroy tag; its unit tests check the option goes with the tag."""
     if not is_cache_volume(props) or protect:
+        return []
+    tags = props.get("tags")
+    if isinstance(tags, Mapping) and tags.get(ON_DESTROY_TAG) == ON_DESTROY_RETAIN:
         return []
     return [
         f"This volume is tagged {CACHE_ROLE_TAG}={CACHE_ROLE_VALUE} (the Hugging Face/vLLM cache, tens "
-        "of GB that take long to download and compile again) but is not protected, so `pulumi destroy` "
-        "or a replacement deletes it. Create it with "
-        "pulumi.ResourceOptions(protect=True, retain_on_delete=True). "
-        f"{anchor('product requirement: the cache volume outlives the stack (issue 5)')}"
+        "of GB that take long to download and compile again) but is neither protected nor marked retained, "
+        "so `pulumi destroy` or a replacement deletes it. Create it with "
+        "pulumi.ResourceOptions(retain_on_delete=True) and the tag "
+        f"{ON_DESTROY_TAG}={ON_DESTROY_RETAIN} (policy packs cannot see retain_on_delete), or with protect=True. "
+        f"{anchor('product requirement: the cache volume outlives the stack (issues 5, 11)')}"
     ]
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deploys (or updates) one stack:  scripts/deploy.sh <stack> [more `pulumi up` flags]
-# Sets up the program's Python environment, installs the pinned Pulumi CLI when it is missing, and
+# Sets up the program's Python environment (.venv) and the policy pack's (policy/venv, from
+# policy/requirements.txt: `setup.sh deploy`), installs the pinned Pulumi CLI when it is missing, and
 # runs `pulumi up` with the project's policy pack. Needs `pulumi login` (or PULUMI_BACKEND_URL) and,
 # for target=aws, AWS credentials (AWS_PROFILE or the usual environment variables).
 set -euo pipefail

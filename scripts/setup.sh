@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set-up of a fresh Debian/Ubuntu machine, called by scripts/deploy.sh and scripts/test.sh.
-#   scripts/setup.sh deploy   the program's Python environment (.venv) only
+#   scripts/setup.sh deploy   the program's Python environment (.venv) and the policy pack's (policy/venv)
 #   scripts/setup.sh test     also the apt packages and the vLLM CPU build the real-parts tests use
 # Idempotent: a second run only checks. The test set-up needs root (or sudo).
 set -euo pipefail
@@ -27,6 +27,13 @@ if [ "$mode" = deploy ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   stamp "project venv .venv ready ($((SECONDS - t0)) s)"
+  # `pulumi up --policy-pack policy` (deploy.sh) runs the pack with the interpreter of the virtualenv that
+  # policy/PulumiPolicy.yaml names (runtime.options.virtualenv: venv, relative to policy/), so a fresh
+  # clone's first deploy needs it made and filled from the pack's own pins.
+  t1=$SECONDS
+  [ -x policy/venv/bin/python ] || python3 -m venv policy/venv
+  policy/venv/bin/pip install -q --disable-pip-version-check -r policy/requirements.txt
+  stamp "policy pack venv policy/venv ready ($((SECONDS - t1)) s)"
   exit 0
 fi
 

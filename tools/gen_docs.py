@@ -25,7 +25,7 @@ import yaml  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from tools import gen_component_args, gen_layout  # noqa: E402
+from tools import gen_component_args, gen_import_sample, gen_layout  # noqa: E402
 from vllm_endpoint.infra.catalog import gpus, vllm_flags  # noqa: E402
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES  # noqa: E402
 from vllm_endpoint.infra.plan.deployment import cache_volume  # noqa: E402
@@ -129,6 +129,7 @@ def ebs_table() -> str:
 
 README_BLOCKS: dict[str, Callable[[], str]] = {
     "settings": settings_table, "effects": effects_table, "ebs": ebs_table, "layout": gen_layout.render,
+    "import-docker-run": gen_import_sample.render,
 }
 
 

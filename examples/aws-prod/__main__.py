@@ -20,9 +20,10 @@ volume_key = aws.kms.Key(
     enable_key_rotation=True,
     deletion_window_in_days=30,
     tags=tags,
-    # The cache volume outlives `pulumi destroy` (protected and retained), and a volume whose key is
-    # deleted can never be read again: the key stays as long as the volume does.
-    opts=pulumi.ResourceOptions(protect=True, retain_on_delete=True),
+    # The cache volume outlives `pulumi destroy` (retained), and a volume whose key is deleted can never
+    # be read again: the key is retained too (not protected, which would refuse the destroy). Schedule its
+    # deletion only after deleting the volume.
+    opts=pulumi.ResourceOptions(retain_on_delete=True),
 )
 
 endpoint = VllmEndpoint(

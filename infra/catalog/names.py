@@ -18,6 +18,11 @@ DEFAULT_API_PORT: Final = 30005
 CONTAINER_CACHE_ROOT: Final = "/root/.cache"
 CONTAINER_HF_HOME: Final = f"{CONTAINER_CACHE_ROOT}/huggingface"
 CONTAINER_VLLM_CACHE_ROOT: Final = f"{CONTAINER_CACHE_ROOT}/vllm"
+# The user name the containers report (USER and LOGNAME) for their numeric containerUser, which has no
+# /etc/passwd entry in the images: `getpass.getuser()` reads these first. Without them torch < 2.12
+# (vLLM images up to at least v0.24.0) dies at `import vllm` (its Inductor cache dir asks for the user
+# name: `KeyError: getpwuid(): uid not found`).
+CONTAINER_USER_NAME: Final = "vllm"
 # Where a merged fine-tune is mounted (read-only) and served from, as in the original fine-tuned command.
 CONTAINER_MODEL_DIR: Final = "/app/model"
 
@@ -40,6 +45,10 @@ PROJECT: Final = "vllm-endpoint"
 LABEL_PREFIX: Final = PROJECT
 ROLE_TAG: Final = f"{LABEL_PREFIX}:role"
 CACHE_ROLE: Final = "cache"  # ROLE_TAG of the cache volume (the policy pack finds it by this)
+# What `pulumi destroy` does to a resource, as a tag: policy packs cannot see the retain_on_delete option
+# (the engine hands them only `protect`), and after a destroy `aws ec2 describe-volumes` finds the kept volume by it.
+ON_DESTROY_TAG: Final = f"{LABEL_PREFIX}:on-destroy"
+ON_DESTROY_RETAIN: Final = "retain"
 PROXY_ROLE: Final = "proxy"
 VLLM_ROLE: Final = "vllm"
 VLLM_VERSION_LABEL: Final = f"{LABEL_PREFIX}:vllm-version"

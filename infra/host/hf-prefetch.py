@@ -419,6 +419,20 @@ class Prefetcher:
                 log(f"{len(failed)} files failed; the first error follows")
             raise failed[0]
 
+    def total_bytes(self, commit: str, paths: list[str]) -> int | None:
+        """The size of these files: from disk for those in place, from the Hub (a HEAD each) for the
+        others; None when the Hub does not say one's size. The download asks again: a signed storage
+        URL may expire before a late file of a large model starts."""
+        missing = [p for p in paths if not os.path.exists(self.cache.pointer(commit, p))]
+        total = sum(os.path.getsize(self.cache.pointer(commit, p)) for p in paths if p not in missing)
+        if missing:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(missing)))) as pool:
+                metas = list(pool.map(lambda p: self.hub.file_meta(commit, p), missing))
+            if any(m.size is None for m in metas):
+                return None
+            total += sum(m.size or 0 for m in metas)
+        return total
+
     def fetch(self, commit: str, path: str) -> None:
         pointer = self.cache.pointer(commit, path)
         if os.path.exists(pointer):  # follows the link: the blob is there
@@ -555,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
         weights = select_weight_files(files, lambda path: fetcher.read_json(commit, path))
         if not weights:
             raise PrefetchError(f"{args.repo} has no weights vLLM can load (*.safetensors, *.bin, *.pt)")
+        # The host's readiness check shows the folder's size against this line while it waits.
+        total = fetcher.total_bytes(commit, non_weights + weights)
+        if total is not None:
+            log(f"total {total} bytes in {cache.storage} ({len(non_weights) + len(weights)} files)")
         fetcher.fetch_all(commit, weights)
     except PrefetchError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)

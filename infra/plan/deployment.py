@@ -9,11 +9,13 @@ are collected and raised together as one ConfigError.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vllm_endpoint.infra.catalog import gpus as gpu_catalog
 from vllm_endpoint.infra.catalog import models as model_facts
+from vllm_endpoint.infra.catalog.dtypes import DTYPE_BYTES
 from vllm_endpoint.infra.catalog.names import (
     CACHE_SUBDIR_MODELS,
     CACHE_SUBDIR_PROXY,
@@ -21,6 +23,7 @@ from vllm_endpoint.infra.catalog.names import (
     CONTAINER_CACHE_ROOT,
     CONTAINER_HF_HOME,
     CONTAINER_MODEL_DIR,
+    CONTAINER_USER_NAME,
     CONTAINER_VLLM_CACHE_ROOT,
     CUSTOM_IMAGE_REPOSITORY,
     DEFAULT_ENDPOINT_NAME,
@@ -45,8 +48,10 @@ from vllm_endpoint.infra.catalog.names import (
     VLLM_VERSION_LABEL,
 )
 from vllm_endpoint.infra.catalog.security import ADVISORIES_BELOW_FLOOR, SECURITY_FLOOR
-from vllm_endpoint.infra.catalog.vllm_flags import VllmVersion, check_server_args, flag_available
-from vllm_endpoint.infra.plan.fit import QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
+from vllm_endpoint.infra.catalog.vllm_flags import VllmVersion, check_server_args, flag_available, flag_spec
+from vllm_endpoint.infra.plan.costs import CostEstimate, VolumeSpec, estimate_costs
+from vllm_endpoint.infra.plan.fit import GIB, QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
+from vllm_endpoint.infra.plan.hub_facts import HubFetcher, HubQuery, HubRefused, fetch_hub_facts
 from vllm_endpoint.infra.plan.model_files import dockerfile_base, folder_digest
 from vllm_endpoint.infra.plan.naming import EndpointNames, name_problems
 from vllm_endpoint.infra.plan.spec import (
@@ -60,7 +65,13 @@ from vllm_endpoint.infra.plan.spec import (
     ReadinessGate,
     gpu_request,
 )
-from vllm_endpoint.infra.settings.models import AwsSettings, ConfigError, ServerSettings, StackConfig
+from vllm_endpoint.infra.settings.models import (
+    MAX_NUM_SEQS_16_MEASURES,
+    AwsSettings,
+    ConfigError,
+    ServerSettings,
+    StackConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,34 @@ def cache_volume(settings: AwsSettings, instance: gpu_catalog.GpuInstanceType) -
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """Where the fit check's architecture came from, and the weights' size where known."""
+
+    source: str  # "Hub config.json at <commit>", "shipped table", "modelArchitecture setting", ...
+    weight_bytes: int | None = None
+    weight_bytes_estimated: bool = False  # parameters x checkpoint dtype, not the safetensors headers
+    parameters_by_dtype: tuple[tuple[str, int], ...] = ()
+    note: str = ""
+
+    def describe(self) -> str:
+        line = f"architecture: {self.source}"
+        if self.weight_bytes is not None:
+            about = "about " if self.weight_bytes_estimated else ""
+            params = ", ".join(f"{dtype} {_count(count)}" for dtype, count in self.parameters_by_dtype)
+            line += f"; weights {about}{_size(self.weight_bytes)}"
+            line += f" ({params} parameters)" if params else ""
+        return line + (f"; {self.note}" if self.note else "")
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 10**9 else f"{n / 1e6:.1f}M" if n >= 10**6 else f"{n:,}"
+
+
+@dataclass(frozen=True)
 class DeploymentPlan:
     config: StackConfig
     names: EndpointNames
@@ -136,6 +175,8 @@ class DeploymentPlan:
     instance: gpu_catalog.GpuInstanceType | None
     cache_volume: CacheVolume | None
     warnings: tuple[str, ...]
+    model_facts: ModelFacts | None = None
+    costs: CostEstimate | None = None  # AWS only: by the month, and what stays after a destroy
 
     @property
     def network(self) -> str:
@@ -162,7 +203,21 @@ class DeploymentPlan:
             timeout_s=self.config.server.readiness_timeout_seconds,
             timeline_file=self.timeline_file,
             insecure_tls=self.scheme == "https",
+            model_cache_dir=self.host_model_cache_dir or "",
+            fit_kv_cache_tokens=self.fit.kv_cache_tokens if self.fit is not None else None,
+            fit_max_concurrency=round(self.fit.max_concurrent_sequences, 2) if self.fit is not None else None,
+            fit_max_model_len=self.fit.max_model_len if self.fit is not None else None,
         )
+
+    @property
+    def host_model_cache_dir(self) -> str | None:
+        """The host folder where the Hub model vLLM (or the boot prefetch) downloads lands, or None for a
+        model that is not downloaded (uploaded, or baked into a custom image)."""
+        if self.model_upload is not None or self.image_build is not None:
+            return None
+        hf_home = PurePosixPath(CONTAINER_HF_HOME).relative_to(CONTAINER_CACHE_ROOT)
+        repo_folder = "models--" + self.config.model.model.replace("/", "--")
+        return f"{self.host_cache_dir}/{CACHE_SUBDIR_ROOT}/{hf_home}/hub/{repo_folder}"
 
     @property
     def prefetch_tags(self) -> dict[str, str]:
@@ -192,19 +247,23 @@ class DeploymentPlan:
         ]
         if self.fit is not None:
             parts.append(self.fit.summary())  # names the instance and its price
-        elif self.instance is not None:
-            parts.append(f"{self.instance.name}: ${self.instance.price_usd_per_hour:.3f}/h on demand "
-                         f"in {gpu_catalog.PRICE_REGION}")
-        if self.cache_volume is not None:
-            parts.append(self.cache_volume.describe())
+        if self.model_facts is not None:
+            parts.append(self.model_facts.describe())
+        if self.costs is not None:
+            parts += self.costs.describe()
         parts += [f"warning: {w}" for w in self.warnings]
         return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
 
-def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME) -> DeploymentPlan:
-    """The plan of the endpoint named `endpoint` (its containers, network and host folder carry the name)."""
+def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
+               hub_fetcher: HubFetcher | None = fetch_hub_facts, region: str | None = None) -> DeploymentPlan:
+    """The plan of the endpoint named `endpoint` (its containers, network and host folder carry the name).
+
+    `hub_fetcher` reads a Hub model's config.json and safetensors metadata (the plan's only I/O);
+    None plans from the shipped facts alone. `region` (the stack's `aws:region`) picks the cost lines' prices.
+    """
     problems = name_problems(endpoint)
     warnings: list[str] = []
     names = EndpointNames(endpoint)
@@ -213,32 +272,35 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME) -> Deplo
     version = _image_version(s, problems)
     instance, gpu, host_gpus = _gpu_facts(cfg, problems)
     gpus_for_container = s.gpu_count or host_gpus
-    tp = s.tensor_parallel_size or gpus_for_container or 1
-    if gpus_for_container is not None and tp > gpus_for_container:
-        problems.append(
-            f"tensorParallelSize: {tp} is more than the {gpus_for_container} GPU(s) the container gets "
-            "(gpus); give it more GPUs or lower tensorParallelSize"
-        )
-
+    tp = _tensor_parallel_size(s, gpus_for_container, problems)
     host_cache_dir = HOST_CACHE_MOUNT if cfg.target == "aws" else names.existing_host_dir(
         cfg.existing_host.host_cache_dir)
     model_upload, image_build, model_arg, served_name, arch = _model_source(cfg, host_cache_dir, problems)
+    facts: ModelFacts | None = None
+    if cfg.model.model_path is None and cfg.server.image_build_context is None:
+        arch, facts = _hub_model_facts(cfg, arch, gpu, hub_fetcher, problems)
+        _cache_volume_room(cfg, facts, problems)
+    known_problems = len(problems)
     dtype, dtype_flag = _dtype(s, gpu, arch, problems)
+    dtype_runs = len(problems) == known_problems
     if version is not None:
         _security_floor(version, cfg, problems, warnings)
         _gpu_floor(version, gpu, problems)
-    fit = _fit(cfg, _FitInputs(arch, gpu, instance, gpus_for_container, tp, dtype, served_name), problems, warnings)
+    # The fit is computed for the dtype that runs; a dtype the GPU cannot run is reported once, by _dtype.
+    fit = _fit(cfg, _FitInputs(arch, gpu, instance, gpus_for_container, tp, dtype, served_name), problems,
+               warnings) if dtype_runs else None
     warnings += _concurrency_warnings(s)
 
     argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version)
     if version is not None:
-        problems += [f"extraArgs/flags: {p}" for p in check_server_args(argv, version)]
+        problems += _flag_problems(argv, len(s.extra_args), version)
 
     if problems:
         raise ConfigError(problems)
     assert version is not None  # a missing version is a problem above
 
     image_ref = image_build.tag if image_build else _image_reference(s)
+    volume = cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None
     return DeploymentPlan(
         config=cfg, names=names, vllm_version=version, image_ref=image_ref, image_build=image_build,
         model_upload=model_upload, served_model_name=served_name, tensor_parallel_size=tp, dtype=dtype,
@@ -251,9 +313,32 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME) -> Deplo
         proxy_settings=ProxySettings(metrics_allowed_cidrs=tuple(cfg.access.metrics_allowed_cidrs),
                                      tls=cfg.access.tls == "self-signed"),
         fit=fit, instance=instance,
-        cache_volume=cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None,
-        warnings=tuple(warnings),
+        cache_volume=volume,
+        warnings=tuple(warnings), model_facts=facts,
+        costs=_costs(cfg, instance, volume, region),
     )
+
+
+def _tensor_parallel_size(s: ServerSettings, gpus_for_container: int | None, problems: list[str]) -> int:
+    """The setting, else one shard per GPU the container gets."""
+    tp = s.tensor_parallel_size or gpus_for_container or 1
+    if gpus_for_container is not None and tp > gpus_for_container:
+        problems.append(
+            f"tensorParallelSize: {tp} is more than the {gpus_for_container} GPU(s) the container gets "
+            "(gpus); give it more GPUs or lower tensorParallelSize"
+        )
+    return tp
+
+
+def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volume: CacheVolume | None,
+           region: str | None) -> CostEstimate | None:
+    if instance is None or volume is None:
+        return None
+    adopted = cfg.aws.cache_volume_id
+    cache = None if adopted else VolumeSpec(volume.type, volume.size_gb, volume.iops, volume.throughput_mib_s)
+    # The root volume is gp3 at its free baseline (the instance sets no IOPS or throughput for it).
+    root = VolumeSpec("gp3", cfg.aws.root_volume_size_gb)
+    return estimate_costs(instance, cache, root, region, adopted_volume_id=adopted)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,6 +395,9 @@ def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, 
         # HOME is a tmpfs the container user owns (the image's /root is root-only); the caches
         # below it are the persistent volume.
         ("HOME", "/root"),
+        # containerUser has no /etc/passwd entry in the image: these give user-name lookups
+        # (`getpass.getuser()`, torch's Inductor cache dir) an answer on every image; extraEnv wins.
+        *((name, CONTAINER_USER_NAME) for name in ("USER", "LOGNAME") if name not in s.extra_env),
         ("HF_HOME", CONTAINER_HF_HOME),
         ("VLLM_CACHE_ROOT", CONTAINER_VLLM_CACHE_ROOT),
         *request.env,
@@ -399,9 +487,10 @@ def _dtype(s: ServerSettings, gpu: gpu_catalog.GpuModel | None, arch: model_fact
 
 def _gpu_floor(version: VllmVersion, gpu: gpu_catalog.GpuModel | None, problems: list[str]) -> None:
     if gpu is not None and not gpu.supported_by_vllm and version >= VllmVersion.parse(SECURITY_FLOOR):
+        key = "hostGpuComputeCapability" if gpu.unlisted else "instanceType/hostGpuModel"
         problems.append(
-            f"instanceType/hostGpuModel: {gpu.name} has compute capability {gpu.compute_capability_str}; "
-            f"vLLM {version} needs 7.5 or newer (T4, A10G, L4, L40S, A100, H100): choose e.g. g5.xlarge"
+            f"{key}: {gpu.name} has compute capability {gpu.compute_capability_str}; vLLM {version} needs "
+            "7.5 or newer (T4, A10G, L4, L40S, A100, H100, H200, B200): choose e.g. g5.xlarge"
         )
 
 
@@ -441,18 +530,128 @@ def _fit(cfg: StackConfig, f: _FitInputs, problems: list[str], warnings: list[st
             problems.append(fit.error_message())
         return fit
     if f.gpu is None:
-        warnings.append("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host")
+        warnings.append("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host, or "
+                        "hostGpuMemoryGib and hostGpuComputeCapability for a GPU not in docs/gpu-catalog.md")
     elif f.arch is None:
         warnings.append(f"GPU memory fit not checked: the architecture of {f.served_name} is unknown; set "
                         "modelArchitecture")
     return None
 
 
+def _hub_model_facts(cfg: StackConfig, shipped: model_facts.ModelArchitecture | None,
+                     gpu: gpu_catalog.GpuModel | None, fetcher: HubFetcher | None,
+                     problems: list[str]) -> tuple[model_facts.ModelArchitecture | None, ModelFacts | None]:
+    """The Hub model's architecture: the Hub's own config.json at the pinned revision when it answers,
+    else the shipped table. An explicit modelArchitecture is the user's word and wins without asking."""
+    m = cfg.model
+    if m.model_architecture is not None:
+        return shipped, _with_estimate(ModelFacts("modelArchitecture setting"), shipped)
+    label = "shipped table" if shipped is not None else "unknown"
+    if gpu is None:
+        # Nothing to check it against (no GPU known, so no fit and no cache volume): no Hub traffic.
+        return shipped, None
+    if fetcher is None or m.model.startswith("/"):  # a path inside a custom image is not a Hub repo
+        return shipped, _with_estimate(ModelFacts(label), shipped)
+    token = cfg.secrets.hf_token.get_secret_value() if cfg.secrets.hf_token is not None else None
+    try:
+        hub = fetcher(HubQuery(m.model, m.model_revision, token))
+    except HubRefused as err:
+        problems.append(_scrub(str(err), token))
+        return shipped, None
+    except Exception as err:  # whatever the fetcher hits, the plan falls back to the shipped facts
+        reason = _scrub(str(err) or type(err).__name__, token)
+        return shipped, _with_estimate(ModelFacts(f"{label} (Hub not used: {reason})"), shipped)
+    params = tuple(sorted(hub.parameters_by_dtype.items()))
+    if hub.architecture is None:
+        # Read, but not a layout the fit check models (mixture of experts, multimodal): the weights still count.
+        return shipped, ModelFacts(f"{label} (not modelled: {hub.source})", hub.weight_bytes,
+                                   parameters_by_dtype=params, note=_scrub(hub.note, token))
+    return hub.architecture, ModelFacts(hub.source, hub.weight_bytes, parameters_by_dtype=params,
+                                        note=_scrub(hub.note, token))
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "<hfToken>") if token else text
+
+
+def _with_estimate(facts: ModelFacts, arch: model_facts.ModelArchitecture | None) -> ModelFacts:
+    """Without safetensors metadata: parameters x checkpoint dtype bytes (not for packed quantized weights)."""
+    if arch is None or arch.quantization is not None:
+        return facts
+    return ModelFacts(facts.source, arch.parameter_count * DTYPE_BYTES[arch.torch_dtype], weight_bytes_estimated=True,
+                      note=facts.note)
+
+
+def _cache_volume_room(cfg: StackConfig, facts: ModelFacts | None, problems: list[str]) -> None:
+    """The weights land on the AWS cache volume (with the compile caches): a full volume fails the download."""
+    if cfg.target != "aws" or facts is None or facts.weight_bytes is None:
+        return
+    size_gb = cfg.aws.cache_volume_size_gb
+    if facts.weight_bytes <= size_gb * GIB:
+        return
+    need = facts.weight_bytes / GIB
+    # Headroom for vLLM's torch.compile and CUDA-graph caches, which live on the same volume.
+    suggested = math.ceil(need * 1.1 / 10 + 1) * 10
+    about = "about " if facts.weight_bytes_estimated else ""
+    problems.append(f"cacheVolumeSizeGb: the model's weights need {about}{need:.1f} GiB; the cache volume is "
+                    f"{size_gb} GiB: raise cacheVolumeSizeGb (e.g. to {suggested})")
+
+
 def _concurrency_warnings(s: ServerSettings) -> list[str]:
     if s.max_num_seqs is not None and s.max_num_seqs <= 32:
-        return [f"maxNumSeqs={s.max_num_seqs} caps concurrency: measured ~4x lower throughput than vLLM's "
-                "default (256) on the same GPU; unset it unless you need the cap"]
+        return [f"maxNumSeqs={s.max_num_seqs} caps concurrency; measured with 16 against vLLM's default: "
+                f"{MAX_NUM_SEQS_16_MEASURES}; unset it unless you need the cap"]
     return []
+
+
+# The settings that render a vLLM flag (vllm_argv), so that a flag the image refuses is reported under the
+# setting the user wrote, not under extraArgs.
+_SETTING_OF_FLAG = {
+    "--model": "model", "--served-model-name": "servedModelName", "--revision": "modelRevision", "--dtype": "dtype",
+    "--tensor-parallel-size": "tensorParallelSize", "--gpu-memory-utilization": "gpuMemoryUtilization",
+    "--max-model-len": "maxModelLen", "--max-num-seqs": "maxNumSeqs", "--block-size": "blockSize",
+    "--swap-space": "swapSpace", "--quantization": "quantization", "--kv-cache-dtype": "kvCacheDtype",
+    "--trust-remote-code": "trustRemoteCode",
+}
+
+
+def _flag_problems(argv: tuple[str, ...], extra_count: int, version: VllmVersion) -> list[str]:
+    """check_server_args' problems, each under the setting that rendered the flag; what only the user's own
+    arguments add is reported under extraArgs."""
+    problems: list[str] = []
+    # A flag the image no longer has is named with its setting and left out of the argv check, which would
+    # report it again in vLLM's terms. (Every such flag exists from the oldest release the table covers.)
+    rendered: list[str] = []
+    tokens = list(argv[:len(argv) - extra_count])
+    while tokens:
+        token = tokens.pop(0)
+        setting = _SETTING_OF_FLAG.get(token)
+        removed = flag_spec(token).removed if setting is not None else None
+        if setting is not None and removed is not None and version >= removed:
+            problems.append(_removed_flag(setting, token, version))
+            if tokens and not tokens[0].startswith("--"):
+                tokens.pop(0)  # its value
+            continue
+        rendered.append(token)
+    own = check_server_args(rendered, version)
+    for problem in own:
+        flag = problem.split(":", 1)[0]
+        setting = _SETTING_OF_FLAG.get(flag)
+        problems.append(f"{setting} ({flag}){problem.removeprefix(flag)}" if setting else f"vLLM flags: {problem}")
+    # What the user's own arguments add: the whole argv's problems less those of the rendered part.
+    added = check_server_args([*rendered, *argv[len(argv) - extra_count:]], version) if extra_count else []
+    for problem in own:
+        if problem in added:
+            added.remove(problem)
+    return problems + [f"extraArgs: {p}" for p in added]
+
+
+def _removed_flag(setting: str, flag: str, version: VllmVersion) -> str:
+    spec = flag_spec(flag)
+    # The table's advice ends in vLLM's terms ("remove it"); the user removes the setting instead.
+    why = (spec.replacement or "").removesuffix("; remove it")
+    return (f"{setting}: vLLM {version} (the image's) has no {flag}: it was removed in vLLM {spec.removed}"
+            f"{f'; {why}' if why else ''}. Unset it: `pulumi config rm {setting}`")
 
 
 def _image_reference(s: ServerSettings) -> str:
@@ -521,6 +720,9 @@ def _gpu_facts(cfg: StackConfig, problems: list[str]) -> tuple[
                 )
         return instance, instance.gpu, instance.gpu_count
     host = cfg.existing_host
+    if host.host_gpu_memory_gib is not None and host.host_gpu_compute_capability is not None:
+        gpu = gpu_catalog.unlisted_gpu(host.host_gpu_memory_gib, host.host_gpu_compute_capability)
+        return None, gpu, host.host_gpu_count
     if host.host_gpu_model is None:
         return None, None, host.host_gpu_count
     try:

@@ -185,9 +185,7 @@ class FitReport:
 
     def summary(self) -> str:
         """One line for the stack's plan output."""
-        price = ""
-        if self.instance_type is not None:
-            price = f"; {self.instance_type.name} ${self.instance_type.price_usd_per_hour}/h"
+        price = "" if self.instance_type is None else f"; {self.instance_type.name} {_price(self.instance_type)}"
         if not self.fits:
             return (f"{self._what()} does NOT fit on {self._where()}: weights {_gib(self.weights_bytes)}, "
                     f"KV cache {_gib(max(self.kv_cache_bytes, 0))} = {_tokens(self.kv_cache_tokens)} tokens "
@@ -228,6 +226,17 @@ class FitReport:
 
 def _gib(n: int) -> str:
     return f"{n / GIB:.1f} GiB"
+
+
+def _price(inst: GpuInstanceType) -> str:
+    price = inst.price_usd_per_hour
+    return "no on-demand price" if price is None else f"${price}/h"
+
+
+def _by_price(inst: GpuInstanceType) -> tuple[bool, float, str]:
+    """Cheapest first; a type with no on-demand price (Capacity Blocks only) after every priced one."""
+    price = inst.price_usd_per_hour
+    return price is None, price or 0.0, inst.name
 
 
 def _tokens(n: int) -> str:
@@ -467,8 +476,8 @@ def _ways_out(arch: ModelArchitecture, report: FitReport, requested_dtype: str, 
         if trial is None or not trial.fits:
             continue
         hosts = sorted((i for i in INSTANCE_TYPES.values() if i.gpu == gpu and i.gpu_count >= more_tp),
-                       key=lambda i: i.price_usd_per_hour)
-        where = (f"{hosts[0].name} ({hosts[0].gpu_count}x {gpu.name}, ${hosts[0].price_usd_per_hour}/h)"
+                       key=_by_price)
+        where = (f"{hosts[0].name} ({hosts[0].gpu_count}x {gpu.name}, {_price(hosts[0])})"
                  if hosts else f"{more_tp}x {gpu.name}")
         ways.append(f"tensor_parallel_size {more_tp} on {where}: {_concurrency(trial)}")
         break
@@ -478,9 +487,8 @@ def _ways_out(arch: ModelArchitecture, report: FitReport, requested_dtype: str, 
                                      ask.max_model_len, ask.utilization)
     if best is not None:
         inst, trial = best
-        ways.append(f"instance type {inst.name} ({inst.gpu_count}x {inst.gpu.name}, "
-                    f"${inst.price_usd_per_hour}/h, tensor_parallel_size {trial.tensor_parallel_size}): "
-                    f"{_concurrency(trial)}")
+        ways.append(f"instance type {inst.name} ({inst.gpu_count}x {inst.gpu.name}, {_price(inst)}, "
+                    f"tensor_parallel_size {trial.tensor_parallel_size}): {_concurrency(trial)}")
     else:
         ways.append("no instance type in the catalog fits this model as asked")
     return ways
@@ -495,7 +503,7 @@ def cheapest_fitting_instance(arch: ModelArchitecture, dtype: str, quantization:
                               gpu_memory_utilization: float) -> tuple[GpuInstanceType, FitReport] | None:
     """The cheapest catalog instance type on which the model fits, using all its GPUs (largest valid TP)."""
     ask = _Ask(quantization, kv_cache_dtype, max_model_len, gpu_memory_utilization)
-    for inst in sorted(INSTANCE_TYPES.values(), key=lambda i: (i.price_usd_per_hour, i.name)):
+    for inst in sorted(INSTANCE_TYPES.values(), key=_by_price):
         tps = [t for t in range(inst.gpu_count, 0, -1) if _tp_ok(arch, t)]
         if not tps:
             continue

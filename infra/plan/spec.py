@@ -92,6 +92,15 @@ class ReadinessGate:
     log_lines: int = 60
     # The loopback probe of a self-signed endpoint cannot match the certificate's address.
     insecure_tls: bool = False
+    # A progress line this often while it waits (pulumi-command streams it into `pulumi up`).
+    progress_interval_s: int = 10
+    # The model's Hugging Face cache folder on the host (its size shows a download); "" when vLLM
+    # downloads nothing (an uploaded model).
+    model_cache_dir: str = ""
+    # The plan's fit estimate, printed next to vLLM's own KV cache figures; None without one.
+    fit_kv_cache_tokens: int | None = None
+    fit_max_concurrency: float | None = None
+    fit_max_model_len: int | None = None
 
 
 

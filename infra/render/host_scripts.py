@@ -21,6 +21,8 @@ from vllm_endpoint.infra.catalog.names import (
     CACHE_SUBDIR_MODELS,
     CACHE_SUBDIR_PROXY,
     CACHE_SUBDIR_ROOT,
+    DEPLOY_TIMELINE_FILE,
+    PREFETCH_LOG_FILE,
     PREFETCH_STATE_DIR,
 )
 from vllm_endpoint.infra.plan.spec import ReadinessGate
@@ -31,6 +33,9 @@ CACHE_SUBDIRS = (CACHE_SUBDIR_ROOT, CACHE_SUBDIR_MODELS, CACHE_SUBDIR_PROXY)
 # below the host-ready command's own timeout (components/gpu_host.py) minus cloud-init's time; past it,
 # vLLM starts and waits on the prefetch's per-file locks for what is still being written.
 PREFETCH_WAIT_SECONDS = 900
+# Seconds between the progress lines the host-ready step prints while it waits (the gate's own is
+# ReadinessGate.progress_interval_s): the next line comes at most this plus one probe or `du` later.
+PROGRESS_INTERVAL_S = 10
 
 # A parameter's value: text, a whole number, a flag (`true`/`false`), or a list (one item per line).
 EnvValue = str | int | bool | tuple[str, ...]
@@ -106,20 +111,25 @@ def _cache_checks(cache_dir: str, require_nvidia: bool,
     return params, files
 
 
-def prefetch_wait_script(state_dir: str, wait_s: int) -> str:
-    """Waits for the boot-time model download boot.sh started, if it started one. Never fails."""
-    return host_command({"PREFETCH_STATE_DIR": state_dir, "PREFETCH_WAIT_SECONDS": wait_s}, "prefetch-wait.sh")
+def prefetch_wait_script(state_dir: str, wait_s: int, prefetch_log: str = PREFETCH_LOG_FILE) -> str:
+    """Waits for the boot-time model download boot.sh started, if it started one, printing its progress.
+    Never fails."""
+    return host_command({"PREFETCH_STATE_DIR": state_dir, "PREFETCH_WAIT_SECONDS": wait_s,
+                         "PREFETCH_LOG": prefetch_log, "PROGRESS_INTERVAL_S": PROGRESS_INTERVAL_S},
+                        "prefetch-wait.sh")
 
 
 def host_ready_script(cache_mount: str, require_nvidia: bool, container_user: str,
                       prefetch_state_dir: str = PREFETCH_STATE_DIR,
-                      prefetch_wait_s: int = PREFETCH_WAIT_SECONDS) -> str:
+                      prefetch_wait_s: int = PREFETCH_WAIT_SECONDS,
+                      prefetch_log: str = PREFETCH_LOG_FILE, timeline_file: str = DEPLOY_TIMELINE_FILE) -> str:
     """Waits until cloud-init finished preparing the VM (failing with cloud-init's own report), checks
     what it set up, then waits for the boot-time model download (reporting, never failing, when it did
-    not work out)."""
+    not work out); prints a progress line every PROGRESS_INTERVAL_S while it waits."""
     check_params, checks = _cache_checks(cache_mount, require_nvidia, container_user)
-    params = {"CACHE_MOUNT": cache_mount, **check_params,
-              "PREFETCH_STATE_DIR": prefetch_state_dir, "PREFETCH_WAIT_SECONDS": prefetch_wait_s}
+    params = {"CACHE_MOUNT": cache_mount, "TIMELINE_FILE": timeline_file, **check_params,
+              "PREFETCH_STATE_DIR": prefetch_state_dir, "PREFETCH_WAIT_SECONDS": prefetch_wait_s,
+              "PREFETCH_LOG": prefetch_log, "PROGRESS_INTERVAL_S": PROGRESS_INTERVAL_S}
     return host_command(params, "host-ready.sh", *checks, "prefetch-wait.sh")
 
 
@@ -165,7 +175,39 @@ def readiness_gate_script(gate: ReadinessGate) -> str:
         "LOG_LINES": gate.log_lines,
         "TIMELINE_FILE": gate.timeline_file,
         "INSECURE_TLS": gate.insecure_tls,
+        "PROGRESS_INTERVAL_S": gate.progress_interval_s,
+        "MODEL_CACHE_DIR": gate.model_cache_dir,
+        "FIT_KV_CACHE_TOKENS": "" if gate.fit_kv_cache_tokens is None else gate.fit_kv_cache_tokens,
+        "FIT_MAX_CONCURRENCY": "" if gate.fit_max_concurrency is None else f"{gate.fit_max_concurrency:.2f}",
+        "FIT_MAX_MODEL_LEN": "" if gate.fit_max_model_len is None else gate.fit_max_model_len,
     }, "readiness-gate.sh")
+
+
+# How readiness-gate.sh and the host-ready files start a progress line ("[+12 s] ...") and the gate its
+# line of KV cache figures.
+PROGRESS_LINE = re.compile(r"\[\+(\d+) s\] ")
+CAPACITY_PREFIX = "capacity: "
+
+
+def gate_report(stdout: str | None) -> str:
+    """The gate's output without its progress lines: the ready line, the KV cache figures, the timeline
+    (the `deploy_timeline` stack output). None (no output recorded, e.g. a command mocked in a test) is
+    an empty report."""
+    lines = (stdout or "").splitlines(keepends=True)
+    return "".join(line for line in lines if not PROGRESS_LINE.match(line))
+
+
+def gate_capacity_line(stdout: str | None) -> str | None:
+    """vLLM's KV cache size and maximum concurrency next to the plan's fit estimate, as the gate printed
+    them once the server was ready (None when it printed none)."""
+    found = [line for line in (stdout or "").splitlines() if line.startswith(CAPACITY_PREFIX)]
+    return found[-1] if found else None
+
+
+def summary_with_capacity(summary: str, gate_stdout: str | None) -> str:
+    """The plan's summary with what vLLM itself reported once ready (the `plan` stack output)."""
+    line = gate_capacity_line(gate_stdout)
+    return f"{summary}\n{line}" if line else summary
 
 
 def model_check_script(remote_dir: str) -> str:

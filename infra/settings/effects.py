@@ -21,7 +21,8 @@ IN_PLACE: Final = "in-place"  # the instance is modified without a restart
 REPLACE: Final = "replace"  # a new instance: the cache volume re-attaches, the Elastic IP moves over
 VOLUME: Final = "volume"  # the cache volume is modified in place (EBS elastic volumes)
 NETWORK: Final = "network"  # security group rules added or removed
-PROTECTED: Final = "protected"  # would replace the protected cache volume: Pulumi refuses the update
+# The cache volume is replaced (or adopted): the one attached so far is detached and kept in AWS.
+NEW_VOLUME: Final = "new-volume"
 NONE: Final = "none"  # plan-time checks only (fit check, readiness wait)
 
 DESCRIPTIONS: Final = {
@@ -32,7 +33,9 @@ DESCRIPTIONS: Final = {
     REPLACE: "new instance: the cache volume (models, compile cache) re-attaches, the Elastic IP moves over",
     VOLUME: "cache volume modified in place, data kept (size can only grow)",
     NETWORK: "security group rules added or removed in place",
-    PROTECTED: "refused: it would replace the protected cache volume (create a new stack, or move by hand)",
+    NEW_VOLUME: "another cache volume is attached (a new, empty one unless adopted by cacheVolumeId): the "
+                "previous one is detached and kept in AWS (adopt it again, or delete it); refused while "
+                "protectCacheVolume is true",
     NONE: "nothing re-created (plan-time checks, or the value is used by the next SSH connections)",
 }
 

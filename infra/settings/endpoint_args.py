@@ -34,8 +34,9 @@ _STAND_INS: Final[dict[str, Any]] = {
     "subnet_id": "subnet-00000000",
     "kms_key_id": "arn:aws:kms:us-east-1:000000000000:key/stand-in",
     "ssh_public_key": "ssh-ed25519 AAAAstandin",
-    "api_allowed_cidrs": ["192.0.2.0/24"],
-    "ssh_allowed_cidrs": ["192.0.2.0/24"],
+    # Private, not documentation, ranges: the settings refuse addresses nobody connects from.
+    "api_allowed_cidrs": ["10.255.0.0/16"],
+    "ssh_allowed_cidrs": ["10.255.0.0/16"],
     "host_address": "stand-in.invalid",
     "host_public_key": "ssh-ed25519 AAAAstandin",
     "api_key": "stand-in-" + "0" * 40,

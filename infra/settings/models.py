@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,13 +44,14 @@ from vllm_endpoint.infra.catalog.names import (
     SSH_WORLD_OPT_IN,
     VLLM_IMAGE_REPOSITORY,
 )
+from vllm_endpoint.infra.catalog.reserved_networks import reserved_network
 from vllm_endpoint.infra.catalog.security import SECURITY_FLOOR
 from vllm_endpoint.infra.settings.effects import (
     CONTAINER,
     IN_PLACE,
     NETWORK,
+    NEW_VOLUME,
     NONE,
-    PROTECTED,
     REPLACE,
     RESTART,
     TAGS,
@@ -63,6 +65,16 @@ DEFAULT_AMI_SSM_PARAMETER = (
 )
 # Marker words the program puts on a rule a user opened to the world, and which policy/ accepts.
 MIN_API_KEY_LENGTH = 32
+# How a user learns the public address they deploy from (AWS's own echo service, plain text, no key).
+MY_ADDRESS_COMMAND = "curl -s https://checkip.amazonaws.com"
+SET_MY_ADDRESS = f'`pulumi config set sshAllowedCidrs "$({MY_ADDRESS_COMMAND})/32"`'
+# The two measurements of the original command's `--max-num-seqs 16` against vLLM's default (issues 7 and 11),
+# each with what it measured: vLLM's offline engine, and the OpenAI API as apps use it.
+MAX_NUM_SEQS_16_MEASURES = (
+    "4.4x less output throughput in vLLM's offline engine (H100, a 600-request burst: 5,339 vs 23,622 "
+    "tok/s) and 1.47x less through the API (H200, 500 requests at concurrency 256, with the original "
+    "command's other settings: 4,682 vs 6,861 output tok/s, p50 latency 12.2 s vs 6.8 s)"
+)
 
 
 class ConfigError(Exception):
@@ -83,7 +95,7 @@ def _cidr(value: str) -> str:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise ValueError(
-            f"{value!r} is not an IPv4 or IPv6 CIDR block (write e.g. 203.0.113.7/32 or 2001:db8::/64)"
+            f"{value!r} is not an IPv4 or IPv6 CIDR block (write e.g. 10.20.0.0/16 or fd00:1::/64)"
         ) from None
     if "/" not in text:
         raise ValueError(f"{value!r} has no prefix length: write {network.network_address}/{network.max_prefixlen}")
@@ -109,6 +121,49 @@ def _instance_tags(tags: dict[str, str]) -> dict[str, str]:
 
 def _is_world(cidr: str) -> bool:
     return ipaddress.ip_network(cidr).prefixlen == 0
+
+
+# What each allowed-CIDR setting should hold instead of an address nobody connects from.
+_OWN_ADDRESS_HINT = {
+    "sshAllowedCidrs": f"put the address of the machine you run `pulumi up` from: {SET_MY_ADDRESS}",
+    "apiAllowedCidrs": "put the networks your apps call from (your own machine's address is what "
+                       f"`{MY_ADDRESS_COMMAND}` prints; add /32)",
+    "metricsAllowedCidrs": "put your monitoring system's address (your own machine's is what "
+                           f"`{MY_ADDRESS_COMMAND}` prints; add /32), or unset metricsAllowedCidrs",
+}
+
+
+def _unreachable(key: str, cidrs: list[str]) -> list[str]:
+    """A problem for each CIDR inside a block no client connects from (infra/catalog/data/reserved-networks.yaml):
+    such a rule admits nobody, and on AWS the deploy would pay for a GPU it then cannot reach."""
+    problems = []
+    for cidr in cidrs:
+        reserved = reserved_network(cidr)
+        if reserved is not None:
+            problems.append(f"{key}: {cidr} is {reserved.kind} ({reserved.rfc}): {reserved.why}; "
+                            f"{_OWN_ADDRESS_HINT[key]}")
+    return problems
+
+
+def _share(value: Any) -> float:
+    """A share of GPU memory: a number above 0 and at most 1. `95%` or 95 are read as a percentage the
+    user meant, and refused with the number to write (a silent /100 would hide which form the key takes)."""
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    if percent:
+        text = text[:-1].strip()
+    try:
+        share = float(text) if not isinstance(text, bool) else math.nan
+    except (TypeError, ValueError):
+        share = math.nan
+    if percent or 1 < share <= 100:
+        example = f"{share / 100:g} for {share:g}%" if 0 < share <= 100 else "0.9 for 90%"
+        raise ValueError(f"write a number between 0 and 1 (the share of each GPU's memory vLLM may use), "
+                         f"not a percentage: e.g. {example}")
+    if not 0 < share <= 1:
+        raise ValueError("write a number above 0 and at most 1 (the share of each GPU's memory vLLM may use), "
+                         "e.g. 0.9")
+    return share
 
 
 def _split_list(value: Any) -> Any:
@@ -157,6 +212,7 @@ GpuSelection = Annotated[str | tuple[str, ...], PlainValidator(_gpus)]
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
+_VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DOCKER_REPO = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -238,8 +294,9 @@ class ModelSettings(_Section):
         json_schema_extra=effect(CONTAINER),
     )
     model_architecture: NumberMap | None = Field(
-        None, description="Architecture numbers for a model the fit check does not know and cannot "
-        "read (JSON object with config.json's keys: num_hidden_layers, hidden_size, "
+        None, description="Architecture numbers for the fit check, used instead of the model's Hub "
+        "config.json (for a model the plan cannot read from the Hub, e.g. offline or in a custom image) "
+        "(JSON object with config.json's keys: num_hidden_layers, hidden_size, "
         "num_attention_heads, num_key_value_heads, vocab_size, intermediate_size, "
         "max_position_embeddings, torch_dtype).",
         json_schema_extra=effect(NONE),
@@ -287,7 +344,7 @@ class ServerSettings(_Section):
         None, description="vLLM `--tensor-parallel-size`. Default: the number of GPUs the container gets.",
         json_schema_extra=effect(CONTAINER),
     )
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
+    gpu_memory_utilization: Annotated[float, BeforeValidator(_share), Field(gt=0, le=1)] = Field(
         0.9, description="vLLM `--gpu-memory-utilization`: share of each GPU's memory vLLM may use. "
         "The original command used 0.7 on a shared GPU; a dedicated VM can give vLLM more (vLLM's "
         "own default is 0.92 since 0.20; 0.9 leaves room for the CUDA context on every GPU in the catalog).",
@@ -295,7 +352,8 @@ class ServerSettings(_Section):
     )
     max_num_seqs: Annotated[int, Field(ge=1, le=65536)] | None = Field(
         None, description="vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The "
-        "original command's 16 cuts throughput about 4x; set it only to cap concurrency.",
+        f"original command's 16, measured against that default: {MAX_NUM_SEQS_16_MEASURES}. Set it only to "
+        "cap concurrency.",
         json_schema_extra=effect(CONTAINER),
     )
     max_model_len: Annotated[int, Field(ge=16, le=10_000_000)] | None = Field(
@@ -307,7 +365,8 @@ class ServerSettings(_Section):
         json_schema_extra=effect(CONTAINER),
     )
     swap_space: Annotated[int, Field(ge=0, le=1024)] | None = Field(
-        None, description="vLLM `--swap-space` GiB. Only images up to v0.17 accept it.",
+        None, description="vLLM `--swap-space` GiB. Only images up to v0.17 accept it (removed in vLLM "
+        "0.18.0); on a newer image the plan refuses it.",
         json_schema_extra=effect(CONTAINER),
     )
     dtype: Annotated[str, _one_of(DTYPE_CHOICES)] = Field(
@@ -398,14 +457,19 @@ class AwsSettings(_Section):
         json_schema_extra=effect(RESTART),
     )
     ami_id: Annotated[str, _matching(_AMI_ID, "an AMI id", "ami-0123456789abcdef0")] | None = Field(
-        None, description="Pins the AMI. Unset: the latest AWS Deep Learning Base GPU AMI from "
-        "`amiSsmParameter` — read at every deploy, so a newly published AMI replaces the instance; pin "
-        "it for production.",
+        None, description="Pins the AMI. Unset: the AWS Deep Learning Base GPU AMI that "
+        "`amiSsmParameter` names when the instance is created; a newer AMI published later is ignored "
+        "(the instance, its warm caches and its address stay). To roll the AMI on purpose, set `amiId` "
+        "to the new id, e.g. `pulumi config set amiId \"$(aws ssm get-parameter --name <amiSsmParameter> "
+        "--query Parameter.Value --output text)\"`: the instance is replaced and the cache volume and Elastic "
+        "IP move to the new one. (`pulumi up --replace` alone would not: Pulumi re-creates the instance "
+        "from the AMI recorded in the stack's state.)",
         json_schema_extra=effect(REPLACE),
     )
     ami_ssm_parameter: Annotated[str, _matching(re.compile(r"^/[A-Za-z0-9_./-]+$"), "an SSM parameter path",
                                                 DEFAULT_AMI_SSM_PARAMETER)] = Field(
-        DEFAULT_AMI_SSM_PARAMETER, description="Public SSM parameter naming the AMI when `amiId` is unset.",
+        DEFAULT_AMI_SSM_PARAMETER, description="Public SSM parameter naming the AMI when `amiId` is unset; "
+        "read when the instance is created (see `amiId` for rolling to a newer one).",
         json_schema_extra=effect(NONE),  # read once; a new AMI is adopted only by pinning amiId
     )
     root_volume_size_gb: Annotated[int, Field(ge=60, le=16384)] = Field(
@@ -431,20 +495,33 @@ class AwsSettings(_Section):
         "Performance.",
         json_schema_extra=effect(VOLUME),
     )
+    cache_volume_id: Annotated[str, _matching(_VOLUME_ID, "an EBS volume id", "vol-0123456789abcdef0")] | None = Field(
+        None, description="Attach this existing cache volume instead of creating one, e.g. the one a destroyed "
+        "stack kept (its `retained_on_destroy` output): the endpoint starts with its models and compile cache. "
+        "The volume's zone decides the instance's (a `subnetId` must be in it); it stays outside the stack, "
+        "so `pulumi destroy` leaves it as it was.",
+        json_schema_extra=effect(NEW_VOLUME),
+    )
+    protect_cache_volume: bool = Field(
+        False, description="Protect the stack's cache volume: Pulumi then refuses `pulumi destroy` and every "
+        "update that would replace the volume, until you set it back to false and run `pulumi up`. Off, "
+        "destroy and replacements remove the volume from the stack but keep it in AWS (retained).",
+        json_schema_extra=effect(NONE),
+    )
     kms_key_id: str | None = Field(
         None, description="Customer KMS key (ARN) for the root and cache volumes; default: the AWS-managed key.",
-        json_schema_extra=effect(PROTECTED),
+        json_schema_extra=effect(NEW_VOLUME),
     )
     subnet_id: Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")] | None = Field(
         None, description="Subnet for the instance (its VPC is used). Default: a default subnet of the "
         "region's default VPC in `availabilityZone`.",
-        json_schema_extra=effect(PROTECTED),
+        json_schema_extra=effect(NEW_VOLUME),
     )
     availability_zone: Annotated[str, _matching(re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$"),
                                                  "an availability zone", "us-east-1a")] | None = Field(
         None, description="Zone for the instance and its cache volume when `subnetId` is unset. Default: "
         "the first default subnet's zone.",
-        json_schema_extra=effect(PROTECTED),
+        json_schema_extra=effect(NEW_VOLUME),
     )
     ssh_user: Annotated[str, _matching(_LINUX_USER, "a Linux user name", "ubuntu")] = Field(
         "ubuntu", description="Login user of the AMI (the DLAMI Ubuntu images use `ubuntu`).",
@@ -487,6 +564,31 @@ class AwsSettings(_Section):
     )
 
 
+_COMPUTE_CAPABILITY = re.compile(r"^[1-9][0-9]?\.[0-9]$")
+_MAX_GPU_MEMORY_GIB = 2048  # eight times the largest GPU in the catalog (B300, 268.6 GiB)
+
+
+def _gpu_memory_gib(value: Any) -> Any:
+    """hostGpuMemoryGib: a plain number of GiB; "80GB" or "81559 MiB" are refused with what to write instead."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a number of GiB: give the driver's total, `nvidia-smi --query-gpu=memory.total "
+                "--format=csv` (MiB) divided by 1024, e.g. 139.96 for 143771 MiB"
+            ) from None
+    if isinstance(value, int | float) and not isinstance(value, bool) and not 0 < value <= _MAX_GPU_MEMORY_GIB:
+        raise ValueError(f"{value} GiB is not a GPU's memory (give a number above 0 and at most "
+                         f"{_MAX_GPU_MEMORY_GIB})")
+    return value
+
+
+def _capability_text(value: Any) -> Any:
+    """A YAML stack file reads `hostGpuComputeCapability: 9.0` as a number; it means the text "9.0"."""
+    return repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 class ExistingHostSettings(_Section):
     """A Docker host the user already has (the original scenario's shared GPU box)."""
 
@@ -513,9 +615,25 @@ class ExistingHostSettings(_Section):
         json_schema_extra=effect(CONTAINER),
     )
     host_gpu_model: str | None = Field(
-        None, description="target=existing-host: GPU model for the fit check (e.g. A10G, L4, A100-80GB); "
-        "without it the fit check is skipped with a warning.",
+        None, description="target=existing-host: GPU model for the fit check (e.g. A10G, L4, L40S, A100-80GB, "
+        "H100, H200, B200; any name in docs/gpu-catalog.md, or what `nvidia-smi` prints); without it (or "
+        "hostGpuMemoryGib) the fit check is skipped with a warning.",
         json_schema_extra=effect(NONE),
+    )
+    host_gpu_memory_gib: Annotated[float, BeforeValidator(_gpu_memory_gib)] | None = Field(
+        None, description="target=existing-host, a GPU not in the catalog: its memory as the driver reports it "
+        "(`nvidia-smi --query-gpu=memory.total --format=csv` MiB / 1024), for the fit check. Set with "
+        "hostGpuComputeCapability, instead of hostGpuModel.",
+        json_schema_extra=effect(NONE),
+    )
+    host_gpu_compute_capability: Annotated[str, BeforeValidator(_capability_text),
+                                           _matching(_COMPUTE_CAPABILITY, "a compute capability",
+                                                     "9.0")] | None = Field(
+        None, description="target=existing-host, a GPU not in the catalog: its CUDA compute capability "
+        "(`nvidia-smi --query-gpu=compute_cap --format=csv`), which decides bf16 (8.0+) and FP8 (8.9+) support. "
+        "Set with hostGpuMemoryGib, instead of hostGpuModel.",
+        # below 8.0 a bfloat16 checkpoint is served as float16, which the rendered --dtype says
+        json_schema_extra=effect(CONTAINER),
     )
     host_gpu_count: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description="target=existing-host with gpus=all: how many GPUs the host has.",
@@ -525,17 +643,19 @@ class ExistingHostSettings(_Section):
 
 class AccessSettings(_Section):
     api_allowed_cidrs: CidrList = Field(
-        default_factory=list, description="CIDRs allowed to call the API port (your apps). Required on AWS.",
+        default_factory=list, description="CIDRs allowed to call the API port (your apps). Required on AWS. "
+        "Documentation, loopback and other reserved ranges nobody connects from are refused.",
         json_schema_extra=effect(NETWORK),
     )
     ssh_allowed_cidrs: CidrList = Field(
         default_factory=list, description="CIDRs allowed to SSH (the deploying machine: pulumi-docker "
-        "and the readiness gate connect over SSH). Required on AWS.",
+        f"and the readiness gate connect over SSH). Required on AWS: `{MY_ADDRESS_COMMAND}` prints your "
+        "address; add /32. Documentation and other reserved ranges are refused.",
         json_schema_extra=effect(NETWORK),
     )
     metrics_allowed_cidrs: CidrList = Field(
         default_factory=list, description="CIDRs that may read `/metrics` through the proxy (monitoring). "
-        "Default: nobody.",
+        "Default: nobody. Documentation, loopback and other reserved ranges are refused.",
         json_schema_extra=effect(CONTAINER),
     )
     dangerously_allow_ssh_from_internet: bool = Field(
@@ -564,16 +684,23 @@ class AccessSettings(_Section):
 
     @model_validator(mode="after")
     def _world_opt_ins(self) -> AccessSettings:
+        problems = [
+            *_unreachable("sshAllowedCidrs", self.ssh_allowed_cidrs),
+            *_unreachable("apiAllowedCidrs", self.api_allowed_cidrs),
+            *_unreachable("metricsAllowedCidrs", self.metrics_allowed_cidrs),
+        ]
         if any(_is_world(c) for c in self.ssh_allowed_cidrs) and not self.dangerously_allow_ssh_from_internet:
-            raise ValueError(
+            problems.append(
                 "sshAllowedCidrs: 0.0.0.0/0 or ::/0 opens SSH to the whole internet; use your own "
-                f"address (e.g. 203.0.113.7/32) or set {SSH_WORLD_OPT_IN}=true"
+                f"address ({SET_MY_ADDRESS}) or set {SSH_WORLD_OPT_IN}=true"
             )
         if any(_is_world(c) for c in self.api_allowed_cidrs) and not self.dangerously_allow_api_from_internet:
-            raise ValueError(
+            problems.append(
                 "apiAllowedCidrs: 0.0.0.0/0 or ::/0 exposes the GPU endpoint to the whole internet; list "
                 f"your apps' networks or set {API_WORLD_OPT_IN}=true"
             )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -661,13 +788,14 @@ def _aws_problems(cfg: StackConfig) -> list[str]:
     a, acc, sec = cfg.aws, cfg.access, cfg.secrets
     if not acc.ssh_allowed_cidrs:
         problems.append(
-            "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set your "
-            "address, e.g. `pulumi config set sshAllowedCidrs 203.0.113.7/32`"
+            "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set its "
+            f"address: {SET_MY_ADDRESS}"
         )
     if not acc.api_allowed_cidrs:
         problems.append(
             "apiAllowedCidrs: required on AWS: the networks of the apps that call the endpoint, "
-            "e.g. `pulumi config set apiAllowedCidrs 203.0.113.0/24`"
+            "e.g. `pulumi config set apiAllowedCidrs 10.20.0.0/16` (a VPC), or your own machine's "
+            f"address: `{MY_ADDRESS_COMMAND}` prints it; add /32"
         )
     if (a.ssh_public_key or a.ssh_key_pair_name) and sec.ssh_private_key is None:
         problems.append(
@@ -686,7 +814,29 @@ def _aws_problems(cfg: StackConfig) -> list[str]:
         )
     if a.subnet_id and a.availability_zone:
         problems.append("availabilityZone: the subnet decides the zone; unset one of subnetId/availabilityZone")
+    if a.cache_volume_id is not None:
+        problems += _adopted_volume_problems(a)
     return problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)
+
+
+def _adopted_volume_problems(a: AwsSettings) -> list[str]:
+    """Settings that describe a volume the stack creates mean nothing for one it adopts."""
+    problems = []
+    if "availability_zone" in a.model_fields_set:
+        problems.append(f"availabilityZone: the adopted cache volume {a.cache_volume_id} decides the zone; "
+                        "unset availabilityZone")
+    shaping = [AwsSettings.model_fields[name].alias or name for name in (
+        "cache_volume_size_gb", "cache_volume_type", "cache_volume_iops", "cache_volume_throughput")
+        if name in a.model_fields_set]
+    if shaping:
+        problems.append(
+            f"{', '.join(shaping)}: the adopted cache volume {a.cache_volume_id} keeps its own size and speed; "
+            f"unset {'them' if len(shaping) > 1 else 'it'}, or change the volume itself "
+            f"(`aws ec2 modify-volume --volume-id {a.cache_volume_id} --size ...`)")
+    if a.protect_cache_volume:
+        problems.append(f"protectCacheVolume: the adopted cache volume {a.cache_volume_id} is not part of the "
+                        "stack, so no deploy can delete it; unset protectCacheVolume")
+    return problems
 
 
 def _existing_host_problems(cfg: StackConfig) -> list[str]:
@@ -701,8 +851,19 @@ def _existing_host_problems(cfg: StackConfig) -> list[str]:
             "sshPrivateKey: required with target=existing-host (a key the host's user authorizes); "
             "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
         )
-    if cfg.server.gpus == "all" and h.host_gpu_count is None and h.host_gpu_model is not None:
-        problems.append("hostGpuCount: required with gpus=all and hostGpuModel (for the fit check)")
+    unlisted = (h.host_gpu_memory_gib, h.host_gpu_compute_capability)
+    if h.host_gpu_model is not None and unlisted != (None, None):
+        problems.append("hostGpuModel and hostGpuMemoryGib/hostGpuComputeCapability: choose one: hostGpuModel "
+                        "names a GPU in the catalog, the other two describe a GPU it does not list")
+    elif unlisted.count(None) == 1:
+        given, missing = (("hostGpuMemoryGib", "hostGpuComputeCapability") if h.host_gpu_compute_capability is None
+                          else ("hostGpuComputeCapability", "hostGpuMemoryGib"))
+        problems.append(f"{missing}: required with {given} (a GPU not in the catalog needs both; "
+                        "`nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv` prints them)")
+    described = h.host_gpu_model is not None or h.host_gpu_memory_gib is not None
+    if cfg.server.gpus == "all" and h.host_gpu_count is None and described:
+        problems.append("hostGpuCount: required with gpus=all and hostGpuModel or hostGpuMemoryGib "
+                        "(for the fit check)")
     return problems + _set_outside_target(cfg, "aws", AwsSettings)
 
 

@@ -19,6 +19,7 @@ target"). Two things `pulumi.Config` cannot tell, and the CLI does not check:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pulumi
@@ -59,3 +60,10 @@ def _read_raw() -> tuple[dict[str, str], frozenset[str]]:
         key for key in raw if pulumi.runtime.is_config_secret(prefix + key) or prefix + key in encrypted
     )
     return raw, secret_keys
+
+
+def read_aws_region() -> str | None:
+    """The stack's AWS region (`aws:region`, else the AWS_REGION/AWS_DEFAULT_REGION the provider falls back
+    to), for the plan's prices; None when neither says."""
+    return (pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION") or None)

@@ -5,6 +5,7 @@ with two endpoints built from keyword arguments, under Pulumi mocks."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,8 +37,9 @@ def test_the_installed_package_builds_two_endpoints_from_another_folder(tmp_path
     elsewhere = tmp_path / "app"
     elsewhere.mkdir()
     shutil.copy(PROGRAM, elsewhere / "main.py")
+    # HF_HUB_OFFLINE: the plan's Hub read would leave the machine; offline it uses the shipped table.
     result = subprocess.run([str(python), "main.py"], cwd=elsewhere, capture_output=True, text=True,
-                            timeout=300, check=False)
+                            timeout=300, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     # The package came from the venv, not from the checkout next door.
@@ -48,4 +50,11 @@ def test_the_installed_package_builds_two_endpoints_from_another_folder(tmp_path
     assert seen["containers"] == ["chat", "chat-proxy", "small", "small-proxy"]
     assert seen["ports"] == [30005, 30006]
     assert seen["aws_resources"] == 0
+    # The console script the distribution declares, from the venv's bin folder.
+    cli = subprocess.run([str(venv / "bin" / "vllm-endpoint"), "import-docker-run", "--stack", "x", "--",
+                          "docker", "run", "--gpus", '"device=1"', "-p", "30005:8000", "vllm/vllm-openai:v0.32.0",
+                          "--model", "Qwen/Qwen2.5-1.5B-Instruct"],
+                         cwd=elsewhere, capture_output=True, text=True, timeout=120, check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert "vllm-endpoint:apiPort:" in cli.stdout and "vllm-endpoint:model: Qwen/Qwen2.5-1.5B-Instruct" in cli.stdout
     shutil.rmtree(venv, ignore_errors=True)

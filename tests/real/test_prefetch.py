@@ -11,11 +11,14 @@ on the instance.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -401,6 +404,45 @@ def test_the_host_check_reports_the_finished_prefetch(booted: BootRun) -> None:
     proc = subprocess.run(["sh", "-c", prefetch_wait_script(str(booted.state), 60)],
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0 and f"model prefetched: {GATED} is in" in proc.stdout, proc.stderr
+
+
+# "[+12 s] host: model download 1.2 MB of 2.5 MB in <folder> | <image>"
+DOWNLOAD_PROGRESS = re.compile(r"\[\+(\d+) s\] host: model download (.+?) of (.+?) in (\S+) \| no image pull")
+
+
+def test_the_host_check_shows_the_boot_downloads_progress_while_it_waits(
+        test_host: TestHost, work: Path, hub: FakeHub, tiny_model: Path) -> None:
+    weights = (tiny_model / "model.safetensors").stat().st_size
+    hub.lfs_rate_bytes_per_s = weights / 30  # the weights take ~30 s
+    runs: list[BootRun] = []
+    boot = threading.Thread(target=lambda: runs.append(run_boot_prefetch(
+        test_host, work, "boot-progress", {"prefetch-model": REPO}, hub.endpoint, trace=False, timeout=120)))
+    state = work / "boot-progress" / "state"
+    try:
+        boot.start()
+        deadline = time.monotonic() + 30
+        while not (state / "prefetch-model.started").exists():
+            assert boot.is_alive() and time.monotonic() < deadline, "the model job did not start"
+            time.sleep(0.1)
+        start = time.monotonic()
+        proc = subprocess.run(["sh", "-c", prefetch_wait_script(str(state), 120, str(state.parent / "prefetch.log"))],
+                              capture_output=True, text=True, timeout=150)
+        waited = time.monotonic() - start
+        boot.join(timeout=150)
+    finally:
+        hub.lfs_rate_bytes_per_s = None
+    # What a user sees in `pulumi up`, kept for a look after the run (the closing notes quote it).
+    (BUILD_DIR / "host-ready-transcript.txt").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0 and f"model prefetched: {REPO} is in" in proc.stdout, proc.stdout + proc.stderr
+    progress = [m for m in map(DOWNLOAD_PROGRESS.fullmatch, proc.stdout.splitlines()) if m]
+    assert len(progress) >= 2, proc.stdout
+    marks = [int(m.group(1)) for m in progress] + [round(waited)]
+    assert max(b - a for a, b in itertools.pairwise(marks)) <= 15, marks
+    # The total is the one hf-prefetch logged, the folder the model's own in the cache.
+    logged = re.search(r"hf-prefetch: total (\d+) bytes in (\S+) ", runs[0].log.read_text())
+    assert logged is not None and int(logged.group(1)) >= weights
+    assert {m.group(4) for m in progress} == {logged.group(2)}
+    assert progress[-1].group(2) != progress[-1].group(3), proc.stdout  # seen while it was still downloading
 
 
 def test_boot_prefetch_marks_a_failed_pull_and_starts_no_model_job_without_the_tag(

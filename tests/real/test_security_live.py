@@ -63,8 +63,9 @@ VLLM_CONTAINER_NAME = EndpointNames(DEFAULT_ENDPOINT_NAME).vllm_container
 PROXY_CONTAINER_NAME = EndpointNames(DEFAULT_ENDPOINT_NAME).proxy_container
 
 SERVED_NAME = "tiny-locked"
-# TEST-NET-1: a monitoring network the test machine is certainly not in.
-OTHER_MONITORING_CIDR = "192.0.2.0/24"
+# A private monitoring network the test machine is certainly not in (test hosts are 10.203.x; the settings
+# refuse documentation ranges such as 192.0.2.0/24).
+OTHER_MONITORING_CIDR = "10.99.0.0/16"
 REFERENCE_CONTAINER = "vllm-routes"
 SHM_CONTAINER = "vllm-shm64"
 DOCKER_DEFAULT_SHM_BYTES = 64 * 1024 * 1024

@@ -16,6 +16,15 @@ MOCK_GENERATED_API_KEY_CHAR = "G"
 MOCK_PUBLIC_IP = "198.51.100.7"
 MOCK_AMI = "ami-0a1b2c3d4e5f60718"
 MOCK_ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+# What the readiness gate prints (infra/host/readiness-gate.sh): progress while it waits, then its report.
+MOCK_GATE_CAPACITY = ("capacity: vLLM reports GPU KV cache size: 600,000 tokens, Maximum concurrency for 32,768 "
+                      "tokens per request: 18.31x; the plan's fit estimate: 580,672 tokens, 17.72x for 32,768 "
+                      "tokens per request")
+MOCK_GATE_STDOUT = ("[+0 s] vLLM starting | container running, health starting, restarts 0 | probe 502 | last log: x\n"
+                    "ready: GET http://127.0.0.1:30005/v1/models answered 200 after 60 s\n"
+                    f"{MOCK_GATE_CAPACITY}\ncontainer_started 1764000000.0 +0.0 s\nserver_ready 1764000060.0 +60.0 s\n")
+# An existing volume id AWS does not know (the getVolume invoke fails, as the provider's would).
+MOCK_MISSING_VOLUME = "vol-0ffffffffffffffff"
 
 
 # How Pulumi marks a secret value on the wire (and so in what the mocks receive).
@@ -123,6 +132,8 @@ class Mocks(pulumi.runtime.Mocks):
             return "i-0123456789abcdef0", outputs
         elif typ == "docker:index/remoteImage:RemoteImage":
             outputs["image_id"] = mock_image_id(inputs["name"])
+        elif typ == "command:remote:Command" and args.name.endswith("-readiness"):
+            outputs |= {"stdout": MOCK_GATE_STDOUT, "stderr": ""}
         elif typ == "command:remote:Command":
             outputs |= {"stdout": f"{args.name} done\nserver_ready 1764000000.0", "stderr": ""}
         elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
@@ -147,6 +158,16 @@ class Mocks(pulumi.runtime.Mocks):
             return {"id": "subnets", "ids": [f"subnet-0{zone[-1] * 16}"]}, []
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": args.args["id"], "availabilityZone": "us-east-1b", "vpcId": "vpc-0fedcba9876543210"}, []
+        if token == "aws:ebs/getVolume:getVolume":
+            # An existing volume (cacheVolumeId): in the zone its id's last character names (a, b or c).
+            volume_id = next(f["values"][0] for f in args.args["filters"] if f["name"] == "volume-id")
+            if volume_id == MOCK_MISSING_VOLUME:
+                # How a provider reports a failed data source: the invoke fails with its reason.
+                return {}, [("filters", "Your query returned no results. Please change your search criteria "
+                                        "and try again.")]
+            return {"id": volume_id, "volumeId": volume_id, "availabilityZone": f"us-east-1{volume_id[-1]}",
+                    "size": 150, "volumeType": "gp3", "iops": 4000, "throughput": 250, "encrypted": True,
+                    "arn": f"arn:aws:ec2:us-east-1:123456789012:volume/{volume_id}"}, []
         if token == "aws:index/getRegion:getRegion":
             return {"id": "us-east-1", "name": "us-east-1", "region": "us-east-1", "endpoint": "ec2"}, []
         raise AssertionError(f"unexpected invoke {token}")

@@ -17,6 +17,9 @@ from tests.unit.pulumi_mocks import Mocks
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+# What the dev stack file asks the user to set before the first deploy (their own public address).
+USER_ADDRESSES = {"vllm-endpoint:sshAllowedCidrs": "93.184.215.14/32",
+                  "vllm-endpoint:apiAllowedCidrs": "93.184.215.14/32"}
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def run_program(config: dict[str, Any], secret_keys: list[str], home: Path,
 
 
 def test_the_dev_stack_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    mocks = run_program(stack_config("dev"), [], tmp_path, monkeypatch)
+    mocks = run_program({**stack_config("dev"), **USER_ADDRESSES}, [], tmp_path, monkeypatch)
     assert mocks.one("aws:ec2/instance:Instance").inputs["instanceType"] == "g5.xlarge"
     assert mocks.one("aws:ec2/instance:Instance").inputs["tags"]["environment"] == "dev"
     assert {r.inputs["name"] for r in mocks.of_type("docker:index/container:Container")} == {"vllm", "vllm-proxy"}
@@ -64,7 +67,7 @@ def test_the_shared_gpu_stack_builds_without_aws(tmp_path: Path, monkeypatch: py
 def test_bad_config_stops_before_any_resource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
     key = "plaintext-key-" + "x" * 30
-    config = {**stack_config("dev"), "vllm-endpoint:maxNumSeqs": "0", "vllm-endpoint:apiKey": key}
+    config = {**stack_config("dev"), **USER_ADDRESSES, "vllm-endpoint:maxNumSeqs": "0", "vllm-endpoint:apiKey": key}
     mocks = Mocks()
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as info:
         run_program(config, [], tmp_path, monkeypatch, mocks)
@@ -72,3 +75,15 @@ def test_bad_config_stops_before_any_resource(tmp_path: Path, monkeypatch: pytes
     assert mocks.resources == [] and mocks.calls == []
     assert "maxNumSeqs: Input should be greater than or equal to 1 (got 0)" in caplog.text
     assert "apiKey: is stored in plaintext" in caplog.text and key not in caplog.text
+
+
+def test_the_shipped_dev_stack_asks_for_the_users_own_addresses_before_any_resource(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # As shipped it must not deploy: a GPU instance nobody may reach would cost money for nothing.
+    mocks = Mocks()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
+        run_program(stack_config("dev"), [], tmp_path, monkeypatch, mocks)
+    assert mocks.resources == [] and mocks.calls == []
+    assert ("sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set its address: "
+            '`pulumi config set sshAllowedCidrs "$(curl -s https://checkip.amazonaws.com)/32"`') in caplog.text
+    assert "apiAllowedCidrs: required on AWS" in caplog.text

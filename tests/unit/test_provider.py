@@ -91,8 +91,8 @@ def test_a_construct_call_from_another_language_builds_the_endpoint(tmp_path: Pa
     inputs = {
         "instanceType": "g6.xlarge",
         "gpuMemoryUtilization": 0.85,
-        "sshAllowedCidrs": ["203.0.113.7/32"],
-        "apiAllowedCidrs": ["198.51.100.0/24"],
+        "sshAllowedCidrs": ["93.184.215.14/32"],
+        "apiAllowedCidrs": ["93.184.216.0/24"],
         "apiKey": pulumi.Output.secret(API_KEY),
         "hfToken": pulumi.Output.secret(HF_TOKEN),
     }

@@ -67,10 +67,13 @@ def classify(before: Deployed, after: Deployed) -> frozenset[str]:
             found.add(effects.IN_PLACE)
         if "tags" in tops and not found & {effects.REPLACE}:
             found.add(effects.TAGS)
-    for name, old in by_name(before, VOLUME).items():
-        fields = {f.split(".")[0] for f in _changed(old, by_name(after, VOLUME)[name])} - {"tags"}
+    volumes_before, volumes_after = by_name(before, VOLUME), by_name(after, VOLUME)
+    if volumes_before.keys() != volumes_after.keys():
+        found.add(effects.NEW_VOLUME)  # the stack's volume left it (an adopted one attaches), or came back
+    for name in volumes_before.keys() & volumes_after.keys():
+        fields = {f.split(".")[0] for f in _changed(volumes_before[name], volumes_after[name])} - {"tags"}
         if fields & effects.VOLUME_REPLACE_FIELDS:
-            found.add(effects.PROTECTED)
+            found.add(effects.NEW_VOLUME)
         elif fields:
             found.add(effects.VOLUME)
     def rules(d: Deployed) -> set[str]:
@@ -79,9 +82,9 @@ def classify(before: Deployed, after: Deployed) -> frozenset[str]:
 
     if rules(before) != rules(after):
         found.add(effects.NETWORK)
-    if found & {effects.PROTECTED}:
-        # Refused as a whole: nothing else would happen.
-        return frozenset({effects.PROTECTED})
+    if found & {effects.NEW_VOLUME}:
+        # What the user must know first (and all Pulumi does while protectCacheVolume is on: refuse).
+        return frozenset({effects.NEW_VOLUME})
     return frozenset(found or {effects.NONE})
 
 
@@ -140,6 +143,9 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "cacheVolumeIops": ({}, {"cacheVolumeIops": "6000"}),
         "cacheVolumeThroughput": ({}, {"cacheVolumeThroughput": "250"}),
         "kmsKeyId": ({}, {"kmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/abc"}),
+        # An existing volume in the zone the stack's own volume is in (the mock's zone: the id's last letter).
+        "cacheVolumeId": ({}, {"cacheVolumeId": "vol-0123456789abcdefa"}),
+        "protectCacheVolume": ({}, {"protectCacheVolume": "true"}),
         "subnetId": ({}, {"subnetId": "subnet-0123456789abcdef0"}),
         "availabilityZone": ({}, {"availabilityZone": "us-east-1c"}),
         "sshUser": ({}, {"sshUser": "admin"}),
@@ -156,9 +162,15 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "hostPublicKey": ({}, {"hostPublicKey": other_key}),
         "hostCacheDir": ({}, {"hostCacheDir": "/data/cache"}),
         "hostGpuModel": ({}, {"hostGpuModel": "L4"}),
+        # Both describe a GPU the catalog lacks (the base for these has no hostGpuModel: they exclude it).
+        "hostGpuMemoryGib": ({"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "9.0"},
+                             {"hostGpuMemoryGib": "140", "hostGpuComputeCapability": "9.0"}),
+        # Below 8.0 the bf16 model is served in float16, which the rendered --dtype says.
+        "hostGpuComputeCapability": ({"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "8.0"},
+                                     {"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "7.5"}),
         "hostGpuCount": ({"gpus": "all", "hostGpuCount": "2"}, {"gpus": "all", "hostGpuCount": "4"}),
-        "apiAllowedCidrs": ({}, {"apiAllowedCidrs": "198.51.100.0/24,192.0.2.0/24"}),
-        "sshAllowedCidrs": ({}, {"sshAllowedCidrs": "203.0.113.8/32"}),
+        "apiAllowedCidrs": ({}, {"apiAllowedCidrs": "93.184.216.0/24,93.184.217.0/24"}),
+        "sshAllowedCidrs": ({}, {"sshAllowedCidrs": "93.184.215.15/32"}),
         "metricsAllowedCidrs": ({}, {"metricsAllowedCidrs": "10.0.0.0/8"}),
         "dangerouslyAllowSshFromInternet": ({}, {"dangerouslyAllowSshFromInternet": "true",
                                                  "sshAllowedCidrs": "0.0.0.0/0"}),
@@ -175,6 +187,9 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
 
 EXISTING_HOST_KEYS = {"hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir", "hostGpuModel",
                       "hostGpuCount", "sshPrivateKey"}
+
+
+UNLISTED_GPU_KEYS = {"hostGpuMemoryGib", "hostGpuComputeCapability"}
 
 
 def test_every_setting_has_a_declared_effect() -> None:
@@ -194,6 +209,8 @@ def test_a_setting_without_a_declared_effect_does_not_import() -> None:
 def test_declared_effect_matches_what_the_program_changes(key: str, tmp_path: Path) -> None:
     baseline, changed = samples(tmp_path)[key]
     base = EXISTING if key in EXISTING_HOST_KEYS else AWS
+    if key in UNLISTED_GPU_KEYS:
+        base = {k: v for k, v in EXISTING.items() if k != "hostGpuModel"}
     # The same local SSH folder for both, as for two deploys of one stack.
     before = deploy({**base, **baseline}, tmp_path)
     after = deploy({**base, **changed}, tmp_path)

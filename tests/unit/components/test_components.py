@@ -16,6 +16,8 @@ from tests.unit.model_folders import write_model_folder
 from tests.unit.pulumi_mocks import (
     MOCK_AMI,
     MOCK_CLIENT_PRIVATE_KEY,
+    MOCK_GATE_CAPACITY,
+    MOCK_GATE_STDOUT,
     MOCK_GENERATED_API_KEY_CHAR,
     MOCK_HOST_PRIVATE_KEY,
     MOCK_PUBLIC_IP,
@@ -28,13 +30,13 @@ from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.infra.catalog.names import CONTAINER_CACHE_ROOT, CONTAINER_MODEL_DIR, HOST_CACHE_MOUNT
 from vllm_endpoint.infra.render.userdata import decode_user_data
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
-from vllm_endpoint.infra.settings.models import DEFAULT_AMI_SSM_PARAMETER, load_stack_config
+from vllm_endpoint.infra.settings.models import DEFAULT_AMI_SSM_PARAMETER, load_stack_config, setting_fields
 
 API_KEY = "sk-test-" + "a1b2c3d4" * 5
 HF_TOKEN = "hf_MockTokenThatMustNeverLeakIntoPlaintext"
 OWN_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nUSER-OWN-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO"
-AWS = {"sshAllowedCidrs": '["203.0.113.7/32", "2001:db8:1::/48"]', "apiAllowedCidrs": "198.51.100.0/24"}
+AWS = {"sshAllowedCidrs": '["93.184.215.14/32", "2600:1f18:1::/48"]', "apiAllowedCidrs": "93.184.216.0/24"}
 EXISTING = {"target": "existing-host", "hostAddress": "10.1.2.3", "hostSshUser": "deploy", "hostPublicKey": HOST_KEY,
             "sshPrivateKey": OWN_SSH_KEY, "hostGpuModel": "A10G", "gpus": '["1"]', "hostCacheDir": "/srv/cache"}
 OUTPUTS = ("endpoint_url", "api_key", "model", "public_ip", "instance_id", "ssh_command", "cache_volume_id",
@@ -112,7 +114,7 @@ def test_ingress_is_only_the_api_port_and_ssh_from_the_configured_cidrs(aws: Dep
     rules = aws.mocks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     seen = {(r.inputs["fromPort"], r.inputs["toPort"], r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6"))
             for r in rules}
-    assert seen == {(30005, 30005, "198.51.100.0/24"), (22, 22, "203.0.113.7/32"), (22, 22, "2001:db8:1::/48")}
+    assert seen == {(30005, 30005, "93.184.216.0/24"), (22, 22, "93.184.215.14/32"), (22, 22, "2600:1f18:1::/48")}
     for rule in rules:
         assert rule.inputs["ipProtocol"] == "tcp"
         cidr = str(rule.inputs.get("cidrIpv4") or rule.inputs.get("cidrIpv6"))
@@ -147,12 +149,13 @@ def test_instance_requires_imdsv2_with_hop_limit_one_and_encrypts_its_root(aws: 
     assert DEFAULT_AMI_SSM_PARAMETER.endswith("/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id")
 
 
-def test_cache_volume_is_encrypted_protected_retained_and_in_the_instances_zone(aws: Deployed) -> None:
+def test_cache_volume_is_encrypted_retained_and_in_the_instances_zone(aws: Deployed) -> None:
     volume = aws.mocks.one("aws:ebs/volume:Volume")
     assert volume.inputs["encrypted"] is True
     assert volume.inputs["tags"]["vllm-endpoint:role"] == "cache"
     options = aws.options[volume.name]
-    assert (options.protect, options.retain_on_delete) == (True, True)
+    # Retained, not protected: `pulumi destroy` completes and keeps it (tests/unit/components/test_teardown.py).
+    assert (bool(options.protect), options.retain_on_delete) == (False, True)
     subnet = aws.mocks.one("aws:ec2/instance:Instance").inputs["subnetId"]
     assert volume.inputs["availabilityZone"] == "us-east-1a" and subnet.startswith("subnet-0a")
     attachment = aws.mocks.one("aws:ec2/volumeAttachment:VolumeAttachment").inputs
@@ -195,6 +198,16 @@ def test_unpinned_ami_never_replaces_the_instance_but_a_pinned_one_is_followed(t
     # One GPU instance at a time, and the volume moves only after it is detached.
     assert unpinned.options["vllm-host-instance"].delete_before_replace is True
     assert unpinned.options["vllm-host-cache-attachment"].delete_before_replace is True
+
+
+def test_the_ami_setting_says_what_the_code_does_and_how_to_roll_the_ami(tmp_path: Path) -> None:
+    # The description is what the README's settings table and `pulumi config` show the user.
+    text = setting_fields()["amiId"].description or ""
+    unpinned = deploy(AWS, tmp_path)
+    assert unpinned.options["vllm-host-instance"].ignore_changes == ["ami"]
+    assert "a newer AMI published later is ignored" in text and "replaces the instance" not in text
+    assert "set `amiId` to the new id, e.g. `pulumi config set amiId" in text
+    assert "the instance is replaced and the cache volume and Elastic IP move to the new one" in text
 
 
 def test_elastic_ip_gives_the_endpoint_a_stable_address(aws: Deployed) -> None:
@@ -313,6 +326,14 @@ def test_outputs(aws: Deployed) -> None:
     assert values["ca_certificate"] is None
     assert aws.secret["api_key"] is True
     assert not aws.secret["endpoint_url"] and not aws.secret["docker_run"]
+
+
+def test_the_plan_output_gains_vllms_kv_cache_figures_and_the_timeline_drops_the_progress(aws: Deployed) -> None:
+    values = aws.values
+    assert values["plan_summary"].endswith("\n" + MOCK_GATE_CAPACITY)
+    assert "17 concurrent 32768-token sequences" in values["plan_summary"]
+    assert values["deploy_timeline"].splitlines() == [line for line in MOCK_GATE_STDOUT.splitlines()
+                                                      if not line.startswith("[+")]
 
 
 def test_generated_api_key_is_long_random_and_secret(tmp_path: Path) -> None:

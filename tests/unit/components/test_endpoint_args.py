@@ -65,7 +65,7 @@ def run_program(program: Callable[[], Any]) -> Mocks:
 
 
 def on_aws(**settings: Any) -> VllmEndpointArgs:
-    defaults: dict[str, Any] = {"ssh_allowed_cidrs": ["203.0.113.7/32"], "api_allowed_cidrs": ["198.51.100.0/24"]}
+    defaults: dict[str, Any] = {"ssh_allowed_cidrs": ["93.184.215.14/32"], "api_allowed_cidrs": ["93.184.216.0/24"]}
     merged: Any = {**defaults, **settings}
     return VllmEndpointArgs(**merged)
 
@@ -247,7 +247,7 @@ def test_subnet_cidrs_keys_and_secrets_can_come_from_other_resources() -> None:
             subnet_id=subnet.id,
             kms_key_id=kms.arn,
             # A list with an Output in it, and an Output list.
-            api_allowed_cidrs=[vpc.cidr_block, "2001:db8:2::/48"],
+            api_allowed_cidrs=[vpc.cidr_block, "2600:1f18:2::/48"],
             ssh_allowed_cidrs=vpc.cidr_block.apply(lambda cidr: [cidr]),
             ssh_private_key=deploy_key.private_key_openssh,
             ssh_public_key=deploy_key.public_key_openssh.apply(str.strip),
@@ -271,7 +271,7 @@ def test_subnet_cidrs_keys_and_secrets_can_come_from_other_resources() -> None:
              for r in mocks.of_type(PREFIX_LIST)}
     assert lists == {
         "api-IPv4": [{"cidr": "10.20.0.0/16", "description": "api from 10.20.0.0/16"}],
-        "api-IPv6": [{"cidr": "2001:db8:2::/48", "description": "api from 2001:db8:2::/48"}],
+        "api-IPv6": [{"cidr": "2600:1f18:2::/48", "description": "api from 2600:1f18:2::/48"}],
         "ssh-IPv4": [{"cidr": "10.20.0.0/16", "description": "ssh from 10.20.0.0/16"}],
         "ssh-IPv6": [],
     }

@@ -39,9 +39,10 @@ CONTAINER = "docker:index/container:Container"
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 
-# What a user sets with `pulumi config set` before the first deploy (documentation ranges, made-up keys).
-SSH_CIDR = "203.0.113.7/32"
-API_CIDR = "198.51.100.0/24"
+# What a user sets with `pulumi config set` before the first deploy (public sample addresses: the settings
+# refuse documentation ranges; made-up keys).
+SSH_CIDR = "93.184.215.14/32"
+API_CIDR = "93.184.216.0/24"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO"
 DEPLOY_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nEXAMPLE-DEPLOY-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
 ON_EXISTING_HOST = {"hostPublicKey": HOST_KEY, "sshPrivateKey": DEPLOY_KEY}

@@ -691,11 +691,26 @@ CASES = [
         {"size": 20, "encrypted": True, "tags": {"vllm-endpoint:role": "scratch"}},
     ),
     Case(
+        # What the program creates: retain_on_delete (invisible to policies), stated by the tag.
+        "cache-retained",
+        "cache-volume-protected",
+        rules.EBS_VOLUME,
+        {"size": 200, "encrypted": True, "tags": {"vllm-endpoint:role": "cache", "vllm-endpoint:on-destroy": "retain"}},
+    ),
+    Case(
         "cache-unprotected",
         "cache-volume-protected",
         rules.EBS_VOLUME,
         {"size": 200, "encrypted": True, "tags": {"vllm-endpoint:role": "cache"}},
-        ("is not protected", "protect=True, retain_on_delete=True", "issue 5"),
+        ("neither protected nor marked retained", "retain_on_delete=True", "vllm-endpoint:on-destroy=retain",
+         "protect=True", "issues 5, 11"),
+    ),
+    Case(
+        "cache-on-destroy-delete",
+        "cache-volume-protected",
+        rules.EBS_VOLUME,
+        {"size": 200, "encrypted": True, "tags": {"vllm-endpoint:role": "cache", "vllm-endpoint:on-destroy": "delete"}},
+        ("neither protected nor marked retained",),
     ),
     # 9a. ssh-host-key-verified
     Case(

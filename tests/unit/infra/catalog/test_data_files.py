@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from vllm_endpoint.infra.catalog import dtypes, gpus, models, security, vllm_flags
+from vllm_endpoint.infra.catalog import dtypes, gpus, models, prices, reserved_networks, security, vllm_flags
 from vllm_endpoint.infra.catalog.data_files import DATA_DIR, CatalogDataError, DataFile, load_data_file
 
 # Every data file and the model its catalog module validates it with.
@@ -27,6 +27,8 @@ LOADERS: dict[str, type[DataFile]] = {
     "dtypes.yaml": dtypes.DtypesFile,
     "vllm-flags.yaml": vllm_flags.VllmFlagsFile,
     "security.json": security.SecurityFile,
+    "reserved-networks.yaml": reserved_networks.ReservedNetworksFile,
+    "ebs-prices.yaml": prices.PricesFile,
 }
 # Written by tools/vllm_flag_table.py --write from vLLM's own parser, in vLLM's terms (OPTION<TAB>ARITY).
 GENERATED = {"vllm-0.32.0-server-flags.txt"}
@@ -45,7 +47,7 @@ def test_each_data_file_loads_with_its_sources_and_date(name: str) -> None:
 
 
 def test_the_modules_expose_what_the_files_hold() -> None:
-    assert len(gpus.GPU_MODELS) == 9 and len(gpus.INSTANCE_TYPES) == 39
+    assert len(gpus.GPU_MODELS) == 14 and len(gpus.INSTANCE_TYPES) == 57
     assert len(models.KNOWN_MODELS) == 14
     assert len(vllm_flags.FLAGS) == 31 and len(vllm_flags.EXAMINED_RELEASES) == 80
     assert security.SECURITY_FLOOR == "0.22.0"
@@ -141,8 +143,25 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "change", "needles"), [
-    ("instance-types.yaml", lambda d: _entry(d, "instance_types", "p5.4xlarge").update(gpu="H200"),
-     ["p5.4xlarge", "field 'gpu'", "'H200' is not a GPU in gpus.yaml"]),
+    ("instance-types.yaml", lambda d: _entry(d, "instance_types", "p5.4xlarge").update(gpu="GH200"),
+     ["p5.4xlarge", "field 'gpu'", "'GH200' is not a GPU in gpus.yaml"]),
+    ("instance-types.yaml", lambda d: _entry(d, "instance_types", "p5en.48xlarge").update(
+        prices_usd_per_hour={"us-west-2": 63.296}),
+     ["no us-east-1 (price_region) price for p5en.48xlarge"]),
+    ("instance-types.yaml", lambda d: _entry(d, "instance_types", "g5.xlarge").update(prices_usd_per_hour={}),
+     ["g5.xlarge", "prices_usd_per_hour is empty: say in source_note why there is no on-demand price"]),
+    ("instance-types.yaml", lambda d: _entry(d, "instance_types", "g5.xlarge").update(
+        prices_usd_per_hour={"us-east-1": 1.006, "Ireland": 1.123}),
+     ["g5.xlarge", "field 'prices_usd_per_hour.Ireland.[key]'", "should match pattern"]),
+    ("instance-types.yaml", lambda d: _entry(d, "instance_types", "g6e.xlarge").update(
+        prices_usd_per_hour={"us-east-1": 0}),
+     ["g6e.xlarge", "field 'prices_usd_per_hour.us-east-1'", "greater than 0"]),
+    ("instance-types.yaml", lambda d: d["refused_families"].update(g7e="why not"),
+     ["refused_families lists g7e, which instance_types also lists"]),
+    ("gpus.yaml", lambda d: _entry(d, "gpus", "H200").update(memory_mib=None),
+     ["gpus[7] (H200)", "memory_mib is null: say in source_note why"]),
+    ("gpus.yaml", lambda d: _entry(d, "gpus", "B200").update(aliases=["h100"]),
+     ["field 'gpus'", "the name 'h100' is used by both H100-80GB and B200"]),
     ("instance-types.yaml", lambda d: _entry(d, "instance_types", "p5.4xlarge").pop("source_note"),
      ["p5.4xlarge", "say in source_note why"]),
     ("gpus.yaml", lambda d: _entry(d, "gpus", "L4").update(compute_capability=8.9),

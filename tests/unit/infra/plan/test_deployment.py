@@ -9,13 +9,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.model_folders import write_model_folder
-from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR
-from vllm_endpoint.infra.catalog.vllm_flags import EXAMINED_RELEASES, VllmVersion, check_server_args, image_entrypoint
+from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR, CONTAINER_USER_NAME, HOST_CACHE_MOUNT
+from vllm_endpoint.infra.catalog.vllm_flags import (
+    EXAMINED_RELEASES,
+    VllmVersion,
+    check_server_args,
+    image_entrypoint,
+)
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
 from vllm_endpoint.infra.render.container import plan_docker_run
+from vllm_endpoint.infra.render.host_scripts import readiness_gate_script
 from vllm_endpoint.infra.settings.models import ConfigError, load_stack_config
 
-AWS = {"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": "198.51.100.0/24"}
+AWS = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 # The original command's serving flags, as settings.
 ORIGINAL = {"gpuMemoryUtilization": "0.7", "maxNumSeqs": "16", "blockSize": "16", "swapSpace": "4",
@@ -61,10 +67,25 @@ def test_rendering_per_version(tag: str, extra: dict[str, str], tail: list[str])
     assert check_server_args(p.vllm.args, p.vllm_version) == []
 
 
-def test_original_command_on_the_current_image_fails_before_deploy_naming_the_flag() -> None:
-    found = problems(**ORIGINAL)
-    assert len(found) == 1
-    assert "--swap-space" in found[0] and "0.32.0" in found[0] and "removed in 0.18.0" in found[0]
+def test_original_command_on_the_current_image_fails_before_deploy_naming_the_setting() -> None:
+    assert problems(**ORIGINAL) == [
+        "swapSpace: vLLM 0.32.0 (the image's) has no --swap-space: it was removed in vLLM 0.18.0; it has no "
+        "replacement (CPU swap space was dropped with the V0 engine; the V1 engine, the default since 0.8.0, "
+        "never used it). Unset it: `pulumi config rm swapSpace`"
+    ]
+
+
+def test_a_flag_the_user_passes_in_extra_args_is_reported_under_extra_args() -> None:
+    found = problems(extraArgs='["--swap-space", "4"]')
+    assert len(found) == 1 and found[0].startswith("extraArgs: --swap-space: vLLM 0.32.0 rejects it"), found
+
+
+def test_a_settings_value_the_image_refuses_is_reported_under_the_setting_and_extra_args_under_their_own() -> None:
+    assert problems(imageTag="v0.17.1", allowInsecureImage="true", blockSize="20",
+                    extraArgs='["--block-size", "24"]') == [
+        "blockSize (--block-size): '20' is not one of 1, 8, 16, 32, 64, 128, 256 (vLLM 0.17.1)",
+        "extraArgs: --block-size: '24' is not one of 1, 8, 16, 32, 64, 128, 256 (vLLM 0.17.1)",
+    ]
 
 
 def test_old_entrypoints_take_the_same_args() -> None:
@@ -120,9 +141,12 @@ def test_t4_runs_float16_explicitly() -> None:
     assert "T4" in p.summary and "$0.526/h" in p.summary
 
 
-def test_explicit_bfloat16_on_a_t4_is_an_error() -> None:
-    found = problems(instanceType="g4dn.xlarge", dtype="bfloat16")
-    assert found[0].startswith("dtype:") and "bfloat16" in found[0]
+def test_explicit_bfloat16_on_a_t4_is_reported_once() -> None:
+    # Not a second time by the fit check, which would compute with the dtype that cannot run.
+    assert problems(instanceType="g4dn.xlarge", dtype="bfloat16") == [
+        "dtype: dtype bfloat16 is not supported on T4 (compute capability 7.5; bfloat16 needs 8.0 or newer): "
+        "use dtype auto or float16, which vLLM runs in float16 on this GPU"
+    ]
 
 
 def test_a_model_that_does_not_fit_fails_with_numbers_and_ways_out() -> None:
@@ -150,7 +174,13 @@ def test_gpu_indexes_and_tensor_parallelism_are_checked_against_the_instance() -
 def test_throttling_max_num_seqs_is_kept_but_warned_about() -> None:
     p = plan(maxNumSeqs="16")
     assert ("--max-num-seqs", "16") in zip(p.vllm.args, p.vllm.args[1:], strict=False)
-    assert any("maxNumSeqs=16" in w and "4x" in w for w in p.warnings)
+    assert [w for w in p.warnings if w.startswith("maxNumSeqs")] == [
+        "maxNumSeqs=16 caps concurrency; measured with 16 against vLLM's default: 4.4x less output throughput "
+        "in vLLM's offline engine (H100, a 600-request burst: 5,339 vs 23,622 tok/s) and 1.47x less through the "
+        "API (H200, 500 requests at concurrency 256, with the original command's other settings: 4,682 vs "
+        "6,861 output tok/s, p50 latency 12.2 s vs 6.8 s); unset it unless you need the cap"
+    ]
+    assert not [w for w in plan(maxNumSeqs="64").warnings if w.startswith("maxNumSeqs")]
 
 
 def test_existing_host_without_gpu_model_skips_the_fit_check_with_a_warning() -> None:
@@ -181,6 +211,27 @@ def test_local_model_folder_is_served_read_only_under_a_stable_name(tmp_path: Pa
     assert changed is not None and changed.remote_dir != p.model_upload.remote_dir
 
 
+
+def test_the_readiness_gate_gets_the_fit_estimate_and_the_models_cache_folder(tmp_path: Path) -> None:
+    p = plan()
+    gate = p.readiness_gate
+    assert p.fit is not None
+    assert (gate.fit_kv_cache_tokens, gate.fit_max_model_len) == (p.fit.kv_cache_tokens, p.fit.max_model_len)
+    assert gate.fit_max_concurrency == round(p.fit.max_concurrent_sequences, 2)
+    # Where vLLM's (or the boot prefetch's) download of the Hub model lands on the host.
+    assert gate.model_cache_dir == f"{HOST_CACHE_MOUNT}/root-cache/huggingface/hub/models--Qwen--Qwen2.5-1.5B-Instruct"
+    command = readiness_gate_script(gate)
+    assert f"export FIT_KV_CACHE_TOKENS={p.fit.kv_cache_tokens}\n" in command
+    assert f"export FIT_MAX_CONCURRENCY={p.fit.max_concurrent_sequences:.2f}\n" in command
+    assert f"export MODEL_CACHE_DIR={gate.model_cache_dir}\n" in command
+    # An uploaded model is not downloaded; without a GPU model there is no estimate.
+    assert plan(modelPath=str(write_model_folder(tmp_path))).readiness_gate.model_cache_dir == ""
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
+    bare = build_plan(load_stack_config({"target": "existing-host", "hostAddress": "10.0.0.5", "hostSshUser": "u",
+                                         "hostPublicKey": "ssh-ed25519 AAAA", "sshPrivateKey": key})).readiness_gate
+    assert (bare.fit_kv_cache_tokens, bare.fit_max_concurrency, bare.fit_max_model_len) == (None, None, None)
+    assert "export FIT_KV_CACHE_TOKENS=''\n" in readiness_gate_script(bare)
+
 @pytest.mark.parametrize("missing, phrase", [("config", "config.json"), ("weights", "weights")])
 def test_a_model_folder_without_config_or_weights_is_an_error(tmp_path: Path, missing: str, phrase: str) -> None:
     folder = write_model_folder(tmp_path, config=missing != "config", weights=missing != "weights")
@@ -209,6 +260,25 @@ def test_gated_model_token_is_a_secret_env_not_an_argument() -> None:
     p = build_plan(load_stack_config({**AWS, "hfToken": key}))
     assert p.vllm.secret_env == ("VLLM_API_KEY", "HF_TOKEN")
     assert key not in " ".join(p.vllm.args) and key not in plan_docker_run(p)
+
+
+# The images have no /etc/passwd entry for containerUser; torch < 2.12 (images up to v0.24.0) dies in
+# `getpass.getuser()` without USER/LOGNAME (tests/real/test_nonroot_user.py shows it on a real engine).
+@pytest.mark.parametrize("tag", ["v0.22.0", "v0.24.0", "v0.32.0"])
+def test_the_vllm_container_names_its_user_for_lookups_without_a_passwd_entry(tag: str) -> None:
+    p = plan(imageTag=tag, containerUser="1234:1234")
+    env = p.vllm.env_dict()
+    assert p.vllm.user == "1234:1234"
+    assert env["USER"] == env["LOGNAME"] == CONTAINER_USER_NAME
+    lines = plan_docker_run(p).splitlines()
+    assert f"  --env USER={CONTAINER_USER_NAME} \\" in lines
+    assert f"  --env LOGNAME={CONTAINER_USER_NAME} \\" in lines
+
+
+def test_extra_env_can_name_the_container_user_otherwise() -> None:
+    p = plan(extraEnv='{"USER": "svc"}')
+    assert [v for k, v in p.vllm.env if k == "USER"] == ["svc"]
+    assert p.vllm.env_dict()["LOGNAME"] == CONTAINER_USER_NAME
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,3 +317,56 @@ def test_every_rendered_argv_parses_for_its_version(
         return
     assert check_server_args(p.vllm.args, p.vllm_version) == []
     assert p.vllm.args[:2] == ("--model", MODEL)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPUs added for issue 11: H200 boxes, on AWS and as existing hosts.
+
+HOST = {"target": "existing-host", "hostAddress": "10.0.0.5", "hostSshUser": "u", "hostPublicKey": "ssh-ed25519 AAAA",
+        "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", "gpus": "0"}
+
+
+@pytest.mark.parametrize("instance_type", ["p5e.48xlarge", "p5en.48xlarge", "p6-b200.48xlarge"])
+def test_the_h200_and_b200_types_plan(instance_type: str) -> None:
+    p = plan(instanceType=instance_type, model="meta-llama/Llama-3.1-8B-Instruct")
+    assert p.instance is not None and p.instance.gpu_count == 8 and p.tensor_parallel_size == 8
+    assert p.fit is not None and p.fit.fits and p.fit.gpu.name == p.instance.gpu.name
+
+
+def test_a_type_without_an_on_demand_price_says_so_in_the_plan() -> None:
+    p = plan(instanceType="p5e.48xlarge", model="meta-llama/Llama-3.1-8B-Instruct")
+    assert "p5e.48xlarge no on-demand price" in p.summary
+
+
+def test_an_h200_host_is_fit_checked_as_on_the_real_box() -> None:
+    # Issue 11: on a real H200 (vLLM 0.24.0, Qwen2.5-1.5B) this check predicted 4,439,696 KV-cache tokens
+    # where vLLM reported 4,496,080. The catalog's H200 (143771 MiB) reproduces the prediction exactly.
+    p = build_plan(load_stack_config({**HOST, "hostGpuModel": "H200"}))
+    assert p.fit is not None and p.fit.gpu.name == "H200"
+    assert p.fit.kv_cache_tokens == 4_439_696
+    assert 0.98 < p.fit.kv_cache_tokens / 4_496_080 < 1
+
+
+def test_an_unlisted_gpu_is_fit_checked_from_its_memory_and_capability() -> None:
+    # The same box described by hand: nvidia-smi's 143771 MiB / 1024 and compute_cap 9.0.
+    p = build_plan(load_stack_config({**HOST, "hostGpuMemoryGib": str(143771 / 1024),
+                                      "hostGpuComputeCapability": "9.0"}))
+    assert p.fit is not None and p.fit.gpu.name == "unlisted GPU" and p.fit.kv_cache_tokens == 4_439_696
+    assert not any("fit not checked" in w for w in p.warnings)
+
+
+def test_an_unlisted_pre_ampere_gpu_serves_bf16_checkpoints_in_float16() -> None:
+    p = build_plan(load_stack_config({**HOST, "hostGpuMemoryGib": "15", "hostGpuComputeCapability": "7.5"}))
+    assert p.dtype == "float16" and ("--dtype", "float16") in zip(p.vllm.args, p.vllm.args[1:], strict=False)
+
+
+def test_an_unlisted_gpu_below_vllms_floor_is_refused_by_the_setting_that_said_so() -> None:
+    found = problems(**HOST, hostGpuMemoryGib="16", hostGpuComputeCapability="7.0")
+    assert ("hostGpuComputeCapability: unlisted GPU has compute capability 7.0; vLLM 0.32.0 needs 7.5 or newer "
+            "(T4, A10G, L4, L40S, A100, H100, H200, B200): choose e.g. g5.xlarge") in found
+
+
+def test_the_warning_without_a_gpu_names_both_ways_to_describe_it() -> None:
+    p = build_plan(load_stack_config(HOST))
+    assert ("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host, or hostGpuMemoryGib "
+            "and hostGpuComputeCapability for a GPU not in docs/gpu-catalog.md") in p.warnings

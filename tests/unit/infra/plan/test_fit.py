@@ -301,3 +301,87 @@ def test_kv_bytes_per_token_formula(layers: int, kv: int, group: int, head_dim: 
         return
     report = check_fit(arch, A10G, 8, tp, "auto", None, None, 16, 0.9)
     assert report.kv_bytes_per_token == 2 * layers * max(kv // tp, 1) * head_dim * 2
+
+
+# ----------------------------------------------------------------------------------------------
+# H200 and the other GPUs added for issue 11, with a Llama-3.3-70B-class model.
+
+LLAMA70 = architecture_from_config({
+    # meta-llama/Llama-3.3-70B-Instruct's config.json shapes
+    "model_type": "llama", "num_hidden_layers": 80, "hidden_size": 8192, "num_attention_heads": 64,
+    "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+}, name="meta-llama/Llama-3.3-70B-Instruct")
+H200 = lookup_gpu_model("H200")
+H200_BYTES = 143771 * 1024 * 1024  # nvidia-smi total of an H200
+# Per layer: q/o 8192x8192 each, k/v 8192x1024 each, gate/up/down 8192x28672 each, two norms.
+LLAMA70_PER_LAYER = 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192
+LLAMA70_EMBEDDINGS = 2 * 128256 * 8192  # input embeddings and an untied output head
+LLAMA70_KV_PROJ = 80 * 2 * 8192 * 1024
+
+
+def test_llama70_parameter_count_by_hand() -> None:
+    assert LLAMA70.parameter_count == 80 * LLAMA70_PER_LAYER + 8192 + LLAMA70_EMBEDDINGS == 70_553_706_496
+
+
+def test_llama70_fp8_on_one_h200_by_hand() -> None:
+    report = check_fit(LLAMA70, H200, 1, 1, "auto", "fp8", None, 32768, 0.9)
+
+    budget = int(H200_BYTES * 0.9)                       # 135,679,338,086 (126.4 GiB)
+    # fp8 stores every linear weight (k/v included) in 1 byte; embeddings and head stay bf16.
+    weights = (LLAMA70.parameter_count - LLAMA70_EMBEDDINGS) * 1 + LLAMA70_EMBEDDINGS * 2
+    assert weights == 72_655_052_800                     # 67.7 GiB
+    # H200 >= 70 GiB and not an A100: vLLM's defaults are 1024 sequences, 8192 batched tokens; graphs 1 GiB.
+    forward = 8192 * (4 * 8192 + 3 * 28672 + 64 * 128 + 2 * 8 * 128) * 2
+    sampler = 1024 * 128256 * 4 * 5
+    kv_cache = budget - weights - GIB // 2 - GIB - forward - sampler
+    per_token = 2 * 80 * 8 * 128 * 2                     # bf16 KV cache: fp8 weights do not change it
+    tokens = kv_cache // (per_token * 16) * 16
+
+    assert (report.max_num_seqs, report.max_num_batched_tokens, report.cuda_graph_bytes) == (1024, 8192, GIB)
+    assert report.budget_bytes == budget and report.weights_bytes == weights
+    assert report.kv_bytes_per_token == per_token == 327_680
+    assert report.kv_cache_tokens == tokens == 172_944
+    assert report.fits and math.floor(report.max_concurrent_sequences) == 5
+    assert report.notes == ()  # Hopper has FP8 tensor cores: no weight-only note
+
+
+def test_llama70_bf16_on_one_h200_does_not_fit_and_points_at_two() -> None:
+    report = check_fit(LLAMA70, H200, 1, 1, "auto", None, None, 32768, 0.9, instance_type="p5en.48xlarge")
+    assert not report.fits
+    assert report.weights_bytes == LLAMA70.parameter_count * 2 > report.budget_bytes  # 131.4 > 126.4 GiB
+    message = report.error_message()
+    assert "quantization fp8 (vLLM quantizes the 16-bit weights at load time): 5 concurrent" in message
+    # p5e has no on-demand price, so the priced p5en is the H200 host named.
+    assert "tensor_parallel_size 2 on p5en.48xlarge (8x H200, $63.296/h): 10 concurrent" in message
+    assert report.summary().endswith("; p5en.48xlarge $63.296/h")
+
+
+def test_llama70_on_one_l40s_does_not_fit_even_in_fp8() -> None:
+    l40s = lookup_gpu_model("L40S")
+    report = check_fit(LLAMA70, l40s, 1, 1, "auto", "fp8", None, 32768, 0.9, instance_type="g6e.xlarge")
+    assert not report.fits and report.kv_cache_tokens == 0
+    assert report.budget_bytes == int(46068 * 1024 * 1024 * 0.9) < report.weights_bytes  # 40.5 < 67.7 GiB
+    # < 70 GiB: vLLM's smaller defaults, 0.5 GiB of graphs.
+    assert (report.max_num_seqs, report.max_num_batched_tokens, report.cuda_graph_bytes) == (256, 2048, GIB // 2)
+    message = report.error_message()
+    assert "no max_model_len fits here" in message
+    assert "tensor_parallel_size 4 on g6e.12xlarge (4x L40S, $10.49264/h)" in message
+    # The cheapest single GPU that holds 67.7 GiB of fp8 weights is g7e's 96 GB RTX PRO 6000.
+    assert "instance type g7e.2xlarge (1x RTX-PRO-6000, $3.36312/h, tensor_parallel_size 1)" in message
+
+
+def test_fp8_notes_follow_the_gpu_generation() -> None:
+    for name in ("H200", "B200", "RTX-PRO-6000", "L40S"):
+        assert check_fit(QWEN7, lookup_gpu_model(name), 1, 1, "auto", "fp8", None, 4096, 0.9).notes == (), name
+    a100 = check_fit(QWEN7, lookup_gpu_model("A100-80GB"), 1, 1, "auto", "fp8", None, 4096, 0.9)
+    assert any("no FP8 tensor cores" in note for note in a100.notes)
+
+
+def test_the_unpriced_p5e_is_never_the_cheapest_way_out() -> None:
+    best = cheapest_fitting_instance(LLAMA70, "auto", None, None, None, 0.9)
+    assert best is not None and best[0].price_usd_per_hour is not None
+    report = check_fit(LLAMA70, H200, 8, 8, "auto", None, None, None, 0.9, instance_type="p5e.48xlarge")
+    assert report.fits and report.summary().endswith("; p5e.48xlarge no on-demand price")

@@ -18,13 +18,19 @@ from hypothesis import strategies as st
 from vllm_endpoint.infra.plan.spec import ReadinessGate
 from vllm_endpoint.infra.render import host_scripts
 from vllm_endpoint.infra.render.host_scripts import (
+    PROGRESS_LINE,
     EnvValue,
     env_lines,
     env_strings,
     existing_host_prepare_script,
+    gate_capacity_line,
+    gate_report,
     host_command,
+    host_ready_script,
     model_check_script,
+    prefetch_wait_script,
     readiness_gate_script,
+    summary_with_capacity,
     write_files_script,
     write_files_stdin,
 )
@@ -247,3 +253,167 @@ printf 200
     assert sorted(stages) == ["container_started", "instance_booted", "server_ready"]  # the old server_ready went
     assert not (tmp_path / "pwned").exists()
 
+
+
+# --- Progress while the host-ready step and the gate wait ------------------------------------------
+
+def executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+# vLLM's KV cache figures as 0.32's CPU build logs them (one line) and as earlier GPU releases did (two).
+KV_LOGS = {
+    "one line": "INFO 12-01 10:00:01 [kv_cache_utils.py:1] CPU KV cache size: 21,840 tokens, Maximum concurrency "
+                "for 512 tokens per request: 42.66x\n",
+    "two lines": "INFO 12-01 10:00:01 [kv_cache_utils.py:1] GPU KV cache size: 21,840 tokens\n"
+                 "INFO 12-01 10:00:01 [kv_cache_utils.py:2] Maximum concurrency for 512 tokens per request: 42.66x\n",
+}
+
+
+@pytest.mark.parametrize("wording", sorted(KV_LOGS))
+def test_the_gate_prints_progress_while_it_waits_and_vllms_kv_cache_next_to_the_estimate(
+        tmp_path: Path, wording: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # 502 (the proxy answers, vLLM not yet) for the first three probes, then 200.
+    executable(bin_dir / "curl", f"""#!/bin/sh
+cat >/dev/null
+n=$(cat {tmp_path}/probes 2>/dev/null || echo 0)
+echo $((n + 1)) >{tmp_path}/probes
+if [ "$n" -lt 3 ]; then printf 502; else printf 200; fi
+""")
+    (tmp_path / "log").write_text(
+        "INFO 12-01 10:00:00 [loader.py:1] Loading weights took 0.05 seconds\n" + KV_LOGS[wording]
+        + "Loading safetensors: 50%|###  | 1/2 [00:01]\rLoading safetensors: 100%|#####| 2/2 [00:02]\n"
+        + "\x1b[32mINFO\x1b[0m 12-01 10:00:02 [api_server.py:1] Starting vLLM API server 0 on http://0.0.0.0:8000\n")
+    executable(bin_dir / "docker", f"""#!/bin/sh
+case "$*" in
+  logs*) cat {tmp_path}/log ;;
+  *StartedAt*) echo 2026-01-02T03:04:05.5Z ;;
+  *State.Status*) echo 'running 0 starting' ;;
+  *) exit 64 ;;
+esac
+""")
+    cache = tmp_path / "models--org--m"
+    cache.mkdir()
+    (cache / "blob").write_bytes(b"x" * 2_000_000)
+    gate = ReadinessGate("http://127.0.0.1:1/v1/models", "vllm", 60, str(tmp_path / "timeline"), poll_interval_s=1,
+                         progress_interval_s=1, model_cache_dir=str(cache), fit_kv_cache_tokens=4439696,
+                         fit_max_concurrency=135.49, fit_max_model_len=32768)
+    proc = run(readiness_gate_script(gate), input="key\n", path_dirs=(bin_dir,))
+    assert proc.returncode == 0, proc.stderr
+    progress = [line for line in proc.stdout.splitlines() if PROGRESS_LINE.match(line)]
+    assert len(progress) >= 3, proc.stdout
+    assert progress[0] == ("[+0 s] vLLM starting its API server | container running, health starting, restarts 0 "
+                           "| probe 502 | model cache 2.0 MB | last log: INFO 12-01 10:00:02 [api_server.py:1] "
+                           "Starting vLLM API server 0 on http://0.0.0.0:8000")
+    assert "ready: GET http://127.0.0.1:1/v1/models answered 200 after " in proc.stdout
+    capacity = ("capacity: vLLM reports CPU KV cache size: 21,840 tokens, Maximum concurrency for 512 tokens per "
+                "request: 42.66x; the plan's fit estimate: 4,439,696 tokens, 135.49x for 32,768 tokens per request")
+    if wording == "two lines":
+        capacity = capacity.replace("CPU KV", "GPU KV")
+    assert gate_capacity_line(proc.stdout) == capacity
+    # The stack outputs: the plan gains vLLM's figures; the timeline loses the progress lines.
+    assert summary_with_capacity("plan", proc.stdout) == f"plan\n{capacity}"
+    report = gate_report(proc.stdout).splitlines()
+    assert report[0].startswith("ready: ") and report[1] == capacity
+    assert [line.split()[0] for line in report[2:]] == ["container_started", "server_ready"]
+
+
+STAGES = [
+    ("", "vLLM starting"),
+    ("INFO [core.py:1] Initializing a V1 LLM engine (v0.32.0) with config: compilation_config={'warmup': 1, "
+     "'cudagraph_capture_sizes': [1, 2]}", "vLLM starting its engine"),
+    ("INFO [default_loader.py:1] Loading weights took 0.01 seconds", "vLLM loaded the weights"),
+    ("INFO [cpu_model_runner.py:87] Warming up model for the compilation...",
+     "vLLM compiling and warming up the model"),
+    ("INFO [kv_cache_utils.py:1] GPU KV cache size: 9 tokens", "vLLM sizing the KV cache and capturing graphs"),
+]
+
+
+@pytest.mark.parametrize(("last_marker", "stage"), STAGES, ids=[s for _, s in STAGES])
+def test_the_progress_names_vllms_step_from_its_log(tmp_path: Path, last_marker: str, stage: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    executable(bin_dir / "curl", "#!/bin/sh\ncat >/dev/null\nprintf 000\n")
+    (tmp_path / "log").write_text(f"INFO [loader.py:1] Starting to load model\n{last_marker}\nunrelated line\n")
+    executable(bin_dir / "docker", f"""#!/bin/sh
+case "$*" in
+  logs*) cat {tmp_path}/log ;;
+  *State.Status*) echo 'running 0 none' ;;
+esac
+""")
+    if not last_marker:
+        (tmp_path / "log").write_text("")
+    gate = ReadinessGate("http://127.0.0.1:1/v1/models", "vllm", 1, str(tmp_path / "timeline"))
+    proc = run(readiness_gate_script(gate), input="key\n", path_dirs=(bin_dir,))
+    assert proc.returncode == 1 and "no answer from" in proc.stderr  # the deadline
+    expected_log = "unrelated line" if last_marker else "(nothing logged yet)"
+    assert proc.stdout.splitlines()[0] == (f"[+0 s] {stage} | container running, health none, restarts 0 | probe 000 "
+                                           f"| last log: {expected_log}")
+
+
+def test_without_a_fit_estimate_or_vllms_figures_the_gate_says_so(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    executable(bin_dir / "curl", "#!/bin/sh\ncat >/dev/null\nprintf 200\n")
+    executable(bin_dir / "docker", "#!/bin/sh\ncase \"$*\" in logs*) echo 'INFO some other wording';; esac\n")
+    gate = ReadinessGate("http://127.0.0.1:1/v1/models", "vllm", 60, str(tmp_path / "timeline"))
+    proc = run(readiness_gate_script(gate), input="key\n", path_dirs=(bin_dir,))
+    assert proc.returncode == 0, proc.stderr
+    assert gate_capacity_line(proc.stdout) == ("capacity: vLLM reports no KV cache size, no maximum concurrency; "
+                                               "the plan made no fit estimate (no GPU model known)")
+    assert summary_with_capacity("plan", "ready: x\n") == "plan"
+
+
+def test_the_host_ready_step_prints_cloud_inits_progress_and_the_downloads(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # cloud-init runs for two polls (the boot stages so far in the timeline), then is done.
+    executable(bin_dir / "cloud-init", f"""#!/bin/sh
+[ "$2" = --wait ] && exit 0
+n=$(cat {tmp_path}/polls 2>/dev/null || echo 0)
+echo $((n + 1)) >{tmp_path}/polls
+if [ "$n" -lt 2 ]; then echo 'status: running'; else echo 'status: done'; fi
+""")
+    executable(bin_dir / "mountpoint", "#!/bin/sh\nexit 0\n")
+    fake_docker(bin_dir)
+    timeline = tmp_path / "timeline"
+    timeline.write_text("instance_booted 1.0\ndocker_ready 2.0\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "prefetch-model.started").write_text("1\n")
+    (state / "prefetch-image.started").write_text("1\n")
+    folder = tmp_path / "hub" / "models--org--m"
+    folder.mkdir(parents=True)
+    (folder / "blob.incomplete").write_bytes(b"x" * 1_000_000)
+    log = tmp_path / "prefetch.log"
+    log.write_text(f"hf-prefetch: org/m@main is commit abc: 3 files in the repo\n"
+                   f"hf-prefetch: total 3000000 bytes in {folder} (3 files)\n")
+    cache = tmp_path / "cache"
+    (cache / "root-cache").mkdir(parents=True)
+    command = host_ready_script(str(cache), False, f"{os.getuid()}:{os.getgid()}", prefetch_state_dir=str(state),
+                                prefetch_wait_s=2, prefetch_log=str(log), timeline_file=str(timeline))
+    proc = run(command, path_dirs=(bin_dir,))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "[+0 s] host: cloud-init running | boot stages done: instance_booted docker_ready"
+    assert f"[+0 s] host: model download 1.0 MB of 3.0 MB in {folder} | image pull running" in lines
+    assert "still running after 2 s; vLLM takes over" in proc.stderr
+
+
+def test_the_prefetch_wait_says_when_the_total_is_not_known_yet(tmp_path: Path) -> None:
+    (tmp_path / "prefetch-model.started").write_text("1\n")
+    proc = run(prefetch_wait_script(str(tmp_path), 1, str(tmp_path / "no-log-yet")))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == ("[+0 s] host: model download starting (its size is not known yet) "
+                                           "| no image pull")
+
+
+def test_no_gate_output_is_an_empty_report_and_the_plain_summary() -> None:
+    # A readiness command whose output was never recorded (mocks, a refreshed state) must not break the outputs.
+    from vllm_endpoint.infra.render.host_scripts import gate_capacity_line, gate_report, summary_with_capacity
+
+    assert gate_report(None) == "" and gate_capacity_line(None) is None
+    assert summary_with_capacity("the plan", None) == "the plan"

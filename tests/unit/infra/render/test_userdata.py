@@ -72,7 +72,7 @@ def test_bash_reads_boot_env_back_exactly(tmp_path: Path) -> None:
 
 
 def test_the_boot_prefetch_fills_the_folder_the_container_reads_as_hf_home() -> None:
-    plan = build_plan(load_stack_config({"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": "198.51.100.0/24"}))
+    plan = build_plan(load_stack_config({"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}))
     hf_home = dict(plan.vllm.env)["HF_HOME"]
     # The container's HF_HOME as a host path, through the container's own mounts.
     mount = next(m for m in plan.vllm.mounts if hf_home.startswith(m.target + "/"))

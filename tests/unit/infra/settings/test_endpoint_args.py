@@ -27,7 +27,7 @@ from vllm_endpoint.infra.settings.models import ConfigError, config_keys, load_s
 ROOT = Path(__file__).resolve().parents[4]
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO"
-AWS = {"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": '["198.51.100.0/24", "2001:db8::/48"]'}
+AWS = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": '["93.184.216.0/24", "2600:1f18::/48"]'}
 EXISTING = {"target": "existing-host", "hostAddress": "gpu-box.internal", "hostSshUser": "deploy",
             "hostPublicKey": HOST_KEY, "sshPrivateKey": KEY}
 
@@ -41,7 +41,7 @@ def stack_file(stack: str) -> dict[str, str]:
 def configs(tmp_path: Path) -> list[dict[str, str]]:
     model = write_model_folder(tmp_path, "merged-ft")
     return [
-        stack_file("dev"),
+        {**stack_file("dev"), **AWS},  # the addresses the stack file asks the user to set
         {**stack_file("shared-gpu"), "sshPrivateKey": KEY},
         {**AWS, "apiKey": "k" * 40, "hfToken": "hf_x", "gpus": "0", "tags": '{"team": "ml"}', "maxNumSeqs": "64",
          "extraArgs": '["--enable-chunked-prefill"]', "tls": "self-signed", "metricsAllowedCidrs": "10.0.0.0/8"},
@@ -72,8 +72,8 @@ def test_every_setting_is_a_keyword_named_after_its_field() -> None:
 @pytest.mark.parametrize("name", sorted(INPUT_SETTINGS))
 def test_each_stand_in_passes_the_checks_of_its_setting(name: str) -> None:
     base: dict[str, Any] = ({"target": "existing-host", "host_ssh_user": "deploy"}
-                            if name.startswith("host_") else {"ssh_allowed_cidrs": ["203.0.113.7/32"],
-                                                               "api_allowed_cidrs": ["198.51.100.0/24"]})
+                            if name.startswith("host_") else {"ssh_allowed_cidrs": ["93.184.215.14/32"],
+                                                               "api_allowed_cidrs": ["93.184.216.0/24"]})
     if name.startswith("host_"):
         base |= {"host_address": "gpu-box.internal", "host_public_key": HOST_KEY, "ssh_private_key": KEY}
     if name == "ssh_public_key":
@@ -94,7 +94,7 @@ def test_required_settings_given_as_outputs_count_as_given() -> None:
 
 
 def test_a_resolved_output_is_checked_with_the_other_settings_and_normalised() -> None:
-    kwargs = {"ssh_allowed_cidrs": ["203.0.113.7/32"], "api_allowed_cidrs": object()}
+    kwargs = {"ssh_allowed_cidrs": ["93.184.215.14/32"], "api_allowed_cidrs": object()}
     assert check_resolved("api_allowed_cidrs", [" 10.0.0.0/8"], kwargs, ["api_allowed_cidrs"]) == ["10.0.0.0/8"]
     with pytest.raises(ConfigError) as info:
         check_resolved("api_allowed_cidrs", [], kwargs, ["api_allowed_cidrs"])
@@ -112,7 +112,7 @@ def test_a_resolved_output_is_checked_with_the_other_settings_and_normalised() -
 
 
 def test_none_means_not_set() -> None:
-    cfg = load_endpoint_settings({"ssh_allowed_cidrs": ["203.0.113.7/32"], "api_allowed_cidrs": ["10.0.0.0/8"],
+    cfg = load_endpoint_settings({"ssh_allowed_cidrs": ["93.184.215.14/32"], "api_allowed_cidrs": ["10.0.0.0/8"],
                                   "max_num_seqs": None, "host_address": None})
     assert cfg.server.max_num_seqs is None and not cfg.existing_host.model_fields_set
 
@@ -120,14 +120,14 @@ def test_none_means_not_set() -> None:
 @given(st.text(min_size=1, max_size=20).filter(lambda k: k not in setting_keys() and k not in COMPONENT_KEYS))
 def test_an_unknown_keyword_is_one_problem_naming_it(key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_endpoint_settings({"ssh_allowed_cidrs": ["203.0.113.7/32"], "api_allowed_cidrs": ["10.0.0.0/8"],
+        load_endpoint_settings({"ssh_allowed_cidrs": ["93.184.215.14/32"], "api_allowed_cidrs": ["10.0.0.0/8"],
                                 key: 1})
     assert info.value.problems == [next(p for p in info.value.problems if p.startswith(f"{key}: unknown setting"))]
 
 
 def test_whole_numbers_given_as_floats_are_taken_as_the_stack_config_takes_them() -> None:
     # Pulumi's provider host (the component package) hands every number over as a float.
-    base = {"ssh_allowed_cidrs": ["203.0.113.7/32"], "api_allowed_cidrs": ["10.0.0.0/8"]}
+    base = {"ssh_allowed_cidrs": ["93.184.215.14/32"], "api_allowed_cidrs": ["10.0.0.0/8"]}
     as_floats = load_endpoint_settings({**base, "api_port": 30006.0, "max_num_seqs": 64.0, "shm_size_gb": 8.0})
     assert as_floats == load_endpoint_settings({**base, "api_port": 30006, "max_num_seqs": 64, "shm_size_gb": 8})
     with pytest.raises(ConfigError) as info:

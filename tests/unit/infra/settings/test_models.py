@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from vllm_endpoint.infra.catalog.names import DEFAULT_API_PORT, DEFAULT_VLLM_VERSION
 from vllm_endpoint.infra.settings.models import ConfigError, StackConfig, config_keys, load_stack_config
 
-AWS_MINIMUM = {"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": '["198.51.100.0/24"]'}
+AWS_MINIMUM = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": '["93.184.216.0/24"]'}
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO"
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 EXISTING_MINIMUM = {
@@ -67,8 +67,8 @@ def test_gpu_selection_forms(raw: str, expected: object) -> None:
 
 
 def test_cidrs_are_normalised_and_accept_ipv6() -> None:
-    cfg = load(sshAllowedCidrs="203.0.113.7/32, 2001:db8::/64", apiAllowedCidrs="10.0.0.0/8")
-    assert cfg.access.ssh_allowed_cidrs == ["203.0.113.7/32", "2001:db8::/64"]
+    cfg = load(sshAllowedCidrs="93.184.215.14/32, 2600:1f18::/64", apiAllowedCidrs="10.0.0.0/8")
+    assert cfg.access.ssh_allowed_cidrs == ["93.184.215.14/32", "2600:1f18::/64"]
 
 
 def test_existing_host_needs_no_aws_settings() -> None:
@@ -97,8 +97,8 @@ BAD = [
     ({"apiPort": "0"}, "apiPort", "greater than or equal to 1"),
     ({"apiPort": "70000"}, "apiPort", "less than or equal to 65535"),
     ({"apiPort": "http"}, "apiPort", "integer"),
-    ({"gpuMemoryUtilization": "0"}, "gpuMemoryUtilization", "greater than 0"),
-    ({"gpuMemoryUtilization": "1.5"}, "gpuMemoryUtilization", "less than or equal to 1"),
+    ({"gpuMemoryUtilization": "0"}, "gpuMemoryUtilization", "above 0 and at most 1"),
+    ({"gpuMemoryUtilization": "1.5"}, "gpuMemoryUtilization", "not a percentage: e.g. 0.015 for 1.5%"),
     ({"maxNumSeqs": "-1"}, "maxNumSeqs", "greater than or equal to 1"),
     ({"maxModelLen": "8"}, "maxModelLen", "greater than or equal to 16"),
     ({"blockSize": "0"}, "blockSize", "greater than or equal to 1"),
@@ -227,3 +227,136 @@ def test_no_input_fails_with_anything_but_config_error(raw: dict[str, str]) -> N
     except ConfigError as err:
         assert err.problems
         assert all(isinstance(p, str) and ":" in p for p in err.problems)
+
+
+# ----------------------------------------------------------------------------------------------
+# Allowed CIDRs nobody connects from (infra/catalog/data/reserved-networks.yaml).
+
+SET_MY_ADDRESS = '`pulumi config set sshAllowedCidrs "$(curl -s https://checkip.amazonaws.com)/32"`'
+
+
+def test_a_documentation_address_for_ssh_is_refused_telling_the_user_to_put_their_own() -> None:
+    assert problems({**AWS_MINIMUM, "sshAllowedCidrs": "203.0.113.10/32"}) == [
+        "sshAllowedCidrs: 203.0.113.10/32 is a documentation address (RFC 5737): nothing can connect from it; "
+        f"put the address of the machine you run `pulumi up` from: {SET_MY_ADDRESS}"
+    ]
+
+
+def test_every_reserved_cidr_of_every_allowed_cidr_setting_is_reported_at_once() -> None:
+    found = problems({"sshAllowedCidrs": "93.184.215.14/32, 2001:db8::/48", "apiAllowedCidrs": "198.51.100.0/24",
+                      "metricsAllowedCidrs": "127.0.0.1/32,10.0.0.0/8"})
+    assert found == [
+        "sshAllowedCidrs: 2001:db8::/48 is a documentation address (RFC 3849): nothing can connect from it; "
+        f"put the address of the machine you run `pulumi up` from: {SET_MY_ADDRESS}",
+        "apiAllowedCidrs: 198.51.100.0/24 is a documentation address (RFC 5737): nothing can connect from it; "
+        "put the networks your apps call from (your own machine's address is what "
+        "`curl -s https://checkip.amazonaws.com` prints; add /32)",
+        "metricsAllowedCidrs: 127.0.0.1/32 is a loopback address (RFC 1122): no connection to the endpoint "
+        "comes from it: on AWS loopback never leaves a machine, and on an existing host local clients and SSH "
+        "tunnels reach the proxy through Docker's published port, from the Docker network's gateway; put your "
+        "monitoring system's address (your own machine's is what `curl -s https://checkip.amazonaws.com` "
+        "prints; add /32), or unset metricsAllowedCidrs",
+    ]
+
+
+def test_a_reserved_cidr_is_refused_on_an_existing_host_too() -> None:
+    # The proxy's /metrics rule is rendered there as well.
+    assert problems({**EXISTING_MINIMUM, "metricsAllowedCidrs": "169.254.0.0/16"})[0].startswith(
+        "metricsAllowedCidrs: 169.254.0.0/16 is a link-local address (RFC 3927)")
+
+
+@pytest.mark.parametrize("cidr", ["100.64.0.0/10", "10.203.0.0/24", "192.168.0.0/16", "fd00:1::/64",
+                                  "93.184.215.14/32"])
+def test_private_cgnat_and_public_networks_are_accepted(cidr: str) -> None:
+    cfg = load(sshAllowedCidrs=cidr, apiAllowedCidrs=cidr, metricsAllowedCidrs=cidr)
+    assert cfg.access.ssh_allowed_cidrs == cfg.access.api_allowed_cidrs == cfg.access.metrics_allowed_cidrs == [cidr]
+
+
+def test_a_reserved_block_is_reported_next_to_a_world_open_one() -> None:
+    found = problems({"sshAllowedCidrs": "0.0.0.0/0,192.0.2.1/32", "apiAllowedCidrs": "10.0.0.0/8"})
+    assert [p.split(" ", 2)[1] for p in found] == ["192.0.2.1/32", "0.0.0.0/0"]
+    assert "dangerouslyAllowSshFromInternet" in found[1]
+
+
+def test_a_missing_address_on_aws_says_how_to_find_it() -> None:
+    assert problems({"apiAllowedCidrs": "10.0.0.0/8"}) == [
+        "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set its address: "
+        + SET_MY_ADDRESS
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# gpuMemoryUtilization: a share, and the message when it is written as a percentage.
+
+@pytest.mark.parametrize("raw, shown", [
+    ("95%", "'95%'"), ("95", "95"), (" 90 % ", "' 90 % '"),
+])
+def test_a_percentage_is_refused_with_the_number_to_write(raw: str, shown: str) -> None:
+    percent = float(raw.strip().rstrip("%").strip())
+    assert problems({**AWS_MINIMUM, "gpuMemoryUtilization": raw}) == [
+        "gpuMemoryUtilization: write a number between 0 and 1 (the share of each GPU's memory vLLM may use), "
+        f"not a percentage: e.g. {percent / 100:g} for {percent:g}% (got {shown})"
+    ]
+
+
+@pytest.mark.parametrize("raw", ["lots", "true", "-0.5", "150"])
+def test_anything_else_but_a_share_says_what_to_write(raw: str) -> None:
+    found = problems({**AWS_MINIMUM, "gpuMemoryUtilization": raw})
+    assert len(found) == 1 and found[0].startswith("gpuMemoryUtilization: write a number above 0 and at most 1")
+    assert "e.g. 0.9" in found[0]
+
+
+@pytest.mark.parametrize("raw, share", [("0.95", 0.95), ("1", 1.0), ("0.5", 0.5)])
+def test_a_share_loads(raw: str, share: float) -> None:
+    assert load(**AWS_MINIMUM, gpuMemoryUtilization=raw).server.gpu_memory_utilization == share
+
+
+# ----------------------------------------------------------------------------------------------
+# An existing host's GPU that the catalog does not list (issue 11).
+
+_HOST_GPU_BASE = {"target": "existing-host", "hostAddress": "10.0.0.5", "hostSshUser": "u",
+                  "hostPublicKey": "ssh-ed25519 AAAA", "gpus": "0",
+                  "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"}
+
+
+def _host_gpu_problems(**raw: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_stack_config({**_HOST_GPU_BASE, **raw})
+    return info.value.problems
+
+
+def test_host_gpu_memory_and_capability_are_read() -> None:
+    cfg = load_stack_config({**_HOST_GPU_BASE, "hostGpuMemoryGib": "139.7", "hostGpuComputeCapability": "9.0"})
+    assert (cfg.existing_host.host_gpu_memory_gib, cfg.existing_host.host_gpu_compute_capability) == (139.7, "9.0")
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"hostGpuMemoryGib": "80GB", "hostGpuComputeCapability": "9.0"},
+     "hostGpuMemoryGib: '80GB' is not a number of GiB: give the driver's total, `nvidia-smi "
+     "--query-gpu=memory.total --format=csv` (MiB) divided by 1024, e.g. 139.96 for 143771 MiB"),
+    ({"hostGpuMemoryGib": "0", "hostGpuComputeCapability": "9.0"},
+     "hostGpuMemoryGib: 0 GiB is not a GPU's memory (give a number above 0 and at most 2048)"),
+    ({"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "sm_90"},
+     "hostGpuComputeCapability: 'sm_90' is not a compute capability (e.g. 9.0)"),
+    ({"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "9"},
+     "hostGpuComputeCapability: '9' is not a compute capability (e.g. 9.0)"),
+    ({"hostGpuMemoryGib": "80"},
+     "hostGpuComputeCapability: required with hostGpuMemoryGib (a GPU not in the catalog needs both; "
+     "`nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv` prints them)"),
+    ({"hostGpuComputeCapability": "9.0"}, "hostGpuMemoryGib: required with hostGpuComputeCapability"),
+    ({"hostGpuModel": "H200", "hostGpuMemoryGib": "140", "hostGpuComputeCapability": "9.0"},
+     "hostGpuModel and hostGpuMemoryGib/hostGpuComputeCapability: choose one: hostGpuModel names a GPU in the "
+     "catalog, the other two describe a GPU it does not list"),
+    ({"gpus": "all", "hostGpuMemoryGib": "140", "hostGpuComputeCapability": "9.0"},
+     "hostGpuCount: required with gpus=all and hostGpuModel or hostGpuMemoryGib (for the fit check)"),
+])
+def test_host_gpu_description_messages(raw: dict[str, str], message: str) -> None:
+    assert any(p.startswith(message) for p in _host_gpu_problems(**raw)), _host_gpu_problems(**raw)
+
+
+def test_host_gpu_settings_belong_to_existing_hosts() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_stack_config({"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24",
+                           "hostGpuMemoryGib": "80", "hostGpuComputeCapability": "9.0"})
+    assert "hostGpuComputeCapability: has no effect with target=aws; remove it" in info.value.problems
+    assert "hostGpuMemoryGib: has no effect with target=aws; remove it" in info.value.problems

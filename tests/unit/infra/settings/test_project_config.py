@@ -18,7 +18,7 @@ from vllm_endpoint.infra.settings.project_config import UNSET, Declaration, decl
 ROOT = Path(__file__).resolve().parents[4]
 PULUMI_TYPES = {"string", "integer", "boolean", "array", "object"}
 STACKS = sorted(p.name for p in ROOT.glob("Pulumi.*.yaml"))
-AWS = {"sshAllowedCidrs": "203.0.113.7/32", "apiAllowedCidrs": "198.51.100.0/24"}
+AWS = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}
 EXISTING = {
     "target": "existing-host", "hostAddress": "gpu-box.internal", "hostSshUser": "deploy",
     "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO",

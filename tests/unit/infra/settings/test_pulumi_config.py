@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[4]
 P = f"{PROJECT}:"
 API_KEY = "k" * 40
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
-AWS = {"sshAllowedCidrs": '["203.0.113.7/32"]', "apiAllowedCidrs": "198.51.100.0/24"}
+AWS = {"sshAllowedCidrs": '["93.184.215.14/32"]', "apiAllowedCidrs": "93.184.216.0/24"}
 
 
 @pytest.fixture(autouse=True)
@@ -70,13 +70,13 @@ def test_values_given_with_set_all_config_are_read_and_typed() -> None:
     assert cfg.secrets.api_key is not None and cfg.secrets.api_key.get_secret_value() == API_KEY
 
 
-@pytest.mark.parametrize("stack, secret", [
-    ("dev", {}),
-    ("shared-gpu", {"sshPrivateKey": PRIVATE_KEY}),
+@pytest.mark.parametrize("stack, user_set, secret", [
+    ("dev", AWS, {}),  # the addresses the stack file asks the user to set
+    ("shared-gpu", {}, {"sshPrivateKey": PRIVATE_KEY}),
 ])
 def test_with_the_clis_declared_defaults_a_stack_reads_as_its_own_settings(
-        stack: str, secret: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = {**stack_file(stack), **secret}
+        stack: str, user_set: dict[str, str], secret: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = {**stack_file(stack), **user_set, **secret}
     as_the_cli_runs(monkeypatch, settings, set(secret), other={"aws:region": "us-east-1"})
     assert read_stack_config() == load_stack_config(settings, frozenset(secret))
 

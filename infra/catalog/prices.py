@@ -1,0 +1,81 @@
+"""What EBS volumes and the Elastic IP cost, per region: data/ebs-prices.yaml, loaded and validated once.
+
+Pure data plus lookups; the arithmetic is in infra/plan/costs.py. Instance prices stay with the instance
+types (data/instance-types.yaml, gpus.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass as plain_dataclass
+from types import MappingProxyType
+from typing import Annotated, Final
+
+from pydantic import Field, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+from vllm_endpoint.infra.catalog.data_files import STRICT_ENTRY, DataFile, data_path, load_data_file, unique_names
+
+PRICES_FILE: Final = data_path("ebs-prices.yaml")
+
+_Price = Annotated[float, Field(gt=0)]
+
+
+@dataclass(frozen=True, config=STRICT_ENTRY)
+class RegionPrices:
+    name: str
+    gp3_gb_month: _Price
+    gp3_iops_month: _Price
+    gp3_throughput_month: _Price
+    io1_gb_month: _Price
+    io1_iops_month: _Price
+    io2_gb_month: _Price
+    io2_iops_month: Annotated[tuple[_Price, _Price, _Price], Field()]
+    public_ipv4_hour: _Price
+
+
+class PricesFile(DataFile):
+    hours_per_month: Annotated[int, Field(gt=0)]
+    fallback_region: str
+    gp3_free_iops: Annotated[int, Field(ge=0)]
+    gp3_free_throughput_mib_s: Annotated[int, Field(ge=0)]
+    io2_iops_tier_limits: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
+    regions: tuple[RegionPrices, ...] = Field(min_length=1)
+
+    _unique = field_validator("regions")(unique_names)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PricesFile:
+        if self.fallback_region not in {r.name for r in self.regions}:
+            raise ValueError(f"fallback_region {self.fallback_region!r} has no prices in `regions`")
+        low, high = self.io2_iops_tier_limits
+        if low >= high:
+            raise ValueError(f"io2_iops_tier_limits must increase: {low} then {high}")
+        return self
+
+
+_DATA: Final = load_data_file(PricesFile, PRICES_FILE)
+REGIONS: Mapping[str, RegionPrices] = MappingProxyType({r.name: r for r in _DATA.regions})
+HOURS_PER_MONTH: Final = _DATA.hours_per_month
+FALLBACK_REGION: Final = _DATA.fallback_region
+GP3_FREE_IOPS: Final = _DATA.gp3_free_iops
+GP3_FREE_THROUGHPUT_MIB_S: Final = _DATA.gp3_free_throughput_mib_s
+IO2_IOPS_TIER_LIMITS: Final = _DATA.io2_iops_tier_limits
+PRICES_CHECKED: Final[datetime.date] = _DATA.checked
+
+
+@plain_dataclass(frozen=True)
+class PricesFor:
+    """The prices shown for a region: its own, or the fallback region's when the file has none for it."""
+
+    asked: str | None  # the stack's region; None when the stack does not say
+    prices: RegionPrices
+
+    @property
+    def exact(self) -> bool:
+        return self.asked == self.prices.name
+
+
+def prices_for(region: str | None) -> PricesFor:
+    return PricesFor(region, REGIONS.get(region or "", REGIONS[FALLBACK_REGION]))
