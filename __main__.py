@@ -11,15 +11,15 @@ from typing import Any
 import pulumi
 
 from vllm_endpoint import VllmEndpoint, VllmEndpointArgs
-from vllm_endpoint.infra.catalog.names import DEFAULT_ENDPOINT_NAME
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
 from vllm_endpoint.infra.settings.models import ConfigError
 from vllm_endpoint.infra.settings.pulumi_config import read_stack_config
 
 try:
     # Plain values; the component checks each against its setting.
-    settings: Any = settings_kwargs(read_stack_config())
-    endpoint = VllmEndpoint(DEFAULT_ENDPOINT_NAME, VllmEndpointArgs(**settings))
+    config = read_stack_config()
+    settings: Any = settings_kwargs(config)
+    endpoint = VllmEndpoint(config.stack.endpoint_name, VllmEndpointArgs(**settings))
 except ConfigError as err:
     pulumi.log.error(str(err))
     sys.exit(1)

@@ -17,7 +17,8 @@ server (CPU build) and the tiny chat model served by a Hugging Face Hub stand-in
 
 vLLM runs online (HF_ENDPOINT = the stand-in, reached from the container through Docker's bridge) and
 loads the model by repo id, as the product's default container does. Results go to
-build/bench/deploy_path.json and docs/performance-measured.md.
+build/bench/deploy_path.json and docs/performance-measured.md, and a copy of the JSON named by date and
+machine to bench/results/ (committed: tools/gen_diagrams.py draws docs/deploy-timeline.svg from the newest).
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ from tests.real.harness.deployer import deploy, existing_host_config, make_cache
 from tests.real.harness.fakehub import Counters, FakeHub  # noqa: E402
 from tests.real.harness.testhost import REQUIRED_TOOLS, TestHost, start_test_host  # noqa: E402
 from tests.real.harness.tiny_model import ensure_tiny_model  # noqa: E402
+from vllm_endpoint.infra.plan.deployment import build_plan  # noqa: E402
 from vllm_endpoint.infra.render.host_scripts import env_strings, readiness_gate_script  # noqa: E402
 from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_env_values  # noqa: E402
 
 REPO = "bench/tiny-chat"
 OUT_JSON = REPO_ROOT / "build" / "bench" / "deploy_path.json"
 OUT_MD = REPO_ROOT / "docs" / "performance-measured.md"
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
 WORK = BUILD_DIR / "bench"
 VOLUME_SCRIPT = REPO_ROOT / "infra" / "host" / "prepare-cache-volume.sh"
 DEFAULT_VOLUME_GIB = 100  # infra/settings/models.py cache_volume_size_gb's default
@@ -71,6 +74,19 @@ COMPILE_CACHE_HIT = "Directly load AOT compilation"
 COMPILE_CACHE_LOAD_FAILED = r"Compiling model again due to a load failure from \S+, reason: (.*)"
 COMPILE_CACHE_SAVE = "saved AOT compiled function"
 LOG_TIME = r"\d\d-\d\d (\d\d):(\d\d):(\d\d) \["
+# Steps of vLLM's start, each at the first log line that marks it (the readiness gate's stage() reads the
+# same lines). Timed from Docker's own per-line timestamps: vLLM's log has whole seconds only.
+LOG_MARKS = {
+    "engine_config": r"Initializing a V1 LLM engine|non-default args",
+    "weights_loading": r"Starting to load model|Loading safetensors|Loading weights",
+    "weights_loaded": r"Loading weights took|Model loading took",
+    "compile_warmup": r"Warming up model for the compilation|torch\.compile|Compiling a graph|Dynamo bytecode",
+    "warmup_done": r"Warming up done",
+    "kv_cache_sized": r"KV cache size|Maximum concurrency",
+    "api_server_up": r"Available routes|Uvicorn running|Application startup complete",
+}
+# Settings every deploy of the run gets (`--set`), recorded with the result.
+EXTRA_SETTINGS: dict[str, str] = {}
 ONLINE_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
@@ -87,6 +103,12 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kib / 1024 / 1024, 1),
             "kernel": platform.release(), "load_avg_at_start": [round(x, 2) for x in load],
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def result_name(m: dict[str, Any]) -> str:
+    """deploy-path-<date>-<n>vcpu-<cpu>.json: the recorded result's name says when and on what."""
+    cpu = re.sub(r"[^a-z0-9]+", "-", str(m["cpu"]).lower()).strip("-")
+    return f"deploy-path-{str(m['date'])[:10]}-{m['nproc']}vcpu-{cpu}.json"
 
 
 # --- 1. the cache-volume script ---------------------------------------------------------------------
@@ -182,6 +204,21 @@ def vllm_log_figures(host: TestHost) -> dict[str, Any]:
     return found
 
 
+def vllm_log_marks(host: TestHost, started: float) -> dict[str, float]:
+    """Seconds from the container's start to the first log line of each LOG_MARKS step."""
+    logs = host.docker("logs", "--timestamps", "vllm", check=False)
+    stamped = []
+    for line in (logs.stdout + logs.stderr).splitlines():
+        stamp, _, text = line.partition(" ")
+        stamped.append((stamp, text))
+    marks: dict[str, float] = {}
+    for key, pattern in LOG_MARKS.items():
+        found = next((stamp for stamp, text in stamped if re.search(pattern, text, re.IGNORECASE)), None)
+        if found is not None:
+            marks[key] = round(epoch(found) - started, 2)
+    return dict(sorted(marks.items(), key=lambda item: item[1]))
+
+
 def epoch(docker_time: str) -> float:
     return float(run(["date", "-d", docker_time, "+%s.%N"]).stdout.strip())
 
@@ -189,7 +226,8 @@ def epoch(docker_time: str) -> float:
 def timed_deploy(host: TestHost, hub: FakeHub, cache_dir: Path, label: str, **settings: str) -> dict[str, Any]:
     """deploy() without its gate, then the gate polling every GATE_POLL_S: container create -> ready."""
     config = existing_host_config(host, cache_dir, model=REPO, maxModelLen="512",
-                                  extraEnv=json.dumps({"HF_ENDPOINT": hub.endpoint, **ONLINE_ENV}), **settings)
+                                  extraEnv=json.dumps({"HF_ENDPOINT": hub.endpoint, **ONLINE_ENV}),
+                                  **{**EXTRA_SETTINGS, **settings})
     api_key = secrets.token_urlsafe(32)
     hub.reset_counters()
     deployment = deploy(host, config, api_key, gate=False)
@@ -205,7 +243,8 @@ def timed_deploy(host: TestHost, hub: FakeHub, cache_dir: Path, label: str, **se
         "label": label, "settings": settings,
         "create_to_ready_s": round(server_ready - created, 2),
         "start_to_ready_s": round(server_ready - started, 2),
-        "hub": traffic, "vllm_log": vllm_log_figures(host), "gate_output": proc.stdout,
+        "hub": traffic, "vllm_log": vllm_log_figures(host), "log_marks_s": vllm_log_marks(host, started),
+        "gate_output": proc.stdout,
         "args": list(deployment.vllm.args),
     }
     log(f"{label}: create->ready {result['create_to_ready_s']:.1f} s, hub file bytes {traffic['file_bytes']}, "
@@ -234,7 +273,10 @@ def bench_first_deploy(host: TestHost, hub: FakeHub, vllm_image: str, size_gib: 
         # An existing-host layout on the mounted volume: the deploy's timeline lives on it, owned by the
         # SSH user (on AWS it is /var/lib/vllm-endpoint/timeline).
         make_cache_dir(host, mount_point)
-        timeline = mount_point / "deploy-timeline"
+        # Where the endpoint's gate reads the timeline: the endpoint's own folder under hostCacheDir.
+        plan = build_plan(existing_host_config(host, mount_point, model=REPO, **EXTRA_SETTINGS))
+        timeline = Path(plan.readiness_gate.timeline_file)
+        make_cache_dir(host, timeline.parent)
         shutil.copy(boot_timeline, timeline)
         os.chown(timeline, host.uid, host.gid)
         hub.reset_counters()
@@ -389,11 +431,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
     parser.add_argument("--volume-gib", type=int, default=DEFAULT_VOLUME_GIB, help="loop device size")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every deploy of the run, e.g. proxyImage=nginx:1.22.1 (the test "
+                             "host's nginx is this machine's)")
+    parser.add_argument("--markdown", type=Path, default=OUT_MD,
+                        help=f"where the report goes (default {OUT_MD.relative_to(REPO_ROOT)})")
     parser.add_argument("--render-only", action="store_true",
                         help=f"only regenerate {OUT_MD.relative_to(REPO_ROOT)} from {OUT_JSON.relative_to(REPO_ROOT)}")
     args = parser.parse_args()
     if args.render_only:
-        OUT_MD.write_text(markdown(json.loads(OUT_JSON.read_text())))
+        args.markdown.write_text(markdown(json.loads(OUT_JSON.read_text())))
         return 0
     tools = (*REQUIRED_TOOLS, "losetup", "mkfs.ext4", "curl", "runuser", "setsid", "debootstrap")
     problem = prerequisite_problem(tools, need_vllm_venv=True)
@@ -402,14 +449,15 @@ def main() -> int:
         return 2
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"machine": machine(), "repeat": args.repeat}
+    EXTRA_SETTINGS.update(item.split("=", 1) for item in args.set)
+    results: dict[str, Any] = {"machine": machine(), "repeat": args.repeat, "settings": dict(EXTRA_SETTINGS)}
     loopdev.cleanup_leftovers()
     results["volume_script"] = bench_volume_script(args.repeat, args.volume_gib)
     model = ensure_tiny_model(BUILD_DIR / "models", VLLM_VENV / "bin" / "python")
     with start_test_host() as host:
         vllm_image = images.build_vllm_image(host)
         results["vllm_version"] = vllm_image.rsplit(":v", 1)[-1]
-        config = existing_host_config(host, WORK, model=REPO)
+        config = existing_host_config(host, WORK, model=REPO, **EXTRA_SETTINGS)
         images.build_nginx_image(host, tag=config.access.proxy_image)
         # In the test host's namespace, on its address: the vLLM container reaches it through Docker's bridge.
         with FakeHub(address=host.address, netns=host.name) as hub:
@@ -422,10 +470,14 @@ def main() -> int:
     results["total_bench_s"] = round(time.monotonic() - started, 1)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps(results, indent=2) + "\n")
-    OUT_MD.write_text(markdown(results))
-    log(f"wrote {OUT_JSON.relative_to(REPO_ROOT)} and {OUT_MD.relative_to(REPO_ROOT)} "
+    record = RESULTS_DIR / result_name(results["machine"])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copy(OUT_JSON, record)
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(markdown(results))
+    log(f"wrote {OUT_JSON.relative_to(REPO_ROOT)}, {record.relative_to(REPO_ROOT)} and {args.markdown} "
         f"({results['total_bench_s']:.0f} s)")
-    print(OUT_MD.read_text())
+    print(args.markdown.read_text())
     return 0
 
 

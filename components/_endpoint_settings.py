@@ -19,6 +19,7 @@ import pulumi
 
 from vllm_endpoint.components._claims import HostClaim, claim_endpoint_name, claim_host
 from vllm_endpoint.components._support import secret
+from vllm_endpoint.infra.catalog.names import LOCAL_API_ADDRESS
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
 from vllm_endpoint.infra.plan.naming import name_problems
 from vllm_endpoint.infra.settings.endpoint_args import (
@@ -83,10 +84,14 @@ def load_settings(name: str, args: Mapping[str, Any]) -> EndpointSettings:
             values[key] = setting_value(cfg, key)
         if key in SECRET_SETTINGS and values[key] is not None:
             values[key] = secret(values[key])
-    if cfg.target == "existing-host":
-        values["host_address"] = _claimed(values["host_address"], HostClaim(
-            endpoint=name, api_port=plan.api_port, containers=plan.names.containers, network=plan.network,
-            folder=plan.host_cache_dir))
+    if cfg.target != "aws":
+        claim = HostClaim(endpoint=name, api_port=plan.api_port, containers=plan.names.containers,
+                          network=plan.network, folder=plan.host_cache_dir)
+        if cfg.target == "local":
+            # Every local endpoint of a program shares this machine's engine.
+            _claimed(LOCAL_API_ADDRESS, claim)
+        else:
+            values["host_address"] = _claimed(values["host_address"], claim)
     if ssh_dir is None:
         ssh_dir = plan.names.ssh_dir(Path.home(), pulumi.get_project(), pulumi.get_stack())
     return EndpointSettings(plan, SettingInputs(**values), str(ssh_dir))

@@ -85,6 +85,7 @@ class GpuHostArgs:
     cache_volume: CacheVolume
     ingress: IngressArgs
     container_user: str
+    container_open_files: int  # what the host check makes sure Docker can grant the containers
     ssh_user: str
     ami_id: str | None  # None: the latest AMI from ami_ssm_parameter, followed only at creation
     ami_ssm_parameter: str
@@ -493,7 +494,8 @@ class GpuHost(pulumi.ComponentResource):
             # A new VM takes a while to answer SSH at all.
             connection=target.connection(dial_error_limit=60),
             # Every GPU instance type runs the containers with the NVIDIA runtime the AMI brings.
-            create=host_ready_script(HOST_CACHE_MOUNT, True, args.container_user),
+            create=host_ready_script(HOST_CACHE_MOUNT, True, args.container_user,
+                                     open_files=args.container_open_files),
             # A new instance (or a new boot configuration) is a new host to wait for.
             triggers=[instance.id, instance.user_data_base64],
             opts=pulumi.ResourceOptions(

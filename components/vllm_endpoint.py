@@ -4,7 +4,8 @@
     endpoint = VllmEndpoint("chat", VllmEndpointArgs(target="existing-host", host_address=vm.private_ip, ...))
 
 On `target: aws` it builds a GpuHost and runs the server there; on `target: existing-host` it runs
-the same server on a Docker host the user already has, creating no AWS resources at all. `pulumi up`
+the same server on a Docker host the user already has, and on `target: local` on this machine's own
+Docker engine, creating no AWS resources at all. `pulumi up`
 finishes only when the readiness gate got an answer from `GET /v1/models` with the API key.
 
 No `from __future__ import annotations` here: Pulumi's component analyzer (a later step publishes this as
@@ -24,7 +25,7 @@ from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, S
 from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs, IngressArgs, SshKeyArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.components.vllm_server import TlsMaterial, VllmServer, VllmServerArgs
-from vllm_endpoint.infra.catalog.names import PREFETCH_MODEL_TAG, PROJECT
+from vllm_endpoint.infra.catalog.names import LOCAL_API_ADDRESS, PREFETCH_MODEL_TAG, PROJECT
 from vllm_endpoint.infra.render.container import plan_docker_run
 from vllm_endpoint.infra.render.host_scripts import summary_with_capacity
 from vllm_endpoint.infra.render.ssh import ssh_command
@@ -39,9 +40,10 @@ TLS_EARLY_RENEWAL_HOURS = 24 * 30
 
 @dataclass(frozen=True)
 class _Host:
-    """Where the server runs: the SSH target, what must be ready first, what the outputs report."""
+    """Where the server runs: the SSH target (None: this machine), what must be ready first, what the
+    outputs report."""
 
-    target: SshTarget
+    target: SshTarget | None
     depends_on: list[pulumi.Resource]
     public_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str | None]
@@ -58,11 +60,11 @@ class VllmEndpoint(pulumi.ComponentResource):
     model: pulumi.Output[str]
     """The model name apps put in requests; known once the server answered."""
     public_ip: pulumi.Output[str]
-    """The host's address: the Elastic IP on AWS, `hostAddress` on an existing host."""
+    """The host's address: the Elastic IP on AWS, `hostAddress` on an existing host, 127.0.0.1 locally."""
     instance_id: pulumi.Output[str | None]
     """The EC2 instance (AWS only)."""
-    ssh_command: pulumi.Output[str]
-    """An `ssh` command line to the host with the pinned host key."""
+    ssh_command: pulumi.Output[str | None]
+    """An `ssh` command line to the host with the pinned host key (None with target local)."""
     cache_volume_id: pulumi.Output[str | None]
     """The retained EBS cache volume (AWS only)."""
     retained_on_destroy: pulumi.Output[dict[str, Any] | None]
@@ -87,7 +89,8 @@ class VllmEndpoint(pulumi.ComponentResource):
         self.api_key, self.generated_api_key = self._api_key(name, settings)
         self.host = self._create_gpu_host(name, settings) if plan.config.target == "aws" else None
         host = self._host(settings, self.host)
-        self.tls = self._create_tls(name, host.target.address) if plan.scheme == "https" else None
+        self.tls = self._create_tls(name, host.target.address if host.target else LOCAL_API_ADDRESS) \
+            if plan.scheme == "https" else None
         self.server = VllmServer(
             f"{name}-server",
             VllmServerArgs(
@@ -132,7 +135,8 @@ class VllmEndpoint(pulumi.ComponentResource):
                 endpoint=name, instance=plan.instance, cache_volume=plan.cache_volume,
                 ingress=IngressArgs(api_port=plan.api_port, api_cidrs=inputs.api_allowed_cidrs,
                                     ssh_cidrs=inputs.ssh_allowed_cidrs),
-                container_user=plan.config.server.container_user, ssh_user=aws_settings.ssh_user,
+                container_user=plan.config.server.container_user,
+                container_open_files=plan.config.server.container_open_files, ssh_user=aws_settings.ssh_user,
                 ami_id=aws_settings.ami_id, ami_ssm_parameter=aws_settings.ami_ssm_parameter,
                 root_volume_size_gb=aws_settings.root_volume_size_gb, subnet_id=inputs.subnet_id,
                 availability_zone=aws_settings.availability_zone, kms_key_id=inputs.kms_key_id,
@@ -156,6 +160,9 @@ class VllmEndpoint(pulumi.ComponentResource):
         if gpu_host is not None:
             return _Host(gpu_host.ssh_target, [gpu_host.ready], gpu_host.public_ip,
                          gpu_host.instance_id, gpu_host.cache_volume_id)
+        if settings.plan.config.target == "local":
+            return _Host(None, [], pulumi.Output.from_input(LOCAL_API_ADDRESS),
+                         pulumi.Output.from_input(None), pulumi.Output.from_input(None))
         inputs, existing = settings.inputs, settings.plan.config.existing_host
         # Required with target=existing-host (the settings checked it).
         assert inputs.host_address is not None and inputs.host_public_key is not None
@@ -169,7 +176,7 @@ class VllmEndpoint(pulumi.ComponentResource):
         plan, target, ssh_dir = settings.plan, host.target, settings.ssh_dir
         # Apps can use these only once the gate has seen the server answer.
         ready = self.server.readiness.stdout
-        self.endpoint_url = pulumi.Output.all(target.address, ready).apply(
+        self.endpoint_url = pulumi.Output.all(target.address if target else LOCAL_API_ADDRESS, ready).apply(
             lambda values: f"{plan.scheme}://{_url_host(values[0])}:{plan.api_port}/v1")
         self.model = ready.apply(lambda _: plan.served_model_name)
         self.public_ip = host.public_ip
@@ -178,15 +185,16 @@ class VllmEndpoint(pulumi.ComponentResource):
         self.retained_on_destroy = (self.host.retained_on_destroy if self.host is not None
                                     else pulumi.Output.from_input(None))
         self.deploy_timeline = self.server.deploy_timeline
-        self.docker_run = pulumi.Output.from_input(plan_docker_run(plan))
+        self.docker_run = pulumi.Output.from_input(plan_docker_run(plan, self.server.owner))
         # vLLM's own KV cache figures join the plan's estimate once the gate saw the server ready; the
         # output is therefore unknown in a preview, so the plan (what runs, the fit, the costs) is also
         # printed as a diagnostic: `pulumi preview` shows it before anything is paid for.
         pulumi.log.info(plan.summary, resource=self)
         self.plan_summary = ready.apply(lambda out: summary_with_capacity(plan.summary, out))
-        self.ssh_command = pulumi.Output.from_input(target.address).apply(
-            lambda address: ssh_command(target.user, address, f"{ssh_dir}/{IDENTITY_FILE}",
-                                        f"{ssh_dir}/{KNOWN_HOSTS_FILE}", target.port))
+        self.ssh_command = pulumi.Output.from_input(None) if target is None else (
+            pulumi.Output.from_input(target.address).apply(
+                lambda address: ssh_command(target.user, address, f"{ssh_dir}/{IDENTITY_FILE}",
+                                            f"{ssh_dir}/{KNOWN_HOSTS_FILE}", target.port)))
         self.ca_certificate = (self.tls.ca_cert.cert_pem if self.tls is not None
                                else pulumi.Output.from_input(None))
 

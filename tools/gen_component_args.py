@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from vllm_endpoint.infra.settings.endpoint_args import COMPONENT_KEYS, INPUT_SETTINGS  # noqa: E402
-from vllm_endpoint.infra.settings.models import SECTIONS, StackConfig  # noqa: E402
+from vllm_endpoint.infra.settings.models import PROGRAM_SECTIONS, SECTIONS, StackConfig  # noqa: E402
 
 TARGET = ROOT / "components" / "vllm_endpoint_args.py"
 
@@ -139,8 +139,9 @@ def _entry(name: str, annotation: str, doc: str) -> str:
 
 def render() -> str:
     fields: list[tuple[str, str, FieldInfo]] = [("target", "target", StackConfig.model_fields["target"])]
-    for model in SECTIONS.values():
-        fields += [(name, info.alias or name, info) for name, info in model.model_fields.items()]
+    for section, model in SECTIONS.items():
+        if section not in PROGRAM_SECTIONS:
+            fields += [(name, info.alias or name, info) for name, info in model.model_fields.items()]
     entries = [_entry(name, _annotation(name, info), _docstring(key, info, name in INPUT_SETTINGS))
                for name, key, info in fields]
     entries += [_entry(name, "str", doc) for name, doc in COMPONENT_KEYS.items()]

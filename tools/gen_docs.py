@@ -25,7 +25,7 @@ import yaml  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from tools import gen_component_args, gen_import_sample, gen_layout  # noqa: E402
+from tools import gen_component_args, gen_diagrams, gen_import_sample, gen_layout  # noqa: E402
 from vllm_endpoint.infra.catalog import gpus, vllm_flags  # noqa: E402
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES  # noqa: E402
 from vllm_endpoint.infra.plan.deployment import cache_volume  # noqa: E402
@@ -62,10 +62,12 @@ def _replace_block(text: str, opening: str, closing: str, body: str) -> str:
 # README.md: the settings, what changing each does, the cache volume per instance type.
 
 SECTION_TITLES = {
+    "stack": "The stack program (not a VllmEndpoint argument)",
     "model": "Model (re-creates the container)",
     "server": "vLLM server and container (re-creates the container)",
     "aws": "AWS host (target `aws`)",
-    "existing_host": "Existing host (target `existing-host`)",
+    "existing_host": "Existing host (target `existing-host`; the cache and GPU settings also for `local`)",
+    "local": "This machine (target `local`)",
     "access": "Network edge and security",
     "secrets": "Secrets (`pulumi config set --secret`)",
 }
@@ -129,7 +131,7 @@ def ebs_table() -> str:
 
 README_BLOCKS: dict[str, Callable[[], str]] = {
     "settings": settings_table, "effects": effects_table, "ebs": ebs_table, "layout": gen_layout.render,
-    "import-docker-run": gen_import_sample.render,
+    "import-docker-run": gen_import_sample.render, "architecture": gen_diagrams.readme_block,
 }
 
 
@@ -171,6 +173,10 @@ GENERATORS: list[tuple[str, Render]] = [
     ("docs/gpu-catalog.md", whole(gpus.render_markdown)),
     ("docs/vllm-flags.md", whole(vllm_flags.render_markdown)),
     ("components/vllm_endpoint_args.py", whole(gen_component_args.render)),
+    # The pictures (tools/gen_diagrams.py): the resource graph from a mock run of the component, the deploy
+    # timeline from the newest bench result in bench/results/.
+    ("docs/architecture.md", whole(gen_diagrams.architecture_markdown)),
+    ("docs/deploy-timeline.svg", whole(gen_diagrams.timeline_svg)),
 ]
 
 

@@ -28,8 +28,22 @@ CONTAINER_MODEL_DIR: Final = "/app/model"
 
 # Where the cache volume is mounted on the host (AWS instance or an existing server).
 HOST_CACHE_MOUNT: Final = "/opt/vllm-endpoint/cache"  # = /opt/{PROJECT}/cache
+# target=local: the caches live in the deploying user's home unless hostCacheDir says otherwise.
+LOCAL_CACHE_DIR: Final = "~/.cache/vllm-endpoint"  # = ~/.cache/{PROJECT}
+# target=local publishes the API on this machine's loopback only: nothing outside it can connect.
+LOCAL_API_ADDRESS: Final = "127.0.0.1"
 
 VLLM_IMAGE_REPOSITORY: Final = "vllm/vllm-openai"
+# vLLM's own x86-64 CPU build, tagged like the GPU image (v<version>), for target=local on a machine without an
+# NVIDIA GPU. Source: docs.vllm.ai, Getting started > Installation > CPU > "Pre-built images" and Deployment >
+# Docker ("CPU images"), checked 2026-12-01.
+VLLM_CPU_IMAGE_REPOSITORY: Final = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo"
+# vLLM raises its open-files soft limit to this at start, and warns when the hard limit is lower
+# ("Found ulimit of N and failed to automatically increase": set_ulimit in vllm/utils/system_utils.py,
+# wheels 0.15.0-0.33.0; vllm/utils/__init__.py before). The default of containerOpenFiles.
+VLLM_OPEN_FILES_TARGET: Final = 65535
+# The CPU build sizes its KV cache from this variable, in GiB of RAM (it has no GPU memory to measure).
+VLLM_CPU_KV_CACHE_ENV: Final = "VLLM_CPU_KVCACHE_SPACE"
 # Pinned so the real-parts tests run the same vLLM: scripts/setup.sh installs vllm-cpu of this number,
 # which it reads from this very line (keep its form; tests/unit/infra/catalog/test_names.py runs that read).
 DEFAULT_VLLM_VERSION: Final = "0.32.0"
@@ -68,8 +82,13 @@ HF_TOKEN_PARAMETER_TAG: Final = f"{LABEL_PREFIX}:hf-token-parameter"
 # The endpoint __main__.py declares. Its containers, network, host folder and cloud names derive from an
 # endpoint's name (infra/plan/naming.py), so two endpoints of one program never share one.
 DEFAULT_ENDPOINT_NAME: Final = "vllm"
+# What an endpoint name may hold: its containers, network, host folder and an SSM path segment take it.
+ENDPOINT_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # AWS tags (and container labels) saying which stack and which endpoint a resource belongs to.
 STACK_TAG: Final = f"{LABEL_PREFIX}:stack"
+# The container label naming the Pulumi project: with STACK_TAG it tells one stack's containers from another's
+# on a shared host (infra/host/check-host-claims.sh).
+PROJECT_TAG: Final = f"{LABEL_PREFIX}:project"
 ENDPOINT_TAG: Final = f"{LABEL_PREFIX}:endpoint"
 SECRET_API_KEY_ENV: Final = "VLLM_API_KEY"
 SECRET_HF_TOKEN_ENV: Final = "HF_TOKEN"
@@ -90,6 +109,13 @@ PROXY_TLS_SUBDIR: Final = "tls"
 DOCKER_DNS: Final = "127.0.0.11"
 # The vLLM container's name on the private network.
 VLLM_UPSTREAM_HOST: Final = "vllm"
+# Open-source nginx re-resolves an upstream group's server name (`server NAME resolve`) from 1.27.3
+# (nginx CHANGES, 1.27.3, 2024-11-26); before it only a proxy_pass through a variable re-resolves,
+# and that path opens a new connection for every request.
+NGINX_UPSTREAM_RESOLVE_SINCE: Final = (1, 27, 3)
+# vLLM's HTTP server closes a connection idle this long (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, vllm/envs.py,
+# 0.32.0): the proxy must let go of an idle one before that.
+VLLM_HTTP_KEEP_ALIVE_S: Final = 5
 # Paths the proxy forwards; everything else is answered by the proxy with 404.
 FORWARDED_PREFIX: Final = "/v1/"
 HEALTH_PATH: Final = "/health"
@@ -101,8 +127,14 @@ BOOT_ENV_FILE: Final = f"/etc/{PROJECT}/boot.env"
 # instance (an instance-type change) re-checks its volume, runtime and Docker the same way.
 BOOT_SCRIPT: Final = f"/var/lib/cloud/scripts/per-boot/50-{PROJECT}-boot"
 PREPARE_CACHE_SCRIPT: Final = f"/usr/local/sbin/{PROJECT}-prepare-cache-volume"
-# The boot-time model download (stdlib Python: runs on the AMI's python3 before any container).
+# The boot-time model download: chooses the files vLLM reads and has the maintained Hub client fetch them.
 HF_PREFETCH_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/hf-prefetch.py"
+# That client, installed by boot.sh into a venv of its own (the AMI's python3) before the first download.
+# The versions the vLLM image of DEFAULT_VLLM_VERSION ships (so the prefetch writes the cache exactly as the
+# server's own client would), and PyPI's newest on 2026-12-01 (`pip index versions`). Their dependencies
+# come within the ranges these releases declare. scripts/setup.sh downloads the same pins for the tests.
+HF_CLIENT_PACKAGES: Final = ("huggingface_hub==2.4.0", "hf_xet==1.8.0")
+HF_CLIENT_VENV: Final = f"/usr/local/lib/{PROJECT}/hf-client"
 STATE_DIR: Final = f"/var/lib/{PROJECT}"
 DEPLOY_TIMELINE_FILE: Final = f"{STATE_DIR}/timeline"
 # The boot-time prefetch jobs leave prefetch-{image,model}.{started,pid,done,failed} here.

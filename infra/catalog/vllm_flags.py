@@ -68,7 +68,9 @@ __all__ = [
     "flag_available",
     "flag_spec",
     "image_entrypoint",
+    "model_is_positional",
     "render_markdown",
+    "runs_several_api_servers",
 ]
 
 VLLM_FLAGS_FILE: Final = data_path("vllm-flags.yaml")
@@ -294,15 +296,29 @@ FLAGS: tuple[FlagSpec, ...] = _DATA.flags
 
 
 def image_entrypoint(version: VllmVersion) -> tuple[str, ...]:
-    """The ENTRYPOINT of `vllm/vllm-openai:v<version>` (see vllm-flags.yaml for the sources).
-
-    Both entrypoints accept the model as `--model X`: the api_server parser has a `--model` option
-    in every release; `vllm serve` (checked in 0.32.0's parser, wheel 0.32.0:
-    vllm/utils/argparse_utils.py) moves `--model X` to the positional model argument and logs that
-    the option "will be removed in a future version". The product therefore never needs to prepend
-    `serve` or drop `--model`.
-    """
+    """The ENTRYPOINT of `vllm/vllm-openai:v<version>` (see vllm-flags.yaml for the sources)."""
     return _SERVE_ENTRYPOINT if version >= SERVE_ENTRYPOINT_SINCE else _API_SERVER_ENTRYPOINT
+
+
+def model_is_positional(version: VllmVersion) -> bool:
+    """Whether the image takes the model as its first, positional argument (`vllm serve MODEL`).
+
+    The api_server module the older images run has no positional model: it needs `--model X`.
+    `vllm serve` still accepts `--model X` (it moves it to the positional argument), but warns that the
+    option will be removed (the table's `--model` entry records the deprecation), so the model is given
+    positionally wherever the entrypoint is `vllm serve`, and a release that removes `--model` changes
+    nothing the product renders.
+    """
+    return image_entrypoint(version) == _SERVE_ENTRYPOINT
+
+
+def runs_several_api_servers(version: VllmVersion) -> bool:
+    """Whether `--api-server-count N` starts N API server processes in the image of `version`.
+
+    The api_server module of the 0.10.0-0.11.0 images accepts the flag but ignores it; only `vllm serve`
+    (the entrypoint from SERVE_ENTRYPOINT_SINCE) runs several servers.
+    """
+    return image_entrypoint(version) == _SERVE_ENTRYPOINT and flag_available("--api-server-count", version)
 
 
 @cache
@@ -789,7 +805,8 @@ def render_markdown() -> str:
         "",
         f"- before {SERVE_ENTRYPOINT_SINCE}: `{' '.join(_API_SERVER_ENTRYPOINT)}`",
         f"- {SERVE_ENTRYPOINT_SINCE} and later: `{' '.join(_SERVE_ENTRYPOINT)}` (accepts `--model X`, "
-        "rewriting it to the positional model with a deprecation warning)",
+        "rewriting it to the positional model with a deprecation warning; the product gives the model "
+        "positionally there)",
         "",
         "## Summary",
         "",
@@ -808,6 +825,8 @@ def render_markdown() -> str:
         lines.append("")
         for form in spec.forms:
             lines.append(f"- {_span(form)}: {_form_text(form)}")
+        if spec.deprecated_since:
+            lines.append(f"- deprecated from {spec.deprecated_since}")
         if spec.removed:
             lines.append(f"- removed in {spec.removed}: {spec.replacement or 'remove it'}")
         for note in spec.notes:

@@ -9,11 +9,13 @@
 #   DOCKER_DATA_ROOT       - empty, or where Docker keeps its images (on the cache volume: they survive
 #                            a replacement instance)
 #   DEPLOY_TIMELINE_FILE   - where each stage's end time is appended ("stage epoch-seconds")
-#   PREFETCH_STATE_DIR, PREFETCH_LOG, HF_PREFETCH_SCRIPT, HF_HOME_DIR and the *_TAG names - see "Prefetch"
+#   PREFETCH_STATE_DIR, PREFETCH_LOG, HF_PREFETCH_SCRIPT, HF_CLIENT_VENV, HF_CLIENT_PACKAGES, HF_HOME_DIR
+#                          and the *_TAG names - see "Prefetch"
 # A missing one stops the boot at once, naming it.
 #
 # `boot.sh` alone is the boot; `boot.sh prefetch` runs only the prefetch start (for tests and by hand);
-# `boot.sh prefetch-image-job|prefetch-model-job` are the detached jobs it starts.
+# `boot.sh prefetch-image-job|prefetch-model-job` are the detached jobs it starts; `boot.sh install-hf-client`
+# only installs the Hub client the model job uses.
 #
 # It exits non-zero (and cloud-init reports an error, which fails the deploy's host check) when the
 # cache volume cannot be mounted: the container must never start with its caches on the root disk.
@@ -27,7 +29,8 @@ missing="is missing in $BOOT_ENV_FILE"
   "${CACHE_WAIT_SECONDS:?$missing}" "${CACHE_OWNER:?$missing}" "${SSH_USER:?$missing}" \
   "${PREPARE_CACHE_SCRIPT:?$missing}" "${DOCKER_DATA_ROOT?$missing}" "${DEPLOY_TIMELINE_FILE:?$missing}" \
   "${PREFETCH_STATE_DIR:?$missing}" "${PREFETCH_LOG:?$missing}" "${HF_PREFETCH_SCRIPT:?$missing}" \
-  "${HF_HOME_DIR:?$missing}" "${PREFETCH_IMAGE_TAG:?$missing}" "${PREFETCH_MODEL_TAG:?$missing}" \
+  "${HF_CLIENT_VENV:?$missing}" "${HF_CLIENT_PACKAGES:?$missing}" "${HF_HOME_DIR:?$missing}" \
+  "${PREFETCH_IMAGE_TAG:?$missing}" "${PREFETCH_MODEL_TAG:?$missing}" \
   "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}"
 
 timeline() {
@@ -42,6 +45,7 @@ timeline() {
 #   PREFETCH_IMAGE_TAG      image reference
 #   PREFETCH_MODEL_TAG      Hugging Face repo id (absent for uploaded or baked-in models), downloaded
 #                           by HF_PREFETCH_SCRIPT into HF_HOME_DIR (the containers' HF_HOME on the volume)
+#                           with the Hub client (HF_CLIENT_PACKAGES) the job installs into HF_CLIENT_VENV
 #   PREFETCH_REVISION_TAG   its revision (absent: main)
 #   HF_TOKEN_PARAMETER_TAG  SSM SecureString parameter holding the HF token (gated models)
 # Each job leaves prefetch-<job>.started, .pid and then .done or .failed ("<epoch> <message>") in
@@ -97,7 +101,7 @@ start_job() {
   # The job reads BOOT_ENV_FILE again itself (it is this script, env file path included).
   local pass=("VLLM_ENDPOINT_IMDS_URL=$imds_url" "PREFETCH_RETRY_DELAY=$retry_delay" "$@")
   # Where tests point the jobs at stand-ins (a Hub, a Docker engine); unset on an instance.
-  for name in HF_ENDPOINT DOCKER_HOST; do
+  for name in HF_ENDPOINT DOCKER_HOST HF_CLIENT_WHEELHOUSE; do
     if [[ -n ${!name:-} ]]; then pass+=("$name=${!name}"); fi
   done
   date +%s.%N >"$state_dir/prefetch-$job.started"
@@ -169,15 +173,52 @@ read_hf_token() {
   return 1
 }
 
+# Installs the Hub client (HF_CLIENT_PACKAGES) into the venv HF_CLIENT_VENV, unless the venv already holds
+# exactly these pins (a later boot, a re-run). From PyPI; from the wheels in HF_CLIENT_WHEELHOUSE instead when
+# that is set (a host without a registry: the tests). pip's own lines go to the log the host check reads.
+install_hf_client() {
+  mkdir -p -- "$(dirname -- "$HF_CLIENT_VENV")"
+  # One install at a time; the lock file sits beside the venv, which an install replaces whole.
+  ( flock 9 && install_hf_client_locked ) 9>"$HF_CLIENT_VENV.lock"
+}
+
+install_hf_client_locked() {
+  local venv=$HF_CLIENT_VENV python pip_source=() packages t0=$SECONDS
+  read -ra packages <<<"$HF_CLIENT_PACKAGES"
+  if [[ -x $venv/bin/python && "$(cat -- "$venv/.packages" 2>/dev/null)" == "$HF_CLIENT_PACKAGES" ]]; then
+    return 0
+  fi
+  echo "hf-prefetch: installing the Hub client ($HF_CLIENT_PACKAGES) into $venv"
+  # The distribution's own interpreter (cloud-init runs on it), not one an AMI puts first on PATH.
+  python=/usr/bin/python3
+  [[ -x $python ]] || python=$(command -v python3) || { echo "python3 is not installed" >&2; return 1; }
+  rm -rf -- "$venv"
+  if ! "$python" -m venv "$venv"; then
+    # Ubuntu leaves `venv`'s pip bootstrap to the python3-venv package.
+    echo "hf-prefetch: installing python3-venv"
+    rm -rf -- "$venv"
+    apt-get -q update || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
+      python3-venv || return 1
+    "$python" -m venv "$venv" || return 1
+  fi
+  if [[ -n ${HF_CLIENT_WHEELHOUSE:-} ]]; then pip_source=(--no-index --find-links "$HF_CLIENT_WHEELHOUSE"); fi
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off \
+    "${pip_source[@]}" "${packages[@]}" || return 1
+  printf '%s' "$HF_CLIENT_PACKAGES" >"$venv/.packages"
+  echo "hf-prefetch: the Hub client is ready after $((SECONDS - t0)) s"
+}
+
 prefetch_model_job() {
   echo $$ >"$state_dir/prefetch-model.pid"
   local owner=${CACHE_OWNER%%:*} hf_home=$HF_HOME_DIR
-  local errors="$state_dir/prefetch-model.err" python token="" rc=0
+  local errors="$state_dir/prefetch-model.err" python=$HF_CLIENT_VENV/bin/python token="" rc=0
   local args=(--repo "$PREFETCH_MODEL" --hf-home "$hf_home")
   if [[ -n ${PREFETCH_REVISION:-} ]]; then args+=(--revision "$PREFETCH_REVISION"); fi
-  # The distribution's own interpreter (cloud-init runs on it), not one an AMI puts first on PATH.
-  python=/usr/bin/python3
-  [[ -x $python ]] || python=$(command -v python3) || { finish model failed "python3 is not installed"; return 0; }
+  if ! install_hf_client; then
+    finish model failed "cannot install the Hub client ($HF_CLIENT_PACKAGES) into $HF_CLIENT_VENV (see $prefetch_log)"
+    return 0
+  fi
   install -d -m 0755 -- "$hf_home"
   chown -- "$CACHE_OWNER" "$hf_home"
   local run=(runuser -u "$owner" -- env "DEPLOY_TIMELINE_FILE=$DEPLOY_TIMELINE_FILE")
@@ -211,7 +252,8 @@ case ${1:-} in
   prefetch) start_prefetch; exit 0 ;;
   prefetch-image-job) exec >>"$prefetch_log" 2>&1; prefetch_image_job; exit 0 ;;
   prefetch-model-job) exec >>"$prefetch_log" 2>&1; prefetch_model_job; exit 0 ;;
-  *) echo "usage: $0 [prefetch]" >&2; exit 2 ;;
+  install-hf-client) install_hf_client; exit ;;
+  *) echo "usage: $0 [prefetch|install-hf-client]" >&2; exit 2 ;;
 esac
 
 # A fresh timeline per boot: the gate reports this boot's stages, not an older one's. The SSH user

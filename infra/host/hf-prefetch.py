@@ -4,24 +4,24 @@
 Usage: hf-prefetch.py --repo ORG/NAME [--revision REV] [--hf-home DIR] [--token-file PATH|-]
 """
 
-# Run at boot on the instance (Ubuntu 22.04's python3.10, standard library only), as the owner of the
-# cache volume's folders, in the background while the image is pulled.
+# Run at boot on the instance by boot.sh, with the interpreter of the venv boot.sh installs the maintained
+# Hub client into (huggingface_hub and hf_xet, pinned in infra/catalog/names.py HF_CLIENT_PACKAGES), as
+# the owner of the cache volume's folders, in the background while the image is pulled. This file only
+# chooses the files; the library fetches them (Xet in high-performance mode where the Hub serves Xet,
+# resumed HTTP otherwise), takes its per-blob locks (a vLLM starting meanwhile waits instead of fetching
+# twice) and writes the cache layout vLLM's own huggingface_hub reads: HF_HOME/hub/models--ORG--NAME/
+# {blobs,snapshots/<commit>,refs/<revision>}.
 #
-# The token comes from --token-file (a path; `-` reads it from standard input) or the HF_TOKEN variable,
-# never from an argument, and is sent only to the Hub endpoint itself (not to the storage host that LFS
-# downloads are redirected to). HF_ENDPOINT selects another Hub; DEPLOY_TIMELINE_FILE, when set, gets
+# The token comes from --token-file (a path; `-` reads it from standard input) and reaches the library as
+# its `token` argument: never an argument of this program, never the environment, never a file it writes.
+# The library sends it to the Hub only (not to the storage host LFS downloads are redirected to).
+# An interrupted file is fetched again whole (the library does not resume one); what the interrupted run
+# wrote is removed first. HF_ENDPOINT selects another Hub; DEPLOY_TIMELINE_FILE, when set, gets
 # "model_present <epoch>" appended once every file is in place.
 #
-# What it writes is the cache huggingface_hub itself reads (HF_HOME/hub):
-#   models--ORG--NAME/blobs/<etag>                  the content, named by the ETag the Hub reports
-#   models--ORG--NAME/snapshots/<commit>/<path>     relative symlink to ../../blobs/<etag>
-#   models--ORG--NAME/refs/<revision>               the commit the revision resolved to
-# A file is fetched into blobs/<etag>.incomplete (resumed with a range request after an interruption,
-# checked against its size and, for LFS files, its sha256) and renamed into place, under the same
-# per-blob lock file huggingface_hub takes, so a vLLM starting meanwhile waits instead of fetching it
-# twice. A second run finds every snapshot entry and downloads nothing. No trees/<commit>.json listing
-# is written: huggingface_hub would then hold a snapshot without the files vLLM does not read
-# (other weight formats) for incomplete.
+# One hf_hub_download per file, not snapshot_download: snapshot_download also stores the repo's whole
+# listing (trees/<commit>.json), and an offline huggingface_hub then counts every listed file that vLLM
+# does not read (other weight formats) as missing from the snapshot.
 #
 # The files are the ones vLLM 0.32 reads when it starts with `--model ORG/NAME` (load format `auto`):
 # - every file that is not a weight or a large media file (configs, tokenizer, chat templates, README):
@@ -33,38 +33,21 @@ Usage: hf-prefetch.py --repo ORG/NAME [--revision REV] [--hf-home DIR] [--token-
 from __future__ import annotations
 
 import argparse
-import contextlib
-import email.message
 import fcntl
 import fnmatch
-import hashlib
-import http.client
 import json
 import os
 import posixpath
 import re
 import sys
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import IO, TypeVar
+from typing import Any
 
 PROG = "hf-prefetch"
-DEFAULT_ENDPOINT = "https://huggingface.co"
-DEFAULT_REVISION = "main"
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Repo ids as the Hub allows them; `--` is excluded because the cache folder name uses it as separator.
 REPO_RE = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
-# An ETag becomes a file name in blobs/: nothing that could leave that folder.
-ETAG_RE = re.compile(r"[A-Za-z0-9][\w.-]*")
-CHUNK = 1 << 20
-MAX_HUB_REDIRECTS = 5
 
 # Weights in every format and large media: what vLLM's tokenizer/processor snapshot leaves out
 # (vllm/transformers_utils/repo_utils.py). Everything else in the repo is small and read at start.
@@ -80,8 +63,11 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 # vLLM's default --ignore-patterns: the duplicate checkpoints Meta ships under original/.
 IGNORED_WEIGHTS = ("original/**/*",)
-
-T = TypeVar("T")
+# Read by huggingface_hub at import. High performance: hf_xet uses every core and the full bandwidth
+# (the instance does nothing else yet). No progress bars: the log is a file and the host check measures
+# the folder itself.
+CLIENT_ENV = {"HF_XET_HIGH_PERFORMANCE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+              "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"}
 
 
 class PrefetchError(Exception):
@@ -131,379 +117,82 @@ def select_weight_files(files: list[str], read_json: Callable[[str], object]) ->
     return []
 
 
-# ------------------------------------------------------------------------------------------------
-# HTTP
+def explain(err: BaseException, repo: str, revision: str, endpoint: str, has_token: bool) -> PrefetchError:
+    """The library's exception as a message for the operator (what to change), marked retryable or not."""
+    from huggingface_hub import errors
+
+    # hf_hub_download wraps a failed metadata request; the HTTP answer is on the chain.
+    found: BaseException | None = err
+    while found is not None and not isinstance(found, errors.HfHubHTTPError):
+        found = found.__cause__ or found.__context__
+    if found is None:
+        return PrefetchError(f"{type(err).__name__}: {err}", retry=True)
+    response = getattr(found, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(found, errors.RevisionNotFoundError):
+        return PrefetchError(f"the revision {revision!r} does not exist in {repo} (HTTP {status})")
+    if isinstance(found, errors.GatedRepoError) or status == 401:
+        if not has_token:
+            return PrefetchError(f"HTTP {status}: {repo} is gated or private (or does not exist) and no "
+                                 "Hugging Face token was given; set the stack's hfToken")
+        return PrefetchError(f"HTTP {status}: the Hub refused the token for {repo}")
+    if status == 403:
+        return PrefetchError(f"HTTP 403: the token's account has no access to {repo}; accept the model's "
+                             "conditions on its Hub page with that account")
+    if isinstance(found, errors.RepositoryNotFoundError):
+        return PrefetchError(f"HTTP {status}: no model repository {repo} at {endpoint}")
+    if isinstance(found, errors.EntryNotFoundError):
+        return PrefetchError(f"HTTP {status}: a file listed in {repo} is not served: {found}")
+    return PrefetchError(f"HTTP {status}: {found}", retry=status is None or status == 429 or status >= 500)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are followed by hand: the token must not follow one that leaves the Hub."""
-
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: http.client.HTTPMessage, newurl: str) -> None:
-        return None
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
-
-
-@dataclass
-class Response:
-    status: int
-    headers: email.message.Message
-    body: IO[bytes]
-    url: str
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-
-@dataclass(frozen=True)
-class FileMeta:
-    path: str
-    etag: str
-    size: int | None
-    url: str  # where the content is fetched
-    send_token: bool  # False once redirected off the Hub
-
-
-class Hub:
-    def __init__(self, endpoint: str, repo: str, token: str | None, retries: int, timeout: float) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self.repo = repo
-        self.token = token
-        self.retries = retries
-        self.timeout = timeout
-        self.opener = urllib.request.build_opener(_NoRedirect())
-
-    # --- plumbing ---------------------------------------------------------------------------
-    def open(self, method: str, url: str, headers: dict[str, str] | None = None,
-             send_token: bool = True) -> Response:
-        request_headers = {"User-Agent": f"{PROG}/1", "Accept-Encoding": "identity", **(headers or {})}
-        if send_token and self.token and _origin(url) == _origin(self.endpoint):
-            request_headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(url, method=method, headers=request_headers)
+def retrying(what: str, attempts: int, attempt_fn: Callable[[], Any], to_error: Callable[[BaseException],
+             PrefetchError]) -> Any:
+    """Calls `attempt_fn` until it succeeds, a permanent error occurs, or the attempts run out."""
+    delay = 1.0
+    for attempt in range(1, attempts + 1):
         try:
-            resp = self.opener.open(request, timeout=self.timeout)
-        except urllib.error.HTTPError as err:  # also 3xx, as redirects are not followed
-            return Response(err.code, err.headers, err, url)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            reason = getattr(err, "reason", err)
-            raise PrefetchError(f"{method} {url}: {reason}", retry=True) from err
-        return Response(resp.status, resp.headers, resp, url)
-
-    def get(self, url: str, headers: dict[str, str], send_token: bool, what: str) -> Response:
-        """GET that follows redirects, keeping the token only while it stays on the same origin."""
-        for _ in range(MAX_HUB_REDIRECTS):
-            resp = self.open("GET", url, headers, send_token=send_token)
-            location = resp.header("Location")
-            if not (300 <= resp.status < 400 and location):
-                return resp
-            resp.body.close()
-            target = urllib.parse.urljoin(url, location)
-            send_token = send_token and _origin(target) == _origin(url)
-            url = target
-        raise PrefetchError(f"{what}: more than {MAX_HUB_REDIRECTS} redirects")
-
-    def retrying(self, what: str, attempt_fn: Callable[[], T]) -> T:
-        """Calls `attempt_fn` until it succeeds, a permanent error occurs, or the attempts run out."""
-        delay = 1.0
-        for attempt in range(1, self.retries + 1):
-            try:
-                return attempt_fn()
-            except PrefetchError as err:
-                if not err.retry or attempt == self.retries:
-                    if err.retry:
-                        raise PrefetchError(f"{what}: gave up after {attempt} attempts: {err}") from err
-                    raise
-                log(f"{what}: {err}; retrying in {delay:.0f} s ({attempt}/{self.retries})")
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
-
-    def raise_for_status(self, resp: Response, what: str) -> None:
-        if resp.status < 400:
-            return
-        code = resp.header("X-Error-Code") or ""
-        detail = resp.header("X-Error-Message") or ""
-        suffix = f" ({detail})" if detail else ""
-        with contextlib.suppress(OSError):
-            resp.body.close()
-        if resp.status == 429 or resp.status >= 500:
-            retry_after = resp.header("Retry-After") or ""
-            if retry_after.isdigit():
-                time.sleep(min(int(retry_after), 60))
-            raise PrefetchError(f"{what}: HTTP {resp.status}{suffix}", retry=True)
-        if code == "RevisionNotFound":
-            raise PrefetchError(f"{what}: the revision does not exist in {self.repo} (HTTP {resp.status}){suffix}")
-        if code == "EntryNotFound":
-            raise PrefetchError(f"{what}: no such file in {self.repo} (HTTP {resp.status}){suffix}")
-        if resp.status == 401 or code == "GatedRepo":
-            if not self.token:
-                raise PrefetchError(
-                    f"{what}: HTTP {resp.status}: {self.repo} is gated or private (or does not exist) and no "
-                    f"Hugging Face token was given; set the stack's hfToken{suffix}")
-            raise PrefetchError(f"{what}: HTTP {resp.status}: the Hub refused the token for {self.repo}{suffix}")
-        if resp.status == 403:
-            raise PrefetchError(
-                f"{what}: HTTP 403: the token's account has no access to {self.repo}; accept the model's "
-                f"conditions on its Hub page with that account{suffix}")
-        if resp.status == 404 or code == "RepoNotFound":
-            raise PrefetchError(f"{what}: HTTP {resp.status}: no model repository {self.repo} at {self.endpoint}"
-                                f"{suffix}")
-        raise PrefetchError(f"{what}: HTTP {resp.status}{suffix}")
-
-    # --- the Hub's API ----------------------------------------------------------------------
-    def resolve(self, revision: str) -> tuple[str, list[str]]:
-        """(commit, files) of the repo at `revision`."""
-        url = f"{self.endpoint}/api/models/{self.repo}/revision/{urllib.parse.quote(revision, safe='')}"
-
-        def attempt() -> tuple[str, list[str]]:
-            resp = self.open("GET", url, {"Accept": "application/json"})
-            self.raise_for_status(resp, f"model info of {self.repo}@{revision}")
-            try:
-                info = json.loads(resp.body.read())
-            except (ValueError, OSError, http.client.HTTPException) as err:
-                raise PrefetchError(f"model info of {self.repo}: unreadable answer: {err}", retry=True) from err
-            finally:
-                resp.body.close()
-            commit = info.get("sha") if isinstance(info, dict) else None
-            siblings = info.get("siblings") if isinstance(info, dict) else None
-            if not isinstance(commit, str) or not COMMIT_RE.fullmatch(commit) or not isinstance(siblings, list):
-                raise PrefetchError(f"model info of {self.repo} from {self.endpoint} has no commit and file list; "
-                                    "is HF_ENDPOINT a Hugging Face Hub?")
-            files = [s["rfilename"] for s in siblings if isinstance(s, dict) and isinstance(s.get("rfilename"), str)]
-            return commit, files
-
-        return self.retrying(f"resolving {self.repo}@{revision}", attempt)
-
-    def file_meta(self, commit: str, path: str) -> FileMeta:
-        """ETag, size and download location of one file, read the way huggingface_hub reads them: a HEAD
-        on resolve/, following redirects on the Hub and stopping at one that leaves it (LFS storage)."""
-
-        def attempt() -> FileMeta:
-            url = f"{self.endpoint}/{self.repo}/resolve/{commit}/{urllib.parse.quote(path)}"
-            for _ in range(MAX_HUB_REDIRECTS):
-                resp = self.open("HEAD", url)
-                resp.body.close()
-                self.raise_for_status(resp, f"HEAD {path}")
-                location = resp.header("Location")
-                redirected = 300 <= resp.status < 400 and location is not None
-                if redirected:
-                    assert location is not None
-                    target = urllib.parse.urljoin(url, location)
-                    if _origin(target) == _origin(url):
-                        url = target
-                        continue
-                    url, send_token = target, False
-                else:
-                    send_token = True
-                served_commit = resp.header("X-Repo-Commit")
-                if served_commit is None:
-                    raise PrefetchError(f"HEAD {path}: no X-Repo-Commit header: {self.endpoint} does not answer "
-                                        "like a Hugging Face Hub")
-                if served_commit != commit:
-                    raise PrefetchError(f"HEAD {path}: served from commit {served_commit}, expected {commit}")
-                raw_etag = resp.header("X-Linked-Etag") or resp.header("ETag")
-                etag = _normalize_etag(raw_etag)
-                if etag is None or not ETAG_RE.fullmatch(etag):
-                    raise PrefetchError(f"HEAD {path}: unusable ETag {raw_etag!r}")
-                size_text = resp.header("X-Linked-Size") or (None if redirected else resp.header("Content-Length"))
-                size = int(size_text) if size_text and size_text.isdigit() else None
-                return FileMeta(path, etag, size, url, send_token)
-            raise PrefetchError(f"HEAD {path}: more than {MAX_HUB_REDIRECTS} redirects")
-
-        return self.retrying(f"metadata of {path}", attempt)
+            return attempt_fn()
+        except PrefetchError:
+            raise
+        except Exception as exc:  # the library raises many kinds; explain() sorts them
+            err = to_error(exc)
+            if not err.retry:
+                raise err from exc
+            if attempt == attempts:
+                raise PrefetchError(f"{what}: gave up after {attempt} attempts: {err}") from exc
+            log(f"{what}: {err}; retrying in {delay:.0f} s ({attempt}/{attempts})")
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
 
 
-def _normalize_etag(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    return value.strip('"')
+def remove_stale_partials(storage: str, locks: str) -> int:
+    """Deletes the partial downloads an interrupted run left in `storage`/blobs; returns their bytes.
 
-
-# ------------------------------------------------------------------------------------------------
-# The cache
-
-
-@contextlib.contextmanager
-def _blob_lock(path: str) -> Iterator[None]:
-    """The per-blob lock file huggingface_hub takes (flock), so the two never write the same blob."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    huggingface_hub writes each download to a file of its own, <etag>.<id>.incomplete, and never resumes one
+    (a killed run's file would stay for good). One is stale when nobody holds its blob's lock, the flock the
+    library holds while it writes; one being written (a vLLM started meanwhile) is left alone."""
+    blobs = os.path.join(storage, "blobs")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock; the file stays, as huggingface_hub leaves its own
-
-
-def _replace_symlink(target: str, link: str) -> None:
-    tmp = f"{link}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def _write_atomically(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-class Cache:
-    def __init__(self, hub_dir: str, repo: str) -> None:
-        self.hub_dir = hub_dir
-        folder = "--".join(["models", *repo.split("/")])
-        self.storage = os.path.join(hub_dir, folder)
-        self.locks = os.path.join(hub_dir, ".locks", folder)
-
-    def pointer(self, commit: str, path: str) -> str:
-        pointer = os.path.join(self.storage, "snapshots", commit, *path.split("/"))
-        snapshot = os.path.join(self.storage, "snapshots", commit)
-        if os.path.commonpath([snapshot, os.path.normpath(pointer)]) != snapshot or ".." in path.split("/"):
-            raise PrefetchError(f"refusing the repo path {path!r}: it leaves the snapshot folder")
-        return pointer
-
-    def blob(self, etag: str) -> str:
-        return os.path.join(self.storage, "blobs", etag)
-
-    def link(self, pointer: str, blob: str) -> None:
-        os.makedirs(os.path.dirname(pointer), exist_ok=True)
-        _replace_symlink(os.path.relpath(blob, os.path.dirname(pointer)), pointer)
-
-    def write_ref(self, revision: str, commit: str) -> None:
-        if revision == commit:
-            return
-        ref = os.path.join(self.storage, "refs", *revision.split("/"))
+        names = [n for n in os.listdir(blobs) if n.endswith(".incomplete")]
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        os.makedirs(locks, exist_ok=True)
+        fd = os.open(os.path.join(locks, name.split(".", 1)[0] + ".lock"), os.O_RDWR | os.O_CREAT, 0o664)
         try:
-            with open(ref) as fh:
-                if fh.read() == commit:
-                    return
-        except OSError:
-            pass
-        _write_atomically(ref, commit)
-
-
-class Prefetcher:
-    def __init__(self, hub: Hub, cache: Cache, workers: int) -> None:
-        self.hub = hub
-        self.cache = cache
-        self.workers = workers
-        self.downloaded = 0
-        self.present = 0
-        self._lock = threading.Lock()
-
-    def _count(self, downloaded: int = 0, present: int = 0) -> None:
-        with self._lock:
-            self.downloaded += downloaded
-            self.present += present
-
-    def fetch_all(self, commit: str, paths: list[str]) -> None:
-        if not paths:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(paths)))) as pool:
-            futures = [pool.submit(self.fetch, commit, p) for p in paths]
-            errors = [f.exception() for f in futures]
-        failed = [e for e in errors if e is not None]
-        if failed:
-            if len(failed) > 1:
-                log(f"{len(failed)} files failed; the first error follows")
-            raise failed[0]
-
-    def total_bytes(self, commit: str, paths: list[str]) -> int | None:
-        """The size of these files: from disk for those in place, from the Hub (a HEAD each) for the
-        others; None when the Hub does not say one's size. The download asks again: a signed storage
-        URL may expire before a late file of a large model starts."""
-        missing = [p for p in paths if not os.path.exists(self.cache.pointer(commit, p))]
-        total = sum(os.path.getsize(self.cache.pointer(commit, p)) for p in paths if p not in missing)
-        if missing:
-            with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(missing)))) as pool:
-                metas = list(pool.map(lambda p: self.hub.file_meta(commit, p), missing))
-            if any(m.size is None for m in metas):
-                return None
-            total += sum(m.size or 0 for m in metas)
-        return total
-
-    def fetch(self, commit: str, path: str) -> None:
-        pointer = self.cache.pointer(commit, path)
-        if os.path.exists(pointer):  # follows the link: the blob is there
-            self._count(present=os.path.getsize(pointer))
-            return
-        meta = self.hub.file_meta(commit, path)
-        blob = self.cache.blob(meta.etag)
-        with _blob_lock(os.path.join(self.cache.locks, f"{meta.etag}.lock")):
-            if os.path.exists(blob) and (meta.size is None or os.path.getsize(blob) == meta.size):
-                self._count(present=os.path.getsize(blob))
-            else:
-                self.hub.retrying(f"downloading {path}", lambda: self._download(meta, blob))
-        self.cache.link(pointer, blob)
-
-    def _download(self, meta: FileMeta, blob: str) -> None:
-        part = blob + ".incomplete"
-        os.makedirs(os.path.dirname(blob), exist_ok=True)
-        have = os.path.getsize(part) if os.path.exists(part) else 0
-        if meta.size is not None and have > meta.size:
-            have = 0
-        digest = hashlib.sha256() if SHA256_RE.fullmatch(meta.etag) else None
-        resp: Response | None = None
-        if meta.size is None or have < meta.size:
-            what = f"GET {meta.path}"
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            resp = self.hub.get(meta.url, headers, meta.send_token, what)
-            if resp.status == 416 and have:
-                resp.body.close()
-                have, resp = 0, self.hub.get(meta.url, {}, meta.send_token, what)
-            self.hub.raise_for_status(resp, what)
-            if resp.status != 206:
-                have = 0  # the server sent the whole file
-            elif not (resp.header("Content-Range") or "").startswith(f"bytes {have}-"):
-                resp.body.close()
-                raise PrefetchError(f"{what}: the server resumed at the wrong offset "
-                                    f"({resp.header('Content-Range')!r}, expected {have})", retry=True)
-        mode = "ab" if have else "wb"
-        if digest is not None and have:
-            with open(part, "rb") as fh:
-                for chunk in iter(lambda: fh.read(CHUNK), b""):
-                    digest.update(chunk)
-        with open(part, mode) as out:
-            out.truncate(have)
-            if resp is not None:
-                try:
-                    for chunk in iter(lambda: resp.body.read(CHUNK), b""):
-                        out.write(chunk)
-                        if digest is not None:
-                            digest.update(chunk)
-                        self._count(downloaded=len(chunk))
-                except (OSError, http.client.HTTPException) as err:
-                    # What arrived stays in .incomplete: the next attempt resumes after it.
-                    raise PrefetchError(f"GET {meta.path}: interrupted: {err}", retry=True) from err
-                finally:
-                    resp.body.close()
-        size = os.path.getsize(part)
-        if meta.size is not None and size != meta.size:
-            raise PrefetchError(f"GET {meta.path}: got {size} bytes, expected {meta.size}", retry=True)
-        if digest is not None and digest.hexdigest() != meta.etag:
-            os.unlink(part)
-            raise PrefetchError(f"GET {meta.path}: sha256 {digest.hexdigest()} does not match {meta.etag}",
-                                retry=True)
-        os.chmod(part, 0o644)
-        os.replace(part, blob)
-
-    def read_json(self, commit: str, path: str) -> object:
-        with open(self.cache.pointer(commit, path)) as fh:
-            return json.load(fh)
-
-
-# ------------------------------------------------------------------------------------------------
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            path = os.path.join(blobs, name)
+            removed += os.path.getsize(path)
+            os.unlink(path)
+        finally:
+            os.close(fd)  # releases the lock
+    return removed
 
 
 def _read_token(token_file: str | None) -> str | None:
@@ -516,16 +205,11 @@ def _read_token(token_file: str | None) -> str | None:
         except OSError as err:
             raise PrefetchError(f"cannot read the token file {token_file}: {err.strerror}") from err
     else:
-        token = os.environ.get("HF_TOKEN", "")
+        token = ""
     token = token.strip()
     if any(c.isspace() for c in token):
         raise PrefetchError("the Hugging Face token contains whitespace; expected a single token")
     return token or None
-
-
-def _default_hf_home() -> str:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
 
 
 def _record_timeline(stage: str) -> None:
@@ -538,15 +222,87 @@ def _record_timeline(stage: str) -> None:
             log(f"warning: cannot record {stage} in {path}: {err.strerror}")
 
 
+def prefetch(repo: str, revision: str, token: str | None, workers: int, attempts: int,
+             timeout: float) -> dict[str, object]:
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    endpoint = constants.ENDPOINT
+    # False, not None: without a token the library must not look for one of its own.
+    auth: str | bool = token or False
+    api = huggingface_hub.HfApi(token=auth)
+
+    def to_error(err: BaseException) -> PrefetchError:
+        return explain(err, repo, revision, endpoint, token is not None)
+
+    info = retrying(f"resolving {repo}@{revision}", attempts,
+                    lambda: api.model_info(repo, revision=revision, files_metadata=True, timeout=timeout), to_error)
+    commit = info.sha
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    storage = os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=repo, repo_type="model"))
+    log(f"{repo}@{revision} is commit {commit}: {len(siblings)} files in the repo")
+
+    def pointer(path: str) -> str:
+        return os.path.join(storage, "snapshots", commit, *path.split("/"))
+
+    present = {p for p in siblings if os.path.exists(pointer(p))}
+    stale = remove_stale_partials(storage, os.path.join(constants.HF_HUB_CACHE, ".locks",
+                                                        os.path.basename(storage)))
+    if stale:
+        log(f"removed {stale} bytes of partial downloads an interrupted run left")
+
+    def download(path: str) -> None:
+        local = retrying(f"downloading {path}", attempts, lambda: str(huggingface_hub.hf_hub_download(
+            repo, path, revision=revision, token=auth, etag_timeout=timeout)), to_error)
+        if not local.startswith(os.path.join(storage, "snapshots", commit) + os.sep):
+            raise PrefetchError(f"{revision} moved to another commit during the download ({local}); run again")
+
+    def fetch_all(paths: list[str]) -> None:
+        if not paths:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(paths)))) as pool:
+            failures = [f.exception() for f in [pool.submit(download, p) for p in paths]]
+        failed = [e for e in failures if e is not None]
+        if failed:
+            if len(failed) > 1:
+                log(f"{len(failed)} files failed; the first error follows")
+            raise failed[0]
+
+    non_weights = select_non_weight_files(list(siblings))
+    fetch_all(non_weights)
+
+    def read_json(path: str) -> object:
+        with open(pointer(path)) as fh:
+            return json.load(fh)
+
+    weights = select_weight_files(list(siblings), read_json)
+    if not weights:
+        raise PrefetchError(f"{repo} has no weights vLLM can load (*.safetensors, *.bin, *.pt)")
+    wanted = non_weights + weights
+    sizes = {p: siblings[p].size for p in wanted}
+    # The host's readiness check shows the folder's size against this line while it waits.
+    if all(size is not None for size in sizes.values()):
+        log(f"total {sum(s or 0 for s in sizes.values())} bytes in {storage} ({len(wanted)} files)")
+    fetch_all(weights)
+    return {
+        "repo": repo, "revision": revision, "commit": commit, "files": len(wanted), "weights": weights,
+        # Files that were not in the cache before this run.
+        "downloaded_bytes": sum(sizes[p] or 0 for p in wanted if p not in present),
+        "present_bytes": sum(sizes[p] or 0 for p in wanted if p in present),
+        "client": f"huggingface_hub {huggingface_hub.__version__}",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--repo", required=True, help="model repo id, ORG/NAME")
-    parser.add_argument("--revision", default=DEFAULT_REVISION, help="branch, tag or commit (default: main)")
+    parser.add_argument("--revision", default="main", help="branch, tag or commit (default: main)")
     parser.add_argument("--hf-home", default=None, help="HF_HOME: the cache goes to HF_HOME/hub")
     parser.add_argument("--token-file", default=None, help="file holding the token; '-' reads standard input")
     parser.add_argument("--workers", type=int, default=8, help="files fetched at once (default 8)")
     parser.add_argument("--retries", type=int, default=5, help="attempts per request (default 5)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the Hub's answer")
     args = parser.parse_args(argv)
 
     start = time.monotonic()
@@ -556,24 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.revision or ".." in args.revision.split("/") or args.revision.startswith("/"):
             raise PrefetchError(f"{args.revision!r} is not a revision")
         token = _read_token(args.token_file)
-        endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-        hub = Hub(endpoint, args.repo, token, max(1, args.retries), args.timeout)
-        cache = Cache(os.path.join(args.hf_home or _default_hf_home(), "hub"), args.repo)
-        fetcher = Prefetcher(hub, cache, args.workers)
-
-        commit, files = hub.resolve(args.revision)
-        cache.write_ref(args.revision, commit)
-        non_weights = select_non_weight_files(files)
-        log(f"{args.repo}@{args.revision} is commit {commit}: {len(files)} files in the repo")
-        fetcher.fetch_all(commit, non_weights)
-        weights = select_weight_files(files, lambda path: fetcher.read_json(commit, path))
-        if not weights:
-            raise PrefetchError(f"{args.repo} has no weights vLLM can load (*.safetensors, *.bin, *.pt)")
-        # The host's readiness check shows the folder's size against this line while it waits.
-        total = fetcher.total_bytes(commit, non_weights + weights)
-        if total is not None:
-            log(f"total {total} bytes in {cache.storage} ({len(non_weights) + len(weights)} files)")
-        fetcher.fetch_all(commit, weights)
+        # The library reads its settings once, at import: they are set first.
+        os.environ.update(CLIENT_ENV)
+        if args.hf_home:
+            os.environ["HF_HOME"] = args.hf_home
+            os.environ.pop("HF_HUB_CACHE", None)
+        summary = prefetch(args.repo, args.revision, token, args.workers, max(1, args.retries), args.timeout)
     except PrefetchError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
         return 1
@@ -581,12 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; a re-run resumes where this one stopped", file=sys.stderr)
         return 130
     _record_timeline("model_present")
-    summary = {
-        "repo": args.repo, "revision": args.revision, "commit": commit,
-        "files": len(non_weights) + len(weights), "weights": weights,
-        "downloaded_bytes": fetcher.downloaded, "present_bytes": fetcher.present,
-        "seconds": round(time.monotonic() - start, 3),
-    }
+    summary["seconds"] = round(time.monotonic() - start, 3)
     log("done " + json.dumps(summary))
     return 0
 

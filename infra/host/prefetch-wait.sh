@@ -9,7 +9,8 @@
 # Parameters (environment):
 #   PREFETCH_STATE_DIR     where boot.sh's prefetch jobs leave prefetch-<job>.started, .pid, .done, .failed
 #   PREFETCH_WAIT_SECONDS  how long to wait for the model download before vLLM takes over
-#   PREFETCH_LOG           the jobs' output; hf-prefetch.py logs "total <bytes> bytes in <folder> (...)"
+#   PREFETCH_LOG           the jobs' output; hf-prefetch.py logs "total <bytes> bytes in <folder> (...)", and
+#                          boot.sh "hf-prefetch: installing the Hub client ..." while it installs that first
 #   PROGRESS_INTERVAL_S    seconds between progress lines
 set -euo pipefail
 : "${PREFETCH_STATE_DIR:?is not set}" "${PREFETCH_WAIT_SECONDS:?is not set}" "${PREFETCH_LOG:?is not set}"
@@ -32,6 +33,8 @@ progress() {
     folder=${folder% (*}
     have=$(du -sb -- "$folder" 2>/dev/null | cut -f1 || true)
     model="model download $(human_bytes "${have:-0}") of $(human_bytes "$total") in $folder"
+  elif [[ $(grep -a '^hf-prefetch: ' -- "$PREFETCH_LOG" 2>/dev/null | tail -n 1) == "hf-prefetch: installing"* ]]; then
+    model="model download waits for the Hub client install (huggingface_hub, hf_xet)"
   else
     model="model download starting (its size is not known yet)"
   fi

@@ -10,6 +10,8 @@ are collected and raised together as one ConfigError.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +33,9 @@ from vllm_endpoint.infra.catalog.names import (
     ENDPOINT_TAG,
     HOST_CACHE_MOUNT,
     INSECURE_IMAGE_OPT_IN_LABEL,
+    LOCAL_API_ADDRESS,
+    LOCAL_CACHE_DIR,
+    NGINX_UPSTREAM_RESOLVE_SINCE,
     PREFETCH_IMAGE_TAG,
     PREFETCH_MODEL_TAG,
     PREFETCH_REVISION_TAG,
@@ -43,27 +48,49 @@ from vllm_endpoint.infra.catalog.names import (
     ROLE_TAG,
     SECRET_API_KEY_ENV,
     SECRET_HF_TOKEN_ENV,
+    VLLM_CPU_IMAGE_REPOSITORY,
+    VLLM_CPU_KV_CACHE_ENV,
     VLLM_ROLE,
     VLLM_UPSTREAM_HOST,
     VLLM_VERSION_LABEL,
 )
 from vllm_endpoint.infra.catalog.security import ADVISORIES_BELOW_FLOOR, SECURITY_FLOOR
-from vllm_endpoint.infra.catalog.vllm_flags import VllmVersion, check_server_args, flag_available, flag_spec
+from vllm_endpoint.infra.catalog.vllm_flags import (
+    SERVE_ENTRYPOINT_SINCE,
+    VllmVersion,
+    check_server_args,
+    flag_available,
+    flag_spec,
+    image_entrypoint,
+    model_is_positional,
+    runs_several_api_servers,
+)
+from vllm_endpoint.infra.plan import local_machine
 from vllm_endpoint.infra.plan.costs import CostEstimate, VolumeSpec, estimate_costs
-from vllm_endpoint.infra.plan.fit import GIB, QUANTIZATION_WEIGHT_BYTES, FitReport, check_fit, resolve_dtype
+from vllm_endpoint.infra.plan.fit import (
+    GIB,
+    QUANTIZATION_WEIGHT_BYTES,
+    FitReport,
+    check_fit,
+    default_scheduler_limits,
+    resolve_dtype,
+)
 from vllm_endpoint.infra.plan.hub_facts import HubFetcher, HubQuery, HubRefused, fetch_hub_facts
-from vllm_endpoint.infra.plan.model_files import dockerfile_base, folder_digest
+from vllm_endpoint.infra.plan.local_machine import LocalMachine
+from vllm_endpoint.infra.plan.model_files import FolderContents, dockerfile_base, folder_contents, folder_digest
 from vllm_endpoint.infra.plan.naming import EndpointNames, name_problems
 from vllm_endpoint.infra.plan.spec import (
     LOG_OPTS,
     VLLM_HEALTH,
     VLLM_STOP_TIMEOUT_S,
     ContainerSpec,
+    GpuRequest,
     Mount,
     PortMapping,
     ProxySettings,
     ReadinessGate,
     gpu_request,
+    open_files,
 )
 from vllm_endpoint.infra.settings.models import (
     MAX_NUM_SEQS_16_MEASURES,
@@ -76,11 +103,25 @@ from vllm_endpoint.infra.settings.models import (
 
 @dataclass(frozen=True)
 class ModelUpload:
-    """A local fine-tune folder, uploaded once per content digest to the host's cache."""
+    """A local fine-tune folder, uploaded once per content digest to the host's cache: into `staging_dir`
+    first, moved to `remote_dir` only once every file matches `contents` (infra/host/verify-model.sh)."""
 
     local_dir: Path
-    digest: str
+    contents: FolderContents
     remote_dir: str
+
+    @property
+    def digest(self) -> str:
+        return self.contents.digest
+
+    @property
+    def staging_dir(self) -> str:
+        # Created empty before each upload, so the copy always lands in it as <staging_dir>/<folder name>.
+        return f"{self.remote_dir}.upload"
+
+    @property
+    def staged_copy(self) -> str:
+        return f"{self.staging_dir}/{self.local_dir.name}"
 
 
 @dataclass(frozen=True)
@@ -177,6 +218,7 @@ class DeploymentPlan:
     warnings: tuple[str, ...]
     model_facts: ModelFacts | None = None
     costs: CostEstimate | None = None  # AWS only: by the month, and what stays after a destroy
+    api_servers: ApiServers | None = None  # how many vLLM API server processes run, and why that many
 
     @property
     def network(self) -> str:
@@ -245,6 +287,8 @@ class DeploymentPlan:
             f"{self.served_model_name} on {self.image_ref} (vLLM {self.vllm_version}), "
             f"dtype {self.dtype}, tensor parallel {self.tensor_parallel_size}"
         ]
+        if self.api_servers is not None:
+            parts.append(f"API servers: {self.api_servers.count} ({self.api_servers.why})")
         if self.fit is not None:
             parts.append(self.fit.summary())  # names the instance and its price
         if self.model_facts is not None:
@@ -258,15 +302,21 @@ class DeploymentPlan:
 # ----------------------------------------------------------------------------------------------
 
 def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
-               hub_fetcher: HubFetcher | None = fetch_hub_facts, region: str | None = None) -> DeploymentPlan:
+               hub_fetcher: HubFetcher | None = fetch_hub_facts, region: str | None = None,
+               machine_probe: Callable[[], LocalMachine] | None = None) -> DeploymentPlan:
     """The plan of the endpoint named `endpoint` (its containers, network and host folder carry the name).
 
-    `hub_fetcher` reads a Hub model's config.json and safetensors metadata (the plan's only I/O);
-    None plans from the shipped facts alone. `region` (the stack's `aws:region`) picks the cost lines' prices.
+    `hub_fetcher` reads a Hub model's config.json and safetensors metadata (the plan's only I/O besides
+    `machine_probe`, which target=local asks about the deploying machine, by default
+    `probe_local_machine`); a None `hub_fetcher` plans from the shipped facts alone. `region` (the stack's
+    `aws:region`) picks the cost lines' prices.
     """
     problems = name_problems(endpoint)
     warnings: list[str] = []
     names = EndpointNames(endpoint)
+    on_cpu = False
+    if cfg.target == "local":
+        cfg, on_cpu = _local_config(cfg, (machine_probe or local_machine.probe_local_machine)(), problems, warnings)
     s = cfg.server
 
     version = _image_version(s, problems)
@@ -282,16 +332,20 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
         _cache_volume_room(cfg, facts, problems)
     known_problems = len(problems)
     dtype, dtype_flag = _dtype(s, gpu, arch, problems)
-    dtype_runs = len(problems) == known_problems
+    dtype_runs = len(problems) == known_problems and not on_cpu
     if version is not None:
         _security_floor(version, cfg, problems, warnings)
         _gpu_floor(version, gpu, problems)
     # The fit is computed for the dtype that runs; a dtype the GPU cannot run is reported once, by _dtype.
+    # On the CPU there is no GPU memory to fit: localCpuKvCacheGib sizes the KV cache (said by _local_config).
     fit = _fit(cfg, _FitInputs(arch, gpu, instance, gpus_for_container, tp, dtype, served_name), problems,
                warnings) if dtype_runs else None
     warnings += _concurrency_warnings(s)
+    proxy_settings = _proxy_settings(cfg, gpu, warnings)
 
-    argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version)
+    servers = api_servers(s, instance, tp, version, problems, warnings)
+    argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version,
+                     api_server_count=servers.count)
     if version is not None:
         problems += _flag_problems(argv, len(s.extra_args), version)
 
@@ -306,17 +360,52 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
         model_upload=model_upload, served_model_name=served_name, tensor_parallel_size=tp, dtype=dtype,
         host_cache_dir=host_cache_dir,
         timeline_file=DEPLOY_TIMELINE_FILE if cfg.target == "aws" else f"{host_cache_dir}/deploy-timeline",
-        vllm=vllm_container_spec(cfg, names, image_ref, argv, host_cache_dir, model_upload, tp, version),
+        vllm=vllm_container_spec(cfg, names, image_ref, argv, host_cache_dir, model_upload, tp, version,
+                                 cpu_kv_cache_gib=cfg.local.local_cpu_kv_cache_gib if on_cpu else None),
         # Always behind the proxy: a switchable proxy would hand the API port from one container to the
         # other within one update, which Pulumi cannot order (a removed resource is deleted last).
         proxy=proxy_container_spec(cfg, names, host_cache_dir),
-        proxy_settings=ProxySettings(metrics_allowed_cidrs=tuple(cfg.access.metrics_allowed_cidrs),
-                                     tls=cfg.access.tls == "self-signed"),
+        proxy_settings=proxy_settings,
         fit=fit, instance=instance,
         cache_volume=volume,
         warnings=tuple(warnings), model_facts=facts,
         costs=_costs(cfg, instance, volume, region),
+        api_servers=servers,
     )
+
+
+def _local_config(cfg: StackConfig, machine: LocalMachine, problems: list[str],
+                  warnings: list[str]) -> tuple[StackConfig, bool]:
+    """target=local planned as an existing host, with this machine's facts as the defaults: `~/` is the
+    deploying user's home, the containers run as that user (who creates, and so owns, the cache folder),
+    and its GPUs are described by nvidia-smi unless the settings describe them. Returns (config, on CPU)."""
+    host, server, device = cfg.existing_host, cfg.server, cfg.local.local_device
+    on_gpu = device == "gpu" or (device == "auto" and bool(machine.gpus))
+    if device == "gpu" and not machine.gpus:
+        why = machine.gpu_probe_note or "nvidia-smi lists none"
+        problems.append(f"localDevice: gpu, but this machine shows no NVIDIA GPU ({why}); set localDevice to "
+                        "cpu, or auto")
+    cache = host.host_cache_dir if "host_cache_dir" in host.model_fields_set else LOCAL_CACHE_DIR
+    host_update: dict[str, object] = {
+        "host_cache_dir": machine.home.rstrip("/") + cache[1:] if cache.startswith("~/") else cache}
+    described = host.host_gpu_model is not None or host.host_gpu_memory_gib is not None
+    if on_gpu and machine.gpus and not described:
+        host_update["host_gpu_memory_gib"] = machine.gpus[0].memory_gib
+        host_update["host_gpu_compute_capability"] = machine.gpus[0].compute_capability
+    if on_gpu and machine.gpus and host.host_gpu_count is None:
+        host_update["host_gpu_count"] = len(machine.gpus)
+    server_update: dict[str, object] = {}
+    if "container_user" not in server.model_fields_set:
+        server_update["container_user"] = machine.user
+    if not on_gpu:
+        if "image" not in server.model_fields_set:
+            server_update["image"] = VLLM_CPU_IMAGE_REPOSITORY
+        warnings.append(f"target=local on the CPU ({machine.gpu_probe_note or 'localDevice cpu'}): vLLM's CPU "
+                        f"build serves slowly, with a KV cache of localCpuKvCacheGib="
+                        f"{cfg.local.local_cpu_kv_cache_gib} GiB of RAM; use a small model")
+    local = cfg.model_copy(update={"existing_host": host.model_copy(update=host_update),
+                                   "server": server.model_copy(update=server_update)})
+    return local, not on_gpu
 
 
 def _tensor_parallel_size(s: ServerSettings, gpus_for_container: int | None, problems: list[str]) -> int:
@@ -345,11 +434,12 @@ def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volum
 # The vLLM command line.
 
 def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revision: str | None,
-              dtype: str, tp: int, version: VllmVersion | None) -> tuple[str, ...]:
-    """The container's args: what follows the image's entrypoint (`vllm serve` or, in old images,
-    the api_server module); both take the model as `--model`. The API key is not here: it reaches
-    vLLM as VLLM_API_KEY, which every release since 0.3 reads."""
-    argv = ["--model", model_arg]
+              dtype: str, tp: int, version: VllmVersion | None, *, api_server_count: int = 1) -> tuple[str, ...]:
+    """The container's args: what follows the image's entrypoint. `vllm serve` takes the model as its
+    positional argument (its `--model` is deprecated); the api_server module of older images needs
+    `--model`. The API key is not here: it reaches vLLM as VLLM_API_KEY, which every release since 0.3
+    reads. `api_server_count` is `api_servers(...).count`: rendered only above 1, where it takes effect."""
+    argv = [model_arg] if version is not None and model_is_positional(version) else ["--model", model_arg]
     if served_name and served_name != model_arg:
         argv += ["--served-model-name", served_name]
     if revision:
@@ -372,6 +462,8 @@ def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revisi
             argv += [flag, str(value)]
     if s.trust_remote_code:
         argv.append("--trust-remote-code")
+    if api_server_count > 1:
+        argv += ["--api-server-count", str(api_server_count)]
     # The docs UI and schema are not an API anyone should reach; off wherever the image knows the flag.
     if version is None or flag_available("--disable-fastapi-docs", version):
         argv.append("--disable-fastapi-docs")
@@ -380,13 +472,79 @@ def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revisi
 
 
 # ----------------------------------------------------------------------------------------------
+# API server processes: apiServerCount, or a default from the machine's CPUs.
+
+# Each API server takes a CPU core under load (the H200 runs in apiServerCount's description). A vCPU of
+# the catalog's GPU instance types is one hyperthread, so a core is two vCPUs.
+VCPUS_PER_CORE = 2
+# The proxy's nginx workers, and the boot prefetch (image pull, model download) that still runs while
+# vLLM starts: one core between them.
+HOST_SIDE_CORES = 1
+# The best of the counts measured on the H200 (8 servers served less than 4).
+MAX_DEFAULT_API_SERVERS = 4
+
+
+@dataclass(frozen=True)
+class ApiServers:
+    count: int
+    why: str
+
+
+def _engine_cores(tp: int) -> int:
+    """One busy process per GPU (the worker that launches its kernels), plus the scheduler (EngineCore) as
+    a process of its own once tensor parallelism puts the workers in separate processes. Each keeps a core
+    to itself: an engine that waits for CPU leaves its GPU idle."""
+    return tp + (1 if tp > 1 else 0)
+
+
+def api_servers(s: ServerSettings, instance: gpu_catalog.GpuInstanceType | None, tp: int,
+                version: VllmVersion | None, problems: list[str], warnings: list[str]) -> ApiServers:
+    """How many API server processes vLLM runs: the setting, else one per core the engine, the proxy and
+    the boot prefetch leave free on the instance type (at most MAX_DEFAULT_API_SERVERS); 1 where the
+    image runs one, or where the program does not know the CPUs (an existing host)."""
+    several = version is not None and runs_several_api_servers(version)
+    flags = [arg for arg in s.extra_args if arg.split("=", 1)[0] in ("--api-server-count", "-asc")]
+    if flags:
+        problems.append(f"extraArgs: {flags[0]}: set apiServerCount instead (the plan derives a default from the "
+                        "instance type; two values would leave the last one in charge)")
+    budget = None
+    if instance is not None:
+        spare = instance.vcpus // VCPUS_PER_CORE - _engine_cores(tp) - HOST_SIDE_CORES
+        budget = (max(spare, 1), f"{instance.name}: {instance.vcpus} vCPUs, {_engine_cores(tp)} core(s) for the "
+                                 f"engine, {HOST_SIDE_CORES} for the proxy and the boot prefetch")
+    if version is None:
+        return ApiServers(1, "the image's vLLM version is unknown")  # reported by _image_version
+    if s.api_server_count is not None:
+        if not several and s.api_server_count > 1:
+            entry = " ".join(image_entrypoint(version))
+            warnings.append(f"apiServerCount={s.api_server_count}: the vLLM {version} image runs `{entry}`, "
+                            f"which runs one API server (several from vLLM {SERVE_ENTRYPOINT_SINCE}, whose "
+                            "image runs `vllm serve`); not rendered")
+            return ApiServers(1, f"the vLLM {version} image runs one")
+        if budget is not None and s.api_server_count > budget[0]:
+            warnings.append(f"apiServerCount={s.api_server_count} is more than the {budget[0]} core(s) left for "
+                            f"API servers ({budget[1]}): they take CPU from the engine under load")
+        return ApiServers(s.api_server_count, "apiServerCount")
+    if not several:
+        return ApiServers(1, f"the vLLM {version} image runs one")
+    if budget is None:
+        return ApiServers(1, "the host's vCPUs are unknown: set apiServerCount to about one per core the "
+                             f"engine leaves free, at most {MAX_DEFAULT_API_SERVERS}")
+    count = min(budget[0], MAX_DEFAULT_API_SERVERS)
+    return ApiServers(count, f"default for {budget[1]}; at most {MAX_DEFAULT_API_SERVERS}")
+
+
+# ----------------------------------------------------------------------------------------------
 # Container specs.
 
 def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, argv: tuple[str, ...],
                         host_cache_dir: str, model_upload: ModelUpload | None, tp: int,
-                        version: VllmVersion) -> ContainerSpec:
+                        version: VllmVersion, *, cpu_kv_cache_gib: int | None = None) -> ContainerSpec:
+    """`cpu_kv_cache_gib` (target=local without a GPU): no GPU request; vLLM's CPU build sizes its KV
+    cache by that many GiB of RAM instead."""
     s = cfg.server
-    request = gpu_request(s.gpus)
+    request = (GpuRequest(gpus=None, runtime=None, env=((VLLM_CPU_KV_CACHE_ENV, str(cpu_kv_cache_gib)),))
+               if cpu_kv_cache_gib is not None else gpu_request(s.gpus))
     uid, gid = s.container_user.split(":")
     mounts = [Mount(f"{host_cache_dir}/{CACHE_SUBDIR_ROOT}", CONTAINER_CACHE_ROOT)]
     if model_upload is not None:
@@ -436,7 +594,34 @@ def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, 
         security_opts=("no-new-privileges:true",),
         init=True,
         stop_timeout_s=VLLM_STOP_TIMEOUT_S,
+        ulimits=(open_files(s.container_open_files),),
     )
+
+
+def _proxy_settings(cfg: StackConfig, gpu: gpu_catalog.GpuModel | None, warnings: list[str]) -> ProxySettings:
+    nginx = nginx_version(cfg.access.proxy_image)
+    pooled = nginx is not None and nginx >= NGINX_UPSTREAM_RESOLVE_SINCE
+    if not pooled:
+        since = ".".join(map(str, NGINX_UPSTREAM_RESOLVE_SINCE))
+        warnings.append(f"proxyImage {cfg.access.proxy_image}: not an nginx {since} or newer (by its tag), so "
+                        "the proxy opens a new connection to vLLM for every request (pooled connections need "
+                        f"`server ... resolve`, nginx {since}); use nginx:{since} or newer")
+    # The batch vLLM runs sizes the proxy's connections: the setting, else vLLM's default for the GPU,
+    # else the largest default it picks for any GPU, so that an unknown GPU is never under-served.
+    gpus = [gpu] if gpu is not None else gpu_catalog.GPU_MODELS.values()
+    max_num_seqs = cfg.server.max_num_seqs or max(default_scheduler_limits(g)[0] for g in gpus)
+    return ProxySettings(metrics_allowed_cidrs=tuple(cfg.access.metrics_allowed_cidrs),
+                         tls=cfg.access.tls == "self-signed", pooled_upstream=pooled, max_num_seqs=max_num_seqs)
+
+
+_NGINX_TAG = re.compile(r"^(?:[a-z0-9._-]+/)*nginx(?:-unprivileged)?:(\d+)\.(\d+)\.(\d+)(?:[-@]|$)")
+
+
+def nginx_version(image: str) -> tuple[int, int, int] | None:
+    """The nginx release an image's tag names (`nginx:1.29.3-alpine` -> (1, 29, 3)); None for an image
+    that is not nginx by its name or whose tag names no full release (`nginx:stable`, `nginx:1.29`)."""
+    match = _NGINX_TAG.match(image)
+    return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
 def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir: str) -> ContainerSpec:
@@ -449,7 +634,10 @@ def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir:
         image=cfg.access.proxy_image,
         # Replaces the image's CMD only; its entrypoint (nginx's own) stays.
         args=("nginx", "-c", PROXY_CONFIG_PATH, "-g", "daemon off;"),
-        ports=(PortMapping(cfg.server.api_port, PROXY_CONTAINER_PORT),),
+        # target=local answers on this machine's loopback only (the other targets filter by security
+        # group or by the host's own firewall).
+        ports=(PortMapping(cfg.server.api_port, PROXY_CONTAINER_PORT,
+                           host_ip=LOCAL_API_ADDRESS if cfg.target == "local" else ""),),
         mounts=tuple(mounts),
         tmpfs=(("/tmp", "rw,noexec,nosuid,size=256m"),),
         restart="unless-stopped",
@@ -462,6 +650,8 @@ def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir:
         read_only_root=True,
         cap_drop=("ALL",),
         security_opts=("no-new-privileges:true",),
+        # The proxy holds two connections per proxied request and its idle pool to vLLM in each worker.
+        ulimits=(open_files(cfg.server.container_open_files),),
     )
 
 
@@ -611,7 +801,7 @@ _SETTING_OF_FLAG = {
     "--tensor-parallel-size": "tensorParallelSize", "--gpu-memory-utilization": "gpuMemoryUtilization",
     "--max-model-len": "maxModelLen", "--max-num-seqs": "maxNumSeqs", "--block-size": "blockSize",
     "--swap-space": "swapSpace", "--quantization": "quantization", "--kv-cache-dtype": "kvCacheDtype",
-    "--trust-remote-code": "trustRemoteCode",
+    "--trust-remote-code": "trustRemoteCode", "--api-server-count": "apiServerCount",
 }
 
 
@@ -743,8 +933,12 @@ def _model_source(cfg: StackConfig, host_cache_dir: str, problems: list[str]) ->
         if errors:
             problems += [f"modelPath: {e}" for e in errors]
             return None, None, CONTAINER_MODEL_DIR, m.served_model_name or folder.name, override
-        digest = folder_digest(folder)
-        upload = ModelUpload(folder, digest, f"{host_cache_dir}/{CACHE_SUBDIR_MODELS}/{digest[:16]}")
+        try:
+            contents = folder_contents(folder)
+        except ValueError as err:
+            problems.append(f"modelPath: {err}")
+            return None, None, CONTAINER_MODEL_DIR, m.served_model_name or folder.name, override
+        upload = ModelUpload(folder, contents, f"{host_cache_dir}/{CACHE_SUBDIR_MODELS}/{contents.digest[:16]}")
         arch = override
         if arch is None:
             try:

@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_endpoint.infra.catalog.names import PROJECT
+from vllm_endpoint.infra.catalog.names import ENDPOINT_NAME_PATTERN, PROJECT
 
-# Container, network and folder names on the host, an SSM path segment: the characters all of them take.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(ENDPOINT_NAME_PATTERN)
 
 
 def name_problems(name: str) -> list[str]:

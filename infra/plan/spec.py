@@ -7,10 +7,10 @@ pulumi-docker arguments, nginx.conf and the gate script. Nothing here renders te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from vllm_endpoint.infra.catalog.names import VLLM_CONTAINER_PORT
+from vllm_endpoint.infra.catalog.names import ENDPOINT_TAG, PROJECT_TAG, STACK_TAG, VLLM_CONTAINER_PORT
 
 RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
 
@@ -36,6 +36,15 @@ class HealthCheck:
     timeout_s: int
     retries: int
     start_period_s: int
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    """A resource limit of the container's processes (`docker run --ulimit name=soft:hard`)."""
+
+    name: str  # as docker names it: nofile, nproc, memlock, ...
+    soft: int
+    hard: int
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class ContainerSpec:
     security_opts: tuple[str, ...] = ()
     init: bool = False
     stop_timeout_s: int | None = None
+    ulimits: tuple[Ulimit, ...] = ()
 
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
@@ -73,10 +83,37 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """Which program's endpoint deploys: a Pulumi project, one of its stacks, and the endpoint's name."""
+
+    project: str
+    stack: str
+    endpoint: str
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return ((PROJECT_TAG, self.project), (STACK_TAG, self.stack), (ENDPOINT_TAG, self.endpoint))
+
+
+def owned_by(spec: ContainerSpec, owner: Owner) -> ContainerSpec:
+    """The spec with labels naming its project, stack and endpoint, each once: two stacks know nothing of
+    each other, and the host check (infra/host/check-host-claims.sh) tells which holds a port or a GPU by
+    them."""
+    keys = {key for key, _ in owner.labels}
+    labels = tuple(label for label in spec.labels if label[0] not in keys) + owner.labels
+    return replace(spec, labels=labels)
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     metrics_allowed_cidrs: Sequence[str] = ()
     tls: bool = False
     max_body_mb: int = 64
+    # Keep connections to vLLM open between requests; needs nginx >= NGINX_UPSTREAM_RESOLVE_SINCE
+    # (build_plan reads the proxy image's version). False: a new connection per request.
+    pooled_upstream: bool = True
+    # Sequences vLLM runs at once (its max_num_seqs): the proxy's connection limits follow from it.
+    max_num_seqs: int = 256
 
 
 
@@ -119,6 +156,11 @@ VLLM_HEALTH = HealthCheck(VLLM_HEALTH_COMMAND, interval_s=30, timeout_s=10, retr
 LOG_OPTS: tuple[tuple[str, str], ...] = (("max-size", "100m"), ("max-file", "5"))
 # Gives vLLM time to finish in-flight requests and free the GPU before a replacement starts.
 VLLM_STOP_TIMEOUT_S = 60
+def open_files(limit: int) -> Ulimit:
+    """containerOpenFiles as the containers' nofile limit: soft = hard, so vLLM (and nginx's workers, up to
+    the hard limit) have nothing left to raise. Docker otherwise passes on its daemon's limit, which varies
+    by host (20,000 on the H200 host, where every start warned)."""
+    return Ulimit("nofile", limit, limit)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
-from vllm_endpoint.infra.plan.spec import ContainerSpec
+from vllm_endpoint.infra.plan.spec import ContainerSpec, Owner, owned_by
 from vllm_endpoint.infra.render.proxy import proxy_spec
 
 # ----------------------------------------------------------------------------------------------
@@ -54,6 +54,8 @@ def docker_run_argv(spec: ContainerSpec) -> list[str]:
         argv += ["--cap-add", cap]
     for opt in spec.security_opts:
         argv += ["--security-opt", opt]
+    for limit in spec.ulimits:
+        argv += ["--ulimit", f"{limit.name}={limit.soft}:{limit.hard}"]
     if spec.network:
         argv += ["--network", spec.network]
         for alias in spec.network_aliases:
@@ -192,6 +194,8 @@ def _optional_args(spec: ContainerSpec, network_id: Any) -> dict[str, Any]:
         args["capabilities"] = {"drops": list(spec.cap_drop), "adds": list(spec.cap_add)}
     if spec.security_opts:
         args["security_opts"] = list(spec.security_opts)
+    if spec.ulimits:
+        args["ulimits"] = [{"name": u.name, "soft": u.soft, "hard": u.hard} for u in spec.ulimits]
     if spec.network:
         args["networks_advanced"] = [
             {"name": network_id if network_id is not None else spec.network, "aliases": list(spec.network_aliases)}
@@ -214,6 +218,10 @@ def _env_pair(key: str, value: Any) -> Any:
     return f"{key}={value}"
 
 
-def plan_docker_run(plan: DeploymentPlan) -> str:
-    """The `docker_run` stack output: every container of the plan, as an operator would start them."""
-    return docker_run_script(plan.network, [plan.vllm, proxy_spec(plan)], plan.secret_env)
+def plan_docker_run(plan: DeploymentPlan, owner: Owner | None = None) -> str:
+    """The `docker_run` stack output: every container of the plan, as an operator would start them; with
+    `owner`, labelled with its project, stack and endpoint as the deployed containers are."""
+    specs = [plan.vllm, proxy_spec(plan)]
+    if owner is not None:
+        specs = [owned_by(spec, owner) for spec in specs]
+    return docker_run_script(plan.network, specs, plan.secret_env)

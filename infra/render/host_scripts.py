@@ -15,6 +15,7 @@ import base64
 import re
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 
 from vllm_endpoint.infra.catalog.names import (
@@ -22,10 +23,14 @@ from vllm_endpoint.infra.catalog.names import (
     CACHE_SUBDIR_PROXY,
     CACHE_SUBDIR_ROOT,
     DEPLOY_TIMELINE_FILE,
+    ENDPOINT_TAG,
     PREFETCH_LOG_FILE,
     PREFETCH_STATE_DIR,
+    PROJECT_TAG,
+    STACK_TAG,
 )
-from vllm_endpoint.infra.plan.spec import ReadinessGate
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan
+from vllm_endpoint.infra.plan.spec import ContainerSpec, Owner, ReadinessGate
 
 CACHE_SUBDIRS = (CACHE_SUBDIR_ROOT, CACHE_SUBDIR_MODELS, CACHE_SUBDIR_PROXY)
 
@@ -80,7 +85,15 @@ def env_strings(params: Mapping[str, EnvValue]) -> dict[str, str]:
 
 def env_lines(params: Mapping[str, EnvValue]) -> str:
     """`export NAME=value` lines that set exactly these values in sh and bash, whatever they hold."""
-    return "".join(f"export {name}={shlex.quote(text)}\n" for name, text in env_strings(params).items())
+    return "".join(f"export {name}={_sh_quote(text)}\n" for name, text in env_strings(params).items())
+
+
+def _sh_quote(text: str) -> str:
+    # A `$` inside single quotes is literal, but shellcheck reads it as a forgotten expansion (SC2016);
+    # such values (Pulumi URNs) are double-quoted with the four characters special there escaped.
+    if "$" not in text:
+        return shlex.quote(text)
+    return '"' + "".join("\\" + c if c in '\\$"`' else c for c in text) + '"'
 
 
 def host_command(params: Mapping[str, EnvValue], *files: str) -> str:
@@ -102,13 +115,13 @@ def host_command(params: Mapping[str, EnvValue], *files: str) -> str:
     return env_lines(params) + "".join(steps)
 
 
-def _cache_checks(cache_dir: str, require_nvidia: bool,
-                  container_user: str) -> tuple[dict[str, EnvValue], tuple[str, ...]]:
+def _cache_checks(cache_dir: str, require_nvidia: bool, container_user: str,
+                  open_files: int) -> tuple[dict[str, EnvValue], tuple[str, ...]]:
     """The parameters and files of the checks both host preparations end with."""
     params: dict[str, EnvValue] = {"CACHE_ROOT_DIR": f"{cache_dir}/{CACHE_SUBDIR_ROOT}",
-                                   "CONTAINER_USER": container_user}
-    files = ("check-nvidia-runtime.sh", "check-cache-owner.sh") if require_nvidia else ("check-cache-owner.sh",)
-    return params, files
+                                   "CONTAINER_USER": container_user, "OPEN_FILES": open_files}
+    files = ("check-cache-owner.sh", "check-open-files.sh")
+    return params, (("check-nvidia-runtime.sh", *files) if require_nvidia else files)
 
 
 def prefetch_wait_script(state_dir: str, wait_s: int, prefetch_log: str = PREFETCH_LOG_FILE) -> str:
@@ -119,26 +132,79 @@ def prefetch_wait_script(state_dir: str, wait_s: int, prefetch_log: str = PREFET
                         "prefetch-wait.sh")
 
 
-def host_ready_script(cache_mount: str, require_nvidia: bool, container_user: str,
+def host_ready_script(cache_mount: str, require_nvidia: bool, container_user: str, *, open_files: int,
                       prefetch_state_dir: str = PREFETCH_STATE_DIR,
                       prefetch_wait_s: int = PREFETCH_WAIT_SECONDS,
                       prefetch_log: str = PREFETCH_LOG_FILE, timeline_file: str = DEPLOY_TIMELINE_FILE) -> str:
     """Waits until cloud-init finished preparing the VM (failing with cloud-init's own report), checks
     what it set up, then waits for the boot-time model download (reporting, never failing, when it did
     not work out); prints a progress line every PROGRESS_INTERVAL_S while it waits."""
-    check_params, checks = _cache_checks(cache_mount, require_nvidia, container_user)
+    check_params, checks = _cache_checks(cache_mount, require_nvidia, container_user, open_files)
     params = {"CACHE_MOUNT": cache_mount, "TIMELINE_FILE": timeline_file, **check_params,
               "PREFETCH_STATE_DIR": prefetch_state_dir, "PREFETCH_WAIT_SECONDS": prefetch_wait_s,
               "PREFETCH_LOG": prefetch_log, "PROGRESS_INTERVAL_S": PROGRESS_INTERVAL_S}
     return host_command(params, "host-ready.sh", *checks, "prefetch-wait.sh")
 
 
-def existing_host_prepare_script(cache_dir: str, require_nvidia: bool, container_user: str) -> str:
-    """Creates the cache folders on a server the user already has and checks its Docker engine."""
-    check_params, checks = _cache_checks(cache_dir, require_nvidia, container_user)
+@dataclass(frozen=True)
+class HostClaims:
+    """What an endpoint will hold on a host that other stacks may share: check-host-claims.sh refuses the
+    deploy when another stack's container (or any other container or process) holds it already."""
+
+    owner: Owner
+    address: str  # the host as the stack names it, for the messages
+    api_port: int
+    gpus: str  # "" (none), "all", or device ids separated by commas
+    containers: tuple[str, ...]
+
+
+def _gpu_devices(spec: ContainerSpec) -> str:
+    """The GPUs a container spec asks for, in either of the two ways infra/plan/spec.py GpuRequest has."""
+    if spec.gpus == "all":
+        return "all"
+    if spec.runtime == "nvidia":
+        return spec.env_dict().get("NVIDIA_VISIBLE_DEVICES", "")
+    return ""
+
+
+def host_claims(plan: DeploymentPlan, owner: Owner, address: str) -> HostClaims:
+    return HostClaims(owner, address, plan.api_port, _gpu_devices(plan.vllm), plan.names.containers)
+
+
+def _claims_params(claims: HostClaims) -> dict[str, EnvValue]:
+    return {
+        "HOST_ADDRESS": claims.address,
+        "API_PORT": claims.api_port,
+        "GPU_DEVICES": claims.gpus,
+        "OWN_CONTAINERS": claims.containers,
+        "CLAIM_PROJECT": claims.owner.project,
+        "CLAIM_STACK": claims.owner.stack,
+        "CLAIM_ENDPOINT": claims.owner.endpoint,
+        "PROJECT_LABEL": PROJECT_TAG,
+        "STACK_LABEL": STACK_TAG,
+        "ENDPOINT_LABEL": ENDPOINT_TAG,
+    }
+
+
+def host_claims_script(claims: HostClaims) -> str:
+    """Fails, naming the setting and who holds it, when the host's apiPort, GPUs or container names are
+    taken by another stack's containers (or another container or process); changes nothing. Run before
+    any container of the endpoint is created."""
+    return host_command(_claims_params(claims), "check-host-claims.sh")
+
+
+def existing_host_prepare_script(cache_dir: str, require_nvidia: bool, container_user: str,
+                                 claims: HostClaims | None = None, *, open_files: int) -> str:
+    """Creates the cache folders on a server the user already has and checks its Docker engine, and with
+    `claims` that no other stack holds what the endpoint needs (host_claims_script)."""
+    check_params, checks = _cache_checks(cache_dir, require_nvidia, container_user, open_files)
     params = {"CACHE_DIR": cache_dir, "CACHE_DIRS": tuple(f"{cache_dir}/{sub}" for sub in CACHE_SUBDIRS),
               **check_params}
-    return host_command(params, "prepare-existing-host.sh", *checks)
+    if claims is None:
+        return host_command(params, "prepare-existing-host.sh", *checks)
+    # After prepare-existing-host.sh, which says it plainly when the SSH user cannot reach Docker.
+    return host_command({**params, **_claims_params(claims)}, "prepare-existing-host.sh", "check-host-claims.sh",
+                        *checks)
 
 
 # A file name write-files.sh accepts: a relative path without `..`, spaces or anything a shell reads.
@@ -210,6 +276,37 @@ def summary_with_capacity(summary: str, gate_stdout: str | None) -> str:
     return f"{summary}\n{line}" if line else summary
 
 
-def model_check_script(remote_dir: str) -> str:
-    """Runs after a fine-tune folder was copied to the host: the files must sit directly in it."""
-    return host_command({"MODEL_DIR": remote_dir}, "model-check.sh")
+def _space_setting(plan: DeploymentPlan) -> str:
+    if plan.config.target == "aws":
+        return "raise cacheVolumeSizeGb (the volume grows in place; nothing on it is lost)"
+    return "free space there, or set hostCacheDir to a folder on a larger disk"
+
+
+def model_stage_script(plan: DeploymentPlan) -> str:
+    """Before a fine-tune upload: room for it in the cache, and an empty staging folder for the copy."""
+    upload = plan.model_upload
+    assert upload is not None
+    return host_command({"STAGING_DIR": upload.staging_dir, "MODEL_DIR": upload.remote_dir,
+                         "NEED_BYTES": upload.contents.total_bytes, "SPACE_SETTING": _space_setting(plan)},
+                        "stage-model-upload.sh")
+
+
+def local_model_copy_script(plan: DeploymentPlan) -> str:
+    """target=local: the staging, then the copy itself (what SFTP does for a remote host)."""
+    upload = plan.model_upload
+    assert upload is not None
+    return host_command({"STAGING_DIR": upload.staging_dir, "MODEL_DIR": upload.remote_dir,
+                         "NEED_BYTES": upload.contents.total_bytes, "SPACE_SETTING": _space_setting(plan),
+                         "SOURCE_DIR": str(upload.local_dir)},
+                        "stage-model-upload.sh", "copy-local-model.sh")
+
+
+def model_verify_script(plan: DeploymentPlan, copy_urn: str) -> tuple[str, str]:
+    """(command, stdin): checks the copy file by file against the source's manifest, then moves it into
+    place with one rename. A copy that does not match is removed, and the message says how to make the copy
+    (`copy_urn`) run again: Pulumi re-runs a copy by itself only when the copy failed."""
+    upload = plan.model_upload
+    assert upload is not None
+    command = host_command({"STAGED_COPY": upload.staged_copy, "MODEL_DIR": upload.remote_dir,
+                            "DIGEST": upload.digest, "COPY_URN": copy_urn}, "verify-model.sh")
+    return command, upload.contents.manifest()

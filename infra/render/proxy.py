@@ -12,6 +12,15 @@ nginx forwards that decoded path unescaped, so a path that decodes to control ch
 before anything is forwarded. There is one default server, so a forged `Host:` header selects
 nothing different.
 
+Connections to vLLM are pooled: a proxy_pass through a variable (needed to forward the normalised
+`$uri`) whose host is an upstream group's name uses that group, and the group keeps idle connections
+open (`keepalive`) while its `server vllm:PORT resolve` is re-resolved through Docker's DNS, so a
+re-created vLLM container is still found without restarting nginx. `resolve` exists in open-source
+nginx from 1.27.3 (names.NGINX_UPSTREAM_RESOLVE_SINCE); an older proxy image gets the former form
+(the name resolved per request, a new connection per request) and the plan warns. The pool's idle
+timeout stays below vLLM's own, or nginx could send a request on a connection vLLM is closing and
+answer 502 (a POST is not retried).
+
 The config itself is infra/host/nginx.conf.template; this module only fills in its values.
 """
 
@@ -21,7 +30,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vllm_endpoint.infra.catalog.names import (
@@ -38,6 +47,7 @@ from vllm_endpoint.infra.catalog.names import (
     PROXY_TLS_KEY_FILE,
     PROXY_TLS_SUBDIR,
     VLLM_CONTAINER_PORT,
+    VLLM_HTTP_KEEP_ALIVE_S,
     VLLM_UPSTREAM_HOST,
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
@@ -79,18 +89,71 @@ _TLS_DIRECTIVES = (
 )
 
 
+# The upstream group's name: distinct from the container's name, so the proxy_pass that means the group
+# can never fall through to a DNS lookup of the container (that path has no pool).
+VLLM_POOL = "vllm_pool"
+# Measured (bench/proxy_overhead.py, 2 vCPU): nginx used 3-8% of one core to stream 1,200-2,500
+# tokens/s (each token one small read and one small write), so the H200 run's 13,000 tokens/s need
+# under half a core: one worker is enough, the second keeps streams moving while the other does TLS
+# handshakes or reads a large request body. `auto` would start one per vCPU (192 on a p5.48xlarge),
+# each with its own small pool, in CPU that vLLM's API servers need.
+WORKER_PROCESSES = 2
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    worker_connections: int
+    keepalive: int  # idle connections to vLLM each worker keeps
+    open_files: int
+
+
+def connection_limits(max_num_seqs: int) -> ConnectionLimits:
+    """nginx's limits for a vLLM that runs `max_num_seqs` sequences at once.
+
+    Open requests: the batch vLLM runs and as many again waiting in its queue (a client that keeps
+    more open only makes vLLM's queue longer). Each open request holds two connections in one worker
+    (the client's and vLLM's), and the kernel does not spread new connections evenly over workers, so
+    each worker can hold all of them, plus its idle pool; rounded up to a multiple of 1024. The idle
+    pool holds a whole batch: requests of one batch that end together (equal output lengths) would
+    otherwise close what the next batch opens again. Descriptors: one per connection, and one more
+    for each request body nginx buffers to a temporary file.
+    """
+    keepalive = max_num_seqs
+    connections = 2 * (2 * max_num_seqs) + keepalive
+    worker_connections = -(-connections // 1024) * 1024
+    return ConnectionLimits(worker_connections=worker_connections, keepalive=keepalive,
+                            open_files=2 * worker_connections)
+
+
 def render_nginx_conf(settings: ProxySettings) -> str:
     """infra/host/nginx.conf.template with this deployment's values."""
     return fill_template(read_host_file(NGINX_TEMPLATE), _template_values(settings))
 
 
+def _pool_lines(limits: ConnectionLimits) -> tuple[str, ...]:
+    return (
+        f"upstream {VLLM_POOL} {{",
+        # `resolve` keeps the group's addresses in shared memory, where every worker sees them change.
+        f"    zone {VLLM_POOL} 64k;",
+        f"    server {VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT} resolve;",
+        f"    keepalive {limits.keepalive};",
+        f"    keepalive_timeout {VLLM_HTTP_KEEP_ALIVE_S - 1}s;",
+        "}",
+    )
+
+
 def _template_values(settings: ProxySettings) -> dict[str, str | tuple[str, ...]]:
+    limits = connection_limits(settings.max_num_seqs)
     return {
+        "WORKER_PROCESSES": str(WORKER_PROCESSES),
+        "WORKER_CONNECTIONS": str(limits.worker_connections),
+        "OPEN_FILES": str(limits.open_files),
+        "VLLM_POOL": _pool_lines(limits) if settings.pooled_upstream else (),
         "MAX_BODY_MB": str(settings.max_body_mb),
         "DOCKER_DNS": DOCKER_DNS,
         "LISTEN": f"{PROXY_CONTAINER_PORT} ssl" if settings.tls else str(PROXY_CONTAINER_PORT),
         "TLS_DIRECTIVES": tuple(f"{name} {value};" for name, value in _TLS_DIRECTIVES) if settings.tls else (),
-        "VLLM_UPSTREAM": f"{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}",
+        "VLLM_UPSTREAM": VLLM_POOL if settings.pooled_upstream else f"{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}",
         "VLLM_UPSTREAM_HOST": VLLM_UPSTREAM_HOST,
         "FORWARDED_PREFIX": FORWARDED_PREFIX,
         "HEALTH_PATH": HEALTH_PATH,

@@ -112,6 +112,7 @@ _NO_MEANING = {
     "--network": "the program puts vLLM on a private network behind its reverse proxy",
     "--pull": "the program pulls the pinned image itself",
     "--platform": "the image is pulled for the host's platform",
+    "--ulimit": "the program sets the open-files limits vLLM and the proxy need",
 }
 # Options the program deliberately does not grant: it runs vLLM without capabilities, as non-root.
 _SECURITY = {"--privileged", "--cap-add", "--security-opt", "--device", "--pid", "--userns", "--volumes-from",
@@ -282,6 +283,7 @@ SETTING_FLAGS: dict[str, str] = {
     "--quantization": "quantization",
     "--kv-cache-dtype": "kvCacheDtype",
     "--trust-remote-code": "trustRemoteCode",
+    "--api-server-count": "apiServerCount",
 }
 # vLLM flags the program sets itself, and why the user's value is not carried over.
 _ABSORBED_FLAGS = {
@@ -570,7 +572,7 @@ def _vllm_args(args: Sequence[str], version: VllmVersion, mounts: list[_Mount], 
             break
     flags, positionals = _split_flags(tokens, result.original_version or version)
     if positionals and not any(f.name == "--model" for f in flags):
-        # `vllm serve MODEL` (the images' entrypoint since 0.9.2) takes the model as its positional argument.
+        # `vllm serve MODEL` (the images' entrypoint since 0.11.1) takes the model as its positional argument.
         flags.insert(0, _Flag("--model", positionals[0], (positionals[0],), (positionals[0],)))
         positionals = positionals[1:]
     for stray in positionals:
@@ -735,7 +737,7 @@ def _setting_flag(flag: _Flag, version: VllmVersion, result: Imported) -> None:
         return
     elif key in ("gpuMemoryUtilization",):
         value = float(flag.values[0])
-    elif key in ("maxModelLen", "maxNumSeqs", "blockSize", "swapSpace", "tensorParallelSize"):
+    elif key in ("maxModelLen", "maxNumSeqs", "blockSize", "swapSpace", "tensorParallelSize", "apiServerCount"):
         try:
             value = _number(flag.values[0], integer=True)
         except ValueError:

@@ -21,6 +21,7 @@ from typing import Any, Final
 from pydantic import SecretStr
 
 from vllm_endpoint.infra.settings.models import (
+    PROGRAM_SECTIONS,
     SECTIONS,
     TOP_LEVEL_KEYS,
     ConfigError,
@@ -57,7 +58,9 @@ COMPONENT_KEYS: Final[dict[str, str]] = {
 def setting_keys() -> dict[str, str]:
     """Every setting's keyword (field name) -> its config key."""
     keys = {key: key for key in TOP_LEVEL_KEYS}
-    for model in SECTIONS.values():
+    for section, model in SECTIONS.items():
+        if section in PROGRAM_SECTIONS:
+            continue
         for name, info in model.model_fields.items():
             keys[name] = info.alias or name
     return keys
@@ -110,6 +113,8 @@ def settings_kwargs(cfg: StackConfig) -> dict[str, Any]:
     """The keyword arguments that make `cfg` again: the settings it was given, as plain values."""
     kwargs: dict[str, Any] = {key: getattr(cfg, key) for key in TOP_LEVEL_KEYS}
     for section in SECTIONS:
+        if section in PROGRAM_SECTIONS:
+            continue  # the program's own (the endpoint's name), not VllmEndpoint's
         current = getattr(cfg, section)
         for name in sorted(current.model_fields_set):
             kwargs[name] = _plain(getattr(current, name))

@@ -39,10 +39,15 @@ from vllm_endpoint.infra.catalog.dtypes import DTYPE_CHOICES, KV_CACHE_DTYPE_CHO
 from vllm_endpoint.infra.catalog.names import (
     API_WORLD_OPT_IN,
     DEFAULT_API_PORT,
+    DEFAULT_ENDPOINT_NAME,
     DEFAULT_VLLM_VERSION,
+    ENDPOINT_NAME_PATTERN,
     HOST_CACHE_MOUNT,
+    LOCAL_CACHE_DIR,
     SSH_WORLD_OPT_IN,
+    VLLM_CPU_KV_CACHE_ENV,
     VLLM_IMAGE_REPOSITORY,
+    VLLM_OPEN_FILES_TARGET,
 )
 from vllm_endpoint.infra.catalog.reserved_networks import reserved_network
 from vllm_endpoint.infra.catalog.security import SECURITY_FLOOR
@@ -270,6 +275,20 @@ class _Section(_Settings):
 # ----------------------------------------------------------------------------------------------
 # Sections.
 
+class StackSettings(_Section):
+    """Settings of the stack program itself (`__main__.py`), not of VllmEndpoint: in a program of your own
+    the endpoint's name is the name you give the VllmEndpoint."""
+
+    endpoint_name: Annotated[str, _matching(re.compile(ENDPOINT_NAME_PATTERN), "an endpoint name",
+                                            "chat")] = Field(
+        DEFAULT_ENDPOINT_NAME, description="The stack's endpoint name: its containers (`<name>`, "
+        "`<name>-proxy`), Docker network and folder in hostCacheDir are named after it. Give each stack that "
+        "shares a host with another (target existing-host or local) a name of its own. Changing it starts a "
+        "new endpoint beside the caches of the old one (a first deploy's downloads again).",
+        json_schema_extra=effect(CONTAINER),
+    )
+
+
 class ModelSettings(_Section):
     model: str = Field(
         "Qwen/Qwen2.5-1.5B-Instruct",
@@ -354,6 +373,26 @@ class ServerSettings(_Section):
         None, description="vLLM `--max-num-seqs`. Default: vLLM's own (256 on 24-80 GB GPUs). The "
         f"original command's 16, measured against that default: {MAX_NUM_SEQS_16_MEASURES}. Set it only to "
         "cap concurrency.",
+        json_schema_extra=effect(CONTAINER),
+    )
+    api_server_count: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="vLLM `--api-server-count`: HTTP front-end processes before the one engine (they "
+        "parse, tokenize and stream; images from vLLM 0.11.1, which run `vllm serve`). A small model is bound "
+        "by one front end's CPU, not the GPU: on an H200 (vLLM 0.24.0, Qwen2.5-1.5B, 512 prompt / 256 output "
+        "tokens at concurrency 256) 1 server gave 6,553 output tok/s (p50 latency 8.23 s, p99 10.16 s), 4 gave "
+        "13,359 (3.94 s, 5.80 s), 8 gave 10,659 (5.06 s, 6.17 s). Default: from the instance type, one per "
+        "physical core (2 vCPUs) left after 2 vCPUs per engine process (one per GPU, plus a scheduler with "
+        "tensor parallelism) and 2 for the proxy and the boot prefetch, at most 4 (g5.xlarge: 1, g5.2xlarge: "
+        "2, 16+ vCPUs: 4); 1 on an existing host, whose vCPUs the program does not know.",
+        json_schema_extra=effect(CONTAINER),
+    )
+    container_open_files: Annotated[int, Field(ge=1024, le=1_048_576)] = Field(
+        VLLM_OPEN_FILES_TARGET, description="Open-files limit (soft = hard) of the vLLM and proxy containers. "
+        f"vLLM raises its own to {VLLM_OPEN_FILES_TARGET} at start (client connections, engine sockets and "
+        "model files are all descriptors) and warns when it cannot; the proxy holds two per request. The "
+        "deploy checks first that the host's Docker can grant it (a daemon whose own hard limit is lower and "
+        "that lacks CAP_SYS_RESOURCE cannot, and the container would not start): lower it to what the check "
+        "reports, or raise the daemon's (`systemctl edit docker`: LimitNOFILE=1048576).",
         json_schema_extra=effect(CONTAINER),
     )
     max_model_len: Annotated[int, Field(ge=16, le=10_000_000)] | None = Field(
@@ -453,8 +492,9 @@ class ServerSettings(_Section):
 class AwsSettings(_Section):
     instance_type: Annotated[str, _matching(_INSTANCE_TYPE, "an EC2 instance type", "g5.xlarge")] = Field(
         "g5.xlarge", description="GPU instance type (see docs/gpu-catalog.md). Changing it stops and "
-        "starts the same instance.",
-        json_schema_extra=effect(RESTART),
+        "starts the same instance (and re-creates the vLLM container when apiServerCount's default changes "
+        "with the vCPUs).",
+        json_schema_extra=effect(CONTAINER, RESTART),
     )
     ami_id: Annotated[str, _matching(_AMI_ID, "an AMI id", "ami-0123456789abcdef0")] | None = Field(
         None, description="Pins the AMI. Unset: the AWS Deep Learning Base GPU AMI that "
@@ -607,37 +647,55 @@ class ExistingHostSettings(_Section):
         "HOST`, checked out of band); pinned, never trusted on first use.",
         json_schema_extra=effect(NONE),  # the new key is pinned for every connection
     )
-    host_cache_dir: Annotated[str, _matching(re.compile(r"^/[^\0]*$"), "an absolute path",
+    host_cache_dir: Annotated[str, _matching(re.compile(r"^(/|~/)[^\0]*$"), "an absolute path",
                                              HOST_CACHE_MOUNT)] = Field(
-        HOST_CACHE_MOUNT, description="target=existing-host: directory holding the caches (like the "
+        HOST_CACHE_MOUNT, description="target=existing-host or local: directory holding the caches (like the "
         "original `~/.cache/huggingface`). Each endpoint keeps its caches, uploads and proxy files in its own "
-        "folder in it, named after the endpoint (the stack's endpoint: `vllm`).",
+        f"folder in it, named after the endpoint (the stack's endpoint: `vllm`). With target=local the default "
+        f"is `{LOCAL_CACHE_DIR}` (`~/` is your home there).",
         json_schema_extra=effect(CONTAINER),
     )
     host_gpu_model: str | None = Field(
-        None, description="target=existing-host: GPU model for the fit check (e.g. A10G, L4, L40S, A100-80GB, "
+        None, description="target=existing-host or local: GPU model for the fit check (e.g. A10G, L4, L40S, A100-80GB, "
         "H100, H200, B200; any name in docs/gpu-catalog.md, or what `nvidia-smi` prints); without it (or "
         "hostGpuMemoryGib) the fit check is skipped with a warning.",
         json_schema_extra=effect(NONE),
     )
     host_gpu_memory_gib: Annotated[float, BeforeValidator(_gpu_memory_gib)] | None = Field(
-        None, description="target=existing-host, a GPU not in the catalog: its memory as the driver reports it "
-        "(`nvidia-smi --query-gpu=memory.total --format=csv` MiB / 1024), for the fit check. Set with "
+        None, description="target=existing-host or local, a GPU not in the catalog: its memory as the driver "
+        "reports it (`nvidia-smi --query-gpu=memory.total --format=csv` MiB / 1024), for the fit check. Set with "
         "hostGpuComputeCapability, instead of hostGpuModel.",
         json_schema_extra=effect(NONE),
     )
     host_gpu_compute_capability: Annotated[str, BeforeValidator(_capability_text),
                                            _matching(_COMPUTE_CAPABILITY, "a compute capability",
                                                      "9.0")] | None = Field(
-        None, description="target=existing-host, a GPU not in the catalog: its CUDA compute capability "
+        None, description="target=existing-host or local, a GPU not in the catalog: its CUDA compute capability "
         "(`nvidia-smi --query-gpu=compute_cap --format=csv`), which decides bf16 (8.0+) and FP8 (8.9+) support. "
         "Set with hostGpuMemoryGib, instead of hostGpuModel.",
         # below 8.0 a bfloat16 checkpoint is served as float16, which the rendered --dtype says
         json_schema_extra=effect(CONTAINER),
     )
     host_gpu_count: Annotated[int, Field(ge=1, le=64)] | None = Field(
-        None, description="target=existing-host with gpus=all: how many GPUs the host has.",
+        None, description="target=existing-host with gpus=all: how many GPUs the host has (target=local counts them "
+        "with `nvidia-smi`).",
         json_schema_extra=effect(CONTAINER),  # with gpus=all it sets the default tensor parallelism
+    )
+
+
+class LocalSettings(_Section):
+    """target=local: this machine's own Docker engine (a first deploy with no cloud account)."""
+
+    local_device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="target=local: `gpu` runs the vLLM image on this machine's NVIDIA GPU(s) (needs "
+        "the NVIDIA container runtime), `cpu` runs vLLM's CPU image (slow; for a small model such as "
+        "Qwen/Qwen2.5-0.5B-Instruct), `auto` picks `gpu` when `nvidia-smi` lists a GPU.",
+        json_schema_extra=effect(CONTAINER),
+    )
+    local_cpu_kv_cache_gib: Annotated[int, Field(ge=1, le=1024)] = Field(
+        4, description="target=local on the CPU: GiB of RAM vLLM's CPU build sets aside for the KV cache "
+        f"(`{VLLM_CPU_KV_CACHE_ENV}`); more serves longer or more concurrent requests.",
+        json_schema_extra=effect(CONTAINER),
     )
 
 
@@ -749,34 +807,42 @@ class Secrets(_Settings):
 # The whole stack.
 
 SECTIONS: dict[str, type[BaseModel]] = {
+    "stack": StackSettings,
     "model": ModelSettings,
     "server": ServerSettings,
     "aws": AwsSettings,
     "existing_host": ExistingHostSettings,
+    "local": LocalSettings,
     "access": AccessSettings,
     "secrets": Secrets,
 }
 TOP_LEVEL_KEYS = {"target"}
+# Sections of the stack program's own settings, which VllmEndpoint does not take as keyword arguments.
+PROGRAM_SECTIONS = frozenset({"stack"})
 
 
 class StackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target: Literal["aws", "existing-host"] = Field(
-        "aws", description="Where the endpoint runs: `aws` (a GPU VM this program creates) or "
-        "`existing-host` (a Docker host you have, reached over SSH; no AWS resources).",
+    stack: StackSettings = StackSettings()
+    target: Literal["aws", "existing-host", "local"] = Field(
+        "aws", description="Where the endpoint runs: `aws` (a GPU VM this program creates), "
+        "`existing-host` (a Docker host you have, reached over SSH; no AWS resources) or `local` (this "
+        "machine's Docker engine, on its GPU or on the CPU; the API answers on 127.0.0.1 only).",
         json_schema_extra=effect(CONTAINER, REPLACE),
     )
     model: ModelSettings = ModelSettings()
     server: ServerSettings = ServerSettings()
     aws: AwsSettings = AwsSettings()
     existing_host: ExistingHostSettings = ExistingHostSettings()
+    local: LocalSettings = LocalSettings()
     access: AccessSettings = AccessSettings()
     secrets: Secrets = Secrets()
 
     @model_validator(mode="after")
     def _cross_section(self) -> StackConfig:
-        target_problems = _aws_problems if self.target == "aws" else _existing_host_problems
+        target_problems = {"aws": _aws_problems, "existing-host": _existing_host_problems,
+                           "local": _local_problems}[self.target]
         problems = target_problems(self) + _model_source_problems(self)
         if problems:
             raise ValueError("\n".join(problems))
@@ -816,7 +882,8 @@ def _aws_problems(cfg: StackConfig) -> list[str]:
         problems.append("availabilityZone: the subnet decides the zone; unset one of subnetId/availabilityZone")
     if a.cache_volume_id is not None:
         problems += _adopted_volume_problems(a)
-    return problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)
+    return (problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)
+            + _set_outside_target(cfg, "local", LocalSettings))
 
 
 def _adopted_volume_problems(a: AwsSettings) -> list[str]:
@@ -851,6 +918,35 @@ def _existing_host_problems(cfg: StackConfig) -> list[str]:
             "sshPrivateKey: required with target=existing-host (a key the host's user authorizes); "
             "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
         )
+    if h.host_cache_dir.startswith("~"):
+        problems.append(f"hostCacheDir: {h.host_cache_dir} is relative to a home; give the absolute path on "
+                        "the host (e.g. /home/deploy/.cache/vllm-endpoint)")
+    return problems + _gpu_description_problems(cfg, count_known=False) + \
+        _set_outside_target(cfg, "aws", AwsSettings) + _set_outside_target(cfg, "local", LocalSettings)
+
+
+def _local_problems(cfg: StackConfig) -> list[str]:
+    """target=local: no SSH, no address; the GPU description settings work as on an existing host."""
+    h = cfg.existing_host
+    ssh_settings = [key for key, value in (("hostAddress", h.host_address), ("hostSshUser", h.host_ssh_user),
+                                           ("hostPublicKey", h.host_public_key),
+                                           ("sshPrivateKey", cfg.secrets.ssh_private_key)) if value is not None]
+    if "host_ssh_port" in h.model_fields_set:
+        ssh_settings.append("hostSshPort")
+    problems = [f"{key}: has no effect with target=local (this machine's Docker engine, no SSH); remove it"
+                for key in ssh_settings]
+    if cfg.local.local_device == "cpu" and any(
+            name in h.model_fields_set for name in ("host_gpu_model", "host_gpu_memory_gib",
+                                                     "host_gpu_compute_capability", "host_gpu_count")):
+        problems.append("hostGpuModel/hostGpuMemoryGib/hostGpuComputeCapability/hostGpuCount: describe a GPU, "
+                        "but localDevice is cpu; remove them or set localDevice gpu")
+    # nvidia-smi counts this machine's GPUs, so hostGpuCount is never required here.
+    return problems + _gpu_description_problems(cfg, count_known=True) + _set_outside_target(cfg, "aws", AwsSettings)
+
+
+def _gpu_description_problems(cfg: StackConfig, *, count_known: bool) -> list[str]:
+    problems: list[str] = []
+    h = cfg.existing_host
     unlisted = (h.host_gpu_memory_gib, h.host_gpu_compute_capability)
     if h.host_gpu_model is not None and unlisted != (None, None):
         problems.append("hostGpuModel and hostGpuMemoryGib/hostGpuComputeCapability: choose one: hostGpuModel "
@@ -861,10 +957,10 @@ def _existing_host_problems(cfg: StackConfig) -> list[str]:
         problems.append(f"{missing}: required with {given} (a GPU not in the catalog needs both; "
                         "`nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv` prints them)")
     described = h.host_gpu_model is not None or h.host_gpu_memory_gib is not None
-    if cfg.server.gpus == "all" and h.host_gpu_count is None and described:
+    if cfg.server.gpus == "all" and h.host_gpu_count is None and described and not count_known:
         problems.append("hostGpuCount: required with gpus=all and hostGpuModel or hostGpuMemoryGib "
                         "(for the fit check)")
-    return problems + _set_outside_target(cfg, "aws", AwsSettings)
+    return problems
 
 
 def _model_source_problems(cfg: StackConfig) -> list[str]:

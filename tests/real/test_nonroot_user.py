@@ -39,7 +39,8 @@ def rendered(test_host: TestHost, vllm_image: str, cache_dir: Path) -> Container
     """The vLLM spec `pulumi up` would run on the test host, with its cache folders and network there."""
     config = existing_host_config(test_host, cache_dir)
     plan = build_plan(config)
-    test_host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
+    test_host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user,
+                                               open_files=config.server.container_open_files))
     test_host.docker("network", "create", "--driver", "bridge", plan.network, check=False)
     spec = cpu_adapt(plan.vllm)
     assert spec.image == vllm_image

@@ -1,5 +1,7 @@
-"""The boot-time prefetch on real parts: infra/host/hf-prefetch.py against a Hugging Face Hub stand-in
-(tests/real/harness/fakehub.py), checked with the REAL huggingface_hub and vLLM code of the vLLM venv;
+"""The boot-time prefetch on real parts: infra/host/hf-prefetch.py, run with the Hub client boot.sh installs
+(`boot.sh install-hf-client`: huggingface_hub and hf_xet into their own venv, here from the wheels
+scripts/setup.sh downloaded) against a Hugging Face Hub stand-in (tests/real/harness/fakehub.py), checked with
+the REAL huggingface_hub and vLLM code of the vLLM venv;
 the prefetch section of infra/host/boot.sh run for real against a stand-in IMDS (token PUT, tags GET)
 and the test host's Docker engine; and the real vLLM server serving the model from the cache it filled.
 
@@ -30,16 +32,20 @@ from tests.real.harness import images
 from tests.real.harness.bootprefetch import (
     TOKEN_PARAMETER,
     BootRun,
+    ClientInstall,
+    client_venv,
+    install_hf_client,
     install_scripts,
     make_volume_root,
     run_boot_prefetch,
     traced,
+    wheelhouse_problem,
 )
 from tests.real.harness.common import BUILD_DIR, VLLM_VENV, prerequisite_problem, record_timing
 from tests.real.harness.deployer import deploy, existing_host_config, make_cache_dir
 from tests.real.harness.fakehub import FakeHub
 from tests.real.harness.testhost import TestHost
-from vllm_endpoint.infra.catalog.names import CACHE_SUBDIR_ROOT, PREFETCH_REVISION_TAG
+from vllm_endpoint.infra.catalog.names import CACHE_SUBDIR_ROOT, HF_CLIENT_PACKAGES, PREFETCH_REVISION_TAG
 from vllm_endpoint.infra.plan.deployment import build_plan
 from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script
 from vllm_endpoint.infra.render.userdata import host_hf_home
@@ -60,18 +66,10 @@ EXTRAS = {
 }
 
 
-def host_python() -> str:
-    """The interpreter closest to the AMI's (Ubuntu 22.04: 3.10) that this machine has."""
-    for candidate in ("python3.10", *sorted(map(str, Path.home().glob(".pyenv/versions/3.10.*/bin/python")))):
-        path = shutil.which(candidate) or candidate
-        if subprocess.run([path, "-c", ""], capture_output=True).returncode == 0:
-            return path
-    return "/usr/bin/python3"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _prerequisites() -> Iterator[None]:
-    problem = prerequisite_problem(("bash", "curl", "runuser", "setsid", "python3", "strace"), need_vllm_venv=True)
+    problem = prerequisite_problem(("bash", "curl", "runuser", "setsid", "python3", "strace", "flock"),
+                                   need_vllm_venv=True) or wheelhouse_problem()
     if problem:
         pytest.skip(problem)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
@@ -87,6 +85,14 @@ def work() -> Iterator[Path]:
     install_scripts(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(work: Path) -> ClientInstall:
+    """The Hub client's venv, installed by boot.sh as an instance's model job installs it (from the wheelhouse)."""
+    installed = install_hf_client(work)
+    record_timing("hf_client_install", installed.seconds)
+    return installed
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +118,8 @@ def expected_files(tiny_model: Path) -> set[str]:
 
 def run_prefetch(work: Path, hf_home: Path, repo: str, endpoint: str, *extra: str,
                  token_file: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [host_python(), str(work / "hf-prefetch.py"), "--repo", repo, "--hf-home", str(hf_home), *extra]
+    argv = [str(client_venv(work) / "bin" / "python"), str(work / "hf-prefetch.py"), "--repo", repo,
+            "--hf-home", str(hf_home), *extra]
     if token_file is not None:
         argv += ["--token-file", str(token_file)]
     env = {"PATH": os.environ["PATH"], "HF_ENDPOINT": endpoint, "NO_PROXY": "*"}
@@ -154,10 +161,21 @@ def cache_layout(hub_dir: Path, repo: str) -> dict[str, object]:
     }
 
 
-# --- the prefetcher --------------------------------------------------------------------------------
+# --- the Hub client and the prefetcher -------------------------------------------------------------
+
+def test_boot_sh_installs_the_pinned_hub_client_into_its_venv_once(client: ClientInstall, work: Path) -> None:
+    assert f"hf-prefetch: installing the Hub client ({' '.join(HF_CLIENT_PACKAGES)})" in client.output
+    versions = subprocess.run([str(client.python), "-c", "import importlib.metadata as m; print(*(f'{d}=='"
+                               "f'{m.version(d)}' for d in ('huggingface_hub', 'hf_xet')))"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert versions == list(HF_CLIENT_PACKAGES)
+    again = install_hf_client(work)
+    assert again.output == "" and again.python == client.python  # the pins are there: nothing to do
+
+
 
 @pytest.fixture(scope="module")
-def filled(work: Path, hub: FakeHub) -> tuple[Path, dict[str, object]]:
+def filled(client: ClientInstall, work: Path, hub: FakeHub) -> tuple[Path, dict[str, object]]:
     """An empty HF_HOME filled by one prefetch; the counters of that run are kept in the result."""
     hf_home = work / "hf-filled"
     hub.reset_counters()
@@ -245,30 +263,51 @@ def test_a_second_run_downloads_nothing(filled: tuple[Path, dict[str, object]], 
     assert again["downloaded_bytes"] == 0 and again["present_bytes"] == first["downloaded_bytes"]
 
 
-def test_an_interrupted_download_resumes_and_a_corrupt_one_is_fetched_again(
-        hub: FakeHub, work: Path, tiny_model: Path) -> None:
+def test_a_download_killed_midway_is_cleaned_up_and_fetched_whole_by_the_next_run(
+        client: ClientInstall, hub: FakeHub, work: Path, tiny_model: Path) -> None:
+    """huggingface_hub 2.4 writes each download to a file of its own and never resumes one: the next run
+    removes what a killed run left (and what the old stdlib prefetcher left, <sha>.incomplete) and fetches
+    the file whole."""
     weights = (tiny_model / "model.safetensors").read_bytes()
     sha = hashlib.sha256(weights).hexdigest()
-    for name, partial, expect_range in [("resume", weights[: len(weights) // 2], True),
-                                        ("corrupt", b"\xff" * (len(weights) // 2), False)]:
-        hf_home = work / f"hf-{name}"
-        blobs = hf_home / "hub" / f"models--{REPO.replace('/', '--')}" / "blobs"
-        blobs.mkdir(parents=True)
-        (blobs / f"{sha}.incomplete").write_bytes(partial)
-        hub.reset_counters()
-        run_prefetch(work, hf_home, REPO, hub.endpoint, "--retries", "3")
-        lfs = [r for r in hub.reset_counters().requests if r.path.startswith("/lfs/")]
-        assert hashlib.sha256((blobs / sha).read_bytes()).hexdigest() == sha
-        assert not (blobs / f"{sha}.incomplete").exists()
-        if expect_range:
-            assert [(r.range, r.status, r.file_bytes) for r in lfs] == [
-                (f"bytes={len(partial)}-", 206, len(weights) - len(partial))]
-        else:  # resumed, failed the sha256 check, fetched whole
-            assert [(r.range, r.status) for r in lfs] == [(f"bytes={len(partial)}-", 206), (None, 200)]
+    hf_home = work / "hf-killed"
+    blobs = hf_home / "hub" / f"models--{REPO.replace('/', '--')}" / "blobs"
+    hub.lfs_rate_bytes_per_s = len(weights) / 10  # the weights take ~10 s
+    try:
+        killed = subprocess.Popen(
+            [str(client.python), str(work / "hf-prefetch.py"), "--repo", REPO, "--hf-home", str(hf_home)],
+            env={"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.endpoint, "NO_PROXY": "*"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not any(blobs.glob(f"{sha}.*.incomplete")):
+            assert killed.poll() is None and time.monotonic() < deadline, "the weights download did not start"
+            time.sleep(0.05)
+        time.sleep(2)  # mid-file: the client writes what arrives in chunks of up to 10 MB
+        assert killed.poll() is None
+        killed.kill()
+        killed.wait(timeout=30)
+    finally:
+        hub.lfs_rate_bytes_per_s = None
+    # The stand-in Hub counts the cut request once its connection ends.
+    deadline = time.monotonic() + 30
+    while not any(r.path.startswith("/lfs/") for r in hub.counters.requests):
+        assert time.monotonic() < deadline, "the killed download's request did not end"
+        time.sleep(0.05)
+    cut = [r.file_bytes for r in hub.reset_counters().requests if r.path.startswith("/lfs/")]
+    assert len(cut) == 1 and 0 < cut[0] < len(weights), cut
+    (blobs / f"{sha}.incomplete").write_bytes(weights[:1000])
+    left = sorted(blobs.glob("*.incomplete"))
+    assert len(left) == 2 and not (blobs / sha).exists(), left
+    proc = run_prefetch(work, hf_home, REPO, hub.endpoint)
+    lfs = [r for r in hub.reset_counters().requests if r.path.startswith("/lfs/")]
+    assert hashlib.sha256((blobs / sha).read_bytes()).hexdigest() == sha
+    assert list(blobs.glob("*.incomplete")) == []
+    assert "bytes of partial downloads an interrupted run left" in proc.stdout
+    assert [(r.range, r.status, r.file_bytes) for r in lfs] == [(None, 200, len(weights))]
 
 
 def test_vllm_starting_during_the_prefetch_waits_for_its_blob_instead_of_downloading_it_again(
-        hub: FakeHub, work: Path, tiny_model: Path) -> None:
+        client: ClientInstall, hub: FakeHub, work: Path, tiny_model: Path) -> None:
     weights = tiny_model / "model.safetensors"
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     hf_home = work / "hf-overlap"
@@ -277,11 +316,11 @@ def test_vllm_starting_during_the_prefetch_waits_for_its_blob_instead_of_downloa
     hub.lfs_rate_bytes_per_s = weights.stat().st_size / 4  # the weights take ~4 s
     try:
         prefetcher = subprocess.Popen(
-            [host_python(), str(work / "hf-prefetch.py"), "--repo", REPO, "--hf-home", str(hf_home)],
+            [str(client.python), str(work / "hf-prefetch.py"), "--repo", REPO, "--hf-home", str(hf_home)],
             env={"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.endpoint, "NO_PROXY": "*"},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while not (blobs / f"{sha}.incomplete").exists():
+        while not any(blobs.glob(f"{sha}.*.incomplete")):
             assert prefetcher.poll() is None and time.monotonic() < deadline, "the weights download did not start"
             time.sleep(0.02)
         # huggingface_hub as vLLM calls it, online, while the blob is still being written.
@@ -298,15 +337,15 @@ print(h.hf_hub_download({REPO!r}, "model.safetensors"))
     assert len(storage) == 1 and storage[0].file_bytes == weights.stat().st_size, storage
 
 
-def test_unknown_repos_and_revisions_are_clear_errors(hub: FakeHub, work: Path) -> None:
+def test_unknown_repos_and_revisions_are_clear_errors(client: ClientInstall, hub: FakeHub, work: Path) -> None:
     missing = run_prefetch(work, work / "hf-missing", "fakeorg/no-such-model", hub.endpoint, check=False)
     assert missing.returncode == 1
     assert "HTTP 404: no model repository fakeorg/no-such-model" in missing.stderr
     bad_rev = run_prefetch(work, work / "hf-missing", REPO, hub.endpoint, "--revision", "v9", check=False)
-    assert bad_rev.returncode == 1 and "the revision does not exist" in bad_rev.stderr
+    assert bad_rev.returncode == 1 and f"the revision 'v9' does not exist in {REPO}" in bad_rev.stderr
 
 
-def test_a_gated_repo_without_a_token_fails_clearly(hub: FakeHub, work: Path) -> None:
+def test_a_gated_repo_without_a_token_fails_clearly(client: ClientInstall, hub: FakeHub, work: Path) -> None:
     proc = run_prefetch(work, work / "hf-gated-none", GATED, hub.endpoint, check=False)
     assert proc.returncode == 1
     assert f"HTTP 401: {GATED} is gated or private" in proc.stderr and "hfToken" in proc.stderr
@@ -317,15 +356,15 @@ def test_a_gated_repo_without_a_token_fails_clearly(hub: FakeHub, work: Path) ->
 
 
 def test_a_gated_repo_works_with_the_token_from_a_file_which_no_command_line_shows(
-        hub: FakeHub, work: Path, token: str) -> None:
+        client: ClientInstall, hub: FakeHub, work: Path, token: str) -> None:
     token_file = work / "token"
     token_file.touch(mode=0o600)
     token_file.write_text(token + "\n")
     hub.reset_counters()
     exec_log = work / "gated-execs.log"
-    proc = traced([host_python(), str(work / "hf-prefetch.py"), "--repo", GATED, "--hf-home", str(work / "hf-gated"),
-                   "--token-file", str(token_file)], {"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.endpoint},
-                  exec_log, timeout=120)
+    proc = traced([str(client.python), str(work / "hf-prefetch.py"), "--repo", GATED,
+                   "--hf-home", str(work / "hf-gated"), "--token-file", str(token_file)],
+                  {"PATH": os.environ["PATH"], "HF_ENDPOINT": hub.endpoint}, exec_log, timeout=120)
     assert proc.returncode == 0, proc.stderr
     counted = hub.reset_counters()
     assert summary(proc)["downloaded_bytes"] == counted.file_bytes > 0
@@ -353,8 +392,10 @@ def serving_config(test_host: TestHost, host_cache_dir: Path) -> StackConfig:
 
 
 @pytest.fixture(scope="module")
-def booted(test_host: TestHost, busybox_image: str, work: Path, hub: FakeHub, token: str) -> Iterator[BootRun]:
-    """boot.sh's prefetch for a gated model and an image the engine has: both jobs, in parallel.
+def booted(test_host: TestHost, busybox_image: str, work: Path, hub: FakeHub, token: str,
+           client: ClientInstall) -> Iterator[BootRun]:
+    """boot.sh's prefetch for a gated model and an image the engine has: both jobs, in parallel, with the Hub
+    client installed (a fresh install is the progress test's), while /proc is searched for the token.
 
     It fills the folder the serving stack's containers use (an existing host's endpoint folder below
     hostCacheDir), as on AWS it fills the volume the containers use."""
@@ -365,7 +406,7 @@ def booted(test_host: TestHost, busybox_image: str, work: Path, hub: FakeHub, to
     hub.reset_counters()
     run = run_boot_prefetch(test_host, work, "boot", {
         "prefetch-image": busybox_image, "prefetch-model": GATED, "hf-token-parameter": TOKEN_PARAMETER,
-    }, hub.endpoint, secret=token, cache=cache)
+    }, hub.endpoint, secret=token, cache=cache, watch_for=token)
     record_timing("boot_prefetch_section", run.seconds)
     yield run
     shutil.rmtree(host_cache_dir, ignore_errors=True)
@@ -393,9 +434,13 @@ def test_boot_prefetch_keeps_the_token_out_of_command_lines_environments_and_fil
     for program in ('"aws", "ssm", "get-parameter"', '"runuser", "-u"', "--token-file", '"docker", "image"'):
         assert program in booted.execs
     assert token not in booted.execs
-    for root in (booted.state, booted.cache):
+    # Nor in any process's command line or environment at any moment of the run (read every 20 ms).
+    assert booted.proc_scans >= 5 and booted.proc_hits == []
+    # Nor in any file: the run's folder (but the stand-in SSM store), the cache it filled, the client's venv.
+    base = booted.state.parent
+    for root in (base, booted.cache, client_venv(base.parent)):
         for path in root.rglob("*"):
-            if path.is_file() and not path.is_symlink():
+            if path.is_file() and not path.is_symlink() and path != base / "ssm-value":
                 assert token.encode() not in path.read_bytes(), path
     assert token not in booted.log.read_text()
 
@@ -415,8 +460,10 @@ def test_the_host_check_shows_the_boot_downloads_progress_while_it_waits(
     weights = (tiny_model / "model.safetensors").stat().st_size
     hub.lfs_rate_bytes_per_s = weights / 30  # the weights take ~30 s
     runs: list[BootRun] = []
+    # A fresh venv: the job installs the Hub client first, as on a new instance.
     boot = threading.Thread(target=lambda: runs.append(run_boot_prefetch(
-        test_host, work, "boot-progress", {"prefetch-model": REPO}, hub.endpoint, trace=False, timeout=120)))
+        test_host, work, "boot-progress", {"prefetch-model": REPO}, hub.endpoint, trace=False, timeout=180,
+        venv=work / "hf-client-fresh")))
     state = work / "boot-progress" / "state"
     try:
         boot.start()
@@ -438,8 +485,11 @@ def test_the_host_check_shows_the_boot_downloads_progress_while_it_waits(
     assert len(progress) >= 2, proc.stdout
     marks = [int(m.group(1)) for m in progress] + [round(waited)]
     assert max(b - a for a, b in itertools.pairwise(marks)) <= 15, marks
+    # The job installed the client before the download, and said so in the log the host check reads.
+    log = runs[0].log.read_text()
+    assert log.index("hf-prefetch: installing the Hub client") < log.index("hf-prefetch: the Hub client is ready")
     # The total is the one hf-prefetch logged, the folder the model's own in the cache.
-    logged = re.search(r"hf-prefetch: total (\d+) bytes in (\S+) ", runs[0].log.read_text())
+    logged = re.search(r"hf-prefetch: total (\d+) bytes in (\S+) ", log)
     assert logged is not None and int(logged.group(1)) >= weights
     assert {m.group(4) for m in progress} == {logged.group(2)}
     assert progress[-1].group(2) != progress[-1].group(3), proc.stdout  # seen while it was still downloading

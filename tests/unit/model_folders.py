@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
+from vllm_endpoint.infra.settings.models import load_stack_config
 
 # Qwen2.5-1.5B's architecture, so the fit check has real numbers to work with.
 QWEN2_1_5B_CONFIG = {
@@ -25,3 +29,25 @@ def write_model_folder(root: Path, name: str = "my-finetune", *, config: bool = 
     for tokenizer_file in ("tokenizer.json", "tokenizer_config.json"):
         (folder / tokenizer_file).write_text("{}")
     return folder
+
+
+def upload_plan(folder: Path, target: str = "existing-host", cache_dir: str = "/srv/cache") -> DeploymentPlan:
+    """The plan of a stack serving `folder` (modelPath) from `cache_dir` on an existing host, or on AWS."""
+    raw = {"modelPath": str(folder)}
+    if target == "aws":
+        raw |= {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}
+    else:
+        raw |= {"target": "existing-host", "hostAddress": "10.1.2.3", "hostSshUser": "deploy",
+                "hostCacheDir": cache_dir,
+                "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO",
+                "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"}
+    return build_plan(load_stack_config(raw), hub_fetcher=None)
+
+
+# What the stack names the copy, which verify-model.sh's message tells the user to re-run.
+COPY_URN = ("urn:pulumi:dev::vllm-endpoint::vllm-endpoint:index:VllmEndpoint$vllm-endpoint:docker:VllmServer"
+            "$command:remote:CopyToRemote::vllm-server-model-upload")
+# One for the tests that only render the upload's commands (the folder must exist while it is planned).
+_PLANNED = tempfile.TemporaryDirectory(prefix="upload-plan-")
+UPLOAD_PLAN = upload_plan(write_model_folder(Path(_PLANNED.name), "ft"))
+_PLANNED.cleanup()

@@ -109,3 +109,51 @@ def test_the_program_imports_nothing_from_pulumi_policy() -> None:
     assert [str(p) for p in sources if "pulumi_policy" in _imported_modules(p)] == []
     # The check sees imports: the pack's own entry point is one.
     assert "pulumi_policy" in _imported_modules(ROOT / "policy" / "__main__.py")
+
+
+# A `pulumi` that is not logged in (`whoami` fails) and logs every other command with the backend settings
+# it was given.
+FAKE_PULUMI = """#!/usr/bin/env bash
+[ "$1" = whoami ] && { [ -n "${LOGGED_IN:-}" ] && exit 0; echo "error: not logged in" >&2; exit 255; }
+echo "pulumi $* | backend=${PULUMI_BACKEND_URL:-} passphrase_file=${PULUMI_CONFIG_PASSPHRASE_FILE:-}" >> "$SETUP_LOG"
+"""
+
+
+def _run_deploy(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    tree = _checkout_copy(tmp_path)
+    shutil.copy2(ROOT / "scripts" / "deploy.sh", tree / "scripts" / "deploy.sh")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("python3", FAKE_PYTHON3), ("pulumi", FAKE_PULUMI)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    log = tmp_path / "setup.log"
+    log.unlink(missing_ok=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    proc = subprocess.run(["bash", str(tree / "scripts" / "deploy.sh"), "local"], capture_output=True, text=True,
+                          env={**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SETUP_LOG": str(log),
+                               "HOME": str(tmp_path / "home"), **env}, timeout=60, check=True)
+    return proc, [line for line in log.read_text().splitlines() if line.startswith("pulumi ")]
+
+
+def test_without_a_login_the_first_deploy_keeps_its_state_in_local_files_and_says_where(tmp_path: Path) -> None:
+    proc, commands = _run_deploy(tmp_path)
+    state = tmp_path / "home" / ".vllm-endpoint" / "pulumi-state"
+    passphrase = state / "passphrase"
+    assert f"[deploy] not logged in to Pulumi: the stack's state is kept in {state}" in proc.stdout
+    assert f"encrypted with the passphrase in {passphrase}" in proc.stdout
+    assert commands[0] == f"pulumi stack select --create local | backend=file://{state} passphrase_file={passphrase}"
+    assert commands[1].startswith("pulumi up --stack local --policy-pack policy")
+    assert stat.S_IMODE(passphrase.stat().st_mode) == 0o600 and len(passphrase.read_text().strip()) >= 40
+    # The next deploy reuses the passphrase the stack's secrets were encrypted with.
+    first = passphrase.read_text()
+    _run_deploy(tmp_path)
+    assert passphrase.read_text() == first
+
+
+def test_a_logged_in_user_or_a_chosen_backend_is_left_alone(tmp_path: Path) -> None:
+    proc, commands = _run_deploy(tmp_path, LOGGED_IN="1")
+    assert "not logged in" not in proc.stdout
+    assert commands[0] == "pulumi stack select --create local | backend= passphrase_file="
+    proc, commands = _run_deploy(tmp_path, PULUMI_BACKEND_URL="s3://team-state")
+    assert commands[0] == "pulumi stack select --create local | backend=s3://team-state passphrase_file="

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from tests.unit.pulumi_mocks import Mocks
+from vllm_endpoint.infra.plan import local_machine
+from vllm_endpoint.infra.plan.local_machine import LocalMachine
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -62,6 +64,21 @@ def test_the_shared_gpu_stack_builds_without_aws(tmp_path: Path, monkeypatch: py
     command = vllm.inputs["command"]
     assert command[command.index("--gpu-memory-utilization") + 1] == "0.7"
     assert command[command.index("--max-num-seqs") + 1] == "16"
+
+
+def test_the_shipped_local_stack_builds_as_shipped_with_nothing_to_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's first command: no account, no address, no key to set; a machine without a GPU.
+    monkeypatch.setattr(local_machine, "probe_local_machine",
+                        lambda: LocalMachine(str(tmp_path), "1000:1000", (), "no nvidia-smi on this machine"))
+    mocks = run_program(stack_config("local"), [], tmp_path, monkeypatch)
+    assert not [r for r in mocks.resources if r.typ.startswith(("aws:", "command:remote:"))]
+    images = {r.inputs["name"] for r in mocks.of_type("docker:index/remoteImage:RemoteImage")}
+    assert "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0" in images
+    proxy = next(r for r in mocks.of_type("docker:index/container:Container") if r.inputs["name"] == "vllm-proxy")
+    assert proxy.inputs["ports"] == [{"internal": 8080, "external": 30005, "ip": "127.0.0.1"}]
+    prepare = next(r for r in mocks.of_type("command:local:Command") if r.name.endswith("-prepare-host"))
+    assert f"{tmp_path}/.cache/vllm-endpoint/vllm/root-cache" in prepare.inputs["create"]
 
 
 def test_bad_config_stops_before_any_resource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

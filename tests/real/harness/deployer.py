@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import shlex
 import subprocess
 import time
@@ -20,14 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vllm_endpoint.infra.catalog.names import DEFAULT_ENDPOINT_NAME, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.catalog.names import (
+    DEFAULT_ENDPOINT_NAME,
+    PROJECT,
+    SECRET_API_KEY_ENV,
+    SECRET_HF_TOKEN_ENV,
+    VLLM_OPEN_FILES_TARGET,
+)
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan, ImageBuild, build_plan
 from vllm_endpoint.infra.plan.naming import EndpointNames
-from vllm_endpoint.infra.plan.spec import ContainerSpec
+from vllm_endpoint.infra.plan.spec import ContainerSpec, Owner, owned_by
 from vllm_endpoint.infra.render.container import docker_run_script
 from vllm_endpoint.infra.render.host_scripts import (
     existing_host_prepare_script,
-    model_check_script,
+    host_claims,
+    model_stage_script,
+    model_verify_script,
     readiness_gate_script,
     write_files_script,
     write_files_stdin,
@@ -49,6 +58,16 @@ CPU_ENV = (("VLLM_CPU_KVCACHE_SPACE", "1"),)
 # What a deployment's containers and network are called unless a test names its endpoint otherwise:
 # the stack's own endpoint.
 DEFAULT_NAMES = EndpointNames(DEFAULT_ENDPOINT_NAME)
+# The Pulumi project (Pulumi.yaml's name) and the stack a deployment belongs to unless a test deploys
+# several stacks: the labels on its containers, and whose containers the host claims check counts as its own.
+TEST_PROJECT = PROJECT
+DEFAULT_STACK = "real-tests"
+
+
+CAP_SYS_RESOURCE = 24  # its bit in /proc/<pid>/status CapEff
+# What the stack would name the copy in the verify step's message.
+COPY_URN = ("urn:pulumi:dev::vllm-endpoint::vllm-endpoint:index:VllmEndpoint$vllm-endpoint:docker:VllmServer"
+            "$command:remote:CopyToRemote::vllm-server-model-upload")
 
 
 def cpu_adapt(spec: ContainerSpec) -> ContainerSpec:
@@ -56,8 +75,22 @@ def cpu_adapt(spec: ContainerSpec) -> ContainerSpec:
     return dataclasses.replace(spec, gpus=None, runtime=None, env=env)
 
 
+def grantable_open_files() -> int:
+    """The open-files limit the test hosts' engines can give a container: they run with this process's
+    limits, and a hard limit above their own needs CAP_SYS_RESOURCE, which a sandboxed machine lacks (this
+    one: 20,000 without it). What a user of such a host sets as containerOpenFiles when the deploy's check
+    (check-open-files.sh) asks them to."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    status = Path("/proc/self/status").read_text()
+    caps = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    if caps >> CAP_SYS_RESOURCE & 1 or hard == resource.RLIM_INFINITY:
+        return VLLM_OPEN_FILES_TARGET
+    return min(VLLM_OPEN_FILES_TARGET, hard)
+
+
 def existing_host_config(host: TestHost, cache_dir: Path, **settings: str) -> StackConfig:
-    """A stack config for the test host as an existing server (no AWS), as a user would write it."""
+    """A stack config for the test host as an existing server (no AWS), as a user would write it (with the
+    containerOpenFiles the host's check would ask for, unless `settings` give one)."""
     raw = {
         "target": "existing-host",
         "hostAddress": host.address,
@@ -65,6 +98,7 @@ def existing_host_config(host: TestHost, cache_dir: Path, **settings: str) -> St
         "hostPublicKey": host.host_public_key,
         "hostCacheDir": str(cache_dir),
         "containerUser": host.container_user,
+        "containerOpenFiles": str(grantable_open_files()),
         "sshPrivateKey": host.identity_file.read_text(),
         **settings,
     }
@@ -99,33 +133,30 @@ def make_cache_dir(host: TestHost, path: Path) -> Path:
 
 def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str | None = None,
            tls_files: tuple[str, str] | None = None, gate: bool = True,
-           name: str = DEFAULT_ENDPOINT_NAME) -> Deployment:
-    """Deploys the endpoint `name` (its containers, network and host folder are named after it)."""
+           name: str = DEFAULT_ENDPOINT_NAME, stack: str = DEFAULT_STACK) -> Deployment:
+    """Deploys the endpoint `name` (its containers, network and host folder are named after it) of the
+    stack `stack`. Raises CalledProcessError (with the host's message in stderr) when the host preparation
+    refuses, before any container is touched."""
     plan = build_plan(config, name)
+    owner = Owner(TEST_PROJECT, stack, name)
     timings: dict[str, float] = {}
     with _step(timings, "prepare_host"):
-        host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, config.server.container_user))
+        prepare_host(host, plan, owner)
 
     with _step(timings, "proxy_files"):
         modes, contents = proxy_files(plan, *(tls_files or (None, None)))
         host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
 
     if plan.model_upload is not None:
-        upload = plan.model_upload
         with _step(timings, "model_upload"):
-            # pulumi-command copies with SFTP as the SSH user; scp (SFTP protocol) with the same options.
-            exists = host.ssh(f"test -f {shlex.quote(upload.remote_dir)}/config.json", check=False).returncode == 0
-            if not exists:
-                run(["scp", "-q", "-r", *host.ssh_options, str(upload.local_dir),
-                     f"{host.ssh_user}@{host.address}:{upload.remote_dir}"], timeout=600)
-            host.ssh(model_check_script(upload.remote_dir))
+            upload_model(host, plan)
 
     if plan.image_build is not None:
         with _step(timings, "image_build"):
             build_image(host, plan.image_build)
 
-    vllm = cpu_adapt(plan.vllm)
-    specs = [vllm, proxy_spec(plan)]
+    vllm = owned_by(cpu_adapt(plan.vllm), owner)
+    specs = [vllm, owned_by(proxy_spec(plan), owner)]
     script = docker_run_script(plan.network, specs, plan.secret_env)
     names = [spec.name for spec in specs]
     with _step(timings, "docker_run"):
@@ -143,6 +174,31 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
         deployment.gate_seconds, deployment.gate_output = run_gate(deployment)
         timings["readiness_gate"] = deployment.gate_seconds
     return deployment
+
+
+def prepare_host(host: TestHost, plan: DeploymentPlan, owner: Owner) -> subprocess.CompletedProcess[str]:
+    """The existing-host preparation as the component runs it, with the host claims check."""
+    return host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, plan.config.server.container_user,
+                                                 host_claims(plan, owner, host.address),
+                                                 open_files=plan.config.server.container_open_files))
+
+
+def upload_model(host: TestHost, plan: DeploymentPlan) -> None:
+    """The fine-tune upload as VllmServer runs it: stage, copy, verify and move into place. Its three
+    resources run once per content digest, so a folder already verified for this digest is not sent again
+    (what a second `pulumi up` of an unchanged model does). Raises CommandError with the host's
+    message."""
+    upload = plan.model_upload
+    assert upload is not None
+    marker = shlex.quote(f"{upload.remote_dir}/.vllm-endpoint-verified")
+    if host.ssh(f"grep -qx {upload.digest} {marker}", check=False).returncode == 0:
+        return
+    host.ssh(model_stage_script(plan))
+    # pulumi-command copies with SFTP as the SSH user; scp (SFTP protocol) with the same options.
+    run(["scp", "-q", "-r", *host.ssh_options, str(upload.local_dir),
+         f"{host.ssh_user}@{host.address}:{upload.staging_dir}"], timeout=600)
+    verify, manifest = model_verify_script(plan, COPY_URN)
+    host.ssh(verify, input=manifest)
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """A Hugging Face Hub stand-in for tests: serves local model folders under repo ids, the way the Hub does.
 
-What is served is what huggingface_hub 2.4.0 (the version in the vLLM image), vLLM and the boot-time
-prefetcher (infra/host/hf-prefetch.py) ask for:
-- `GET /api/models/<repo>[/revision/<rev>]`: model info with the commit `sha` and `siblings`;
+What is served is what huggingface_hub 2.4.0 (the version in the vLLM image and the one the boot-time
+prefetcher, infra/host/hf-prefetch.py, installs) and vLLM ask for:
+- `GET /api/models/<repo>[/revision/<rev>][?blobs=true]`: model info with the commit `sha` and `siblings`
+  (with `blobs`, as `model_info(files_metadata=True)` asks: each file's size, blob id and LFS sha256);
 - `GET /api/models/<repo>/tree/<rev>[/<path>]?recursive=..`: the file tree (files with git blob id,
   size and LFS sha256; folders);
 - `POST /api/models/<repo>/paths-info/<rev>`: the same entries for given paths;
@@ -364,12 +365,14 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                 return
             if kind == "revision":
+                # `model_info(files_metadata=True)` asks for each file's size and LFS details with ?blobs=true.
+                blobs = query.get("blobs", ["false"])[0].lower() in ("true", "1")
                 self._json(200, {
                     "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
                     "modelId": repo.repo_id, "sha": commit, "private": False,
                     "gated": "manual" if repo.token else False, "disabled": False, "tags": [],
                     "library_name": "transformers", "lastModified": "2026-01-01T00:00:00.000Z",
-                    "siblings": [{"rfilename": p} for p in repo.files],
+                    "siblings": [self._sibling(f, blobs) for f in repo.files.values()],
                 })
             elif kind == "tree":
                 self._json(200, self._tree(repo, sub.strip("/"), query.get("recursive", ["false"])[0].lower()
@@ -381,6 +384,15 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._json(200, entries)
             else:
                 self._error(404, "EntryNotFound", f"unknown API path {tail}")
+
+        @staticmethod
+        def _sibling(f: HubFile, blobs: bool) -> dict[str, object]:
+            if not blobs:
+                return {"rfilename": f.path}
+            item: dict[str, object] = {"rfilename": f.path, "size": f.size, "blobId": f.oid}
+            if f.lfs:
+                item["lfs"] = {"size": f.size, "sha256": f.sha256, "pointerSize": 134}
+            return item
 
         def _paths_info_request(self, body: bytes) -> set[str]:
             text = body.decode(errors="replace")

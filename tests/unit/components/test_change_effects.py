@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import Field
 
-from tests.unit.components.test_components import AWS, EXISTING, HOST_KEY, OWN_SSH_KEY, Deployed, deploy
+from tests.unit.components.test_components import AWS, EXISTING, HOST_KEY, LOCAL, OWN_SSH_KEY, Deployed, deploy
 from tests.unit.model_folders import write_model_folder
 from vllm_endpoint.infra.settings import effects
 from vllm_endpoint.infra.settings.models import _Section, config_keys, declared_effects
@@ -98,6 +98,7 @@ def _image_context(root: Path) -> Path:
 def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     other_key = HOST_KEY[:-4] + "AAAA"
     return {
+        "endpointName": ({}, {"endpointName": "chat"}),
         "model": ({}, {"model": "Qwen/Qwen2.5-0.5B-Instruct"}),
         "modelRevision": ({}, {"modelRevision": "abc123"}),
         "modelPath": ({}, {"modelPath": str(write_model_folder(tmp / "mp", "ft"))}),
@@ -131,8 +132,10 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "ipc": ({}, {"ipc": "host"}),
         "shmSizeGb": ({}, {"shmSizeGb": "8"}),
         "containerUser": ({}, {"containerUser": "1001:1001"}),
+        "containerOpenFiles": ({}, {"containerOpenFiles": "20000"}),
         "apiPort": ({}, {"apiPort": "30006"}),
         "readinessTimeoutSeconds": ({}, {"readinessTimeoutSeconds": "600"}),
+        "apiServerCount": ({}, {"apiServerCount": "2"}),
         "instanceType": ({}, {"instanceType": "g5.2xlarge"}),
         "amiId": ({"amiId": "ami-0123456789abcdef0"}, {"amiId": "ami-0fedcba9876543210"}),
         "amiSsmParameter": ({}, {"amiSsmParameter": "/aws/service/deeplearning/ami/x86_64/"
@@ -161,6 +164,8 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "hostSshPort": ({}, {"hostSshPort": "2222"}),
         "hostPublicKey": ({}, {"hostPublicKey": other_key}),
         "hostCacheDir": ({}, {"hostCacheDir": "/data/cache"}),
+        "localDevice": ({}, {"localDevice": "gpu"}),
+        "localCpuKvCacheGib": ({}, {"localCpuKvCacheGib": "8"}),
         "hostGpuModel": ({}, {"hostGpuModel": "L4"}),
         # Both describe a GPU the catalog lacks (the base for these has no hostGpuModel: they exclude it).
         "hostGpuMemoryGib": ({"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "9.0"},
@@ -185,11 +190,14 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     }
 
 
-EXISTING_HOST_KEYS = {"hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir", "hostGpuModel",
-                      "hostGpuCount", "sshPrivateKey"}
+EXISTING_HOST_KEYS = {"endpointName", "hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir",
+                      "hostGpuModel", "hostGpuCount", "sshPrivateKey"}
 
 
 UNLISTED_GPU_KEYS = {"hostGpuMemoryGib", "hostGpuComputeCapability"}
+# On this machine's engine; the plan's probe of this machine is replaced by one of a machine without a GPU
+# unless localDevice asks for one (see LOCAL_MACHINE in test_components).
+LOCAL_KEYS = {"localDevice", "localCpuKvCacheGib"}
 
 
 def test_every_setting_has_a_declared_effect() -> None:
@@ -208,7 +216,7 @@ def test_a_setting_without_a_declared_effect_does_not_import() -> None:
 @pytest.mark.parametrize("key", sorted(set(config_keys())))
 def test_declared_effect_matches_what_the_program_changes(key: str, tmp_path: Path) -> None:
     baseline, changed = samples(tmp_path)[key]
-    base = EXISTING if key in EXISTING_HOST_KEYS else AWS
+    base = EXISTING if key in EXISTING_HOST_KEYS else LOCAL if key in LOCAL_KEYS else AWS
     if key in UNLISTED_GPU_KEYS:
         base = {k: v for k, v in EXISTING.items() if k != "hostGpuModel"}
     # The same local SSH folder for both, as for two deploys of one stack.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_command as command
 import pytest
 import yaml
 
@@ -28,6 +29,7 @@ from tests.unit.pulumi_mocks import (
 from vllm_endpoint.components.vllm_endpoint import VllmEndpoint
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.infra.catalog.names import CONTAINER_CACHE_ROOT, CONTAINER_MODEL_DIR, HOST_CACHE_MOUNT
+from vllm_endpoint.infra.plan.local_machine import LocalGpu, LocalMachine
 from vllm_endpoint.infra.render.userdata import decode_user_data
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
 from vllm_endpoint.infra.settings.models import DEFAULT_AMI_SSM_PARAMETER, load_stack_config, setting_fields
@@ -39,6 +41,9 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7
 AWS = {"sshAllowedCidrs": '["93.184.215.14/32", "2600:1f18:1::/48"]', "apiAllowedCidrs": "93.184.216.0/24"}
 EXISTING = {"target": "existing-host", "hostAddress": "10.1.2.3", "hostSshUser": "deploy", "hostPublicKey": HOST_KEY,
             "sshPrivateKey": OWN_SSH_KEY, "hostGpuModel": "A10G", "gpus": '["1"]', "hostCacheDir": "/srv/cache"}
+# target=local on the CPU; tests/unit/components/conftest.py stands in for the probe of this machine.
+LOCAL = {"target": "local", "localDevice": "cpu"}
+LOCAL_MACHINE = LocalMachine(home="/home/dev", user="1000:1000", gpus=(LocalGpu("NVIDIA L4", 22.49, "8.9"),))
 OUTPUTS = ("endpoint_url", "api_key", "model", "public_ip", "instance_id", "ssh_command", "cache_volume_id",
            "docker_run", "plan_summary", "deploy_timeline", "ca_certificate")
 
@@ -67,7 +72,8 @@ def deploy(raw: dict[str, str], tmp_path: Path) -> Deployed:
     __main__.py does: validated, turned into VllmEndpoint's keyword arguments."""
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, preview=False)
-    settings: Any = settings_kwargs(load_stack_config(raw))
+    config = load_stack_config(raw)
+    settings: Any = settings_kwargs(config)
     holder: dict[str, Deployed] = {}
 
     options: dict[str, pulumi.ResourceOptions] = {}
@@ -77,7 +83,8 @@ def deploy(raw: dict[str, str], tmp_path: Path) -> Deployed:
 
     @pulumi.runtime.test
     def run() -> Any:
-        endpoint = VllmEndpoint("vllm", VllmEndpointArgs(**settings, ssh_dir=str(tmp_path / "ssh")),
+        endpoint = VllmEndpoint(config.stack.endpoint_name,
+                                VllmEndpointArgs(**settings, ssh_dir=str(tmp_path / "ssh")),
                                 opts=pulumi.ResourceOptions(transformations=[capture]))
         deployed = holder.setdefault("d", Deployed(mocks, endpoint, options=options))
 
@@ -89,7 +96,8 @@ def deploy(raw: dict[str, str], tmp_path: Path) -> Deployed:
             server = endpoint.server
             deployed.resource_secrets["vllm.envs"] = await server.vllm_container.envs.is_secret()
             deployed.resource_secrets["readiness.stdin"] = await server.readiness.stdin.is_secret()
-            deployed.resource_secrets["readiness.connection"] = await server.readiness.connection.is_secret()
+            if isinstance(server.readiness, command.remote.Command):
+                deployed.resource_secrets["readiness.connection"] = await server.readiness.connection.is_secret()
             if endpoint.host is not None:
                 deployed.resource_secrets["instance.user_data"] = \
                     await endpoint.host.instance.user_data_base64.is_secret()
@@ -264,7 +272,8 @@ def test_vllm_container_spec(aws: Deployed) -> None:
     assert vllm["user"] == "1000:1000" and vllm["capabilities"] == {"drops": ["ALL"], "adds": []}
     assert vllm["securityOpts"] == ["no-new-privileges:true"]
     assert vllm["ipcMode"] == "private" and vllm["shmSize"] == 4096
-    assert vllm["command"][:2] == ["--model", "Qwen/Qwen2.5-1.5B-Instruct"]
+    assert vllm["command"][:1] == ["Qwen/Qwen2.5-1.5B-Instruct"]  # `vllm serve`'s positional model
+    assert vllm["ulimits"] == [{"name": "nofile", "soft": 65535, "hard": 65535}]
     assert "--disable-fastapi-docs" in vllm["command"]
     assert all(not any(s in arg for s in (API_KEY, HF_TOKEN)) for arg in vllm["command"]), "no secret on the argv"
     assert "--api-key" not in vllm["command"]
@@ -392,15 +401,86 @@ def test_existing_host_creates_no_aws_resources(tmp_path: Path) -> None:
     assert vllm["mounts"][0]["source"] == "/srv/cache/vllm/root-cache"
 
 
+def test_local_target_runs_every_step_here_on_this_machines_engine(tmp_path: Path) -> None:
+    deployed = deploy(LOCAL, tmp_path)
+    types = {r.typ for r in deployed.mocks.resources}
+    assert not [t for t in types if t.startswith("aws:") or t.startswith("command:remote:")]
+    assert not [c for c in deployed.mocks.calls if c[0].startswith("aws:")]
+    # No host in the state: the provider reads DOCKER_HOST, else the engine's default socket, at each run.
+    assert "host" not in deployed.mocks.one("pulumi:providers:docker").inputs
+    steps = {r.name.rsplit("-", 1)[-1] if not r.name.endswith("-host") else "prepare-host": r.inputs
+             for r in deployed.mocks.of_type("command:local:Command")}
+    assert set(steps) == {"prepare-host", "files", "readiness"}
+    assert all(step["interpreter"] == ["/bin/sh", "-c"] for step in steps.values())
+    # The caches in the deploying user's home, owned by that user, whom the containers run as.
+    assert "/home/dev/.cache/vllm-endpoint/vllm/root-cache" in steps["prepare-host"]["create"]
+    assert "CONTAINER_USER=1000:1000" in steps["prepare-host"]["create"]
+    assert deployed.resource_secrets["readiness.stdin"] is True
+    vllm, proxy = deployed.containers()["vllm"], deployed.containers()["vllm-proxy"]
+    assert "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0" in _pulled_images(deployed)
+    assert "gpus" not in vllm and "runtime" not in vllm and "VLLM_CPU_KVCACHE_SPACE=4" in vllm["envs"]
+    assert proxy["ports"] == [{"internal": 8080, "external": 30005, "ip": "127.0.0.1"}]
+    assert deployed.values["endpoint_url"] == "http://127.0.0.1:30005/v1"
+    assert deployed.values["public_ip"] == "127.0.0.1"
+    assert deployed.values["ssh_command"] is None and deployed.values["instance_id"] is None
+    assert deployed.secret["api_key"] is True
+
+
+def test_a_shared_host_is_checked_for_other_stacks_before_any_container(tmp_path: Path) -> None:
+    for raw, host in ((EXISTING, "10.1.2.3"), (LOCAL, "127.0.0.1")):
+        deployed = deploy({**raw, "endpointName": "chat", "apiPort": "30011"}, tmp_path)
+        prepare = deployed.by_name("-prepare-host").inputs["create"]
+        assert "check-host-claims.sh" in prepare and "API_PORT=30011" in prepare
+        assert f"HOST_ADDRESS={host}" in prepare and "OWN_CONTAINERS='chat\nchat-proxy'" in prepare
+        # Every container says whose it is: what the check of another stack reads.
+        for container in deployed.containers().values():
+            labels = {label["label"]: label["value"] for label in container["labels"]}
+            assert labels["vllm-endpoint:project"] == "project" and labels["vllm-endpoint:stack"] == "stack"
+            assert labels["vllm-endpoint:endpoint"] == "chat"
+        assert set(deployed.containers()) == {"chat", "chat-proxy"}
+
+
+def test_local_target_on_this_machines_gpu_sizes_the_fit_from_nvidia_smi(tmp_path: Path) -> None:
+    deployed = deploy({"target": "local", "model": "Qwen/Qwen2.5-0.5B-Instruct"}, tmp_path)
+    vllm = deployed.containers()["vllm"]
+    assert "vllm/vllm-openai:v0.32.0" in _pulled_images(deployed) and vllm["gpus"] == "all"
+    # LOCAL_MACHINE's L4 as nvidia-smi describes it (22.49 GiB, 8.9).
+    assert "unlisted GPU (22.49 GiB" in deployed.values["plan_summary"]
+
+
+def _pulled_images(deployed: Deployed) -> set[str]:
+    return {r.inputs["name"] for r in deployed.mocks.of_type("docker:index/remoteImage:RemoteImage")}
+
+
+def test_a_local_fine_tune_is_staged_copied_and_verified_here(tmp_path: Path) -> None:
+    model = write_model_folder(tmp_path, "merged-ft")
+    deployed = deploy({**LOCAL, "modelPath": str(model)}, tmp_path)
+    copy = deployed.by_name("-model-upload")
+    assert copy.typ == "command:local:Command"
+    assert f"SOURCE_DIR={model}" in copy.inputs["create"] and "copy-local-model.sh" in copy.inputs["create"]
+    vllm = deployed.containers()["vllm"]
+    mount = next(m for m in vllm["mounts"] if m["target"] == CONTAINER_MODEL_DIR)
+    assert mount["source"].startswith("/home/dev/.cache/vllm-endpoint/vllm/models/")
+    assert f"STAGING_DIR={mount['source']}.upload" in copy.inputs["create"]
+    check = deployed.by_name("-model-check")
+    assert check.typ == "command:local:Command" and f"MODEL_DIR={mount['source']}" in check.inputs["create"]
+
+
 def test_local_fine_tune_is_uploaded_by_digest_and_mounted_read_only(tmp_path: Path) -> None:
     model = write_model_folder(tmp_path, "merged-ft")
     deployed = deploy({**AWS, "modelPath": str(model)}, tmp_path)
     copy = deployed.mocks.one("command:remote:CopyToRemote").inputs
-    assert copy["remotePath"].startswith(f"{HOST_CACHE_MOUNT}/models/")
     vllm = deployed.containers()["vllm"]
     mount = next(m for m in vllm["mounts"] if m["target"] == CONTAINER_MODEL_DIR)
-    assert mount == {"type": "bind", "source": copy["remotePath"], "target": CONTAINER_MODEL_DIR, "readOnly": True}
-    assert vllm["command"][:4] == ["--model", CONTAINER_MODEL_DIR, "--served-model-name", "merged-ft"]
+    assert mount["source"].startswith(f"{HOST_CACHE_MOUNT}/models/")
+    assert mount == {"type": "bind", "source": mount["source"], "target": CONTAINER_MODEL_DIR, "readOnly": True}
+    # Copied beside the folder the container mounts, moved in only once verified against the manifest.
+    assert copy["remotePath"] == mount["source"] + ".upload"
+    stage, check = deployed.by_name("-model-stage").inputs, deployed.by_name("-model-check").inputs
+    assert "NEED_BYTES=" in stage["create"] and "raise cacheVolumeSizeGb" in stage["create"]
+    assert f"MODEL_DIR={mount['source']}" in check["create"] and "verify-model.sh" in check["create"]
+    assert check["stdin"].splitlines()[0].split("\t")[2] == "config.json"
+    assert vllm["command"][:3] == [CONTAINER_MODEL_DIR, "--served-model-name", "merged-ft"]
     assert deployed.values["model"] == "merged-ft"
 
 
@@ -424,7 +504,7 @@ def test_a_custom_image_is_built_on_the_host(tmp_path: Path) -> None:
     assert build["skipPush"] is True and build["imageName"].startswith("vllm-endpoint-custom:")
     vllm = deployed.containers()["vllm"]
     assert vllm["image"] == build["imageName"]
-    assert vllm["command"][:4] == ["--model", "/app/model", "--served-model-name", "model"]
+    assert vllm["command"][:3] == ["/app/model", "--served-model-name", "model"]
 
 
 # ----------------------------------------------------------------------------------------------

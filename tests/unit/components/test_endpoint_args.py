@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 import pulumi_random as random
 import pulumi_tls as tls
 import pytest
@@ -319,9 +320,10 @@ def _secrecy(endpoint: VllmEndpoint, held: dict[str, Any]) -> Any:
             "api_key output": endpoint.api_key,
             "vllm container env": server.vllm_container.envs,
             "readiness stdin": server.readiness.stdin,
-            "readiness connection": server.readiness.connection,
             "proxy files stdin": server.proxy_files.stdin,
         }
+        if isinstance(server.readiness, command.remote.Command):
+            checks["readiness connection"] = server.readiness.connection
         if endpoint.host is not None:
             checks["host ssh key"] = endpoint.host.ssh_private_key
             checks["host-ready connection"] = endpoint.host.ready.connection
@@ -436,7 +438,9 @@ def test_a_name_that_cannot_name_containers_and_folders_is_refused() -> None:
 
 def test_pulumis_component_analyzer_reads_every_setting_with_its_description() -> None:
     definition = Analyzer("vllm-endpoint").analyze([VllmEndpoint])["component_definitions"]["VllmEndpoint"]
-    assert set(definition.inputs) == {*config_keys(), "target", *(_camel(k) for k in COMPONENT_KEYS)}
+    # endpointName is the stack program's own setting: a component is named by its resource name.
+    assert set(definition.inputs) == {*config_keys(), "target", *(_camel(k) for k in COMPONENT_KEYS)} - {
+        "endpointName"}
     for key, prop in definition.inputs.items():
         assert prop.optional and prop.description, key
     # Settings that take Outputs are not plain in the schema; every other one is.

@@ -167,6 +167,12 @@ def flag(container: dict[str, Any], name: str) -> str:
     return str(command[command.index(name) + 1])
 
 
+def served_model(container: dict[str, Any]) -> str:
+    """The model argument: `vllm serve`'s positional first argument, or --model on the older entrypoint."""
+    command = container["command"]
+    return str(command[0]) if not str(command[0]).startswith("-") else flag(container, "--model")
+
+
 def assert_nowhere_in_plaintext(mocks: Mocks, value: str) -> None:
     """`value` reaches resources (else this would prove nothing), and only inside secrets."""
     carriers = [r for r in mocks.resources if value in json.dumps(r.inputs)]
@@ -279,7 +285,7 @@ def test_aws_dev_is_the_root_dev_stack_reachable_only_from_the_users_networks(
     root_dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     instance = run.mocks.one(INSTANCE).inputs
     assert instance["instanceType"] == root_dev["vllm-endpoint:instanceType"]
-    assert flag(run.container("vllm"), "--model") == root_dev["vllm-endpoint:model"]
+    assert served_model(run.container("vllm")) == root_dev["vllm-endpoint:model"]
     assert instance["tags"]["environment"] == "dev" and instance["tags"]["team"] == "ml-platform"
     rules = {(r.inputs["fromPort"], r.inputs.get("cidrIpv4"), r.inputs.get("cidrIpv6"))
              for r in run.mocks.of_type(INGRESS)}
@@ -347,7 +353,7 @@ def test_existing_host_is_the_original_command_on_gpu_1_without_any_aws_resource
     assert "NVIDIA_VISIBLE_DEVICES=1" in vllm["envs"]
     # The serving flags of the root shared-gpu stack (the original command's), unchanged.
     root = yaml.safe_load((ROOT / "Pulumi.shared-gpu.yaml").read_text())["config"]
-    assert flag(vllm, "--model") == root["vllm-endpoint:model"]
+    assert served_model(vllm) == root["vllm-endpoint:model"]
     for setting, name in (("gpuMemoryUtilization", "--gpu-memory-utilization"), ("maxNumSeqs", "--max-num-seqs"),
                           ("blockSize", "--block-size")):
         assert flag(vllm, name) == root[f"vllm-endpoint:{setting}"], name
@@ -374,7 +380,7 @@ def test_two_endpoints_run_side_by_side_on_one_host_sharing_no_name_port_or_gpu(
     assert len(networks) == 2 and len(set(networks)) == 2
     assert "NVIDIA_VISIBLE_DEVICES=0" in run.container("chat")["envs"]
     assert "NVIDIA_VISIBLE_DEVICES=1" in run.container("small")["envs"]
-    assert flag(run.container("chat"), "--model") != flag(run.container("small"), "--model")
+    assert served_model(run.container("chat")) != served_model(run.container("small"))
     ports = {name: [p["external"] for p in run.container(f"{name}-proxy")["ports"]] for name in ("chat", "small")}
     assert ports == {"chat": [30005], "small": [30006]}
     for name in ("chat", "small"):

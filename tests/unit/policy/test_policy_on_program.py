@@ -21,7 +21,7 @@ from pulumi_policy import (
 
 import vllm_endpoint.infra.catalog.names as names
 import vllm_endpoint.infra.catalog.security as security_module
-from tests.unit.components.test_components import AWS, EXISTING, Deployed, deploy
+from tests.unit.components.test_components import AWS, EXISTING, LOCAL, Deployed, deploy
 from tests.unit.policy import test_policy_pack as pack
 from tests.unit.pulumi_mocks import mock_image_id
 
@@ -67,7 +67,8 @@ def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = No
     {**AWS},
     {**AWS, "tls": "self-signed", "metricsAllowedCidrs": "10.0.0.0/8", "hfToken": "hf_" + "x" * 34},
     {**EXISTING},
-], ids=["aws", "aws-tls", "existing-host"])
+    {**LOCAL},
+], ids=["aws", "aws-tls", "existing-host", "local"])
 def test_the_programs_own_stacks_pass_every_policy(raw: dict[str, str], tmp_path: Path) -> None:
     deployed = deploy(raw, tmp_path)
     assert violations(deployed) == []

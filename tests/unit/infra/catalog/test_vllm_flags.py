@@ -23,6 +23,9 @@ from vllm_endpoint.infra.catalog.vllm_flags import (
     flag_available,
     flag_spec,
     image_entrypoint,
+    model_is_positional,
+    render_markdown,
+    runs_several_api_servers,
 )
 
 V = VllmVersion.parse
@@ -490,3 +493,34 @@ def test_a_flag_outside_its_releases_fails_naming_it(
     assert f"vLLM {version}" in errors[0]
     expected = f"removed in {spec.removed}" if spec.removed and version >= spec.removed else f"added in {spec.added}"
     assert expected in errors[0]
+
+
+# Read from the wheels (issue 15): `--api-server-count` was a `vllm serve`-only option in 0.9.1 and 0.9.2 (the
+# api_server module those images run refuses it), joined the shared parser in 0.10.0, and starts several
+# servers only where the image runs `vllm serve` (0.11.1 on).
+@pytest.mark.parametrize(("version", "accepted", "several", "positional"), [
+    ("0.9.2", False, False, False),
+    ("0.10.0", True, False, False),
+    ("0.11.0", True, False, False),
+    ("0.11.1", True, True, True),
+    ("0.32.0", True, True, True),
+])
+def test_api_server_count_and_the_positional_model_by_release(version: str, accepted: bool, several: bool,
+                                                              positional: bool) -> None:
+    argv = ["--model", "a/b", "--api-server-count", "2"]
+    assert (check_server_args(argv, V(version)) == []) is accepted
+    assert flag_available("-asc", V(version)) is accepted
+    assert runs_several_api_servers(V(version)) is several
+    assert model_is_positional(V(version)) is positional
+    if positional:
+        assert check_server_args(["a/b", "-asc", "4"], V(version)) == []
+    else:
+        assert check_server_args(["a/b", "--max-num-seqs", "4"], V(version)) != []
+
+
+def test_the_model_option_is_recorded_as_deprecated_where_vllm_serve_runs() -> None:
+    spec = flag_spec("--model")
+    assert spec.deprecated_since == V("0.11.1") and spec.removed is None
+    assert "- deprecated from 0.11.1" in render_markdown()
+    assert check_server_args(["--api-server-count", "0.5"], PINNED) == [
+        "--api-server-count: '0.5' is not an integer (vLLM 0.32.0)"]

@@ -1,6 +1,7 @@
-"""The boot-time model prefetcher's pure parts: which files it takes (vLLM's own choice), that it runs on
-the AMI's Python 3.10, and that the copy user-data ships is the same program as the source. The
-downloads themselves are exercised for real in tests/real/test_prefetch.py."""
+"""The boot-time model prefetcher's pure parts: which files it takes (vLLM's own choice), what the operator
+reads when the Hub says no, that it runs on the AMI's Python 3.10 with the Hub client boot.sh installs, and
+that the copy user-data ships is the same program as the source. The downloads themselves (and the client's
+install) are exercised for real in tests/real/test_prefetch.py."""
 
 from __future__ import annotations
 
@@ -84,13 +85,72 @@ def test_without_safetensors_the_next_format_vllm_tries_is_taken(files: list[str
     assert select(files)[1] == expected
 
 
-def test_the_prefetcher_uses_only_python_3_10_grammar_and_the_standard_library() -> None:
+def _imports(nodes: list[ast.stmt] | list[ast.AST]) -> set[str]:
+    names = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    return names | {node.module.split(".")[0] for node in nodes
+                    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+
+
+def test_the_prefetcher_uses_python_3_10_grammar_and_besides_the_standard_library_only_the_hub_client() -> None:
     tree = ast.parse(SCRIPT.read_text(), feature_version=(3, 10))
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
-    assert imported - {"__future__"} <= set(sys.stdlib_module_names)
+    # At module level only the standard library: the file choice above loads without the client.
+    assert _imports(tree.body) - {"__future__"} <= set(sys.stdlib_module_names)
+    # The client is imported only once the environment it reads at import is set (main() sets it first).
+    assert _imports(list(ast.walk(tree))) - set(sys.stdlib_module_names) - {"__future__"} == {"huggingface_hub"}
+    assert prefetch.CLIENT_ENV["HF_XET_HIGH_PERFORMANCE"] == "1"
+
+
+def _http_error(cls: type[Exception], status: int, code: str = "") -> Exception:
+    """The library's exception as hf_raise_for_status raises it for this answer."""
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    request = httpx2.Request("GET", "https://hub.test/api/models/org/m")
+    response = httpx2.Response(status, headers={"X-Error-Code": code} if code else {}, request=request)
+    try:
+        hf_raise_for_status(response)
+    except cls as err:
+        return err
+    raise AssertionError(f"{status} {code} did not raise {cls.__name__}")
+
+
+@pytest.mark.parametrize(("status", "code", "has_token", "message", "retry"), [
+    (404, "RepoNotFound", False, "HTTP 404: no model repository org/m at https://hub.test", False),
+    (404, "RevisionNotFound", False, "the revision 'v9' does not exist in org/m (HTTP 404)", False),
+    (401, "GatedRepo", False, "HTTP 401: org/m is gated or private (or does not exist) and no Hugging Face "
+     "token was given; set the stack's hfToken", False),
+    (401, "", True, "HTTP 401: the Hub refused the token for org/m", False),
+    (403, "", True, "HTTP 403: the token's account has no access to org/m; accept the model's conditions", False),
+    (503, "", False, "HTTP 503", True),
+])
+def test_the_hubs_refusals_become_messages_that_say_what_to_change(
+        status: int, code: str, has_token: bool, message: str, retry: bool) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    err = _http_error(HfHubHTTPError, status, code)
+    # hf_hub_download hands some of them on wrapped: the explanation looks down the chain.
+    wrapped = RuntimeError("cannot find the requested files in the local cache")
+    wrapped.__cause__ = err
+    for raised in (err, wrapped):
+        explained = prefetch.explain(raised, "org/m", "v9", "https://hub.test", has_token)
+        assert str(explained).startswith(message) and explained.retry is retry
+
+
+def test_a_failure_without_an_http_answer_is_retried_and_gives_up_naming_the_attempts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def attempt() -> None:
+        calls.append(1)
+        raise ConnectionError("connection refused")
+
+    def to_error(err: BaseException) -> Exception:
+        return prefetch.explain(err, "org/m", "main", "https://hub.test", False)
+
+    monkeypatch.setattr(prefetch.time, "sleep", lambda _s: None)  # the backoff is not under test
+    with pytest.raises(prefetch.PrefetchError, match="gave up after 3 attempts: ConnectionError"):
+        prefetch.retrying("resolving org/m@main", 3, attempt, to_error)
+    assert len(calls) == 3
 
 
 def test_the_shipped_prefetcher_is_the_same_program_without_comments() -> None:
@@ -152,6 +212,22 @@ def test_a_failed_prefetch_is_reported_but_does_not_fail_the_host_check(tmp_path
     assert proc.returncode == 0
     assert "model download failed: hf-prefetch: error: HTTP 401: gated" in proc.stderr
     assert "image pull failed: docker pull x failed 3 times" in proc.stderr
+
+
+def test_the_host_check_says_the_download_waits_for_the_hub_client_install(tmp_path: Path) -> None:
+    (tmp_path / "prefetch-model.started").write_text("1\n")
+    job = subprocess.Popen(["bash", "-c", "exec -a prefetch-model-job sleep 30"])
+    log = tmp_path / "prefetch.log"
+    log.write_text("hf-prefetch: installing the Hub client (huggingface_hub==2.4.0 hf_xet==1.8.0) into /v\n"
+                   "Collecting huggingface_hub==2.4.0\n")
+    try:
+        (tmp_path / "prefetch-model.pid").write_text(f"{job.pid}\n")
+        proc = subprocess.run(["sh", "-c", prefetch_wait_script(str(tmp_path), 2, str(log))],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        job.kill()
+        job.wait()
+    assert "host: model download waits for the Hub client install (huggingface_hub, hf_xet)" in proc.stdout
 
 
 def test_the_host_check_stops_waiting_for_a_job_that_died(tmp_path: Path) -> None:

@@ -12,15 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.model_folders import COPY_URN, UPLOAD_PLAN
 from vllm_endpoint.infra.catalog import names
-from vllm_endpoint.infra.plan.spec import ReadinessGate
+from vllm_endpoint.infra.plan.spec import Owner, ReadinessGate
 from vllm_endpoint.infra.render.host_scripts import (
     EnvValue,
+    HostClaims,
     env_lines,
     env_strings,
     existing_host_prepare_script,
+    host_claims_script,
     host_ready_script,
-    model_check_script,
+    local_model_copy_script,
+    model_stage_script,
+    model_verify_script,
     prefetch_wait_script,
     read_host_file,
     readiness_gate_script,
@@ -48,19 +53,28 @@ def files_run(command: str) -> list[str]:
 
 
 GATE = ReadinessGate("http://127.0.0.1:30005/v1/models", "vllm", 600, "/tmp/t")
+CLAIMS = HostClaims(Owner("p", "s", "e"), "10.0.0.5", 30005, "", ("e", "e-proxy"))
 COMMANDS = {
-    "host-ready": (host_ready_script("/c", True, "1:1"),
-                   ["host-ready.sh", "check-nvidia-runtime.sh", "check-cache-owner.sh", "prefetch-wait.sh"]),
-    "host-ready-no-gpu": (host_ready_script("/c", False, "1:1"),
-                          ["host-ready.sh", "check-cache-owner.sh", "prefetch-wait.sh"]),
-    "existing-host": (existing_host_prepare_script("/c", True, "1:1"),
-                      ["prepare-existing-host.sh", "check-nvidia-runtime.sh", "check-cache-owner.sh"]),
-    "existing-host-no-gpu": (existing_host_prepare_script("/c", False, "1:1"),
-                             ["prepare-existing-host.sh", "check-cache-owner.sh"]),
+    "host-ready": (host_ready_script("/c", True, "1:1", open_files=1024),
+                   ["host-ready.sh", "check-nvidia-runtime.sh", "check-cache-owner.sh", "check-open-files.sh",
+                    "prefetch-wait.sh"]),
+    "host-ready-no-gpu": (host_ready_script("/c", False, "1:1", open_files=1024),
+                          ["host-ready.sh", "check-cache-owner.sh", "check-open-files.sh", "prefetch-wait.sh"]),
+    "existing-host": (existing_host_prepare_script("/c", True, "1:1", open_files=1024),
+                      ["prepare-existing-host.sh", "check-nvidia-runtime.sh", "check-cache-owner.sh",
+                       "check-open-files.sh"]),
+    "existing-host-no-gpu": (existing_host_prepare_script("/c", False, "1:1", open_files=1024),
+                             ["prepare-existing-host.sh", "check-cache-owner.sh", "check-open-files.sh"]),
+    "existing-host-claims": (existing_host_prepare_script("/c", False, "1:1", CLAIMS, open_files=1024),
+                             ["prepare-existing-host.sh", "check-host-claims.sh", "check-cache-owner.sh",
+                              "check-open-files.sh"]),
+    "host-claims": (host_claims_script(CLAIMS), ["check-host-claims.sh"]),
     "prefetch-wait": (prefetch_wait_script("/s", 5), ["prefetch-wait.sh"]),
     "readiness": (readiness_gate_script(GATE), ["readiness-gate.sh"]),
     "write-files": (write_files_script("/p", {"nginx.conf": "0644"}), ["write-files.sh"]),
-    "model-check": (model_check_script("/m"), ["model-check.sh"]),
+    "model-stage": (model_stage_script(UPLOAD_PLAN), ["stage-model-upload.sh"]),
+    "model-verify": (model_verify_script(UPLOAD_PLAN, COPY_URN)[0], ["verify-model.sh"]),
+    "local-model-copy": (local_model_copy_script(UPLOAD_PLAN), ["stage-model-upload.sh", "copy-local-model.sh"]),
 }
 
 

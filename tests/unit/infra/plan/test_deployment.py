@@ -14,12 +14,13 @@ from vllm_endpoint.infra.catalog.vllm_flags import (
     EXAMINED_RELEASES,
     VllmVersion,
     check_server_args,
+    flag_spec,
     image_entrypoint,
 )
-from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan, vllm_argv
 from vllm_endpoint.infra.render.container import plan_docker_run
 from vllm_endpoint.infra.render.host_scripts import readiness_gate_script
-from vllm_endpoint.infra.settings.models import ConfigError, load_stack_config
+from vllm_endpoint.infra.settings.models import ConfigError, ServerSettings, load_stack_config
 
 AWS = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -41,28 +42,36 @@ def problems(**raw: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Rendering across versions (table-driven).
 
+# `vllm serve` (the images from 0.11.1) takes the model positionally; the api_server module before needs --model.
+SERVE_MODEL, API_SERVER_MODEL = [MODEL], ["--model", MODEL]
 RENDERING = [
-    # (image tag, extra settings, expected argv after --model X)
-    ("v0.32.0", {}, ["--gpu-memory-utilization", "0.9", "--disable-fastapi-docs"]),
+    # (image tag, extra settings, expected argv)
+    ("v0.32.0", {}, [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--disable-fastapi-docs"]),
     ("v0.32.0", {"maxNumSeqs": "64", "maxModelLen": "8192", "blockSize": "32"},
-     ["--gpu-memory-utilization", "0.9", "--max-model-len", "8192", "--max-num-seqs", "64", "--block-size", "32",
-      "--disable-fastapi-docs"]),
+     [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--max-model-len", "8192", "--max-num-seqs", "64",
+      "--block-size", "32", "--disable-fastapi-docs"]),
     ("v0.22.0", {"trustRemoteCode": "true", "modelRevision": "abc"},
-     ["--revision", "abc", "--gpu-memory-utilization", "0.9", "--trust-remote-code", "--disable-fastapi-docs"]),
+     [*SERVE_MODEL, "--revision", "abc", "--gpu-memory-utilization", "0.9", "--trust-remote-code",
+      "--disable-fastapi-docs"]),
     # The original command on its own image: everything it passed, and no flag the image lacks.
     ("v0.4.2", {**ORIGINAL, "allowInsecureImage": "true"},
-     ["--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16", "--block-size", "16",
-      "--swap-space", "4", "--trust-remote-code"]),
+     [*API_SERVER_MODEL, "--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16",
+      "--block-size", "16", "--swap-space", "4", "--trust-remote-code"]),
     ("v0.17.1", {**ORIGINAL, "allowInsecureImage": "true"},
-     ["--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16", "--block-size", "16",
-      "--swap-space", "4", "--trust-remote-code", "--disable-fastapi-docs"]),
+     [*SERVE_MODEL, "--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16",
+      "--block-size", "16", "--swap-space", "4", "--trust-remote-code", "--disable-fastapi-docs"]),
+    # The last api_server image; and several API servers where `vllm serve` runs them.
+    ("v0.11.0", {"allowInsecureImage": "true", "instanceType": "g5.4xlarge"},
+     [*API_SERVER_MODEL, "--gpu-memory-utilization", "0.9", "--disable-fastapi-docs"]),
+    ("v0.32.0", {"instanceType": "g5.4xlarge"},
+     [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--api-server-count", "4", "--disable-fastapi-docs"]),
 ]
 
 
-@pytest.mark.parametrize("tag, extra, tail", RENDERING, ids=[f"{r[0]}-{i}" for i, r in enumerate(RENDERING)])
-def test_rendering_per_version(tag: str, extra: dict[str, str], tail: list[str]) -> None:
+@pytest.mark.parametrize("tag, extra, argv", RENDERING, ids=[f"{r[0]}-{i}" for i, r in enumerate(RENDERING)])
+def test_rendering_per_version(tag: str, extra: dict[str, str], argv: list[str]) -> None:
     p = plan(imageTag=tag, **extra)
-    assert list(p.vllm.args) == ["--model", MODEL, *tail]
+    assert list(p.vllm.args) == argv
     assert p.vllm.image == f"vllm/vllm-openai:{tag}"
     assert check_server_args(p.vllm.args, p.vllm_version) == []
 
@@ -88,8 +97,7 @@ def test_a_settings_value_the_image_refuses_is_reported_under_the_setting_and_ex
     ]
 
 
-def test_old_entrypoints_take_the_same_args() -> None:
-    # The product never overrides the entrypoint; both take `--model X` (checked against real parsers).
+def test_the_product_never_overrides_the_entrypoint_and_knows_which_one_each_image_runs() -> None:
     assert image_entrypoint(VllmVersion.parse("0.4.2")) == ("python3", "-m", "vllm.entrypoints.openai.api_server")
     assert image_entrypoint(VllmVersion.parse("0.32.0")) == ("vllm", "serve")
 
@@ -137,7 +145,7 @@ def test_gpus_below_turing_are_refused() -> None:
 
 def test_t4_runs_float16_explicitly() -> None:
     p = plan(instanceType="g4dn.xlarge")
-    assert p.vllm.args[2:4] == ("--dtype", "float16")
+    assert p.vllm.args[1:3] == ("--dtype", "float16")
     assert "T4" in p.summary and "$0.526/h" in p.summary
 
 
@@ -160,7 +168,7 @@ def test_a_model_that_does_not_fit_fails_with_numbers_and_ways_out() -> None:
 
 def test_default_tensor_parallelism_is_the_gpus_the_container_gets() -> None:
     p = plan(instanceType="g5.12xlarge", model="Qwen/Qwen2.5-7B-Instruct")
-    assert p.tensor_parallel_size == 4 and p.vllm.args[2:4] == ("--tensor-parallel-size", "4")
+    assert p.tensor_parallel_size == 4 and p.vllm.args[1:3] == ("--tensor-parallel-size", "4")
     assert p.vllm.ipc_mode == "host", "NCCL between tensor-parallel workers needs the host IPC namespace"
     p = plan(instanceType="g5.12xlarge", model="Qwen/Qwen2.5-7B-Instruct", gpus="0,1")
     assert p.tensor_parallel_size == 2 and p.vllm.env_dict()["NVIDIA_VISIBLE_DEVICES"] == "0,1"
@@ -199,11 +207,11 @@ def test_local_model_folder_is_served_read_only_under_a_stable_name(tmp_path: Pa
     folder = write_model_folder(tmp_path)
     p = plan(modelPath=str(folder))
     assert p.model_upload is not None and p.model_upload.local_dir == folder
-    assert p.vllm.args[:4] == ("--model", CONTAINER_MODEL_DIR, "--served-model-name", "my-finetune")
+    assert p.vllm.args[:3] == (CONTAINER_MODEL_DIR, "--served-model-name", "my-finetune")
     mount = next(m for m in p.vllm.mounts if m.target == CONTAINER_MODEL_DIR)
     assert mount.read_only and mount.source == p.model_upload.remote_dir
     named = plan(modelPath=str(folder), servedModelName="support-bot")
-    assert named.vllm.args[3] == "support-bot"
+    assert named.vllm.args[2] == "support-bot"
     # The upload folder is the content digest: same content, same folder; new content, new folder.
     assert plan(modelPath=str(folder)).model_upload == p.model_upload
     (folder / "generation_config.json").write_text("{}")
@@ -297,15 +305,18 @@ SUPPORTED = [v for v in EXAMINED_RELEASES if v >= VllmVersion.parse("0.4.0")]
     trust=st.booleans(),
     dtype=st.sampled_from(["auto", "float16", "half", "float32"]),
     quantization=st.sampled_from([None, "awq", "gptq", "fp8"]),
+    api_servers=st.sampled_from([None, 1, 2, 4]),
+    instance_type=st.sampled_from(["g6e.xlarge", "g6e.4xlarge"]),
 )
 def test_every_rendered_argv_parses_for_its_version(
     version: VllmVersion, max_num_seqs: int | None, max_model_len: int | None, block_size: int | None,
-    utilization: float, trust: bool, dtype: str, quantization: str | None,
+    utilization: float, trust: bool, dtype: str, quantization: str | None, api_servers: int | None,
+    instance_type: str,
 ) -> None:
     raw = {"imageTag": f"v{version}", "allowInsecureImage": "true", "gpuMemoryUtilization": str(utilization),
-           "dtype": dtype, "instanceType": "g6e.xlarge"}
+           "dtype": dtype, "instanceType": instance_type}
     optional = {"maxNumSeqs": max_num_seqs, "maxModelLen": max_model_len, "blockSize": block_size,
-                "quantization": quantization}
+                "quantization": quantization, "apiServerCount": api_servers}
     raw |= {k: str(v) for k, v in optional.items() if v is not None}
     if trust:
         raw |= {"trustRemoteCode": "true", "modelRevision": "0123abcd"}
@@ -316,7 +327,10 @@ def test_every_rendered_argv_parses_for_its_version(
         assert not any("flags:" in problem for problem in err.problems), err.problems
         return
     assert check_server_args(p.vllm.args, p.vllm_version) == []
-    assert p.vllm.args[:2] == ("--model", MODEL)
+    serve = version >= VllmVersion.parse("0.11.1")  # the image's entrypoint from then on is `vllm serve`
+    assert p.vllm.args[:2] == ((MODEL, p.vllm.args[1]) if serve else ("--model", MODEL))
+    assert ("--model" in p.vllm.args) is not serve
+    assert ("--api-server-count" in p.vllm.args) is (serve and p.api_servers is not None and p.api_servers.count > 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,3 +384,76 @@ def test_the_warning_without_a_gpu_names_both_ways_to_describe_it() -> None:
     p = build_plan(load_stack_config(HOST))
     assert ("GPU memory fit not checked: set hostGpuModel (and hostGpuCount) for this host, or hostGpuMemoryGib "
             "and hostGpuComputeCapability for a GPU not in docs/gpu-catalog.md") in p.warnings
+
+
+# ----------------------------------------------------------------------------------------------
+# API server processes (issue 15): a default that fits the machine, only where the image runs several.
+
+@pytest.mark.parametrize("instance_type, model, expected", [
+    # 4 vCPUs = 2 cores: one for the engine, one for the proxy and the boot prefetch; vLLM's single server.
+    ("g5.xlarge", MODEL, 1),
+    ("g6.xlarge", MODEL, 1),
+    # 8 vCPUs: two cores left.
+    ("g5.2xlarge", MODEL, 2),
+    # 16 vCPUs (the H200 run's host size): six left, capped at the measured best of 4.
+    ("g5.4xlarge", MODEL, 4),
+    # 4 GPUs in one tensor-parallel engine: 5 engine processes, still plenty left.
+    ("g5.12xlarge", "Qwen/Qwen2.5-7B-Instruct", 4),
+])
+def test_the_default_api_server_count_follows_the_instance_types_cpus(instance_type: str, model: str,
+                                                                       expected: int) -> None:
+    p = plan(instanceType=instance_type, model=model)
+    assert p.api_servers is not None and p.api_servers.count == expected
+    rendered = list(p.vllm.args[p.vllm.args.index("--api-server-count") + 1:][:1]) \
+        if "--api-server-count" in p.vllm.args else []
+    assert rendered == ([str(expected)] if expected > 1 else [])
+    assert f"API servers: {expected} (default for {instance_type}" in p.summary
+    assert not any("apiServerCount" in w for w in p.warnings)
+
+
+def test_an_existing_host_runs_one_api_server_unless_set_and_the_plan_says_why() -> None:
+    p = build_plan(load_stack_config({**HOST, "hostGpuModel": "A10G"}), hub_fetcher=None)
+    assert p.api_servers is not None and p.api_servers.count == 1 and "--api-server-count" not in p.vllm.args
+    assert "API servers: 1 (the host's vCPUs are unknown: set apiServerCount" in p.summary
+    p = build_plan(load_stack_config({**HOST, "hostGpuModel": "A10G", "apiServerCount": "3"}), hub_fetcher=None)
+    assert p.vllm.args[p.vllm.args.index("--api-server-count") + 1] == "3"
+    assert "API servers: 3 (apiServerCount)" in p.summary and not p.warnings
+
+
+def test_an_image_that_runs_one_api_server_renders_none_and_warns_only_when_asked_for_more() -> None:
+    # 0.11.0's image runs the api_server module: it accepts --api-server-count and ignores it.
+    quiet = plan(imageTag="v0.11.0", allowInsecureImage="true", instanceType="g5.4xlarge")
+    assert "--api-server-count" not in quiet.vllm.args and not any("apiServerCount" in w for w in quiet.warnings)
+    asked = plan(imageTag="v0.11.0", allowInsecureImage="true", instanceType="g5.4xlarge", apiServerCount="4")
+    assert "--api-server-count" not in asked.vllm.args and "-asc" not in asked.vllm.args
+    assert any(w.startswith("apiServerCount=4: the vLLM 0.11.0 image runs `python3 -m "
+                            "vllm.entrypoints.openai.api_server`") and "several from vLLM 0.11.1" in w
+               for w in asked.warnings), asked.warnings
+    # 0.9.2's server parser would refuse the flag outright (only its `vllm serve` had it).
+    old = plan(imageTag="v0.9.2", allowInsecureImage="true", apiServerCount="2")
+    assert "--api-server-count" not in old.vllm.args and check_server_args(old.vllm.args, old.vllm_version) == []
+
+
+def test_more_api_servers_than_the_cpus_leave_is_a_warning_not_an_error() -> None:
+    p = plan(instanceType="g5.xlarge", apiServerCount="4")
+    assert p.vllm.args[p.vllm.args.index("--api-server-count") + 1] == "4"
+    assert any(w.startswith("apiServerCount=4 is more than the 1 core(s) left for API servers (g5.xlarge: 4 vCPUs")
+               for w in p.warnings), p.warnings
+
+
+@pytest.mark.parametrize("extra", ['["--api-server-count", "2"]', '["-asc=2"]'])
+def test_the_api_server_count_comes_from_the_setting_not_extra_args(extra: str) -> None:
+    assert any(p.startswith("extraArgs: ") and "set apiServerCount instead" in p
+               for p in problems(extraArgs=extra))
+
+
+@pytest.mark.parametrize("version", EXAMINED_RELEASES, ids=str)
+def test_the_model_is_positional_exactly_where_the_entrypoint_is_vllm_serve(version: VllmVersion) -> None:
+    """Every examined release: the rendered argv parses, and `--model` (deprecated by `vllm serve` from the
+    release the table names) is rendered only for the api_server module, which has no positional model."""
+    argv = vllm_argv(ServerSettings(), MODEL, MODEL, None, "auto", 1, version)
+    assert check_server_args(argv, version) == []
+    deprecated = flag_spec("--model").deprecated_since
+    assert deprecated is not None
+    assert ("--model" in argv) is (version < deprecated)
+    assert (argv[0] == MODEL) is (image_entrypoint(version) == ("vllm", "serve"))

@@ -6,6 +6,7 @@ meanings) into the shape of pulumi-docker's Container arguments; both must be eq
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -13,14 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck, Mount, PortMapping, gpu_request
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
+from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck, Mount, PortMapping, Ulimit, gpu_request
 from vllm_endpoint.infra.render.container import docker_run_argv, docker_run_script, to_container_args, to_docker_run
+from vllm_endpoint.infra.render.proxy import proxy_spec, render_nginx_conf
+from vllm_endpoint.infra.settings.models import load_stack_config
 
 _VALUE_FLAGS = {
     "--name", "--restart", "--runtime", "--gpus", "--ipc", "--shm-size", "--user", "--tmpfs", "--cap-drop",
     "--cap-add", "--security-opt", "--network", "--network-alias", "--publish", "--mount", "--env", "--label",
     "--health-cmd", "--health-interval", "--health-timeout", "--health-retries", "--health-start-period",
-    "--log-driver", "--log-opt", "--stop-timeout",
+    "--log-driver", "--log-opt", "--stop-timeout", "--ulimit",
 }
 
 
@@ -92,6 +96,10 @@ def parse_docker_run(text: str, secret_values: dict[str, str]) -> dict[str, Any]
             out["log_opts"][key] = opt
         elif flag == "--stop-timeout":
             out["stop_timeout"] = out["destroy_grace_seconds"] = int(value)
+        elif flag == "--ulimit":
+            name, _, limits = value.partition("=")
+            soft, _, hard = limits.partition(":")
+            out.setdefault("ulimits", []).append({"name": name, "soft": int(soft), "hard": int(hard or soft)})
     out["image"] = argv[i]
     out["command"] = argv[i + 1:]
     if caps["drops"] or caps["adds"]:
@@ -140,6 +148,7 @@ def rendered_pulumi_args(spec: ContainerSpec, secrets: dict[str, str]) -> dict[s
      "network_aliases": ("vllm",)},
     {"ipc_mode": "private", "shm_size_mb": 4096, "read_only_root": True, "init": False, "health": None},
     {"secret_env": ("VLLM_API_KEY", "HF_TOKEN"), "cap_add": ("NET_BIND_SERVICE",), "restart": "always"},
+    {"ulimits": (Ulimit("nofile", 65535, 65535), Ulimit("memlock", -1, -1))},
 ])
 def test_docker_run_and_pulumi_args_agree_field_by_field(changes: dict[str, Any]) -> None:
     spec = sample_spec(**changes)
@@ -188,3 +197,34 @@ def test_any_args_and_env_survive_the_round_trip(args: list[str], env: dict[str,
     spec = sample_spec(args=tuple(args), env=tuple(env.items()))
     parsed = parse_docker_run(to_docker_run(spec), {"VLLM_API_KEY": "secret"})
     assert parsed == rendered_pulumi_args(spec, {"VLLM_API_KEY": "secret"})
+
+
+# ----------------------------------------------------------------------------------------------
+# Open-files limits (issue 15): rendered for both containers, in both renderings.
+
+def _plan(**raw: str) -> DeploymentPlan:
+    return build_plan(load_stack_config({"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24",
+                                         **raw}), hub_fetcher=None)
+
+
+# vLLM raises its soft open-files limit toward this at start and warns when the hard limit is below it
+# (set_ulimit, vllm/utils/system_utils.py, wheel 0.32.0): read here from the source, not from the product.
+VLLM_SET_ULIMIT_TARGET = 65535
+
+
+@pytest.mark.parametrize("max_num_seqs", [None, "1024", "4096"])
+def test_both_containers_get_open_files_limits_that_do_not_bite(max_num_seqs: str | None) -> None:
+    plan = _plan(**({"maxNumSeqs": max_num_seqs} if max_num_seqs else {}))
+    nofile = {spec.name: next(u for u in spec.ulimits if u.name == "nofile") for spec in (plan.vllm, proxy_spec(plan))}
+    vllm_limit = nofile[plan.vllm.name]
+    assert vllm_limit.soft >= VLLM_SET_ULIMIT_TARGET and vllm_limit.hard >= VLLM_SET_ULIMIT_TARGET
+    # nginx runs as the container user: it can raise its workers' limit only up to the hard limit.
+    conf = render_nginx_conf(plan.proxy_settings)
+    wanted = re.search(r"worker_rlimit_nofile (\d+);", conf)
+    assert wanted is not None
+    assert int(wanted[1]) <= nofile[plan.proxy.name].hard
+    for spec in (plan.vllm, proxy_spec(plan)):
+        limit = nofile[spec.name]
+        assert f"--ulimit nofile={limit.soft}:{limit.hard}" in to_docker_run(spec)
+        assert {"name": "nofile", "soft": limit.soft, "hard": limit.hard} in \
+            to_container_args(spec, spec.image, {k: "x" for k in spec.secret_env})["ulimits"]

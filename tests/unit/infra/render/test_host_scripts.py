@@ -27,7 +27,6 @@ from vllm_endpoint.infra.render.host_scripts import (
     gate_report,
     host_command,
     host_ready_script,
-    model_check_script,
     prefetch_wait_script,
     readiness_gate_script,
     summary_with_capacity,
@@ -129,34 +128,6 @@ def test_a_file_holding_the_here_document_end_line_is_refused(monkeypatch: pytes
 
 # --- the host files that need only files, run for real -------------------------------------------
 
-def test_model_check_accepts_the_files_in_the_target_and_leaves_them_readable(tmp_path: Path) -> None:
-    target = tmp_path / "model"
-    target.mkdir()
-    (target / "config.json").write_text("{}")
-    (target / "weights.safetensors").write_bytes(b"w")
-    (target / "weights.safetensors").chmod(0o600)
-    proc = run(model_check_script(str(target)))
-    assert proc.returncode == 0 and f"model ready in {target}" in proc.stdout, proc.stderr
-    assert stat.S_IMODE((target / "weights.safetensors").stat().st_mode) == 0o644
-
-
-def test_model_check_moves_files_copied_into_a_subfolder_up_into_the_target(tmp_path: Path) -> None:
-    # SFTP copied the folder into an existing target: target/<folder>/config.json.
-    inner = tmp_path / "model" / "my-finetune"
-    inner.mkdir(parents=True)
-    (inner / "config.json").write_text("{}")
-    (inner / "tokenizer.json").write_text("{}")
-    proc = run(model_check_script(str(tmp_path / "model")))
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "tokenizer.json"]
-
-
-def test_model_check_fails_for_an_upload_without_config_json(tmp_path: Path) -> None:
-    (tmp_path / "model" / "x").mkdir(parents=True)
-    proc = run(model_check_script(str(tmp_path / "model")))
-    assert proc.returncode == 1 and "has no config.json" in proc.stderr
-
-
 def test_write_files_writes_each_file_with_its_mode_and_exact_content(tmp_path: Path) -> None:
     files = {"nginx.conf": "events {}\n# ünïcödé\n", "tls/server.key": "-----KEY-----\n\n", "tls/server.crt": "c"}
     modes = {"nginx.conf": "0644", "tls/server.key": "0600", "tls/server.crt": "0644"}
@@ -202,18 +173,21 @@ printf '%s\\n' '{runtimes}'
 def test_preparing_an_existing_host_creates_the_cache_folders_and_checks_their_owner(tmp_path: Path) -> None:
     cache = tmp_path / "cache dir"
     me = f"{os.getuid()}:{os.getgid()}"
-    proc = run(existing_host_prepare_script(str(cache), False, me), path_dirs=(fake_docker(tmp_path / "bin"),))
+    proc = run(existing_host_prepare_script(str(cache), False, me,
+                                            open_files=1024), path_dirs=(fake_docker(tmp_path / "bin"),))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in cache.iterdir()) == sorted(host_scripts.CACHE_SUBDIRS)
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o755 for p in cache.iterdir())
-    other = run(existing_host_prepare_script(str(cache), False, "4242:4242"), path_dirs=(tmp_path / "bin",))
+    other = run(existing_host_prepare_script(str(cache), False, "4242:4242",
+                                             open_files=1024), path_dirs=(tmp_path / "bin",))
     assert other.returncode == 1
     assert f"belongs to {me} but the containers run as 4242:4242" in other.stderr
 
 
 def test_preparing_an_existing_host_stops_when_docker_cannot_be_reached(tmp_path: Path) -> None:
     bin_dir = fake_docker(tmp_path / "bin", info_status=1)
-    proc = run(existing_host_prepare_script(str(tmp_path / "c"), True, "4242:4242"), path_dirs=(bin_dir,))
+    proc = run(existing_host_prepare_script(str(tmp_path / "c"), True, "4242:4242",
+                                            open_files=1024), path_dirs=(bin_dir,))
     assert proc.returncode == 1 and "cannot reach Docker on this host" in proc.stderr
     assert "belongs to" not in proc.stderr  # the later checks did not run
 
@@ -221,7 +195,7 @@ def test_preparing_an_existing_host_stops_when_docker_cannot_be_reached(tmp_path
 @pytest.mark.parametrize(("runtimes", "ok"), [('{"runc":{}}', False), ('{"nvidia":{"path":"x"},"runc":{}}', True)])
 def test_a_gpu_container_needs_dockers_nvidia_runtime(runtimes: str, ok: bool, tmp_path: Path) -> None:
     bin_dir = fake_docker(tmp_path / "bin", runtimes=runtimes)
-    proc = run(existing_host_prepare_script(str(tmp_path / "c"), True, f"{os.getuid()}:{os.getgid()}"),
+    proc = run(existing_host_prepare_script(str(tmp_path / "c"), True, f"{os.getuid()}:{os.getgid()}", open_files=1024),
                path_dirs=(bin_dir,))
     assert (proc.returncode == 0) is ok, proc.stderr
     assert ("does not list the nvidia runtime" in proc.stderr) is not ok
@@ -394,7 +368,7 @@ if [ "$n" -lt 2 ]; then echo 'status: running'; else echo 'status: done'; fi
     cache = tmp_path / "cache"
     (cache / "root-cache").mkdir(parents=True)
     command = host_ready_script(str(cache), False, f"{os.getuid()}:{os.getgid()}", prefetch_state_dir=str(state),
-                                prefetch_wait_s=2, prefetch_log=str(log), timeline_file=str(timeline))
+                                prefetch_wait_s=2, prefetch_log=str(log), timeline_file=str(timeline), open_files=1024)
     proc = run(command, path_dirs=(bin_dir,))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vllm_endpoint.infra.catalog.names import (
     FORWARDED_PREFIX,
@@ -15,10 +17,20 @@ from vllm_endpoint.infra.catalog.names import (
     PROXY_CONTAINER_PORT,
     PROXY_TLS_CERT,
     PROXY_TLS_KEY,
+    VLLM_CONTAINER_PORT,
+    VLLM_HTTP_KEEP_ALIVE_S,
+    VLLM_UPSTREAM_HOST,
 )
+from vllm_endpoint.infra.plan.deployment import build_plan, nginx_version
 from vllm_endpoint.infra.plan.spec import ProxySettings
 from vllm_endpoint.infra.render.host_scripts import read_host_file
-from vllm_endpoint.infra.render.proxy import NGINX_TEMPLATE, fill_template, render_nginx_conf
+from vllm_endpoint.infra.render.proxy import (
+    NGINX_TEMPLATE,
+    connection_limits,
+    fill_template,
+    render_nginx_conf,
+)
+from vllm_endpoint.infra.settings.models import load_stack_config
 
 
 def test_text_values_fill_in_place_and_line_values_take_the_placeholders_indentation() -> None:
@@ -96,3 +108,98 @@ def test_no_location_sets_its_own_proxy_headers() -> None:
 def test_a_metrics_network_that_is_not_a_cidr_is_refused(cidr: str) -> None:
     with pytest.raises(ValueError, match="metrics CIDR"):
         render_nginx_conf(ProxySettings(metrics_allowed_cidrs=(cidr,)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Connections to vLLM: pooled and still re-resolved (tests/real/test_proxy_keepalive.py proves both live).
+
+def upstream_blocks(conf: str) -> dict[str, list[str]]:
+    return {m[1]: [line.strip() for line in m[2].strip().splitlines()]
+            for m in re.finditer(r"^\s*upstream (\S+) \{\n(.*?)^\s*\}", conf, re.M | re.S)}
+
+
+def vllm_target(conf: str) -> str:
+    match = re.search(r"^\s*set \$vllm http://(\S+);", conf, re.M)
+    assert match is not None
+    return match[1]
+
+
+def test_the_pooled_form_sends_every_location_through_a_re_resolved_keepalive_group() -> None:
+    conf = render_nginx_conf(ProxySettings(pooled_upstream=True, max_num_seqs=256))
+    blocks = upstream_blocks(conf)
+    assert len(blocks) == 1
+    (name, lines), = blocks.items()
+    # nginx uses the group only when the proxy_pass host is exactly its name, without a port;
+    # anything else would be looked up in DNS per request, with no pool.
+    assert vllm_target(conf) == name
+    assert f"server {VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT} resolve;" in lines
+    assert any(line.startswith(f"zone {name} ") for line in lines)  # `resolve` needs the shared zone
+    assert "keepalive 256;" in lines
+    timeout = next(int(line.split()[1].rstrip("s;")) for line in lines if line.startswith("keepalive_timeout"))
+    assert timeout < VLLM_HTTP_KEEP_ALIVE_S
+    # A pooled connection must be HTTP/1.1 without `Connection: close`, at server level for every location.
+    assert "proxy_http_version 1.1;" in conf and 'proxy_set_header Connection "";' in conf
+    assert re.search(r"^\s*resolver \S+ valid=\d+s", conf, re.M)
+
+
+def test_the_unpooled_form_for_old_nginx_resolves_the_container_name_per_request() -> None:
+    conf = render_nginx_conf(ProxySettings(pooled_upstream=False))
+    assert upstream_blocks(conf) == {} and "resolve;" not in conf
+    assert vllm_target(conf) == f"{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}"
+    assert re.search(r"^\s*resolver \S+ valid=\d+s", conf, re.M)
+
+
+@given(st.integers(min_value=1, max_value=8192))
+def test_connection_limits_hold_a_batch_and_its_queue_in_one_worker(max_num_seqs: int) -> None:
+    limits = connection_limits(max_num_seqs)
+    # Two connections (client and vLLM) per open request, a batch running and a batch queued, plus the pool.
+    assert limits.worker_connections >= 2 * 2 * max_num_seqs + limits.keepalive
+    assert limits.worker_connections % 1024 == 0 and limits.worker_connections >= 1024
+    assert limits.keepalive >= max_num_seqs
+    assert limits.open_files >= limits.worker_connections
+
+
+def test_the_rendered_limits_are_the_computed_ones() -> None:
+    conf = render_nginx_conf(ProxySettings(max_num_seqs=1024))
+    limits = connection_limits(1024)
+    assert f"worker_connections {limits.worker_connections};" in conf
+    assert f"worker_rlimit_nofile {limits.open_files};" in conf
+    assert f"keepalive {limits.keepalive};" in conf
+    assert re.search(r"^worker_processes \d+;$", conf, re.M) and "worker_processes auto" not in conf
+
+
+@pytest.mark.parametrize(("image", "version"), [
+    ("nginx:1.29.3-alpine", (1, 29, 3)),
+    ("nginx:1.27.3", (1, 27, 3)),
+    ("registry.example.com/mirror/nginx:1.28.0-alpine-slim", (1, 28, 0)),
+    ("nginxinc/nginx-unprivileged:1.29.3-alpine@sha256:" + "a" * 64, (1, 29, 3)),
+    ("nginx:1.29", None),  # not a release: could be any 1.29.x
+    ("nginx:stable-alpine", None),
+    ("example.com/proxy:1.29.3", None),  # not nginx by its name
+    ("nginx-proxy:1.29.3", None),
+])
+def test_the_nginx_version_comes_from_an_nginx_images_tag(image: str, version: tuple[int, int, int] | None) -> None:
+    assert nginx_version(image) == version
+
+
+AWS = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}
+
+
+def test_the_default_proxy_image_gets_the_pool_and_an_older_one_a_warning() -> None:
+    default = build_plan(load_stack_config(AWS), hub_fetcher=None)
+    assert default.proxy_settings.pooled_upstream
+    assert not any("proxyImage" in w for w in default.warnings)
+    old = build_plan(load_stack_config({**AWS, "proxyImage": "nginx:1.26.3-alpine"}), hub_fetcher=None)
+    assert not old.proxy_settings.pooled_upstream
+    assert any("proxyImage nginx:1.26.3-alpine" in w and "new connection" in w for w in old.warnings)
+    assert "resolve;" not in render_nginx_conf(old.proxy_settings)
+
+
+def test_the_proxy_is_sized_for_the_batch_vllm_runs() -> None:
+    capped = build_plan(load_stack_config({**AWS, "maxNumSeqs": "64"}), hub_fetcher=None)
+    assert capped.proxy_settings.max_num_seqs == 64
+    # An H100-class GPU: vLLM's default batch is 1024 there, 256 on an A10G.
+    big = build_plan(load_stack_config({**AWS, "instanceType": "p5.48xlarge", "tensorParallelSize": "4"}),
+                     hub_fetcher=None)
+    small = build_plan(load_stack_config({**AWS, "instanceType": "g5.xlarge"}), hub_fetcher=None)
+    assert (big.proxy_settings.max_num_seqs, small.proxy_settings.max_num_seqs) == (1024, 256)

@@ -83,7 +83,7 @@ def test_the_boot_prefetch_fills_the_folder_the_container_reads_as_hf_home() -> 
 
 def test_the_host_check_looks_for_the_prefetch_markers_where_boot_sh_leaves_them() -> None:
     state = boot_env_values(BOOT)["PREFETCH_STATE_DIR"]
-    assert f"export PREFETCH_STATE_DIR={state}\n" in host_ready_script(HOST_CACHE_MOUNT, True, "1:1")
+    assert f"export PREFETCH_STATE_DIR={state}\n" in host_ready_script(HOST_CACHE_MOUNT, True, "1:1", open_files=1024)
 
 
 def test_user_data_fits_ec2s_limit_compressed_and_round_trips() -> None:
@@ -92,3 +92,13 @@ def test_user_data_fits_ec2s_limit_compressed_and_round_trips() -> None:
     assert decode_user_data(encoded) == document
     assert encode_user_data(document) == encoded, "compression must be deterministic (no spurious diffs)"
     assert len(base64.b64decode(encoded)) < USER_DATA_LIMIT
+
+
+def test_the_host_installs_the_hub_client_release_the_deploying_side_uses() -> None:
+    """The boot prefetch (on the instance) and the plan-time model check (on the deploying machine) read the Hub
+    through the same huggingface_hub release: exact pins, that release in both places."""
+    pins = dict(word.split("==") for word in str(boot_env_values(BOOT)["HF_CLIENT_PACKAGES"]).split())
+    requirements = (Path(__file__).resolve().parents[4] / "requirements.txt").read_text().splitlines()
+    deploying = next(line.split("==")[1] for line in requirements if line.startswith("huggingface_hub=="))
+    assert set(pins) == {"huggingface_hub", "hf_xet"} and all(v[0].isdigit() for v in pins.values())
+    assert pins["huggingface_hub"] == deploying

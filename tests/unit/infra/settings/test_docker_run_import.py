@@ -93,11 +93,14 @@ def test_the_original_command_imports_plans_and_renders_back_with_only_the_table
     # The image: v0.4.2 is below the security floor, so the default release is proposed.
     assert plan.vllm.image == "vllm/vllm-openai:v0.32.0"
     # The serving flags: --api-key leaves argv for the environment, --swap-space is gone (removed in 0.18.0),
-    # trustRemoteCode pins the revision, and the docs UI is switched off. Nothing else differs.
+    # trustRemoteCode pins the revision, the docs UI is switched off, and the model is `vllm serve`'s
+    # positional argument (its --model is deprecated). Nothing else differs.
     before = flag_groups(original[image_at + 1:])
     after = flag_groups(plan.vllm.args)
-    assert before - after == {("--api-key", KEY), ("--swap-space", "4")}
-    assert after - before == {("--revision", REVISION), ("--disable-fastapi-docs",)}
+    model = "Qwen/Qwen2.5-1.5B-Instruct"
+    assert plan.vllm.args[0] == model
+    assert before - after == {("--api-key", KEY), ("--swap-space", "4"), ("--model", model)}
+    assert after - before == {("--revision", REVISION), ("--disable-fastapi-docs",), (model,)}
     assert "VLLM_API_KEY" in plan.vllm.secret_env
     assert vllm[vllm.index("VLLM_API_KEY") - 1] == "--env"  # by name: Docker copies it from the shell
     # --ipc=host kept; GPU 1 through the NVIDIA runtime and NVIDIA_VISIBLE_DEVICES instead of --gpus.
@@ -327,3 +330,16 @@ def test_option_order_does_not_change_the_stack_file(docker: list[list[str]], vl
 def test_split_command_reads_line_continuations() -> None:
     assert split_command(ORIGINAL)[:4] == ["docker", "run", "--runtime", "nvidia"]
     assert split_command(ORIGINAL) == shlex.split(ORIGINAL.replace("\\\n", " "))
+
+
+def test_the_products_own_vllm_serve_command_imports_back() -> None:
+    """What the program renders for a current image (positional model, several API servers, open-files
+    limit) reads back as the settings that render it."""
+    command = ("docker run --detach --ulimit nofile=65535:65535 vllm/vllm-openai:v0.32.0 Qwen/Qwen2.5-1.5B-Instruct "
+               "--gpu-memory-utilization 0.9 --api-server-count 3 --disable-fastapi-docs")
+    values = values_of(command)
+    assert values["model"] == "Qwen/Qwen2.5-1.5B-Instruct" and values["apiServerCount"] == "3"
+    assert "extraArgs" not in values
+    text = " ".join(stack_text(split_command(command)).split())
+    assert "--ulimit nofile=65535:65535: the program sets the open-files limits" in text
+    assert values_of(command.replace("--api-server-count 3", "-asc 2"))["apiServerCount"] == "2"

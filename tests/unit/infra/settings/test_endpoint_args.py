@@ -64,9 +64,15 @@ def test_keyword_arguments_make_the_same_config_as_the_stack_config(tmp_path: Pa
 
 def test_every_setting_is_a_keyword_named_after_its_field() -> None:
     keys = setting_keys()
-    assert set(keys.values()) == {*config_keys(), "target"}
+    # endpointName is the stack program's: a program names its VllmEndpoint itself.
+    assert set(keys.values()) == {*config_keys(), "target"} - {"endpointName"}
     assert all(keys[name] == name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:]) for name in keys)
     assert set(keys) >= INPUT_SETTINGS and not set(COMPONENT_KEYS) & set(keys)
+
+
+def test_the_stacks_endpoint_name_is_not_a_keyword_of_the_component() -> None:
+    with pytest.raises(ConfigError, match=r"endpoint_name: unknown setting"):
+        load_endpoint_settings({"endpoint_name": "chat"})
 
 
 @pytest.mark.parametrize("name", sorted(INPUT_SETTINGS))

@@ -140,6 +140,8 @@ BAD = [
     ({"target": "gcp"}, "target", "'aws'"),
     ({"hostAddress": "gpu-box"}, "hostAddress", "has no effect with target=aws"),
     ({"readinessTimeoutSeconds": "5"}, "readinessTimeoutSeconds", "greater than or equal to 60"),
+    ({"apiServerCount": "0"}, "apiServerCount", "greater than or equal to 1"),
+    ({"apiServerCount": "two"}, "apiServerCount", "valid integer"),
     ({"modelPath": "/m", "imageBuildContext": "/c", "model": "/app/model"}, "modelPath and imageBuildContext",
      "choose one"),
     ({"imageBuildContext": "/c"}, "model", "absolute path inside the image"),

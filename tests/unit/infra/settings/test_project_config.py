@@ -95,7 +95,7 @@ def test_declared_type_and_default(key: str, type_: str | None, default: Any) ->
 
 def test_each_declared_default_as_the_cli_passes_it_loads_as_the_models_default() -> None:
     keys = config_keys()
-    bases = {"aws": AWS, "existing_host": EXISTING}
+    bases = {"aws": AWS, "existing_host": EXISTING, "local": {"target": "local"}}
     checked = 0
     for key, declaration in declarations().items():
         if declaration.default == UNSET or key in AWS or key in EXISTING:
