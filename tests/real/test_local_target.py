@@ -74,9 +74,11 @@ class Machine:
     home: Path
 
     def run(self, script: str, stdin: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        argv = ["nsenter", f"--net=/var/run/netns/{self.host.name}",
-                "setpriv", f"--reuid={self.host.uid}", f"--regid={self.host.gid}", "--init-groups",
+            timeout: float = 600, as_user: bool = True) -> subprocess.CompletedProcess[str]:
+        """`script` by /bin/sh in the machine's network namespace, as its user (`as_user`), else as root:
+        an app on the machine (the test's own venv is not readable by the test host's user)."""
+        user = ["setpriv", f"--reuid={self.host.uid}", f"--regid={self.host.gid}", "--init-groups"] if as_user else []
+        argv = ["nsenter", f"--net=/var/run/netns/{self.host.name}", *user,
                 "env", "-i", f"HOME={self.home}", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                 f"DOCKER_HOST=unix://{self.host.docker_socket}",
                 *(f"{k}={v}" for k, v in (env or {}).items()), "/bin/sh", "-c", script]
@@ -144,6 +146,7 @@ def deployed(machine: Machine, vllm_image: str, tiny_model: Path) -> LocalDeploy
 def test_the_local_plan_runs_unchanged_on_a_real_engine_and_answers_the_openai_client(
         deployed: LocalDeployment, machine: Machine) -> None:
     plan = deployed.plan
+    print(deployed.gate.stdout)  # the gate's progress transcript, shown with -rP
     assert deployed.steps == ["prepare-host", "proxy-files", "model-upload", "model-check", "containers",
                               "readiness"]
     assert plan.vllm.gpus is None and plan.vllm.runtime is None
@@ -151,7 +154,7 @@ def test_the_local_plan_runs_unchanged_on_a_real_engine_and_answers_the_openai_c
     assert plan.vllm.user == machine.host.container_user
     url = f"http://127.0.0.1:{API_PORT}/v1"
     proc = machine.run(f"exec {VENV_PYTHON} -c \"$CHAT\" {url} \"$KEY\" {plan.served_model_name}",
-                       env={"CHAT": CHAT, "KEY": deployed.api_key}, timeout=300)
+                       env={"CHAT": CHAT, "KEY": deployed.api_key}, timeout=300, as_user=False)
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert answer["models"] == [plan.served_model_name]
