@@ -467,6 +467,11 @@ def vllm_argv(s: ServerSettings, model_arg: str, served_name: str | None, revisi
     # The docs UI and schema are not an API anyone should reach; off wherever the image knows the flag.
     if version is None or flag_available("--disable-fastapi-docs", version):
         argv.append("--disable-fastapi-docs")
+    # uvicorn's access log writes each request line, query string included, so a key a client put in the
+    # URL (`?api_key=...`, refused with 401) would land in the container's log; the proxy logs requests
+    # without their query strings instead.
+    if version is None or flag_available("--disable-uvicorn-access-log", version):
+        argv.append("--disable-uvicorn-access-log")
     argv += s.extra_args
     return tuple(argv)
 

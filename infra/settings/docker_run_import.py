@@ -112,7 +112,7 @@ _NO_MEANING = {
     "--network": "the program puts vLLM on a private network behind its reverse proxy",
     "--pull": "the program pulls the pinned image itself",
     "--platform": "the image is pulled for the host's platform",
-    "--ulimit": "the program sets the open-files limits vLLM and the proxy need",
+    "--ulimit": "the program sets the open-files limits vLLM and the proxy need (containerOpenFiles)",
 }
 # Options the program deliberately does not grant: it runs vLLM without capabilities, as non-root.
 _SECURITY = {"--privileged", "--cap-add", "--security-opt", "--device", "--pid", "--userns", "--volumes-from",
@@ -290,6 +290,8 @@ _ABSORBED_FLAGS = {
     "--host": "vLLM listens inside the container on its private network; only the proxy reaches it",
     "--port": f"vLLM listens on {VLLM_CONTAINER_PORT} inside the container; the host port is apiPort",
     "--disable-fastapi-docs": "the program adds it wherever the image's vLLM has it",
+    "--disable-uvicorn-access-log": "the program adds it wherever the image's vLLM has it (the proxy logs "
+    "requests, without their query strings)",
     "--download-dir": f"downloads go to the cache ({CONTAINER_HF_HOME} on the cache volume)",
 }
 _SECRET_FLAGS = {"--api-key": "apiKey"}

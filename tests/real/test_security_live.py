@@ -643,6 +643,49 @@ def test_the_api_key_is_on_no_command_line_and_only_in_vllms_environment(plain: 
         assert plain.api_key not in logs.stdout + logs.stderr, f"the key is in the logs of {name}"
 
 
+# Every place a client might put the key, other than `Authorization: Bearer`.
+KEY_IN_QUERY = ("api_key", "api-key", "apikey", "key", "token", "access_token", "auth", "authorization",
+                "password", "secret", "API_KEY")
+KEY_IN_HEADERS = ("X-Api-Key", "api-key")
+
+
+def test_a_key_sent_any_way_is_in_no_log_on_the_host(plain: Deployment) -> None:
+    key = plain.api_key
+    since = plain.host.ssh("date -u +%Y-%m-%dT%H:%M:%S").stdout.strip()
+    for name in KEY_IN_QUERY:
+        for path in (f"/v1/models?{name}={key}", f"/v1/models?limit=1&{name}={urllib.parse.quote(key)}"):
+            refused = _get(plain, "GET", path)
+            assert refused.status == 400 and b"Authorization: Bearer" in refused.body, (path, refused)
+    for header in KEY_IN_HEADERS:
+        refused = _get(plain, "GET", "/v1/models", headers={header: key})
+        assert refused.status == 400 and b"Authorization: Bearer" in refused.body, (header, refused)
+    # The ways that are not refused: the right header, a wrong scheme, the body (vLLM ignores a key there).
+    assert _get(plain, "GET", "/v1/models", headers=_auth(plain)).status == 200
+    assert _get(plain, "GET", "/v1/models", headers={"Authorization": f"Basic {key}"}).status == 401
+    chat = dict(CHAT_BODY, api_key=key, user=key)
+    answered = _get(plain, "POST", "/v1/chat/completions", headers=_auth(plain), body=json.dumps(chat).encode())
+    assert answered.status == 200, answered
+
+    # Every log on the host: both containers' (as `docker logs` shows them and as Docker keeps them on
+    # disk) and every file in the endpoint's folders.
+    found = []
+    for name in (VLLM_CONTAINER_NAME, PROXY_CONTAINER_NAME):
+        shown = plain.host.docker("logs", "--since", since, name)
+        if key in shown.stdout + shown.stderr:
+            found.append(f"docker logs {name}")
+        log_path = Path(plain.host.docker("inspect", "--format", "{{.LogPath}}", name).stdout.strip())
+        if key.encode() in log_path.read_bytes():
+            found.append(str(log_path))
+    for file in Path(plain.plan.host_cache_dir).rglob("*"):
+        with contextlib.suppress(OSError):
+            if file.is_file() and key.encode() in file.read_bytes():
+                found.append(str(file))
+    assert found == [], f"the key is in {found}"
+    # The refused requests are logged, by path alone.
+    proxy_log = plain.host.docker("logs", "--since", since, PROXY_CONTAINER_NAME).stdout
+    assert '"GET /v1/models HTTP/1.1" 400' in proxy_log and "?" not in proxy_log.split("HTTP/1.1")[0]
+
+
 # --------------------------------------------------------------------------------------------------
 # 5. SSH trust: the `ssh_command` stack output.
 

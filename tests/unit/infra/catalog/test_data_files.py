@@ -49,7 +49,7 @@ def test_each_data_file_loads_with_its_sources_and_date(name: str) -> None:
 def test_the_modules_expose_what_the_files_hold() -> None:
     assert len(gpus.GPU_MODELS) == 14 and len(gpus.INSTANCE_TYPES) == 57
     assert len(models.KNOWN_MODELS) == 14
-    assert len(vllm_flags.FLAGS) == 32 and len(vllm_flags.EXAMINED_RELEASES) == 80
+    assert len(vllm_flags.FLAGS) == 33 and len(vllm_flags.EXAMINED_RELEASES) == 80
     assert security.SECURITY_FLOOR == "0.22.0"
     assert dtypes.DTYPES == ("bfloat16", "float16", "float32")
 

@@ -85,7 +85,8 @@ def test_versions_order_like_releases() -> None:
 _BRIEF_FLAGS_TEXT = """--model --served-model-name --revision --tokenizer --dtype --max-model-len
 --gpu-memory-utilization --max-num-seqs --block-size --swap-space --tensor-parallel-size --pipeline-parallel-size
 --trust-remote-code
---quantization --api-key --disable-fastapi-docs --host --port --download-dir --enable-prefix-caching
+--quantization --api-key --disable-fastapi-docs --disable-uvicorn-access-log --host --port --download-dir
+--enable-prefix-caching
 --generation-config --kv-cache-dtype --enforce-eager --max-num-batched-tokens --disable-log-requests
 --uvicorn-log-level --enable-chunked-prefill --seed --load-format --cpu-offload-gb"""
 BRIEF_FLAGS = _BRIEF_FLAGS_TEXT.split()

@@ -46,25 +46,28 @@ def problems(**raw: str) -> list[str]:
 SERVE_MODEL, API_SERVER_MODEL = [MODEL], ["--model", MODEL]
 RENDERING = [
     # (image tag, extra settings, expected argv)
-    ("v0.32.0", {}, [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--disable-fastapi-docs"]),
+    ("v0.32.0", {}, [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--disable-fastapi-docs",
+                     "--disable-uvicorn-access-log"]),
     ("v0.32.0", {"maxNumSeqs": "64", "maxModelLen": "8192", "blockSize": "32"},
      [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--max-model-len", "8192", "--max-num-seqs", "64",
-      "--block-size", "32", "--disable-fastapi-docs"]),
+      "--block-size", "32", "--disable-fastapi-docs", "--disable-uvicorn-access-log"]),
     ("v0.22.0", {"trustRemoteCode": "true", "modelRevision": "abc"},
      [*SERVE_MODEL, "--revision", "abc", "--gpu-memory-utilization", "0.9", "--trust-remote-code",
-      "--disable-fastapi-docs"]),
+      "--disable-fastapi-docs", "--disable-uvicorn-access-log"]),
     # The original command on its own image: everything it passed, and no flag the image lacks.
     ("v0.4.2", {**ORIGINAL, "allowInsecureImage": "true"},
      [*API_SERVER_MODEL, "--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16",
       "--block-size", "16", "--swap-space", "4", "--trust-remote-code"]),
     ("v0.17.1", {**ORIGINAL, "allowInsecureImage": "true"},
      [*SERVE_MODEL, "--revision", "main", "--gpu-memory-utilization", "0.7", "--max-num-seqs", "16",
-      "--block-size", "16", "--swap-space", "4", "--trust-remote-code", "--disable-fastapi-docs"]),
+      "--block-size", "16", "--swap-space", "4", "--trust-remote-code", "--disable-fastapi-docs",
+      "--disable-uvicorn-access-log"]),
     # The last api_server image; and several API servers where `vllm serve` runs them.
     ("v0.11.0", {"allowInsecureImage": "true", "instanceType": "g5.4xlarge"},
-     [*API_SERVER_MODEL, "--gpu-memory-utilization", "0.9", "--disable-fastapi-docs"]),
+     [*API_SERVER_MODEL, "--gpu-memory-utilization", "0.9", "--disable-fastapi-docs", "--disable-uvicorn-access-log"]),
     ("v0.32.0", {"instanceType": "g5.4xlarge"},
-     [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--api-server-count", "4", "--disable-fastapi-docs"]),
+     [*SERVE_MODEL, "--gpu-memory-utilization", "0.9", "--api-server-count", "4", "--disable-fastapi-docs",
+      "--disable-uvicorn-access-log"]),
 ]
 
 

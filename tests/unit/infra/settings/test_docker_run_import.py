@@ -100,7 +100,8 @@ def test_the_original_command_imports_plans_and_renders_back_with_only_the_table
     model = "Qwen/Qwen2.5-1.5B-Instruct"
     assert plan.vllm.args[0] == model
     assert before - after == {("--api-key", KEY), ("--swap-space", "4"), ("--model", model)}
-    assert after - before == {("--revision", REVISION), ("--disable-fastapi-docs",), (model,)}
+    assert after - before == {("--revision", REVISION), ("--disable-fastapi-docs",), ("--disable-uvicorn-access-log",),
+                              (model,)}
     assert "VLLM_API_KEY" in plan.vllm.secret_env
     assert vllm[vllm.index("VLLM_API_KEY") - 1] == "--env"  # by name: Docker copies it from the shell
     # --ipc=host kept; GPU 1 through the NVIDIA runtime and NVIDIA_VISIBLE_DEVICES instead of --gpus.
@@ -135,7 +136,7 @@ def test_keeping_the_insecure_image_keeps_its_flags_and_needs_the_opt_in() -> No
     before = flag_groups(original[original.index("vllm/vllm-openai:v0.4.2") + 1:])
     after = flag_groups(plan.vllm.args)
     assert before - after == {("--api-key", KEY)}
-    assert after - before <= {("--revision", REVISION), ("--disable-fastapi-docs",)}
+    assert after - before <= {("--revision", REVISION), ("--disable-fastapi-docs",), ("--disable-uvicorn-access-log",)}
 
 
 def test_the_original_command_for_aws_validates_once_the_cidrs_are_set() -> None:
@@ -336,7 +337,7 @@ def test_the_products_own_vllm_serve_command_imports_back() -> None:
     """What the program renders for a current image (positional model, several API servers, open-files
     limit) reads back as the settings that render it."""
     command = ("docker run --detach --ulimit nofile=65535:65535 vllm/vllm-openai:v0.32.0 Qwen/Qwen2.5-1.5B-Instruct "
-               "--gpu-memory-utilization 0.9 --api-server-count 3 --disable-fastapi-docs")
+               "--gpu-memory-utilization 0.9 --api-server-count 3 --disable-fastapi-docs --disable-uvicorn-access-log")
     values = values_of(command)
     assert values["model"] == "Qwen/Qwen2.5-1.5B-Instruct" and values["apiServerCount"] == "3"
     assert "extraArgs" not in values
