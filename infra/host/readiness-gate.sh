@@ -116,7 +116,7 @@ report_capacity() {
     estimate="the plan's fit estimate: $(group_digits "$FIT_KV_CACHE_TOKENS") tokens, ${FIT_MAX_CONCURRENCY}x for"
     estimate+=" $(group_digits "$FIT_MAX_MODEL_LEN") tokens per request"
   else
-    estimate="the plan made no fit estimate (no GPU model known)"
+    estimate="the plan made no fit estimate (its warnings say why: no GPU described, the CPU, or a quantization it does not model)"
   fi
   echo "capacity: $vllm; $estimate"
 }

@@ -179,7 +179,7 @@ def test_when_ready_the_gate_prints_vllms_kv_cache_next_to_the_plans_estimate(st
     assert int(found.group(2).replace(",", "")) > 0 and float(found.group(4)) > 0
     plan = started.deployment.plan
     assert plan.fit is None  # an existing host without hostGpuModel: no estimate, and the gate says so
-    assert found.group(5) == "the plan made no fit estimate (no GPU model known)"
+    assert found.group(5).startswith("the plan made no fit estimate (its warnings say why")
     # The `plan` stack output keeps both.
     assert summary_with_capacity(plan.summary, started.gate.stdout) == f"{plan.summary}\n{line}"
 

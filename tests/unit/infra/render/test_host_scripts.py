@@ -336,8 +336,9 @@ def test_without_a_fit_estimate_or_vllms_figures_the_gate_says_so(tmp_path: Path
     gate = ReadinessGate("http://127.0.0.1:1/v1/models", "vllm", 60, str(tmp_path / "timeline"))
     proc = run(readiness_gate_script(gate), input="key\n", path_dirs=(bin_dir,))
     assert proc.returncode == 0, proc.stderr
-    assert gate_capacity_line(proc.stdout) == ("capacity: vLLM reports no KV cache size, no maximum concurrency; "
-                                               "the plan made no fit estimate (no GPU model known)")
+    assert gate_capacity_line(proc.stdout) == (
+        "capacity: vLLM reports no KV cache size, no maximum concurrency; the plan made no fit estimate (its "
+        "warnings say why: no GPU described, the CPU, or a quantization it does not model)")
     assert summary_with_capacity("plan", "ready: x\n") == "plan"
 
 
