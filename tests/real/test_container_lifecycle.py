@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ from tests.real.harness.deployer import (
     DEFAULT_NAMES,
     Deployment,
     StageTimes,
-    cpu_adapt,
     deploy,
     existing_host_config,
     run_gate,
+    vllm_as_run,
 )
 from tests.real.harness.testhost import TestHost
 from vllm_endpoint.infra.catalog.names import (
@@ -215,7 +216,7 @@ def second(first: First, tiny_model: Path, cache_dir: Path, api_key: str, times:
 
 def test_the_cpu_run_spec_is_the_rendered_spec_minus_the_gpu_request(first: First) -> None:
     rendered, ran = first.deployment.plan.vllm, first.deployment.vllm
-    assert ran == cpu_adapt(rendered)
+    assert ran == vllm_as_run(first.deployment.plan)  # the CPU changes and the owner labels, nothing else
     assert rendered.gpus == "all" and ran.gpus is None
     assert ran.env == rendered.env + CPU_ENV
 
@@ -317,8 +318,11 @@ def test_the_re_deploy_changes_only_the_flag(second: Second) -> None:
     before, after = plan_docker_run(second.first.deployment.plan), plan_docker_run(second.deployment.plan)
     changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert len(changed) == 2, changed
-    assert after == before.replace(f"--max-num-seqs {FIRST_MAX_NUM_SEQS} ", f"--max-num-seqs {SECOND_MAX_NUM_SEQS} ")
+    # The flag, and the proxy's config digest: its pool of connections to vLLM follows maxNumSeqs.
+    assert len(changed) == 4 and sum("config-digest=" in line for line in changed) == 2, changed
+    digest = re.compile(r"config-digest=[0-9a-f]+")
+    assert digest.sub("", after) == digest.sub("", before).replace(f"--max-num-seqs {FIRST_MAX_NUM_SEQS} ",
+                                                                  f"--max-num-seqs {SECOND_MAX_NUM_SEQS} ")
     host, spec = second.deployment.host, second.deployment.vllm
     assert spec_differences(spec, second.vllm, image_env_names(host, spec.image)) == []
     cmd = second.vllm["Config"]["Cmd"]
@@ -366,7 +370,7 @@ def test_the_api_port_forwards_through_the_proxy_to_vllms_8000(first: First) -> 
     assert host.docker("port", VLLM).stdout.strip() == "", "vLLM publishes nothing"
     networks = inspect(host, VLLM)["NetworkSettings"]["Networks"]
     assert VLLM_UPSTREAM_HOST in networks[plan.network]["Aliases"]
-    assert f"set $vllm http://{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT};" in render_nginx_conf(plan.proxy_settings)
+    assert f"server {VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT} resolve;" in render_nginx_conf(plan.proxy_settings)
     client = openai.OpenAI(base_url=first.deployment.endpoint_url, api_key=first.deployment.api_key,
                            max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [SERVED_NAME]

@@ -22,10 +22,10 @@ from tests.real.harness.deployer import (
     DEFAULT_NAMES,
     Deployment,
     assert_serves,
-    cpu_adapt,
     deploy,
     existing_host_config,
     make_cache_dir,
+    vllm_as_run,
 )
 from tests.real.harness.testhost import TestHost
 from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR, ENDPOINT_TAG
@@ -68,7 +68,7 @@ def neighbour(endpoint: Deployment, tiny_model: Path) -> Iterator[Deployment]:
 
 def test_only_cpu_limitations_were_changed_in_the_rendered_spec(endpoint: Deployment) -> None:
     rendered, ran = endpoint.plan.vllm, endpoint.vllm
-    assert ran == cpu_adapt(rendered)
+    assert ran == vllm_as_run(endpoint.plan)  # the CPU changes and the owner labels, nothing else
     assert set(CPU_CHANGES) == {"gpus / runtime", "NVIDIA_VISIBLE_DEVICES", "VLLM_CPU_KVCACHE_SPACE=1",
                                 "host preparation"}
     assert ran.args == rendered.args and ran.mounts == rendered.mounts and ran.user == rendered.user

@@ -88,6 +88,12 @@ def grantable_open_files() -> int:
     return min(VLLM_OPEN_FILES_TARGET, hard)
 
 
+def vllm_as_run(plan: DeploymentPlan, stack: str = DEFAULT_STACK) -> ContainerSpec:
+    """The vLLM container `deploy` runs: the plan's spec labelled as VllmServer labels it (project, stack,
+    endpoint), with only the CPU_CHANGES made."""
+    return owned_by(cpu_adapt(plan.vllm), Owner(TEST_PROJECT, stack, plan.names.endpoint))
+
+
 def existing_host_config(host: TestHost, cache_dir: Path, **settings: str) -> StackConfig:
     """A stack config for the test host as an existing server (no AWS), as a user would write it (with the
     containerOpenFiles the host's check would ask for, unless `settings` give one)."""
@@ -155,7 +161,7 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
         with _step(timings, "image_build"):
             build_image(host, plan.image_build)
 
-    vllm = owned_by(cpu_adapt(plan.vllm), owner)
+    vllm = vllm_as_run(plan, stack)
     specs = [vllm, owned_by(proxy_spec(plan), owner)]
     script = docker_run_script(plan.network, specs, plan.secret_env)
     names = [spec.name for spec in specs]

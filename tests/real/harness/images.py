@@ -252,8 +252,13 @@ def build_nginx_image(host: TestHost, tag: str = NGINX_TAG) -> str:
         _write(root / "etc" / "passwd",
                "root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n"
                "www-data:x:33:33:www-data:/var/www:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n")
-        _write(root / "etc" / "group", "root:x:0:\nnginx:x:101:\nwww-data:x:33:\nnogroup:x:65534:\n")
-        _write(root / "docker-entrypoint.sh", '#!/bin/sh\nset -e\nexec "$@"\n', mode=0o755)
+        # `users` as in the official (Alpine) image: the static build's default group for its workers.
+        _write(root / "etc" / "group", "root:x:0:\nusers:x:100:\nnginx:x:101:\nwww-data:x:33:\nnogroup:x:65534:\n")
+        # The static build's compiled-in prefix is its own folder (its default config is "./nginx.conf");
+        # the official image's is /etc/nginx/ with the error log on stderr: given on the command line here.
+        _write(root / "docker-entrypoint.sh",
+               '#!/bin/sh\nset -e\nif [ "$1" = nginx ]; then shift; exec nginx -p /etc/nginx/ -e stderr "$@"; fi\n'
+               'exec "$@"\n', mode=0o755)
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (root / "var" / "lib" / "nginx" / sub).mkdir(parents=True)
         (root / "var" / "cache" / "nginx").mkdir(parents=True)
