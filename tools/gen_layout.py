@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What the project's top level holds (the design card's shape, and what grew around it).
 TOP: tuple[tuple[str, str], ...] = (
     ("Pulumi.yaml", "the project; its `config:` block declares every setting (generated)"),
-    ("Pulumi.<stack>.yaml", "dev (AWS), shared-gpu (an existing host, GPU 1 only)"),
+    ("Pulumi.<stack>.yaml", "local (this machine, no account), dev (AWS), shared-gpu (an existing host, GPU 1)"),
     ("__main__.py", "the stack: read config -> one VllmEndpoint -> outputs"),
     ("infra/, components/", "the pipeline below; installed as vllm_endpoint.infra and .components"),
     ("vllm_endpoint/", "the package's top: `from vllm_endpoint import VllmEndpoint, VllmEndpointArgs`"),
@@ -23,7 +23,7 @@ TOP: tuple[tuple[str, str], ...] = (
     ("tests/", "unit/ mirrors this layout (pure, mocks, policy); real/ runs real parts"),
     ("scripts/", "the README's two commands (deploy.sh, test.sh) and setup.sh"),
     ("tools/", "gen_docs.py writes and checks every generated file; the vLLM flag-table check"),
-    ("bench/, docs/", "benchmarks that print figures; generated reference pages"),
+    ("bench/, docs/", "benchmarks that print figures (their runs in bench/results/); generated pages and pictures"),
 )
 # The pipeline, in the order the import-direction test (tests/unit/test_import_direction.py) enforces:
 # a folder imports only itself and the folders above it.
