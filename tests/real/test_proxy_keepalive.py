@@ -52,8 +52,11 @@ ACCESS_LINE = re.compile(r"(\d+\.\d+\.\d+\.\d+):(\d+) - \"GET (\S+) HTTP/1\.1\" 
 @pytest.fixture(scope="module")
 def endpoint(test_host: TestHost, vllm_image: str, tiny_model: Path) -> Iterator[Deployment]:
     cache = make_cache_dir(test_host, BUILD_DIR / "host-cache" / f"{test_host.name}-proxy-keepalive")
+    # The connections are counted in vLLM's access log, which the product turns off (a key a client puts in
+    # a URL would land in it): this deployment turns it back on, the one change from what a stack runs.
     config = existing_host_config(test_host, cache, modelPath=str(tiny_model), servedModelName=SERVED_NAME,
-                                  maxModelLen="512", apiPort=str(API_PORT))
+                                  maxModelLen="512", apiPort=str(API_PORT),
+                                  extraArgs='["--no-disable-uvicorn-access-log"]')
     images.build_nginx_image(test_host, tag=config.access.proxy_image)
     try:
         yield deploy(test_host, config, api_key=secrets.token_urlsafe(36))
