@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.unit.model_folders import COPY_URN  # what the stack names the copy in the verify step's message
 from vllm_endpoint.infra.catalog.names import (
     DEFAULT_ENDPOINT_NAME,
     PROJECT,
@@ -65,9 +66,6 @@ DEFAULT_STACK = "real-tests"
 
 
 CAP_SYS_RESOURCE = 24  # its bit in /proc/<pid>/status CapEff
-# What the stack would name the copy in the verify step's message.
-COPY_URN = ("urn:pulumi:dev::vllm-endpoint::vllm-endpoint:index:VllmEndpoint$vllm-endpoint:docker:VllmServer"
-            "$command:remote:CopyToRemote::vllm-server-model-upload")
 
 
 def cpu_adapt(spec: ContainerSpec) -> ContainerSpec:
