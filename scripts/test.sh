@@ -21,6 +21,6 @@ stage "mypy"
 for example in examples/*/__main__.py; do .venv/bin/mypy --no-error-summary "$example"; done
 stage "unit tests"
 .venv/bin/python -m pytest -q tests/unit "$@"
-stage "real-parts tests"
+stage "real-parts tests ($(df -h --output=avail "$PWD" | tail -1 | tr -d ' ') free on this disk; the vLLM test image needs about 6 GiB)"
 .venv/bin/python -m pytest -q -m real tests/real --durations=15 "$@"
 stage "all tests passed"

@@ -127,6 +127,12 @@ BOOT_ENV_FILE: Final = f"/etc/{PROJECT}/boot.env"
 # instance (an instance-type change) re-checks its volume, runtime and Docker the same way.
 BOOT_SCRIPT: Final = f"/var/lib/cloud/scripts/per-boot/50-{PROJECT}-boot"
 PREPARE_CACHE_SCRIPT: Final = f"/usr/local/sbin/{PROJECT}-prepare-cache-volume"
+# Starts the endpoint's containers again after a `docker kill`/`docker stop` (Docker's restart policy does
+# not): infra/host/supervise-containers.sh run by the systemd unit SUPERVISOR_UNIT_NAME, from the template
+# infra/host/supervisor.service. AWS instances only (they run this endpoint alone).
+SUPERVISOR_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/supervise-containers.sh"
+SUPERVISOR_UNIT_NAME: Final = f"{PROJECT}-supervisor.service"
+SUPERVISOR_UNIT_FILE: Final = f"/etc/systemd/system/{SUPERVISOR_UNIT_NAME}"
 # The boot-time model download: chooses the files vLLM reads and has the maintained Hub client fetch them.
 HF_PREFETCH_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/hf-prefetch.py"
 # That client, installed by boot.sh into a venv of its own (the AMI's python3) before the first download.

@@ -11,6 +11,8 @@
 #   DEPLOY_TIMELINE_FILE   - where each stage's end time is appended ("stage epoch-seconds")
 #   PREFETCH_STATE_DIR, PREFETCH_LOG, HF_PREFETCH_SCRIPT, HF_CLIENT_VENV, HF_CLIENT_PACKAGES, HF_HOME_DIR
 #                          and the *_TAG names - see "Prefetch"
+#   SUPERVISOR_UNIT_NAME   the systemd unit that starts the containers again after a docker kill
+#                          (infra/host/supervise-containers.sh; cloud-init writes the unit file)
 # A missing one stops the boot at once, naming it.
 #
 # `boot.sh` alone is the boot; `boot.sh prefetch` runs only the prefetch start (for tests and by hand);
@@ -31,7 +33,7 @@ missing="is missing in $BOOT_ENV_FILE"
   "${PREFETCH_STATE_DIR:?$missing}" "${PREFETCH_LOG:?$missing}" "${HF_PREFETCH_SCRIPT:?$missing}" \
   "${HF_CLIENT_VENV:?$missing}" "${HF_CLIENT_PACKAGES:?$missing}" "${HF_HOME_DIR:?$missing}" \
   "${PREFETCH_IMAGE_TAG:?$missing}" "${PREFETCH_MODEL_TAG:?$missing}" \
-  "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}"
+  "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}" "${SUPERVISOR_UNIT_NAME:?$missing}"
 
 timeline() {
   printf '%s %s\n' "$1" "${2:-$(date +%s.%N)}" >>"$DEPLOY_TIMELINE_FILE"
@@ -304,6 +306,11 @@ if ! docker info --format '{{json .Runtimes}}' | grep -q '"nvidia"'; then
   exit 1
 fi
 timeline docker_ready
+# Docker restarts a crashed container itself (policy `always`); this brings back one stopped through
+# Docker's API (docker kill/stop), which Docker leaves down until its next restart.
+systemctl daemon-reload
+systemctl enable --now "$SUPERVISOR_UNIT_NAME" ||
+  echo "vllm-endpoint: $SUPERVISOR_UNIT_NAME did not start: a docker kill will leave a container down" >&2
 
 # Never fails the boot: without a prefetch the container fetches what it needs itself.
 start_prefetch || echo "vllm-endpoint: the prefetch did not start" >&2

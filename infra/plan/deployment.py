@@ -89,6 +89,7 @@ from vllm_endpoint.infra.plan.spec import (
     PortMapping,
     ProxySettings,
     ReadinessGate,
+    RestartPolicy,
     gpu_request,
     open_files,
 )
@@ -542,6 +543,16 @@ def api_servers(s: ServerSettings, instance: gpu_catalog.GpuInstanceType | None,
 # ----------------------------------------------------------------------------------------------
 # Container specs.
 
+# What brings a stopped container back, per target (the README's "Restarts" table):
+# - aws: the instance runs this endpoint alone, so its declared state is "running". `always` also starts a
+#   container someone stopped through Docker's API once dockerd restarts or the instance boots; the
+#   host's supervisor (infra/host/supervise-containers.sh) starts it again within seconds before that.
+# - existing-host, local: someone else's machine. `unless-stopped` respects a `docker stop` by its owner
+#   (to free the GPU, say) across reboots; a crash or an OOM kill is restarted all the same.
+RESTART_POLICY: dict[str, RestartPolicy] = {"aws": "always", "existing-host": "unless-stopped",
+                                            "local": "unless-stopped"}
+
+
 def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, argv: tuple[str, ...],
                         host_cache_dir: str, model_upload: ModelUpload | None, tp: int,
                         version: VllmVersion, *, cpu_kv_cache_gib: int | None = None) -> ContainerSpec:
@@ -583,7 +594,7 @@ def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, 
         # No published port: only the proxy reaches vLLM, over the private network.
         mounts=tuple(mounts),
         tmpfs=(("/root", f"rw,exec,uid={uid},gid={gid},mode=0755"),),
-        restart="unless-stopped",
+        restart=RESTART_POLICY[cfg.target],
         health=VLLM_HEALTH,
         log_opts=LOG_OPTS,
         network=names.network,
@@ -645,7 +656,7 @@ def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir:
                            host_ip=LOCAL_API_ADDRESS if cfg.target == "local" else ""),),
         mounts=tuple(mounts),
         tmpfs=(("/tmp", "rw,noexec,nosuid,size=256m"),),
-        restart="unless-stopped",
+        restart=RESTART_POLICY[cfg.target],
         log_opts=LOG_OPTS,
         network=names.network,
         # infra/render/proxy.py adds the rendered config's digest (nginx reads its files at start).

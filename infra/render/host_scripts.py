@@ -310,3 +310,41 @@ def model_verify_script(plan: DeploymentPlan, copy_urn: str) -> tuple[str, str]:
     command = host_command({"STAGED_COPY": upload.staged_copy, "MODEL_DIR": upload.remote_dir,
                             "DIGEST": upload.digest, "COPY_URN": copy_urn}, "verify-model.sh")
     return command, upload.contents.manifest()
+
+
+# A placeholder in a template file: @@NAME@@ (nginx's and systemd's own variables are $name and %n).
+_PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)@@")
+
+
+def fill_template(template: str, values: Mapping[str, str | tuple[str, ...]]) -> str:
+    """The template with each @@NAME@@ replaced by its value.
+
+    A text value replaces the placeholder where it stands; a tuple of lines replaces a placeholder that
+    stands alone on its line, each line at the placeholder's indentation (none: the line goes). A
+    placeholder without a value, a value without a placeholder, or a stray `@@` is an error: a
+    misspelt name fails here, not in nginx at start.
+    """
+    named = set(_PLACEHOLDER.findall(template))
+    if named != values.keys():
+        raise ValueError(f"template placeholders without a value: {sorted(named - values.keys())}; "
+                         f"values without a placeholder: {sorted(values.keys() - named)}")
+    if "@@" in _PLACEHOLDER.sub("", template):
+        raise ValueError("the template has an @@ that is not a placeholder @@NAME@@")
+    lines = []
+    for line in template.splitlines(keepends=True):
+        alone = _PLACEHOLDER.fullmatch(line.strip())
+        value = values[alone[1]] if alone else None
+        if isinstance(value, tuple):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines += [f"{indent}{piece}\n" for piece in value]
+        else:
+            lines.append(_PLACEHOLDER.sub(lambda match: _inline(match[1], values[match[1]]), line))
+    return "".join(lines)
+
+
+def _inline(name: str, value: str | tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"@@{name}@@ takes lines: it must stand alone on its line")
+    if "\n" in value:
+        raise ValueError(f"@@{name}@@ stands in a line: its value cannot hold a line break")
+    return value

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,7 +50,7 @@ from vllm_endpoint.infra.catalog.names import (
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.plan.spec import ContainerSpec, ProxySettings
-from vllm_endpoint.infra.render.host_scripts import read_host_file
+from vllm_endpoint.infra.render.host_scripts import fill_template, read_host_file
 
 CONFIG_DIGEST_LABEL = f"{LABEL_PREFIX}:config-digest"
 
@@ -77,8 +75,6 @@ def proxy_files(plan: DeploymentPlan, tls_certificate: Any,
     return modes, contents
 
 
-# A placeholder in the template: @@NAME@@ (nginx's own variables are $name, so the two never meet).
-_PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)@@")
 NGINX_TEMPLATE = "nginx.conf.template"
 # The proxy terminates TLS with the certificate pair the proxy files put in PROXY_TLS_DIR.
 _TLS_DIRECTIVES = (
@@ -169,37 +165,3 @@ def _cidr(text: str) -> str:
     except ValueError as error:
         raise ValueError(f"metrics CIDR {text!r}: {error}") from None
     return text
-
-
-def fill_template(template: str, values: Mapping[str, str | tuple[str, ...]]) -> str:
-    """The template with each @@NAME@@ replaced by its value.
-
-    A text value replaces the placeholder where it stands; a tuple of lines replaces a placeholder that
-    stands alone on its line, each line at the placeholder's indentation (none: the line goes). A
-    placeholder without a value, a value without a placeholder, or a stray `@@` is an error: a
-    misspelt name fails here, not in nginx at start.
-    """
-    named = set(_PLACEHOLDER.findall(template))
-    if named != values.keys():
-        raise ValueError(f"template placeholders without a value: {sorted(named - values.keys())}; "
-                         f"values without a placeholder: {sorted(values.keys() - named)}")
-    if "@@" in _PLACEHOLDER.sub("", template):
-        raise ValueError("the template has an @@ that is not a placeholder @@NAME@@")
-    lines = []
-    for line in template.splitlines(keepends=True):
-        alone = _PLACEHOLDER.fullmatch(line.strip())
-        value = values[alone[1]] if alone else None
-        if isinstance(value, tuple):
-            indent = line[: len(line) - len(line.lstrip())]
-            lines += [f"{indent}{piece}\n" for piece in value]
-        else:
-            lines.append(_PLACEHOLDER.sub(lambda match: _inline(match[1], values[match[1]]), line))
-    return "".join(lines)
-
-
-def _inline(name: str, value: str | tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"@@{name}@@ takes lines: it must stand alone on its line")
-    if "\n" in value:
-        raise ValueError(f"@@{name}@@ stands in a line: its value cannot hold a line break")
-    return value

@@ -39,9 +39,14 @@ from vllm_endpoint.infra.catalog.names import (
     PREFETCH_REVISION_TAG,
     PREFETCH_STATE_DIR,
     PREPARE_CACHE_SCRIPT,
+    STACK_TAG,
+    SUPERVISOR_SCRIPT,
+    SUPERVISOR_UNIT_FILE,
+    SUPERVISOR_UNIT_NAME,
 )
-from vllm_endpoint.infra.render.host_scripts import CACHE_SUBDIRS, EnvValue, env_lines, read_host_file
+from vllm_endpoint.infra.render.host_scripts import CACHE_SUBDIRS, EnvValue, env_lines, fill_template, read_host_file
 
+SUPERVISOR_UNIT_TEMPLATE = "supervisor.service"
 # How long the boot waits for the cache volume's device: the attachment is made only once the
 # instance runs.
 CACHE_WAIT_SECONDS = 600
@@ -71,6 +76,13 @@ def boot_script(env_file: str = BOOT_ENV_FILE) -> str:
     as an export line under the shebang. The prefetch jobs boot.sh starts run this same file."""
     shebang, body = shipped_script("boot.sh").split("\n", 1)
     return f"{shebang}\n{env_lines({'BOOT_ENV_FILE': env_file})}{body}"
+
+
+def supervisor_unit() -> str:
+    """The supervisor's systemd unit. It watches every container with the stack label: the program's
+    own containers carry it (spec.Owner), and an instance runs one stack's endpoint."""
+    return fill_template(read_host_file(SUPERVISOR_UNIT_TEMPLATE),
+                         {"SUPERVISE_LABEL": STACK_TAG, "SUPERVISOR_SCRIPT": SUPERVISOR_SCRIPT})
 
 
 def host_hf_home(cache_mount_point: str) -> str:
@@ -103,6 +115,7 @@ def boot_env_values(settings: HostBootSettings) -> dict[str, EnvValue]:
         "PREFETCH_MODEL_TAG": PREFETCH_MODEL_TAG,
         "PREFETCH_REVISION_TAG": PREFETCH_REVISION_TAG,
         "HF_TOKEN_PARAMETER_TAG": HF_TOKEN_PARAMETER_TAG,
+        "SUPERVISOR_UNIT_NAME": SUPERVISOR_UNIT_NAME,
     }
 
 
@@ -129,6 +142,9 @@ def render_user_data(settings: HostBootSettings) -> str:
              "content": shipped_script("prepare-cache-volume.sh")},
             {"path": HF_PREFETCH_SCRIPT, "permissions": "0755", "owner": "root:root",
              "content": shipped_script("hf-prefetch.py")},
+            {"path": SUPERVISOR_SCRIPT, "permissions": "0755", "owner": "root:root",
+             "content": shipped_script("supervise-containers.sh")},
+            {"path": SUPERVISOR_UNIT_FILE, "permissions": "0644", "owner": "root:root", "content": supervisor_unit()},
             {"path": BOOT_SCRIPT, "permissions": "0755", "owner": "root:root", "content": boot_script()},
         ],
     }

@@ -99,11 +99,11 @@ _NO_MEANING = {
     "--detach": "the program starts the container detached",
     "--interactive": "the program's containers run without a terminal (logs: `docker logs`)",
     "--tty": "the program's containers run without a terminal (logs: `docker logs`)",
-    "--rm": "the program keeps the container (restart policy unless-stopped) and replaces it when a setting "
-            "changes",
+    "--rm": "the program keeps the container (with a restart policy) and replaces it when a setting changes",
     "--name": f"containers are named after the endpoint (`{DEFAULT_ENDPOINT_NAME}` and "
               f"`{DEFAULT_ENDPOINT_NAME}-proxy` in this stack)",
-    "--restart": "the program sets restart unless-stopped",
+    "--restart": "the program sets the restart policy: always on an AWS instance (with a supervisor that undoes a "
+                 "docker kill), unless-stopped on an existing host or this machine (README: Restarts)",
     "--runtime": "absorbed: the program selects the NVIDIA runtime itself for a GPU device list",
     "--init": "the program runs the container with --init",
     "--log-driver": "the program sets json-file logging with rotation",

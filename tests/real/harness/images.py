@@ -109,6 +109,28 @@ def _import(host: TestHost, tag: str, tar_args: Sequence[str], changes: Sequence
     host.docker_local("image", "prune", "-f", check=False)
 
 
+# The vLLM image is about 3.8 GB once imported (the torch CPU build is most of it); the tar stream
+# and the containers' writable layers need room besides.
+VLLM_IMAGE_ROOM_GIB = 6.0
+
+
+def require_room_for_vllm_image() -> None:
+    """Stop before the import when the disk cannot hold it: a half-imported image fails every test
+    that follows with "no space left on device", far from the cause."""
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    free_gib = shutil.disk_usage(BUILD_DIR).free / 2**30
+    if free_gib < VLLM_IMAGE_ROOM_GIB:
+        raise RuntimeError(
+            f"the real tier needs {VLLM_IMAGE_ROOM_GIB:.0f} GiB free on the disk of {BUILD_DIR} to import the "
+            f"vLLM test image (about 3.8 GB); {free_gib:.1f} GiB is free. Free space on that disk (old "
+            f"clones, `docker system prune` of other engines, stale {BUILD_DIR}/docker-s* of earlier runs)")
+
+
+def _prune_dangling(host: TestHost) -> None:
+    """An import under an existing tag leaves the previous build dangling: drop it (GBs each)."""
+    host.docker_local("image", "prune", "--force", check=False)
+
+
 def _image_size_mb(host: TestHost, tag: str) -> float:
     size = host.docker_local("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip()
     return round(int(size) / 1e6, 1)
@@ -392,6 +414,7 @@ def build_vllm_image(host: TestHost, tag: str = VLLM_TAG,
     key = digest.hexdigest()[:16]
     if _existing_key(host, tag) == key:
         return tag
+    require_room_for_vllm_image()
     rootfs = ensure_debian_rootfs()
     start = time.monotonic()
     in_image = f"{VENV_IN_IMAGE.lstrip('/')}/lib/python{python_minor}/site-packages"
@@ -411,6 +434,7 @@ def build_vllm_image(host: TestHost, tag: str = VLLM_TAG,
         env = {"PATH": IMAGE_PATH, "HOME": "/root", "VIRTUAL_ENV": VENV_IN_IMAGE}
         _import(host, tag, tar_args,
                 _changes(entrypoint, [], env, key, ["WORKDIR /vllm-workspace", f"EXPOSE {VLLM_CONTAINER_PORT}"]))
+    _prune_dangling(host)
     record_timing("image_build_vllm", time.monotonic() - start, size_mb=_image_size_mb(host, tag),
                   entrypoint=list(entrypoint))
     return tag

@@ -263,7 +263,8 @@ def test_docker_provider_connects_over_ssh_with_the_pinned_host_key(aws: Deploye
 def test_vllm_container_spec(aws: Deployed) -> None:
     vllm = aws.containers()["vllm"]
     assert vllm["gpus"] == "all" and "runtime" not in vllm
-    assert vllm["restart"] == "unless-stopped"
+    # The instance runs this endpoint alone: a reboot starts even a container stopped by hand.
+    assert vllm["restart"] == "always"
     assert vllm["logDriver"] == "json-file" and vllm["logOpts"] == {"max-size": "100m", "max-file": "5"}
     assert vllm["healthcheck"]["tests"][0] == "CMD-SHELL" and "/health" in vllm["healthcheck"]["tests"][1]
     assert vllm["mounts"] == [{"type": "bind", "source": f"{HOST_CACHE_MOUNT}/root-cache",

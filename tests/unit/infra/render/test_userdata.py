@@ -4,9 +4,12 @@ the boot files use (read back by bash exactly as rendered), and it fits EC2's li
 from __future__ import annotations
 
 import base64
+import configparser
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vllm_endpoint.infra.catalog.names import (
@@ -15,6 +18,10 @@ from vllm_endpoint.infra.catalog.names import (
     HF_PREFETCH_SCRIPT,
     HOST_CACHE_MOUNT,
     PREPARE_CACHE_SCRIPT,
+    STACK_TAG,
+    SUPERVISOR_SCRIPT,
+    SUPERVISOR_UNIT_FILE,
+    SUPERVISOR_UNIT_NAME,
 )
 from vllm_endpoint.infra.plan.deployment import build_plan
 from vllm_endpoint.infra.render.host_scripts import env_strings, host_ready_script
@@ -28,6 +35,7 @@ from vllm_endpoint.infra.render.userdata import (
     encode_user_data,
     render_user_data,
     shipped_script,
+    supervisor_unit,
 )
 from vllm_endpoint.infra.settings.models import load_stack_config
 
@@ -102,3 +110,40 @@ def test_the_host_installs_the_hub_client_release_the_deploying_side_uses() -> N
     deploying = next(line.split("==")[1] for line in requirements if line.startswith("huggingface_hub=="))
     assert set(pins) == {"huggingface_hub", "hf_xet"} and all(v[0].isdigit() for v in pins.values())
     assert pins["huggingface_hub"] == deploying
+
+
+def test_user_data_installs_the_supervisor_and_its_unit_which_boot_sh_enables() -> None:
+    files = {f["path"]: f for f in yaml.safe_load(render_user_data(BOOT))["write_files"]}
+    assert files[SUPERVISOR_SCRIPT]["content"] == shipped_script("supervise-containers.sh")
+    assert files[SUPERVISOR_SCRIPT]["permissions"] == "0755"
+    assert files[SUPERVISOR_UNIT_FILE]["content"] == supervisor_unit()
+    assert SUPERVISOR_UNIT_FILE.endswith("/" + SUPERVISOR_UNIT_NAME)
+    assert boot_env_values(BOOT)["SUPERVISOR_UNIT_NAME"] == SUPERVISOR_UNIT_NAME
+    assert 'systemctl enable --now "$SUPERVISOR_UNIT_NAME"' in boot_script()
+
+
+def test_the_supervisor_unit_runs_the_script_on_the_stack_label_and_restarts_it() -> None:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(supervisor_unit())
+    assert unit["Service"]["ExecStart"] == SUPERVISOR_SCRIPT
+    assert unit["Service"]["Environment"] == f"SUPERVISE_LABEL={STACK_TAG}"
+    assert unit["Service"]["Restart"] == "always"
+    # Ordered after Docker, and never given up on while dockerd restarts.
+    assert unit["Unit"]["After"] == "docker.service" and unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_accepts_the_supervisor_unit(tmp_path: Path) -> None:
+    """systemd's own check of the rendered unit (unknown keys, sections, the executable), with ExecStart at
+    a copy of the shipped script: this machine is not an instance."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is missing (Debian's systemd package)")
+    script = tmp_path / "supervise-containers.sh"
+    script.write_text(shipped_script("supervise-containers.sh"))
+    script.chmod(0o755)
+    unit = tmp_path / SUPERVISOR_UNIT_NAME
+    unit.write_text(supervisor_unit().replace(f"ExecStart={SUPERVISOR_SCRIPT}", f"ExecStart={script}"))
+    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
