@@ -121,7 +121,8 @@ class VllmServer(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             create=pulumi.Output.from_input(address).apply(lambda host: existing_host_prepare_script(
                 plan.host_cache_dir, require_nvidia, plan.config.server.container_user,
-                host_claims(plan, self.owner, host), open_files=plan.config.server.container_open_files)),
+                host_claims(plan, self.owner, host), open_files=plan.config.server.container_open_files,
+                room=plan.model_room)),
         )
 
     def _create_vllm_container(self, name: str, args: VllmServerArgs, image_id: pulumi.Output[str],

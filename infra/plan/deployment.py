@@ -85,6 +85,7 @@ from vllm_endpoint.infra.plan.spec import (
     VLLM_STOP_TIMEOUT_S,
     ContainerSpec,
     GpuRequest,
+    ModelRoom,
     Mount,
     PortMapping,
     ProxySettings,
@@ -261,6 +262,15 @@ class DeploymentPlan:
         hf_home = PurePosixPath(CONTAINER_HF_HOME).relative_to(CONTAINER_CACHE_ROOT)
         repo_folder = "models--" + self.config.model.model.replace("/", "--")
         return f"{self.host_cache_dir}/{CACHE_SUBDIR_ROOT}/{hf_home}/hub/{repo_folder}"
+
+    @property
+    def model_room(self) -> ModelRoom | None:
+        """On an existing host or this machine: the room the Hub model's weights need in hostCacheDir (None
+        when nothing is downloaded there, or the Hub did not say how big the weights are)."""
+        facts, folder = self.model_facts, self.host_model_cache_dir
+        if self.config.target == "aws" or folder is None or facts is None or facts.weight_bytes is None:
+            return None
+        return ModelRoom(self.config.model.model, folder, facts.weight_bytes, facts.weight_bytes_estimated)
 
     @property
     def prefetch_tags(self) -> dict[str, str]:
@@ -753,8 +763,9 @@ def _hub_model_facts(cfg: StackConfig, shipped: model_facts.ModelArchitecture | 
     if m.model_architecture is not None:
         return shipped, _with_estimate(ModelFacts("modelArchitecture setting"), shipped)
     label = "shipped table" if shipped is not None else "unknown"
-    if gpu is None:
-        # Nothing to check it against (no GPU known, so no fit and no cache volume): no Hub traffic.
+    if gpu is None and cfg.target == "aws":
+        # Nothing to check it against (no GPU known, so no fit and no cache volume): no Hub traffic. An
+        # existing host or this machine still asks: the weights' size is checked against its disk.
         return shipped, None
     if fetcher is None or m.model.startswith("/"):  # a path inside a custom image is not a Hub repo
         return shipped, _with_estimate(ModelFacts(label), shipped)

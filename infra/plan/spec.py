@@ -118,6 +118,17 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
+class ModelRoom:
+    """What downloading a Hub model needs on a host's disk: infra/host/check-model-room.sh checks it before
+    the container starts (targets existing-host and local; AWS cache volumes are checked in the plan)."""
+
+    model: str
+    cache_dir: str  # the model's folder in the Hugging Face cache on the host
+    weight_bytes: int  # as the Hub reports them
+    estimated: bool  # from the parameter count, not the safetensors metadata
+
+
+@dataclass(frozen=True)
 class ReadinessGate:
     probe_url: str  # reached from the host itself, through the same path apps use
     container: str

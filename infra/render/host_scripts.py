@@ -30,7 +30,7 @@ from vllm_endpoint.infra.catalog.names import (
     STACK_TAG,
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
-from vllm_endpoint.infra.plan.spec import ContainerSpec, Owner, ReadinessGate
+from vllm_endpoint.infra.plan.spec import ContainerSpec, ModelRoom, Owner, ReadinessGate
 
 CACHE_SUBDIRS = (CACHE_SUBDIR_ROOT, CACHE_SUBDIR_MODELS, CACHE_SUBDIR_PROXY)
 
@@ -194,12 +194,18 @@ def host_claims_script(claims: HostClaims) -> str:
 
 
 def existing_host_prepare_script(cache_dir: str, require_nvidia: bool, container_user: str,
-                                 claims: HostClaims | None = None, *, open_files: int) -> str:
+                                 claims: HostClaims | None = None, *, open_files: int,
+                                 room: ModelRoom | None = None) -> str:
     """Creates the cache folders on a server the user already has and checks its Docker engine, and with
-    `claims` that no other stack holds what the endpoint needs (host_claims_script)."""
+    `claims` that no other stack holds what the endpoint needs (host_claims_script), and with `room` that
+    the Hub model's weights fit on the disk of hostCacheDir."""
     check_params, checks = _cache_checks(cache_dir, require_nvidia, container_user, open_files)
     params = {"CACHE_DIR": cache_dir, "CACHE_DIRS": tuple(f"{cache_dir}/{sub}" for sub in CACHE_SUBDIRS),
               **check_params}
+    if room is not None:
+        params |= {"MODEL_ID": room.model, "MODEL_CACHE_DIR": room.cache_dir, "MODEL_BYTES": room.weight_bytes,
+                   "MODEL_BYTES_NOTE": "about " if room.estimated else ""}
+        checks = (*checks, "check-model-room.sh")
     if claims is None:
         return host_command(params, "prepare-existing-host.sh", *checks)
     # After prepare-existing-host.sh, which says it plainly when the SSH user cannot reach Docker.

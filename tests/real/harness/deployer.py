@@ -184,7 +184,8 @@ def prepare_host(host: TestHost, plan: DeploymentPlan, owner: Owner) -> subproce
     """The existing-host preparation as the component runs it, with the host claims check."""
     return host.ssh(existing_host_prepare_script(plan.host_cache_dir, False, plan.config.server.container_user,
                                                  host_claims(plan, owner, host.address),
-                                                 open_files=plan.config.server.container_open_files))
+                                                 open_files=plan.config.server.container_open_files,
+                                                 room=plan.model_room))
 
 
 def upload_model(host: TestHost, plan: DeploymentPlan) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.unit.model_folders import COPY_URN, UPLOAD_PLAN
 from vllm_endpoint.infra.catalog import names
-from vllm_endpoint.infra.plan.spec import Owner, ReadinessGate
+from vllm_endpoint.infra.plan.spec import ModelRoom, Owner, ReadinessGate
 from vllm_endpoint.infra.render.host_scripts import (
     EnvValue,
     HostClaims,
@@ -54,6 +54,7 @@ def files_run(command: str) -> list[str]:
 
 GATE = ReadinessGate("http://127.0.0.1:30005/v1/models", "vllm", 600, "/tmp/t")
 CLAIMS = HostClaims(Owner("p", "s", "e"), "10.0.0.5", 30005, "", ("e", "e-proxy"))
+ROOM = ModelRoom("org/m", "/c/root-cache/huggingface/hub/models--org--m", 3 * 2**30, False)
 COMMANDS = {
     "host-ready": (host_ready_script("/c", True, "1:1", open_files=1024),
                    ["host-ready.sh", "check-nvidia-runtime.sh", "check-cache-owner.sh", "check-open-files.sh",
@@ -68,6 +69,9 @@ COMMANDS = {
     "existing-host-claims": (existing_host_prepare_script("/c", False, "1:1", CLAIMS, open_files=1024),
                              ["prepare-existing-host.sh", "check-host-claims.sh", "check-cache-owner.sh",
                               "check-open-files.sh"]),
+    "existing-host-room": (existing_host_prepare_script("/c", False, "1:1", open_files=1024, room=ROOM),
+                           ["prepare-existing-host.sh", "check-cache-owner.sh", "check-open-files.sh",
+                            "check-model-room.sh"]),
     "host-claims": (host_claims_script(CLAIMS), ["check-host-claims.sh"]),
     "prefetch-wait": (prefetch_wait_script("/s", 5), ["prefetch-wait.sh"]),
     "readiness": (readiness_gate_script(GATE), ["readiness-gate.sh"]),

@@ -460,3 +460,22 @@ def test_the_model_is_positional_exactly_where_the_entrypoint_is_vllm_serve(vers
     assert deprecated is not None
     assert ("--model" in argv) is (version < deprecated)
     assert (argv[0] == MODEL) is (image_entrypoint(version) == ("vllm", "serve"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 14: room for a Hub model's weights on an existing host's disk (checked there: check-model-room.sh).
+
+def test_an_existing_host_checks_room_for_the_hub_models_weights_aws_plans_its_volume() -> None:
+    host = build_plan(load_stack_config({**HOST, "model": "Qwen/Qwen2.5-1.5B-Instruct"}))
+    assert host.model_facts is not None and host.model_facts.weight_bytes is not None
+    assert host.model_room is not None
+    assert host.model_room.model == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert host.model_room.cache_dir == host.host_model_cache_dir
+    assert host.model_room.weight_bytes == host.model_facts.weight_bytes
+    # AWS: the plan itself compares the weights with cacheVolumeSizeGb.
+    assert plan(model="Qwen/Qwen2.5-1.5B-Instruct").model_room is None
+
+
+def test_an_uploaded_model_needs_no_hub_room_check(tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "m")
+    assert build_plan(load_stack_config({**HOST, "modelPath": str(folder)})).model_room is None

@@ -148,13 +148,15 @@ def test_model_architecture_is_the_users_word_and_the_hub_is_not_asked() -> None
     assert "architecture: modelArchitecture setting; weights about" in p.summary
 
 
-def test_an_existing_host_without_a_gpu_model_sends_nothing_to_the_hub() -> None:
-    hub = FakeHub(SMALL, SMALL_PARAMS)
+def test_an_existing_host_without_a_gpu_model_asks_the_hub_only_for_the_room_its_weights_need() -> None:
+    hub = FakeHub(SMALL, SMALL_PARAMS, weight_bytes=7 * 10**9)
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n"
     p = build_plan(load_stack_config({"target": "existing-host", "hostAddress": "10.0.0.5", "hostSshUser": "u",
                                       "hostPublicKey": "ssh-ed25519 AAAA", "sshPrivateKey": key,
                                       "model": UNKNOWN}), hub_fetcher=hub)
-    assert hub.queries == [] and p.fit is None and p.model_facts is None
+    assert len(hub.queries) == 1 and p.fit is None
+    # No GPU to fit it on, but a disk to download it to (check-model-room.sh on the host).
+    assert p.model_room is not None and p.model_room.weight_bytes == 7 * 10**9 and not p.model_room.estimated
 
 
 def test_the_weights_check_applies_to_the_aws_cache_volume_only() -> None:
