@@ -86,10 +86,11 @@ class VllmEndpointArgs(TypedDict, total=False):
     container_open_files: int
     ("Open-files limit (soft = hard) of the vLLM and proxy containers. vLLM raises its own to 65535 at start "
      "(client connections, engine sockets and model files are all descriptors) and warns when it cannot; the "
-     "proxy holds two per request. The deploy checks first that the host's Docker can grant it (a daemon whose"
-     " own hard limit is lower and that lacks CAP_SYS_RESOURCE cannot, and the container would not start): "
-     "lower it to what the check reports, or raise the daemon's (`systemctl edit docker`: "
-     "LimitNOFILE=1048576). Default: `65535`. (Stack setting `containerOpenFiles`.)")
+     "proxy holds two per request, and the plan refuses a value below what its workers need for maxNumSeqs "
+     "(4,096 at 256). The deploy checks first that the host's Docker can grant it (a daemon whose own hard "
+     "limit is lower and that lacks CAP_SYS_RESOURCE cannot, and the container would not start): lower it to "
+     "what the check reports, or raise the daemon's (`systemctl edit docker`: LimitNOFILE=1048576). Default: "
+     "`65535`. (Stack setting `containerOpenFiles`.)")
     max_model_len: int
     ("vLLM `--max-model-len` (tokens per sequence). Default: the model's maximum. (Stack setting "
      "`maxModelLen`.)")

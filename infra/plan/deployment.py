@@ -91,6 +91,7 @@ from vllm_endpoint.infra.plan.spec import (
     ProxySettings,
     ReadinessGate,
     RestartPolicy,
+    connection_limits,
     gpu_request,
     open_files,
 )
@@ -352,7 +353,7 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
     fit = _fit(cfg, _FitInputs(arch, gpu, instance, gpus_for_container, tp, dtype, served_name), problems,
                warnings) if dtype_runs else None
     warnings += _concurrency_warnings(s)
-    proxy_settings = _proxy_settings(cfg, gpu, warnings)
+    proxy_settings = _proxy_settings(cfg, gpu, problems, warnings)
 
     servers = api_servers(s, instance, tp, version, problems, warnings)
     argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version,
@@ -624,7 +625,8 @@ def vllm_container_spec(cfg: StackConfig, names: EndpointNames, image_ref: str, 
     )
 
 
-def _proxy_settings(cfg: StackConfig, gpu: gpu_catalog.GpuModel | None, warnings: list[str]) -> ProxySettings:
+def _proxy_settings(cfg: StackConfig, gpu: gpu_catalog.GpuModel | None, problems: list[str],
+                    warnings: list[str]) -> ProxySettings:
     nginx = nginx_version(cfg.access.proxy_image)
     pooled = nginx is not None and nginx >= NGINX_UPSTREAM_RESOLVE_SINCE
     if not pooled:
@@ -636,6 +638,13 @@ def _proxy_settings(cfg: StackConfig, gpu: gpu_catalog.GpuModel | None, warnings
     # else the largest default it picks for any GPU, so that an unknown GPU is never under-served.
     gpus = [gpu] if gpu is not None else gpu_catalog.GPU_MODELS.values()
     max_num_seqs = cfg.server.max_num_seqs or max(default_scheduler_limits(g)[0] for g in gpus)
+    # The proxy's workers raise their open-files limit to what its connections need (worker_rlimit_nofile);
+    # the container's hard limit, containerOpenFiles, caps that, and nginx would start with fewer.
+    needed = connection_limits(max_num_seqs).open_files
+    if cfg.server.container_open_files < needed:
+        problems.append(f"containerOpenFiles: {cfg.server.container_open_files} is below the {needed} open files "
+                        f"the proxy needs for {max_num_seqs} sequences at once (maxNumSeqs): raise containerOpenFiles "
+                        f"to {needed} or more, or lower maxNumSeqs")
     return ProxySettings(metrics_allowed_cidrs=tuple(cfg.access.metrics_allowed_cidrs),
                          tls=cfg.access.tls == "self-signed", pooled_upstream=pooled, max_num_seqs=max_num_seqs)
 

@@ -104,6 +104,40 @@ def owned_by(spec: ContainerSpec, owner: Owner) -> ContainerSpec:
     return replace(spec, labels=labels)
 
 
+# Measured (bench/proxy_overhead.py, 2 vCPU): nginx used 3-8% of one core to stream 1,200-2,500
+# tokens/s (each token one small read and one small write), so the H200 run's 13,000 tokens/s need
+# under half a core: one worker is enough, the second keeps streams moving while the other does TLS
+# handshakes or reads a large request body. `auto` would start one per vCPU (192 on a p5.48xlarge),
+# each with its own small pool, in CPU that vLLM's API servers need.
+WORKER_PROCESSES = 2
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    worker_connections: int
+    keepalive: int  # idle connections to vLLM each worker keeps
+    open_files: int
+
+
+def connection_limits(max_num_seqs: int) -> ConnectionLimits:
+    """nginx's limits for a vLLM that runs `max_num_seqs` sequences at once.
+
+    Open requests: the batch vLLM runs and as many again waiting in its queue (a client that keeps
+    more open only makes vLLM's queue longer). Each open request holds two connections in one worker
+    (the client's and vLLM's), and the kernel does not spread new connections evenly over workers, so
+    each worker can hold all of them, plus its idle pool; rounded up to a multiple of 1024. The idle
+    pool holds a whole batch: requests of one batch that end together (equal output lengths) would
+    otherwise close what the next batch opens again. Descriptors: one per connection, and one more
+    for each request body nginx buffers to a temporary file.
+    """
+    keepalive = max_num_seqs
+    connections = 2 * (2 * max_num_seqs) + keepalive
+    worker_connections = -(-connections // 1024) * 1024
+    return ConnectionLimits(worker_connections=worker_connections, keepalive=keepalive,
+                            open_files=2 * worker_connections)
+
+
+
 @dataclass(frozen=True)
 class ProxySettings:
     metrics_allowed_cidrs: Sequence[str] = ()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from vllm_endpoint.infra.catalog.names import (
@@ -49,7 +49,13 @@ from vllm_endpoint.infra.catalog.names import (
     VLLM_UPSTREAM_HOST,
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
-from vllm_endpoint.infra.plan.spec import ContainerSpec, ProxySettings
+from vllm_endpoint.infra.plan.spec import (
+    WORKER_PROCESSES,
+    ConnectionLimits,
+    ContainerSpec,
+    ProxySettings,
+    connection_limits,
+)
 from vllm_endpoint.infra.render.host_scripts import fill_template, read_host_file
 
 CONFIG_DIGEST_LABEL = f"{LABEL_PREFIX}:config-digest"
@@ -88,39 +94,6 @@ _TLS_DIRECTIVES = (
 # The upstream group's name: distinct from the container's name, so the proxy_pass that means the group
 # can never fall through to a DNS lookup of the container (that path has no pool).
 VLLM_POOL = "vllm_pool"
-# Measured (bench/proxy_overhead.py, 2 vCPU): nginx used 3-8% of one core to stream 1,200-2,500
-# tokens/s (each token one small read and one small write), so the H200 run's 13,000 tokens/s need
-# under half a core: one worker is enough, the second keeps streams moving while the other does TLS
-# handshakes or reads a large request body. `auto` would start one per vCPU (192 on a p5.48xlarge),
-# each with its own small pool, in CPU that vLLM's API servers need.
-WORKER_PROCESSES = 2
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    worker_connections: int
-    keepalive: int  # idle connections to vLLM each worker keeps
-    open_files: int
-
-
-def connection_limits(max_num_seqs: int) -> ConnectionLimits:
-    """nginx's limits for a vLLM that runs `max_num_seqs` sequences at once.
-
-    Open requests: the batch vLLM runs and as many again waiting in its queue (a client that keeps
-    more open only makes vLLM's queue longer). Each open request holds two connections in one worker
-    (the client's and vLLM's), and the kernel does not spread new connections evenly over workers, so
-    each worker can hold all of them, plus its idle pool; rounded up to a multiple of 1024. The idle
-    pool holds a whole batch: requests of one batch that end together (equal output lengths) would
-    otherwise close what the next batch opens again. Descriptors: one per connection, and one more
-    for each request body nginx buffers to a temporary file.
-    """
-    keepalive = max_num_seqs
-    connections = 2 * (2 * max_num_seqs) + keepalive
-    worker_connections = -(-connections // 1024) * 1024
-    return ConnectionLimits(worker_connections=worker_connections, keepalive=keepalive,
-                            open_files=2 * worker_connections)
-
-
 def render_nginx_conf(settings: ProxySettings) -> str:
     """infra/host/nginx.conf.template with this deployment's values."""
     return fill_template(read_host_file(NGINX_TEMPLATE), _template_values(settings))

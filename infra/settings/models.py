@@ -389,7 +389,8 @@ class ServerSettings(_Section):
     container_open_files: Annotated[int, Field(ge=1024, le=1_048_576)] = Field(
         VLLM_OPEN_FILES_TARGET, description="Open-files limit (soft = hard) of the vLLM and proxy containers. "
         f"vLLM raises its own to {VLLM_OPEN_FILES_TARGET} at start (client connections, engine sockets and "
-        "model files are all descriptors) and warns when it cannot; the proxy holds two per request. The "
+        "model files are all descriptors) and warns when it cannot; the proxy holds two per request, and the "
+        "plan refuses a value below what its workers need for maxNumSeqs (4,096 at 256). The "
         "deploy checks first that the host's Docker can grant it (a daemon whose own hard limit is lower and "
         "that lacks CAP_SYS_RESOURCE cannot, and the container would not start): lower it to what the check "
         "reports, or raise the daemon's (`systemctl edit docker`: LimitNOFILE=1048576).",

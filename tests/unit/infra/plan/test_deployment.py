@@ -18,6 +18,7 @@ from vllm_endpoint.infra.catalog.vllm_flags import (
     image_entrypoint,
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan, vllm_argv
+from vllm_endpoint.infra.plan.spec import connection_limits
 from vllm_endpoint.infra.render.container import plan_docker_run
 from vllm_endpoint.infra.render.host_scripts import readiness_gate_script
 from vllm_endpoint.infra.settings.models import ConfigError, ServerSettings, load_stack_config
@@ -479,3 +480,13 @@ def test_an_existing_host_checks_room_for_the_hub_models_weights_aws_plans_its_v
 def test_an_uploaded_model_needs_no_hub_room_check(tmp_path: Path) -> None:
     folder = write_model_folder(tmp_path / "m")
     assert build_plan(load_stack_config({**HOST, "modelPath": str(folder)})).model_room is None
+
+
+def test_an_open_files_limit_below_what_the_proxy_needs_for_max_num_seqs_is_refused() -> None:
+    found = problems(containerOpenFiles="4096", maxNumSeqs="1024")
+    needed = connection_limits(1024).open_files
+    assert needed > 4096
+    assert any(p.startswith(f"containerOpenFiles: 4096 is below the {needed} open files the proxy needs for 1024 "
+                            "sequences at once (maxNumSeqs)") for p in found), found
+    # The default limit holds the proxy of any batch the catalog's GPUs run by default.
+    assert plan(maxNumSeqs="1024").proxy_settings.max_num_seqs == 1024
