@@ -237,6 +237,10 @@ class VllmEndpointArgs(TypedDict, total=False):
     host_gpu_count: int
     ("target=existing-host with gpus=all: how many GPUs the host has (target=local counts them with "
      "`nvidia-smi`). (Stack setting `hostGpuCount`.)")
+    host_cpu_count: int
+    ("target=existing-host: the host's vCPUs (`nproc`), so that apiServerCount's default follows them as it "
+     "follows an instance type's (else 1 API server). target=local on a GPU reads it from this machine. (Stack"
+     " setting `hostCpuCount`.)")
     local_device: str
     ("target=local: `gpu` runs the vLLM image on this machine's NVIDIA GPU(s) (needs the NVIDIA container "
      "runtime), `cpu` runs vLLM's CPU image (slow; for a small model such as Qwen/Qwen2.5-0.5B-Instruct), "

@@ -355,7 +355,8 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
     warnings += _concurrency_warnings(s)
     proxy_settings = _proxy_settings(cfg, gpu, problems, warnings)
 
-    servers = api_servers(s, instance, tp, version, problems, warnings)
+    servers = api_servers(s, instance, tp, version, problems, warnings,
+                          host_vcpus=cfg.existing_host.host_cpu_count if cfg.target != "aws" else None)
     argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version,
                      api_server_count=servers.count)
     if version is not None:
@@ -406,6 +407,9 @@ def _local_config(cfg: StackConfig, machine: LocalMachine, problems: list[str],
         host_update["host_gpu_compute_capability"] = machine.gpus[0].compute_capability
     if on_gpu and machine.gpus and host.host_gpu_count is None:
         host_update["host_gpu_count"] = len(machine.gpus)
+    # On the CPU the engine itself uses every core: no CPUs to spare for more API servers.
+    if on_gpu and machine.cpus and host.host_cpu_count is None:
+        host_update["host_cpu_count"] = machine.cpus
     server_update: dict[str, object] = {}
     if "container_user" not in server.model_fields_set:
         server_update["container_user"] = machine.user
@@ -515,10 +519,11 @@ def _engine_cores(tp: int) -> int:
 
 
 def api_servers(s: ServerSettings, instance: gpu_catalog.GpuInstanceType | None, tp: int,
-                version: VllmVersion | None, problems: list[str], warnings: list[str]) -> ApiServers:
+                version: VllmVersion | None, problems: list[str], warnings: list[str], *,
+                host_vcpus: int | None = None) -> ApiServers:
     """How many API server processes vLLM runs: the setting, else one per core the engine, the proxy and
-    the boot prefetch leave free on the instance type (at most MAX_DEFAULT_API_SERVERS); 1 where the
-    image runs one, or where the program does not know the CPUs (an existing host)."""
+    the boot prefetch leave free on the instance type or the host (`host_vcpus`: hostCpuCount), at most
+    MAX_DEFAULT_API_SERVERS; 1 where the image runs one, or where the program does not know the CPUs."""
     several = version is not None and runs_several_api_servers(version)
     flags = [arg for arg in s.extra_args if arg.split("=", 1)[0] in ("--api-server-count", "-asc")]
     if flags:
@@ -529,6 +534,10 @@ def api_servers(s: ServerSettings, instance: gpu_catalog.GpuInstanceType | None,
         spare = instance.vcpus // VCPUS_PER_CORE - _engine_cores(tp) - HOST_SIDE_CORES
         budget = (max(spare, 1), f"{instance.name}: {instance.vcpus} vCPUs, {_engine_cores(tp)} core(s) for the "
                                  f"engine, {HOST_SIDE_CORES} for the proxy and the boot prefetch")
+    elif host_vcpus is not None:
+        spare = host_vcpus // VCPUS_PER_CORE - _engine_cores(tp) - HOST_SIDE_CORES
+        budget = (max(spare, 1), f"the host's {host_vcpus} vCPUs (hostCpuCount), {_engine_cores(tp)} core(s) for "
+                                 f"the engine, {HOST_SIDE_CORES} for the proxy")
     if version is None:
         return ApiServers(1, "the image's vLLM version is unknown")  # reported by _image_version
     if s.api_server_count is not None:
@@ -545,8 +554,8 @@ def api_servers(s: ServerSettings, instance: gpu_catalog.GpuInstanceType | None,
     if not several:
         return ApiServers(1, f"the vLLM {version} image runs one")
     if budget is None:
-        return ApiServers(1, "the host's vCPUs are unknown: set apiServerCount to about one per core the "
-                             f"engine leaves free, at most {MAX_DEFAULT_API_SERVERS}")
+        return ApiServers(1, "the host's vCPUs are unknown: set hostCpuCount (`nproc`), or apiServerCount to "
+                             f"about one per core the engine leaves free, at most {MAX_DEFAULT_API_SERVERS}")
     count = min(budget[0], MAX_DEFAULT_API_SERVERS)
     return ApiServers(count, f"default for {budget[1]}; at most {MAX_DEFAULT_API_SERVERS}")
 

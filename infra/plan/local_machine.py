@@ -30,6 +30,7 @@ class LocalMachine:
     user: str  # "uid:gid" of the deploying user: the containers run as it, so it owns the caches
     gpus: tuple[LocalGpu, ...]
     gpu_probe_note: str = ""  # why no GPU was found, when the probe could not ask
+    cpus: int = 0  # logical CPUs (0: unknown); apiServerCount's default on a GPU follows them
 
 
 def parse_nvidia_smi(text: str) -> tuple[LocalGpu, ...]:
@@ -46,13 +47,14 @@ def parse_nvidia_smi(text: str) -> tuple[LocalGpu, ...]:
 def probe_local_machine() -> LocalMachine:
     user = f"{os.getuid()}:{os.getgid()}"
     home = str(Path.home())
+    cpus = os.cpu_count() or 0
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return LocalMachine(home, user, (), "no nvidia-smi on this machine")
+        return LocalMachine(home, user, (), "no nvidia-smi on this machine", cpus=cpus)
     try:
         out = subprocess.run([smi, *NVIDIA_SMI_QUERY], capture_output=True, text=True, check=True,
                              timeout=NVIDIA_SMI_TIMEOUT_S).stdout
-        return LocalMachine(home, user, parse_nvidia_smi(out))
+        return LocalMachine(home, user, parse_nvidia_smi(out), cpus=cpus)
     except (OSError, subprocess.SubprocessError, ValueError) as err:
         # A driver that does not answer means no usable GPU: say why instead of failing the plan.
-        return LocalMachine(home, user, (), f"nvidia-smi failed: {err}")
+        return LocalMachine(home, user, (), f"nvidia-smi failed: {err}", cpus=cpus)

@@ -682,6 +682,12 @@ class ExistingHostSettings(_Section):
         "with `nvidia-smi`).",
         json_schema_extra=effect(CONTAINER),  # with gpus=all it sets the default tensor parallelism
     )
+    host_cpu_count: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        None, description="target=existing-host: the host's vCPUs (`nproc`), so that apiServerCount's default "
+        "follows them as it follows an instance type's (else 1 API server). target=local on a GPU reads it "
+        "from this machine.",
+        json_schema_extra=effect(CONTAINER),
+    )
 
 
 class LocalSettings(_Section):

@@ -174,6 +174,8 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "hostGpuComputeCapability": ({"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "8.0"},
                                      {"hostGpuMemoryGib": "80", "hostGpuComputeCapability": "7.5"}),
         "hostGpuCount": ({"gpus": "all", "hostGpuCount": "2"}, {"gpus": "all", "hostGpuCount": "4"}),
+        # 2 then 4 API servers by default (one GPU).
+        "hostCpuCount": ({"hostCpuCount": "8"}, {"hostCpuCount": "32"}),
         "apiAllowedCidrs": ({}, {"apiAllowedCidrs": "93.184.216.0/24,93.184.217.0/24"}),
         "sshAllowedCidrs": ({}, {"sshAllowedCidrs": "93.184.215.15/32"}),
         "metricsAllowedCidrs": ({}, {"metricsAllowedCidrs": "10.0.0.0/8"}),
@@ -191,7 +193,7 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
 
 
 EXISTING_HOST_KEYS = {"endpointName", "hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir",
-                      "hostGpuModel", "hostGpuCount", "sshPrivateKey"}
+                      "hostGpuModel", "hostGpuCount", "hostCpuCount", "sshPrivateKey"}
 
 
 UNLISTED_GPU_KEYS = {"hostGpuMemoryGib", "hostGpuComputeCapability"}

@@ -418,7 +418,7 @@ def test_the_default_api_server_count_follows_the_instance_types_cpus(instance_t
 def test_an_existing_host_runs_one_api_server_unless_set_and_the_plan_says_why() -> None:
     p = build_plan(load_stack_config({**HOST, "hostGpuModel": "A10G"}), hub_fetcher=None)
     assert p.api_servers is not None and p.api_servers.count == 1 and "--api-server-count" not in p.vllm.args
-    assert "API servers: 1 (the host's vCPUs are unknown: set apiServerCount" in p.summary
+    assert "API servers: 1 (the host's vCPUs are unknown: set hostCpuCount (`nproc`), or apiServerCount" in p.summary
     p = build_plan(load_stack_config({**HOST, "hostGpuModel": "A10G", "apiServerCount": "3"}), hub_fetcher=None)
     assert p.vllm.args[p.vllm.args.index("--api-server-count") + 1] == "3"
     assert "API servers: 3 (apiServerCount)" in p.summary and not p.warnings
@@ -490,3 +490,12 @@ def test_an_open_files_limit_below_what_the_proxy_needs_for_max_num_seqs_is_refu
                             "sequences at once (maxNumSeqs)") for p in found), found
     # The default limit holds the proxy of any batch the catalog's GPUs run by default.
     assert plan(maxNumSeqs="1024").proxy_settings.max_num_seqs == 1024
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(4, 1), (8, 2), (16, 4), (192, 4)])
+def test_an_existing_hosts_cpu_count_gives_the_api_server_default_an_instance_type_would(cpus: int,
+                                                                                           expected: int) -> None:
+    # One GPU: 1 core for the engine, 1 for the proxy, 2 vCPUs a core.
+    p = build_plan(load_stack_config({**HOST, "hostGpuModel": "A10G", "hostCpuCount": str(cpus)}), hub_fetcher=None)
+    assert p.api_servers is not None and p.api_servers.count == expected
+    assert f"the host's {cpus} vCPUs (hostCpuCount)" in p.api_servers.why

@@ -81,3 +81,19 @@ def test_local_refuses_the_ssh_settings_and_existing_host_refuses_a_home_path() 
         load_stack_config({**existing, "hostCacheDir": "~/cache"})
     with pytest.raises(ConfigError, match=r"localDevice: has no effect with target=existing-host"):
         load_stack_config({"target": "existing-host", "localDevice": "cpu"})
+
+
+def test_on_a_gpu_the_api_servers_follow_this_machines_cpus_on_the_cpu_one_serves() -> None:
+    # Two H100s: tensor parallel 2 takes 3 cores (two workers and the scheduler), the proxy 1.
+    gpu_box = plan(LocalMachine(TWO_H100.home, TWO_H100.user, TWO_H100.gpus, cpus=16))
+    assert gpu_box.api_servers is not None and gpu_box.api_servers.count == 4
+    assert "the host's 16 vCPUs (hostCpuCount)" in gpu_box.api_servers.why
+    assert plan(LocalMachine(TWO_H100.home, TWO_H100.user, TWO_H100.gpus, cpus=16), hostCpuCount="8") \
+        .api_servers == gpu_box.api_servers.__class__(1, gpu_box.api_servers.why.replace("16", "8"))
+    # vLLM's CPU build uses every core for the engine.
+    cpu_box = plan(LocalMachine(NO_GPU.home, NO_GPU.user, (), NO_GPU.gpu_probe_note, cpus=16))
+    assert cpu_box.api_servers is not None and cpu_box.api_servers.count == 1
+
+
+def test_the_probe_counts_this_machines_cpus() -> None:
+    assert probe_local_machine().cpus >= 1

@@ -362,7 +362,8 @@ esac
 """)
     if not last_marker:
         (tmp_path / "log").write_text("")
-    gate = ReadinessGate("http://127.0.0.1:1/v1/models", "vllm", 1, str(tmp_path / "timeline"))
+    # A deadline of a few seconds: on a loaded machine a 1 s one passed before the first progress line.
+    gate = ReadinessGate("http://127.0.0.1:1/v1/models", "vllm", 4, str(tmp_path / "timeline"))
     proc = run(readiness_gate_script(gate), input="key\n", path_dirs=(bin_dir,))
     assert proc.returncode == 1 and "no answer from" in proc.stderr  # the deadline
     expected_log = "unrelated line" if last_marker else "(nothing logged yet)"
