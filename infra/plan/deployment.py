@@ -355,8 +355,11 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
     warnings += _concurrency_warnings(s)
     proxy_settings = _proxy_settings(cfg, gpu, problems, warnings)
 
-    servers = api_servers(s, instance, tp, version, problems, warnings,
-                          host_vcpus=cfg.existing_host.host_cpu_count if cfg.target != "aws" else None)
+    if on_cpu and s.api_server_count is None:
+        servers = ApiServers(1, "vLLM's CPU build: its engine uses every core")
+    else:
+        servers = api_servers(s, instance, tp, version, problems, warnings,
+                              host_vcpus=cfg.existing_host.host_cpu_count if cfg.target != "aws" else None)
     argv = vllm_argv(cfg.server, model_arg, served_name, cfg.model.model_revision, dtype_flag, tp, version,
                      api_server_count=servers.count)
     if version is not None:

@@ -93,6 +93,7 @@ def test_on_a_gpu_the_api_servers_follow_this_machines_cpus_on_the_cpu_one_serve
     # vLLM's CPU build uses every core for the engine.
     cpu_box = plan(LocalMachine(NO_GPU.home, NO_GPU.user, (), NO_GPU.gpu_probe_note, cpus=16))
     assert cpu_box.api_servers is not None and cpu_box.api_servers.count == 1
+    assert "API servers: 1 (vLLM's CPU build: its engine uses every core)" in cpu_box.summary
 
 
 def test_the_probe_counts_this_machines_cpus() -> None:
