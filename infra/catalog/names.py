@@ -133,6 +133,16 @@ PREPARE_CACHE_SCRIPT: Final = f"/usr/local/sbin/{PROJECT}-prepare-cache-volume"
 SUPERVISOR_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/supervise-containers.sh"
 SUPERVISOR_UNIT_NAME: Final = f"{PROJECT}-supervisor.service"
 SUPERVISOR_UNIT_FILE: Final = f"/etc/systemd/system/{SUPERVISOR_UNIT_NAME}"
+# Watches IMDS for a spot interruption notice and stops the containers cleanly within it:
+# infra/host/spot-interruption.sh run by the systemd unit SPOT_HANDLER_UNIT_NAME, from the template
+# infra/host/spot-interruption.service. Every AWS instance (an on-demand one only ever sees "no notice").
+SPOT_HANDLER_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/spot-interruption.sh"
+SPOT_HANDLER_UNIT_NAME: Final = f"{PROJECT}-spot-interruption.service"
+SPOT_HANDLER_UNIT_FILE: Final = f"/etc/systemd/system/{SPOT_HANDLER_UNIT_NAME}"
+# EC2 announces a spot stop or termination this long before it acts, and recommends looking every 5 s
+# (docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html, read 2026-12-02).
+SPOT_NOTICE_S: Final = 120
+SPOT_POLL_S: Final = 5
 # The boot-time model download: chooses the files vLLM reads and has the maintained Hub client fetch them.
 HF_PREFETCH_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/hf-prefetch.py"
 # That client, installed by boot.sh into a venv of its own (the AMI's python3) before the first download.
@@ -149,3 +159,8 @@ PREFETCH_STATE_DIR: Final = STATE_DIR
 PREFETCH_LOG_FILE: Final = f"/var/log/{PROJECT}-prefetch.log"
 # Keeps Docker's images on the cache volume when opted in: a replacement instance starts without a pull.
 DOCKER_DATA_ROOT_ON_VOLUME: Final = f"{HOST_CACHE_MOUNT}/docker"
+# The CloudWatch agent's files on an AWS instance (infra/render/cloudwatch_agent.py renders both): the agent's
+# own folder, where its Linux package keeps its configuration, and the Prometheus scrape config it reads.
+CLOUDWATCH_AGENT_DIR: Final = "/opt/aws/amazon-cloudwatch-agent"
+CLOUDWATCH_AGENT_CONFIG_FILE: Final = f"{CLOUDWATCH_AGENT_DIR}/etc/{PROJECT}.json"
+CLOUDWATCH_AGENT_SCRAPE_FILE: Final = f"{CLOUDWATCH_AGENT_DIR}/etc/{PROJECT}-prometheus.yaml"

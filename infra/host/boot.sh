@@ -13,6 +13,8 @@
 #                          and the *_TAG names - see "Prefetch"
 #   SUPERVISOR_UNIT_NAME   the systemd unit that starts the containers again after a docker kill
 #                          (infra/host/supervise-containers.sh; cloud-init writes the unit file)
+#   SPOT_HANDLER_UNIT_NAME the systemd unit that stops the containers cleanly on a spot interruption
+#                          notice (infra/host/spot-interruption.sh; cloud-init writes the unit file)
 # A missing one stops the boot at once, naming it.
 #
 # `boot.sh` alone is the boot; `boot.sh prefetch` runs only the prefetch start (for tests and by hand);
@@ -33,7 +35,8 @@ missing="is missing in $BOOT_ENV_FILE"
   "${PREFETCH_STATE_DIR:?$missing}" "${PREFETCH_LOG:?$missing}" "${HF_PREFETCH_SCRIPT:?$missing}" \
   "${HF_CLIENT_VENV:?$missing}" "${HF_CLIENT_PACKAGES:?$missing}" "${HF_HOME_DIR:?$missing}" \
   "${PREFETCH_IMAGE_TAG:?$missing}" "${PREFETCH_MODEL_TAG:?$missing}" \
-  "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}" "${SUPERVISOR_UNIT_NAME:?$missing}"
+  "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}" "${SUPERVISOR_UNIT_NAME:?$missing}" \
+  "${SPOT_HANDLER_UNIT_NAME:?$missing}"
 
 timeline() {
   printf '%s %s\n' "$1" "${2:-$(date +%s.%N)}" >>"$DEPLOY_TIMELINE_FILE"
@@ -311,6 +314,9 @@ timeline docker_ready
 systemctl daemon-reload
 systemctl enable --now "$SUPERVISOR_UNIT_NAME" ||
   echo "vllm-endpoint: $SUPERVISOR_UNIT_NAME did not start: a docker kill will leave a container down" >&2
+# Runs on on-demand instances too (IMDS answers 404 there): a later switch to spot needs no new boot files.
+systemctl enable --now "$SPOT_HANDLER_UNIT_NAME" ||
+  echo "vllm-endpoint: $SPOT_HANDLER_UNIT_NAME did not start: a spot interruption will not stop the containers first" >&2
 
 # Never fails the boot: without a prefetch the container fetches what it needs itself.
 start_prefetch || echo "vllm-endpoint: the prefetch did not start" >&2

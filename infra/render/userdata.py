@@ -39,14 +39,25 @@ from vllm_endpoint.infra.catalog.names import (
     PREFETCH_REVISION_TAG,
     PREFETCH_STATE_DIR,
     PREPARE_CACHE_SCRIPT,
+    SPOT_HANDLER_SCRIPT,
+    SPOT_HANDLER_UNIT_FILE,
+    SPOT_HANDLER_UNIT_NAME,
+    SPOT_NOTICE_S,
+    SPOT_POLL_S,
     STACK_TAG,
     SUPERVISOR_SCRIPT,
     SUPERVISOR_UNIT_FILE,
     SUPERVISOR_UNIT_NAME,
 )
+from vllm_endpoint.infra.plan.spec import VLLM_STOP_TIMEOUT_S
 from vllm_endpoint.infra.render.host_scripts import CACHE_SUBDIRS, EnvValue, env_lines, fill_template, read_host_file
 
 SUPERVISOR_UNIT_TEMPLATE = "supervisor.service"
+SPOT_HANDLER_UNIT_TEMPLATE = "spot-interruption.service"
+# The spot handler stops the containers with vLLM's own stop timeout: the grace a replacement deploy
+# gives it to finish its requests and free the GPU. The notice must hold a poll interval, that timeout
+# and this much more for the OS's own shutdown (dockerd, the volume's unmount) before EC2 acts.
+SPOT_SHUTDOWN_MARGIN_S = 30
 # How long the boot waits for the cache volume's device: the attachment is made only once the
 # instance runs.
 CACHE_WAIT_SECONDS = 600
@@ -85,6 +96,16 @@ def supervisor_unit() -> str:
                          {"SUPERVISE_LABEL": STACK_TAG, "SUPERVISOR_SCRIPT": SUPERVISOR_SCRIPT})
 
 
+def spot_handler_unit() -> str:
+    """The spot interruption handler's systemd unit: the supervisor's label and unit (stopped first, or it
+    would start the containers again), vLLM's stop timeout, AWS's recommended poll interval."""
+    if SPOT_POLL_S + VLLM_STOP_TIMEOUT_S + SPOT_SHUTDOWN_MARGIN_S > SPOT_NOTICE_S:
+        raise ValueError(f"a {VLLM_STOP_TIMEOUT_S} s stop timeout does not fit in EC2's {SPOT_NOTICE_S} s spot notice")
+    return fill_template(read_host_file(SPOT_HANDLER_UNIT_TEMPLATE), {
+        "SPOT_LABEL": STACK_TAG, "STOP_TIMEOUT_S": str(VLLM_STOP_TIMEOUT_S), "POLL_SECONDS": str(SPOT_POLL_S),
+        "SUPERVISOR_UNIT": SUPERVISOR_UNIT_NAME, "SPOT_HANDLER_SCRIPT": SPOT_HANDLER_SCRIPT})
+
+
 def host_hf_home(cache_mount_point: str) -> str:
     """The containers' HF_HOME as a host path: the same folder, below the cache volume's root-cache."""
     inside = PurePosixPath(CONTAINER_HF_HOME).relative_to(CONTAINER_CACHE_ROOT)
@@ -116,6 +137,7 @@ def boot_env_values(settings: HostBootSettings) -> dict[str, EnvValue]:
         "PREFETCH_REVISION_TAG": PREFETCH_REVISION_TAG,
         "HF_TOKEN_PARAMETER_TAG": HF_TOKEN_PARAMETER_TAG,
         "SUPERVISOR_UNIT_NAME": SUPERVISOR_UNIT_NAME,
+        "SPOT_HANDLER_UNIT_NAME": SPOT_HANDLER_UNIT_NAME,
     }
 
 
@@ -145,6 +167,10 @@ def render_user_data(settings: HostBootSettings) -> str:
             {"path": SUPERVISOR_SCRIPT, "permissions": "0755", "owner": "root:root",
              "content": shipped_script("supervise-containers.sh")},
             {"path": SUPERVISOR_UNIT_FILE, "permissions": "0644", "owner": "root:root", "content": supervisor_unit()},
+            {"path": SPOT_HANDLER_SCRIPT, "permissions": "0755", "owner": "root:root",
+             "content": shipped_script("spot-interruption.sh")},
+            {"path": SPOT_HANDLER_UNIT_FILE, "permissions": "0644", "owner": "root:root",
+             "content": spot_handler_unit()},
             {"path": BOOT_SCRIPT, "permissions": "0755", "owner": "root:root", "content": boot_script()},
         ],
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import yaml
 
 from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
@@ -31,7 +32,14 @@ from tests.real.harness.deployer import (
     make_cache_dir,
 )
 from tests.real.harness.testhost import TestHost
-from vllm_endpoint.infra.catalog.names import CONTAINER_MODEL_DIR, VLLM_CONTAINER_PORT, VLLM_OPEN_FILES_TARGET
+from vllm_endpoint.infra.catalog.names import (
+    CONTAINER_MODEL_DIR,
+    DEFAULT_VLLM_VERSION,
+    VLLM_CONTAINER_PORT,
+    VLLM_OPEN_FILES_TARGET,
+)
+from vllm_endpoint.infra.catalog.vllm_metrics import METRICS_VLLM_VERSION, VLLM_METRICS
+from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, agent_metrics, render_scrape_config
 from vllm_endpoint.infra.render.host_scripts import gate_capacity_line
 
 pytestmark = pytest.mark.real
@@ -194,3 +202,47 @@ def test_the_log_has_no_open_files_or_model_option_warning(endpoint: Deployment)
         # This machine cannot grant vLLM's target: vLLM says so, naming exactly the limit the container got.
         assert f"Found ulimit of {LIMIT} and failed to automatically increase" in log
     assert "instead of via the `--model` option" not in log
+
+
+def prometheus_types(metrics_text: str) -> dict[str, str]:
+    """{name: type} from the `# TYPE name type` lines of Prometheus' text format."""
+    types = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(maxsplit=3)
+            types[name] = kind.strip()
+    return types
+
+
+def sample_names(metrics_text: str) -> set[str]:
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in metrics_text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_the_catalog_metrics_are_what_the_real_server_exposes_where_the_agent_scrapes(endpoint: Deployment) -> None:
+    """Every metric of infra/catalog/data/vllm-metrics.yaml, by name and type, on the real server's /metrics (a
+    renamed metric in a later vLLM fails here), and the rendered scrape config's target answers with them from
+    inside the host."""
+    assert METRICS_VLLM_VERSION == DEFAULT_VLLM_VERSION  # the file describes the vLLM the tier runs
+    text = in_vllm(endpoint, _METRICS)
+    types, samples = prometheus_types(text), sample_names(text)
+    print("vLLM's own metrics and types:", {n: t for n, t in sorted(types.items()) if n.startswith("vllm:")})
+    for metric in VLLM_METRICS:
+        assert types.get(metric.name) == metric.type, (metric.name, types.get(metric.name))
+        expected = ({f"{metric.name}_bucket", f"{metric.name}_sum", f"{metric.name}_count"}
+                    if metric.type == "histogram" else {metric.name})
+        assert expected <= samples, (metric.name, expected - samples)
+
+    networks = json.loads(endpoint.host.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}",
+                                               endpoint.plan.vllm.name).stdout)
+    inputs = AgentInputs(stack="real-tests", namespace="VllmEndpoint/test",
+                         vllm_address=networks[endpoint.plan.network]["IPAddress"])
+    job = yaml.safe_load(render_scrape_config(inputs))["scrape_configs"][0]
+    (target,) = job["static_configs"][0]["targets"]
+    assert not target.endswith(f":{endpoint.plan.api_port}")
+    # The agent runs on the host: the same request, from the host's network namespace over SSH.
+    scraped = endpoint.host.ssh(f"curl -sS --fail --max-time 30 {job['scheme']}://{target}{job['metrics_path']}").stdout
+    assert prometheus_types(scraped).items() >= {m.name: m.type for m in VLLM_METRICS}.items()
+    # What the scrape config keeps (Prometheus anchors the regex) is every published catalog metric, no more.
+    kept = {name for name in sample_names(scraped) if re.fullmatch(job["metric_relabel_configs"][0]["regex"], name)}
+    assert kept == {m.name for m in agent_metrics()}

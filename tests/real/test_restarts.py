@@ -31,11 +31,13 @@ from pathlib import Path
 import pytest
 
 from tests.real.harness import images
+from tests.real.harness.bootprefetch import FakeImds
 from tests.real.harness.common import BUILD_DIR, REPO_ROOT
 from tests.real.harness.deployer import DEFAULT_NAMES, Deployment, StageTimes, deploy, existing_host_config
 from tests.real.harness.testhost import TestHost
-from vllm_endpoint.infra.catalog.names import STACK_TAG
+from vllm_endpoint.infra.catalog.names import SPOT_NOTICE_S, SPOT_POLL_S, STACK_TAG
 from vllm_endpoint.infra.plan.deployment import RESTART_POLICY
+from vllm_endpoint.infra.plan.spec import VLLM_STOP_TIMEOUT_S
 
 pytestmark = pytest.mark.real
 
@@ -312,17 +314,105 @@ def test_after_a_dockerd_restart_both_come_back_and_the_supervisor_watches_again
                            docker_kill(host, PROXY), times))
 
 
-def test_after_a_reboot_even_containers_stopped_by_hand_come_back(deployed: Deployment, aws_like: Supervisor,
-                                                                 times: StageTimes) -> None:
-    """A reboot as the test host can have one: both containers stopped through Docker's API with nothing
-    to start them (the supervisor held), then the engine stops and starts. `always` starts them at boot,
-    where `unless-stopped` would leave them down."""
+# --------------------------------------------------------------------------------------------
+# A spot interruption: infra/host/spot-interruption.sh as its systemd unit runs it on an instance, against
+# the test host's engine and a stand-in IMDS that announces EC2's stop. Last in the module: it stops the
+# endpoint and has the next boot bring it back.
+
+SPOT_HANDLER_SCRIPT = REPO_ROOT / "infra" / "host" / "spot-interruption.sh"
+SPOT_NOTICE_PATH = "/latest/meta-data/spot/instance-action"
+
+
+@dataclass
+class SpotImds(FakeImds):
+    """IMDSv2 whose spot/instance-action answers 404 until `announce` is called, as EC2's does."""
+
+    notice: str | None = None
+
+    def announce(self, action: str, seconds_ahead: int) -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds_ahead))
+        self.notice = json.dumps({"action": action, "time": at})
+
+    def answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        if (method, path) == ("GET", SPOT_NOTICE_PATH) and self.notice is not None \
+                and headers.get("X-aws-ec2-metadata-token") == self.session:
+            return 200, self.notice
+        return super().answer(method, path, headers)
+
+
+def cache_mount(host: TestHost, name: str, cache_dir: Path) -> tuple[str, Path]:
+    """The container's writable bind mount from the cache folder: (path inside, path on the host)."""
+    mounts = json.loads(host.docker_local("inspect", "--format", "{{json .Mounts}}", name).stdout)
+    inside, source = next((m["Destination"], Path(m["Source"])) for m in mounts
+                          if m["RW"] and Path(m["Source"]).resolve().is_relative_to(cache_dir.resolve()))
+    return inside, source
+
+
+def test_a_spot_interruption_notice_stops_both_cleanly_and_the_next_boot_brings_them_back(
+        deployed: Deployment, aws_like: Supervisor, cache_dir: Path, times: StageTimes,
+        tmp_path: Path) -> None:
     host = deployed.host
+    wait_for(lambda: models_answer(deployed), RECOVERY_TIMEOUT_S, "the endpoint must serve before the notice")
+    assert restart_policy(host, VLLM) == restart_policy(host, PROXY) == RESTART_POLICY["aws"]
+    # On an instance the handler's first step stops the supervisor's unit (systemctl; unit-tested in
+    # tests/unit/infra/host/test_spot_interruption.py). The test host has no systemd: hold it here.
+    aws_like.__exit__()
+    # Written by vLLM's container into its cache folder just before, and never synced by anyone else: the
+    # handler's sync and the clean stop must leave it whole.
+    inside, on_host = cache_mount(host, VLLM, cache_dir)
+    host.docker_local("exec", VLLM, "sh", "-c",
+                      f"head -c 4194304 /dev/urandom >{inside}/spot-canary.tmp && mv {inside}/spot-canary.tmp "
+                      f"{inside}/spot-canary")
+    canary = (on_host / "spot-canary").read_bytes()
+    cache_files = {p for p in cache_dir.rglob("*") if p.is_file()}
 
-    def reboot() -> None:
-        aws_like.__exit__()
-        host.docker_local("kill", VLLM, PROXY)
-        host.restart_engine()
+    imds = SpotImds(tags={})
+    log = tmp_path / "spot-handler.log"
+    env = {**host.local_docker_env(), "DOCKER_HOST": f"unix://{host.docker_socket}", "SPOT_LABEL": STACK_TAG,
+           "STOP_TIMEOUT_S": str(VLLM_STOP_TIMEOUT_S), "POLL_SECONDS": str(SPOT_POLL_S), "SUPERVISOR_UNIT": ""}
+    with imds.serve() as url, log.open("wb") as out:
+        handler = subprocess.Popen(["bash", str(SPOT_HANDLER_SCRIPT)], env={**env, "VLLM_ENDPOINT_IMDS_URL": url},
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            # Without a notice it only polls: the endpoint serves on.
+            wait_for(lambda: sum(s == 404 for _, p, s in imds.requests if p == SPOT_NOTICE_PATH) >= 2,
+                     30, "the handler did not poll IMDS")
+            assert running(host, VLLM) and running(host, PROXY) and models_answer(deployed)
 
-    OUTAGES.append(measure(deployed, "host reboot after docker kill of both", "restart policy", reboot, times))
-    assert running(host, VLLM) and running(host, PROXY)
+            imds.announce("stop", SPOT_NOTICE_S)
+            announced = time.monotonic()
+            wait_for(lambda: not running(host, VLLM) and not running(host, PROXY), SPOT_NOTICE_S,
+                     "the containers did not stop within the notice")
+            stopped_s = time.monotonic() - announced
+            wait_for(lambda: "disks flushed" in log.read_text(), SPOT_NOTICE_S, "the handler did not finish")
+            handled_s = time.monotonic() - announced
+            # A few more polls of the same notice: it is acted on once.
+            polls = len(imds.requests)
+            wait_for(lambda: len(imds.requests) >= polls + 3, 30, "the handler stopped polling after acting")
+        finally:
+            os.killpg(handler.pid, signal.SIGTERM)  # the script and its sleep
+            handler.wait(timeout=30)
+    text = log.read_text()
+    times.add("spot: notice to both containers stopped", round(stopped_s, 1), stop_timeout=VLLM_STOP_TIMEOUT_S)
+    times.add("spot: notice to handler done (stop + sync)", round(handled_s, 1), notice=SPOT_NOTICE_S)
+    assert handled_s < SPOT_NOTICE_S, text
+    assert "spot interruption notice: action=stop time=" in text and text.count("spot interruption notice:") == 1
+    # Stopped by their own shutdown, not killed when docker stop's grace ran out (137) nor by the kernel.
+    for name in (VLLM, PROXY):
+        state = json.loads(host.docker_local("inspect", "--format", "{{json .State}}", name).stdout)
+        assert (state["ExitCode"], state["OOMKilled"], state["Running"]) == (0, False, False), (name, state)
+    logs = host.docker_local("logs", "--tail", "100", VLLM)
+    vllm_log = logs.stdout + logs.stderr
+    assert "Application shutdown complete" in vllm_log, vllm_log[-3000:]
+
+    # The next boot, when EC2 starts the instance again: `always` starts both with dockerd, though they were
+    # stopped through Docker's API (where `unless-stopped` would leave them down). This is also what any
+    # reboot does to containers someone stopped by hand.
+    boot = time.monotonic()
+    host.restart_engine()
+    wait_for(lambda: models_answer(deployed), RECOVERY_TIMEOUT_S, "the endpoint did not serve after the next boot")
+    times.add("restart: host reboot after both were stopped by hand (spot)", round(time.monotonic() - boot, 1),
+              by="restart_policy")
+    assert (on_host / "spot-canary").read_bytes() == canary
+    assert cache_files <= {p for p in cache_dir.rglob("*") if p.is_file()}, "files on the cache folder were lost"
+    (on_host / "spot-canary").unlink()

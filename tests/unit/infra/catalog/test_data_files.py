@@ -16,7 +16,16 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from vllm_endpoint.infra.catalog import dtypes, gpus, models, prices, reserved_networks, security, vllm_flags
+from vllm_endpoint.infra.catalog import (
+    dtypes,
+    gpus,
+    models,
+    prices,
+    reserved_networks,
+    security,
+    vllm_flags,
+    vllm_metrics,
+)
 from vllm_endpoint.infra.catalog.data_files import DATA_DIR, CatalogDataError, DataFile, load_data_file
 
 # Every data file and the model its catalog module validates it with.
@@ -29,6 +38,7 @@ LOADERS: dict[str, type[DataFile]] = {
     "security.json": security.SecurityFile,
     "reserved-networks.yaml": reserved_networks.ReservedNetworksFile,
     "ebs-prices.yaml": prices.PricesFile,
+    "vllm-metrics.yaml": vllm_metrics.VllmMetricsFile,
 }
 # Written by tools/vllm_flag_table.py --write from vLLM's own parser, in vLLM's terms (OPTION<TAB>ARITY).
 GENERATED = {"vllm-0.32.0-server-flags.txt"}

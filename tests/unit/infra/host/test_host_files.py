@@ -91,9 +91,10 @@ def test_each_command_exports_exactly_what_its_files_require(name: str) -> None:
 
 def test_every_shell_file_but_boots_is_run_by_some_command() -> None:
     run = {f for _, files in COMMANDS.values() for f in files}
-    # The boot files run by cloud-init, the supervisor by its systemd unit (tests/unit/infra/render/test_userdata.py).
+    # The boot files run by cloud-init, the supervisor and the spot handler by their systemd units
+    # (tests/unit/infra/render/test_userdata.py).
     assert {p.name for p in HOST_DIR.glob("*.sh")} - run == {"boot.sh", "prepare-cache-volume.sh",
-                                                             "supervise-containers.sh"}
+                                                             "supervise-containers.sh", "spot-interruption.sh"}
 
 
 def test_boot_env_holds_exactly_what_the_boot_files_require() -> None:

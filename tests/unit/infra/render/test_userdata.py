@@ -18,12 +18,17 @@ from vllm_endpoint.infra.catalog.names import (
     HF_PREFETCH_SCRIPT,
     HOST_CACHE_MOUNT,
     PREPARE_CACHE_SCRIPT,
+    SPOT_HANDLER_SCRIPT,
+    SPOT_HANDLER_UNIT_FILE,
+    SPOT_HANDLER_UNIT_NAME,
+    SPOT_NOTICE_S,
     STACK_TAG,
     SUPERVISOR_SCRIPT,
     SUPERVISOR_UNIT_FILE,
     SUPERVISOR_UNIT_NAME,
 )
 from vllm_endpoint.infra.plan.deployment import build_plan
+from vllm_endpoint.infra.plan.spec import VLLM_STOP_TIMEOUT_S
 from vllm_endpoint.infra.render.host_scripts import env_strings, host_ready_script
 from vllm_endpoint.infra.render.userdata import (
     USER_DATA_LIMIT,
@@ -35,6 +40,7 @@ from vllm_endpoint.infra.render.userdata import (
     encode_user_data,
     render_user_data,
     shipped_script,
+    spot_handler_unit,
     supervisor_unit,
 )
 from vllm_endpoint.infra.settings.models import load_stack_config
@@ -145,5 +151,50 @@ def test_systemd_accepts_the_supervisor_unit(tmp_path: Path) -> None:
     script.chmod(0o755)
     unit = tmp_path / SUPERVISOR_UNIT_NAME
     unit.write_text(supervisor_unit().replace(f"ExecStart={SUPERVISOR_SCRIPT}", f"ExecStart={script}"))
+    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+def test_user_data_installs_the_spot_handler_and_its_unit_which_boot_sh_enables() -> None:
+    files = {f["path"]: f for f in yaml.safe_load(render_user_data(BOOT))["write_files"]}
+    assert files[SPOT_HANDLER_SCRIPT]["content"] == shipped_script("spot-interruption.sh")
+    assert files[SPOT_HANDLER_SCRIPT]["permissions"] == "0755"
+    assert files[SPOT_HANDLER_UNIT_FILE]["content"] == spot_handler_unit()
+    assert SPOT_HANDLER_UNIT_FILE.endswith("/" + SPOT_HANDLER_UNIT_NAME)
+    assert boot_env_values(BOOT)["SPOT_HANDLER_UNIT_NAME"] == SPOT_HANDLER_UNIT_NAME
+    assert 'systemctl enable --now "$SPOT_HANDLER_UNIT_NAME"' in boot_script()
+
+
+def spot_unit() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(spot_handler_unit())
+    return unit
+
+
+def test_the_spot_handler_unit_stops_the_stacks_containers_after_the_supervisor_within_the_notice() -> None:
+    unit = spot_unit()
+    # configparser keeps the last of repeated keys: read the Environment lines from the text.
+    env = dict(line.removeprefix("Environment=").split("=", 1) for line in spot_handler_unit().splitlines()
+               if line.startswith("Environment="))
+    assert env["SPOT_LABEL"] == STACK_TAG and env["SUPERVISOR_UNIT"] == SUPERVISOR_UNIT_NAME
+    assert env["STOP_TIMEOUT_S"] == str(VLLM_STOP_TIMEOUT_S)
+    # A poll interval and docker stop's grace both pass before EC2 acts, with time left for the shutdown.
+    assert int(env["POLL_SECONDS"]) + int(env["STOP_TIMEOUT_S"]) < SPOT_NOTICE_S
+    assert unit["Service"]["ExecStart"] == SPOT_HANDLER_SCRIPT and unit["Service"]["Restart"] == "always"
+    assert unit["Unit"]["After"] == "docker.service" and unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_accepts_the_spot_handler_unit(tmp_path: Path) -> None:
+    """systemd's own check of the rendered unit, with ExecStart at a copy of the shipped script."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is missing (Debian's systemd package)")
+    script = tmp_path / "spot-interruption.sh"
+    script.write_text(shipped_script("spot-interruption.sh"))
+    script.chmod(0o755)
+    unit = tmp_path / SPOT_HANDLER_UNIT_NAME
+    unit.write_text(spot_handler_unit().replace(f"ExecStart={SPOT_HANDLER_SCRIPT}", f"ExecStart={script}"))
     proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
