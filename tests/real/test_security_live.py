@@ -12,10 +12,15 @@ vLLM logs at start-up and from `/openapi.json` of a reference container of the s
 args, started without `--disable-fastapi-docs` and with VLLM_SERVER_DEV_MODE=1 (its widest route set).
 Asked directly inside the host, vLLM answers those routes without any key; through the proxy each one
 must be refused by nginx itself.
+
+Section 6 is issue 14's reliability tier against `plain`: 250 requests at once, request smuggling,
+oversize bodies, huge headers and slow clients. What reached vLLM is read from vLLM's own request
+counters (its access log is off), so a request that got through is seen whatever it was answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import http.client
@@ -23,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import select
 import shlex
 import shutil
 import socket
@@ -39,7 +45,14 @@ import pytest
 
 from tests.real.harness import images, tlsutil
 from tests.real.harness.common import BUILD_DIR, record_timing, run
-from tests.real.harness.deployer import DEFAULT_NAMES, Deployment, deploy, existing_host_config, make_cache_dir
+from tests.real.harness.deployer import (
+    DEFAULT_NAMES,
+    Deployment,
+    StageTimes,
+    deploy,
+    existing_host_config,
+    make_cache_dir,
+)
 from tests.real.harness.testhost import TestHost
 from vllm_endpoint.infra.catalog.names import (
     DEFAULT_ENDPOINT_NAME,
@@ -706,6 +719,404 @@ def test_the_ssh_command_output_connects_only_to_the_pinned_host(test_host: Test
     assert refused.returncode == 255 and "connected" not in refused.stdout
     assert ("REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr
             or "Host key verification failed" in refused.stderr), refused.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Load and hostile HTTP (issue 14's reliability tier, plain deployment): what the proxy must take
+# without refusing or dropping anything, and what it must stop before it reaches vLLM.
+
+# The issue's load: short chats (a few tokens each, so the run measures the path, not generation) and
+# streams, all in flight at once. The `plain` deployment leaves maxNumSeqs unset: the plan sizes the proxy
+# for the default of the host's GPU (connection_limits; 1024 sequences -> worker_connections 5120 here),
+# while the CPU build of vLLM runs its own default of 128 at once, so most of the 250 wait in vLLM's
+# queue: the proxy must hold them open, not refuse or drop them.
+LOAD_CHATS = 200
+LOAD_STREAMS = 50
+LOAD_MAX_TOKENS = 8
+LOAD_TIMEOUT_S = 300
+# nginx's value for client_header_timeout / client_body_timeout when the config sets none (nginx docs).
+NGINX_DEFAULT_CLIENT_TIMEOUT_S = 60.0
+# Slack for a timeout that fires: nginx checks timers between events, and this loop polls.
+TIMEOUT_MARGIN_S = 15.0
+
+
+def _load(d: Deployment) -> tuple[list[Any], float]:
+    """LOAD_CHATS chats and LOAD_STREAMS streams started together with the official async client; each
+    result is (kind, finish_reason, completion tokens or content chunks) or the exception it raised."""
+
+    async def chat(client: openai.AsyncOpenAI, i: int) -> tuple[str, str | None, int]:
+        reply = await client.chat.completions.create(
+            model=SERVED_NAME, messages=[{"role": "user", "content": f"load {i}"}], max_tokens=LOAD_MAX_TOKENS,
+            temperature=0)
+        return "chat", reply.choices[0].finish_reason, reply.usage.completion_tokens if reply.usage else 0
+
+    async def stream(client: openai.AsyncOpenAI, i: int) -> tuple[str, str | None, int]:
+        finish, chunks = None, 0
+        async with await client.chat.completions.create(
+                model=SERVED_NAME, messages=[{"role": "user", "content": f"stream {i}"}],
+                max_tokens=LOAD_MAX_TOKENS, temperature=0, stream=True) as events:
+            async for event in events:
+                for choice in event.choices:
+                    chunks += bool(choice.delta.content)
+                    finish = choice.finish_reason or finish
+        return "stream", finish, chunks
+
+    async def everything() -> list[Any]:
+        # max_retries=0: a refused or dropped request must show as a failure, not be retried away.
+        async with openai.AsyncOpenAI(base_url=d.endpoint_url, api_key=d.api_key, max_retries=0,
+                                      timeout=LOAD_TIMEOUT_S) as client:
+            jobs = [chat(client, i) for i in range(LOAD_CHATS)] + [stream(client, i) for i in range(LOAD_STREAMS)]
+            return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), LOAD_TIMEOUT_S)
+
+    start = time.monotonic()
+    results = asyncio.run(everything())
+    return results, time.monotonic() - start
+
+
+def test_200_chats_and_50_streams_at_once_all_succeed_through_the_proxy(plain: Deployment, times: StageTimes) -> None:
+    conf = (Path(plain.plan.proxy_dir) / PROXY_CONFIG_FILE).read_text()
+    worker_connections = re.search(r"worker_connections (\d+);", conf)
+    before = _vllm_counters(plain.host)
+    results, wall = _load(plain)
+    after = _vllm_counters(plain.host)
+    # vLLM counts a finished request as it hands back the last output; give its counter a moment.
+    wait_until = time.monotonic() + 10
+    while after["inferences"] - before["inferences"] < LOAD_CHATS + LOAD_STREAMS and time.monotonic() < wait_until:
+        time.sleep(1)
+        after = _vllm_counters(plain.host)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    chats = [r for r in results if not isinstance(r, BaseException) and r[0] == "chat"]
+    streams = [r for r in results if not isinstance(r, BaseException) and r[0] == "stream"]
+    # For the record (machine-dependent, so not asserted): how long the requests waited in vLLM's queue.
+    queued = {k: after[k] - before[k] for k in ("queue_s", "queue_n", "queue_le_0.3")}
+    times.add("load_200_chats_50_streams", wall, max_num_seqs=plain.plan.proxy_settings.max_num_seqs,
+              worker_connections=worker_connections.group(1) if worker_connections else "?",
+              failed=len(failed), max_tokens=LOAD_MAX_TOKENS,
+              queued_n=queued["queue_n"], queue_s_mean=round(queued["queue_s"] / max(1.0, queued["queue_n"]), 3),
+              queued_over_0_3s=queued["queue_n"] - queued["queue_le_0.3"])
+    assert not failed, f"{len(failed)} of {len(results)} failed, e.g. {[repr(e)[:300] for e in failed[:5]]}"
+    assert len(chats) == LOAD_CHATS and len(streams) == LOAD_STREAMS
+    assert all(finish in ("stop", "length") and tokens > 0 for _, finish, tokens in chats), chats
+    # A stream that the proxy cut short ends without a finish_reason.
+    assert all(finish in ("stop", "length") and chunks > 0 for _, finish, chunks in streams), streams
+    # Every one of them was run by vLLM itself, once.
+    assert after["inferences"] - before["inferences"] == LOAD_CHATS + LOAD_STREAMS, (before, after)
+
+
+# --- HTTP by hand, byte for byte, on one connection -----------------------------------------------
+
+class _Wire:
+    """A client socket read into a buffer: every answer on one connection, with no client library
+    deciding what counts as a response."""
+
+    def __init__(self, sock: socket.socket, idle_s: float) -> None:
+        self.sock, self.idle_s, self.buf, self.closed = sock, idle_s, bytearray(), False
+
+    def more(self) -> bool:
+        if self.closed:
+            return False
+        self.sock.settimeout(self.idle_s)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        except OSError:  # a reset is the server closing too
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.buf += data
+        return True
+
+    def until(self, marker: bytes) -> bytes | None:
+        while (end := self.buf.find(marker)) < 0:
+            if not self.more():
+                return None
+        out = bytes(self.buf[:end])
+        del self.buf[:end + len(marker)]
+        return out
+
+    def take(self, size: int) -> bytes:
+        while len(self.buf) < size and self.more():
+            pass
+        out = bytes(self.buf[:size])
+        del self.buf[:size]
+        return out
+
+    def answers(self) -> list[Answer]:
+        """Every response the server sends until it closes or stays silent for idle_s."""
+        found = []
+        while (head := self.until(b"\r\n\r\n")) is not None:
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                body = b""
+                while (size_line := self.until(b"\r\n")) is not None:
+                    size = int(size_line.split(b";")[0], 16)
+                    body += self.take(size)
+                    self.until(b"\r\n")
+                    if size == 0:
+                        break
+            elif "content-length" in headers:
+                body = self.take(int(headers["content-length"]))
+            else:
+                while self.more():
+                    pass
+                body = bytes(self.buf)
+                self.buf.clear()
+            status = int(status_line.split()[1])
+            if not 100 <= status < 200:
+                found.append(Answer(status, body, headers))
+        return found
+
+
+def raw_exchange(d: Deployment, data: bytes, *, idle_s: float = 5.0) -> tuple[list[Answer], bool]:
+    """Sends `data` as it is on one connection; returns every answer and whether the server closed."""
+    with socket.create_connection((d.host.address, d.plan.api_port), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # the server may answer and close before it has read everything
+            sock.sendall(data)
+        wire = _Wire(sock, idle_s)
+        answers = wire.answers()
+        return answers, wire.closed
+
+
+def _vllm_counters(host: TestHost) -> dict[str, float]:
+    """vLLM's own counters, read inside its container: requests per route as its HTTP instrumentation
+    counts them (every route but /metrics, /health, /load, /ping, /version, /server_info), whatever it
+    answered, and finished inferences (`inferences`). Only a request that reached vLLM moves them."""
+    counts = {"inferences": 0.0, "queue_s": 0.0, "queue_n": 0.0, "queue_le_0.3": 0.0}
+    for line in fetch_inside(host, VLLM_CONTAINER_NAME, "/metrics").splitlines():
+        value = line.rsplit(" ", 1)[-1]
+        if line.startswith("http_requests_total{"):
+            handler = re.search(r'handler="([^"]*)"', line)
+            key = handler.group(1) if handler else "?"
+            counts[key] = counts.get(key, 0.0) + float(value)
+        elif line.startswith("vllm:request_success_total{"):
+            counts["inferences"] += float(value)
+        # Time in vLLM's queue of each request it ran (a histogram): moves only with `inferences`.
+        elif line.startswith("vllm:request_queue_time_seconds_sum{"):
+            counts["queue_s"] += float(value)
+        elif line.startswith("vllm:request_queue_time_seconds_count{"):
+            counts["queue_n"] += float(value)
+        elif line.startswith("vllm:request_queue_time_seconds_bucket{") and 'le="0.3"' in line:
+            counts["queue_le_0.3"] += float(value)
+    return counts
+
+
+def _moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in sorted(set(before) | set(after))
+            if after.get(k, 0.0) != before.get(k, 0.0)}
+
+
+def _request_bytes(method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"",
+                   version: str = "HTTP/1.1") -> bytes:
+    head = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+def _smuggled() -> bytes:
+    """Requests that vLLM would run for anyone who reaches its port (/tokenize, /invocations: both move
+    its counters), then routes outside the allowlist and the API without the key."""
+    tokenize = json.dumps({"model": SERVED_NAME, "prompt": "smuggled"}).encode()
+    invoke = json.dumps({"model": SERVED_NAME, "messages": [{"role": "user", "content": "smuggled"}],
+                         "max_tokens": 2}).encode()
+    json_headers = [("Host", "vllm"), ("Content-Type", "application/json")]
+    return (_request_bytes("POST", "/tokenize", [*json_headers, ("Content-Length", str(len(tokenize)))], tokenize)
+            + _request_bytes("POST", "/invocations", [*json_headers, ("Content-Length", str(len(invoke)))], invoke)
+            + _request_bytes("GET", "/metrics", [("Host", "vllm")])
+            + _request_bytes("GET", "/version", [("Host", "vllm")])
+            + _request_bytes("GET", "/v1/models", [("Host", "vllm")]))
+
+
+def _smuggling_attempts() -> dict[str, tuple[list[tuple[str, str]], bytes, str]]:
+    """name -> (framing headers, body, HTTP version) of each request that hides _smuggled() in its body
+    for a reader that frames the body differently from the proxy."""
+    inner = _smuggled()
+    ended_then_inner = b"0\r\n\r\n" + inner  # a chunked reader stops at the 0 chunk; the rest is "next"
+    in_one_chunk = f"{len(inner):x}\r\n".encode() + inner + b"\r\n0\r\n\r\n"
+    te, cl = "Transfer-Encoding", "Content-Length"
+    attempts = {
+        "CL.TE": ([(cl, str(len(ended_then_inner))), (te, "chunked")], ended_then_inner, "HTTP/1.1"),
+        "TE.CL": ([(te, "chunked"), (cl, "4")], in_one_chunk, "HTTP/1.1"),
+        "two Content-Length, 0 first": ([(cl, "0"), (cl, str(len(inner)))], inner, "HTTP/1.1"),
+        "two Content-Length, 0 last": ([(cl, str(len(inner))), (cl, "0")], inner, "HTTP/1.1"),
+        "two Transfer-Encoding": ([(te, "chunked"), (te, "identity")], ended_then_inner, "HTTP/1.1"),
+        "Transfer-Encoding with a space before the colon": ([(te + " ", "chunked")], ended_then_inner, "HTTP/1.1"),
+        "Transfer-Encoding folded onto a second line": ([(te, "\r\n chunked")], ended_then_inner, "HTTP/1.1"),
+        "chunked over HTTP/1.0": ([(te, "chunked")], ended_then_inner, "HTTP/1.0"),
+        # The legitimate framing: the requests are body bytes, and must stay that.
+        "requests inside a chunked body": ([(te, "chunked")], in_one_chunk, "HTTP/1.1"),
+        "requests inside a Content-Length body": ([(cl, str(len(inner)))], inner, "HTTP/1.1"),
+    }
+    for value in ("chunked, identity", "identity, chunked", "xchunked", "identity", "chunked;x=1"):
+        attempts[f"Transfer-Encoding: {value}"] = ([(te, value)], ended_then_inner, "HTTP/1.1")
+        attempts[f"Content-Length and Transfer-Encoding: {value}"] = (
+            [(cl, str(len(ended_then_inner))), (te, value)], ended_then_inner, "HTTP/1.1")
+    return attempts
+
+
+def test_smuggled_requests_never_reach_vllm(plain: Deployment) -> None:
+    host_header = ("Host", f"{plain.host.address}:{plain.plan.api_port}")
+    # Asked last on the same connection: it must be answered as itself (and closes the connection).
+    last = _request_bytes("GET", "/health", [host_header, ("Connection", "close")])
+    before = _vllm_counters(plain.host)
+    wrong = []
+    for name, (framing, body, version) in _smuggling_attempts().items():
+        outer = _request_bytes("POST", "/v1/chat/completions",
+                               [host_header, ("Authorization", f"Bearer {plain.api_key}"),
+                                ("Content-Type", "application/json"), *framing], body, version)
+        answers, _closed = raw_exchange(plain, outer + last)
+        first = answers[0] if answers else None
+        # Refused by nginx (501: a transfer coding it does not implement), or forwarded as one request
+        # whose body vLLM did not take for a chat (its JSON error).
+        refused = first is not None and first.from_proxy and first.status in (400, 501)
+        forwarded = first is not None and not first.from_proxy and 400 <= first.status < 500
+        rest = answers[1:]
+        only_the_last = rest == [] or (len(rest) == 1 and rest[0].status == 200 and rest[0].body == b"")
+        if not (refused or forwarded) or not only_the_last:
+            wrong.append(f"{name}: {[str(a) for a in answers]}")
+        print(f"smuggling, {name}: {[a.status for a in answers]} {'refused' if refused else 'one request'}")
+    # A smuggled inference would still be running just after its connection closed.
+    time.sleep(3)
+    after = _vllm_counters(plain.host)
+    assert not wrong, "answered other than as one request:\n" + "\n".join(wrong)
+    moved = _moved(before, after)
+    # Only the outer chat requests reached vLLM (each answered with a JSON error: no inference).
+    assert set(moved) <= {"/v1/chat/completions"}, f"vLLM ran smuggled requests: {moved}"
+    # The counters do see a request that reaches vLLM: one /tokenize asked inside the container.
+    probe_inside(plain.host, VLLM_CONTAINER_NAME, [("POST", "/tokenize", {"model": SERVED_NAME, "prompt": "x"})])
+    assert _moved(after, _vllm_counters(plain.host)).get("/tokenize") == 1
+    # The connections to vLLM were not left out of step: each next answer belongs to its request.
+    for _ in range(5):
+        models = _get(plain, "GET", "/v1/models", headers=_auth(plain))
+        assert models.status == 200 and json.loads(models.body)["data"][0]["id"] == SERVED_NAME, models
+
+
+def test_an_oversize_body_is_refused_by_the_proxy_and_nothing_is_forwarded(plain: Deployment) -> None:
+    conf = (Path(plain.plan.proxy_dir) / PROXY_CONFIG_FILE).read_text()
+    limit_mb = plain.plan.proxy_settings.max_body_mb
+    assert f"client_max_body_size {limit_mb}m;" in conf
+    limit = limit_mb * 1024 * 1024
+    head = [("Host", f"{plain.host.address}:{plain.plan.api_port}"), ("Authorization", f"Bearer {plain.api_key}"),
+            ("Content-Type", "application/json")]
+    before = _vllm_counters(plain.host)
+    # Declared too large: refused from the headers alone.
+    answers, closed = raw_exchange(plain, _request_bytes("POST", "/v1/chat/completions",
+                                                         [*head, ("Content-Length", str(limit + 1))]))
+    assert [a.status for a in answers] == [413] and answers[0].from_proxy and closed, [str(a) for a in answers]
+    # Sent in chunks with no length given: refused once the limit is passed.
+    chunk = b"x" * (1024 * 1024)
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    with socket.create_connection((plain.host.address, plain.plan.api_port), timeout=30) as sock:
+        sent = 0
+        with contextlib.suppress(OSError):  # nginx stops reading once it has refused
+            sock.sendall(_request_bytes("POST", "/v1/chat/completions", [*head, ("Transfer-Encoding", "chunked")]))
+            while sent <= limit:
+                sock.sendall(framed)
+                sent += len(chunk)
+        streamed = _Wire(sock, 10).answers()
+    assert [a.status for a in streamed] == [413] and streamed[0].from_proxy, [str(a) for a in streamed]
+    assert _moved(before, _vllm_counters(plain.host)) == {}, "vLLM received a request over the size limit"
+    # Under the limit, the same route is forwarded (vLLM answers, the counter moves).
+    padded = json.dumps(dict(CHAT_BODY, padding="x" * (1024 * 1024))).encode()
+    answer = _get(plain, "POST", "/v1/chat/completions", headers=_auth(plain), body=padded)
+    assert not answer.from_proxy and answer.status < 500, answer
+    assert "/v1/chat/completions" in _moved(before, _vllm_counters(plain.host))
+
+
+def test_huge_headers_are_refused_by_the_proxy_which_keeps_serving(plain: Deployment) -> None:
+    host_header = ("Host", f"{plain.host.address}:{plain.plan.api_port}")
+    auth = ("Authorization", f"Bearer {plain.api_key}")
+    before = _vllm_counters(plain.host)
+    attempts = {
+        "one header of 64 KiB": [host_header, auth, ("X-Big", "a" * 65536)],
+        "4,000 small headers": [host_header, auth, *((f"X-H{i}", "v") for i in range(4000))],
+        "a key of 64 KiB": [host_header, ("Authorization", "Bearer " + "k" * 65536)],
+    }
+    for name, headers in attempts.items():
+        answers, closed = raw_exchange(plain, _request_bytes("GET", "/v1/models", headers))
+        assert len(answers) == 1 and answers[0].from_proxy, (name, [str(a) for a in answers])
+        assert answers[0].status in (400, 413, 414, 431, 494), (name, str(answers[0]))
+        assert closed, name
+    assert _moved(before, _vllm_counters(plain.host)) == {}, "a request with huge headers reached vLLM"
+    # Headers that nginx accepts reach vLLM and are answered there (no 5xx from a smaller limit behind it).
+    fits = _get(plain, "GET", "/v1/models", headers={**_auth(plain), "X-A": "a" * 6000, "X-B": "b" * 6000})
+    assert fits.status == 200 and not fits.from_proxy, fits
+    models = _get(plain, "GET", "/v1/models", headers=_auth(plain))
+    assert models.status == 200 and json.loads(models.body)["data"][0]["id"] == SERVED_NAME, models
+
+
+def _conf_seconds(conf: str, directive: str) -> float:
+    """A timeout the rendered config sets (nginx's default when it sets none)."""
+    found = re.search(rf"^\s*{directive}\s+(\d+)(ms|s|m)?\s*;", conf, re.MULTILINE)
+    if found is None:
+        return NGINX_DEFAULT_CLIENT_TIMEOUT_S
+    return float(found.group(1)) * {"ms": 0.001, "m": 60.0}.get(found.group(2) or "s", 1.0)
+
+
+def test_slow_clients_are_cut_off_while_the_endpoint_keeps_serving(plain: Deployment, times: StageTimes) -> None:
+    conf = (Path(plain.plan.proxy_dir) / PROXY_CONFIG_FILE).read_text()
+    header_timeout = _conf_seconds(conf, "client_header_timeout")
+    body_timeout = _conf_seconds(conf, "client_body_timeout")
+    assert max(header_timeout, body_timeout) <= 120, "too long to wait for here; the test would need a new plan"
+    address = (plain.host.address, plain.plan.api_port)
+    slow_headers = b"GET /v1/models HTTP/1.1\r\nHost: slow\r\nX-Slow: " + b"a" * 10000
+    body_head = _request_bytes("POST", "/v1/chat/completions", [
+        ("Host", "slow"), ("Authorization", f"Bearer {plain.api_key}"), ("Content-Type", "application/json"),
+        ("Content-Length", "4096")], b'{"model": "')
+    drippers: dict[socket.socket, float] = {}  # header senders, one byte a second -> when connected
+    stallers: dict[socket.socket, float] = {}  # bodies that stop after 11 bytes -> when their last byte went
+    for _ in range(20):
+        sock = socket.create_connection(address, timeout=10)
+        drippers[sock] = time.monotonic()
+        sock = socket.create_connection(address, timeout=10)
+        sock.sendall(body_head)
+        stallers[sock] = time.monotonic()
+    sent = dict.fromkeys(drippers, 0)
+    closed_after: dict[socket.socket, float] = {}
+    served: list[float] = []
+    start = time.monotonic()
+    deadline = start + max(header_timeout, body_timeout) + TIMEOUT_MARGIN_S
+    next_drip = next_ask = start
+    try:
+        while len(closed_after) < len(drippers) + len(stallers) and time.monotonic() < deadline:
+            open_socks = [s for s in (*drippers, *stallers) if s not in closed_after]
+            readable, _, _ = select.select(open_socks, [], [], 0.2)
+            now = time.monotonic()
+            for sock in readable:
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    closed_after[sock] = now - drippers.get(sock, stallers.get(sock, now))
+            if now >= next_drip:
+                next_drip += 1
+                for sock in drippers:
+                    if sock not in closed_after:
+                        with contextlib.suppress(OSError):  # closed by nginx: seen by recv above
+                            sock.send(slow_headers[sent[sock]:sent[sock] + 1])
+                            sent[sock] += 1
+            if now >= next_ask:
+                next_ask += 5
+                asked = time.monotonic()
+                models = _get(plain, "GET", "/v1/models", headers=_auth(plain))
+                assert models.status == 200 and json.loads(models.body)["data"][0]["id"] == SERVED_NAME, models
+                served.append(time.monotonic() - asked)
+    finally:
+        for sock in (*drippers, *stallers):
+            sock.close()
+    header_cuts = [closed_after[s] for s in drippers if s in closed_after]
+    body_cuts = [closed_after[s] for s in stallers if s in closed_after]
+    times.add("slow_clients_cut_off", time.monotonic() - start, header_timeout=header_timeout,
+              body_timeout=body_timeout, header_cut_max=round(max(header_cuts, default=0), 1),
+              body_cut_max=round(max(body_cuts, default=0), 1), served_max=round(max(served, default=0), 2))
+    assert len(header_cuts) == len(drippers), f"{len(drippers) - len(header_cuts)} slow header senders still open"
+    assert len(body_cuts) == len(stallers), f"{len(stallers) - len(body_cuts)} stalled bodies still open"
+    # Cut by the timeouts, not before (a refusal would prove nothing about serving meanwhile), nor long after.
+    assert all(header_timeout - 2 <= t <= header_timeout + TIMEOUT_MARGIN_S for t in header_cuts), header_cuts
+    assert all(body_timeout - 2 <= t <= body_timeout + TIMEOUT_MARGIN_S for t in body_cuts), body_cuts
+    assert len(served) >= max(header_timeout, body_timeout) // 5 - 1 and max(served) < 5, served
 
 
 # --------------------------------------------------------------------------------------------------
