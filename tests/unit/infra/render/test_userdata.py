@@ -140,19 +140,23 @@ def test_the_supervisor_unit_runs_the_script_on_the_stack_label_and_restarts_it(
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
-def test_systemd_accepts_the_supervisor_unit(tmp_path: Path) -> None:
-    """systemd's own check of the rendered unit (unknown keys, sections, the executable), with ExecStart at
-    a copy of the shipped script: this machine is not an instance."""
+def systemd_verify(tmp_path: Path, unit_name: str, unit_text: str, installed: str, shipped: str) -> None:
+    """systemd's own check of a rendered unit (unknown keys, sections, the executable), with ExecStart at a
+    copy of the shipped script: this machine is not an instance."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is missing (Debian's systemd package)")
-    script = tmp_path / "supervise-containers.sh"
-    script.write_text(shipped_script("supervise-containers.sh"))
+    script = tmp_path / shipped
+    script.write_text(shipped_script(shipped))
     script.chmod(0o755)
-    unit = tmp_path / SUPERVISOR_UNIT_NAME
-    unit.write_text(supervisor_unit().replace(f"ExecStart={SUPERVISOR_SCRIPT}", f"ExecStart={script}"))
+    unit = tmp_path / unit_name
+    unit.write_text(unit_text.replace(f"ExecStart={installed}", f"ExecStart={script}"))
     proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+def test_systemd_accepts_the_supervisor_unit(tmp_path: Path) -> None:
+    systemd_verify(tmp_path, SUPERVISOR_UNIT_NAME, supervisor_unit(), SUPERVISOR_SCRIPT, "supervise-containers.sh")
 
 
 def test_user_data_installs_the_spot_handler_and_its_unit_which_boot_sh_enables() -> None:
@@ -187,14 +191,4 @@ def test_the_spot_handler_unit_stops_the_stacks_containers_after_the_supervisor_
 
 
 def test_systemd_accepts_the_spot_handler_unit(tmp_path: Path) -> None:
-    """systemd's own check of the rendered unit, with ExecStart at a copy of the shipped script."""
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is missing (Debian's systemd package)")
-    script = tmp_path / "spot-interruption.sh"
-    script.write_text(shipped_script("spot-interruption.sh"))
-    script.chmod(0o755)
-    unit = tmp_path / SPOT_HANDLER_UNIT_NAME
-    unit.write_text(spot_handler_unit().replace(f"ExecStart={SPOT_HANDLER_SCRIPT}", f"ExecStart={script}"))
-    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    systemd_verify(tmp_path, SPOT_HANDLER_UNIT_NAME, spot_handler_unit(), SPOT_HANDLER_SCRIPT, "spot-interruption.sh")
