@@ -278,8 +278,9 @@ class VllmEndpointArgs(TypedDict, total=False):
     ("Opt-in to run a vLLM image older than the security floor (v0.22.0). Default: `false`. (Stack setting "
      "`allowInsecureImage`.)")
     api_key: pulumi.Input[str]
-    ("(secret) API key apps send as `Authorization: Bearer`. Default: a random 48-character key (stack output "
-     "`api_key`). May be an Output of another resource. (Stack setting `apiKey`.)")
+    ("(secret) API key apps send as `Authorization: Bearer`: at least 32 letters, digits or - . _ ~ + / (a "
+     "Bearer token's characters). Default: a random 48-character key (stack output `api_key`). May be an "
+     "Output of another resource. (Stack setting `apiKey`.)")
     hf_token: pulumi.Input[str]
     ("(secret) Hugging Face token for gated or private models. May be an Output of another resource. (Stack "
      "setting `hfToken`.)")

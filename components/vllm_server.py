@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
+import pulumi_random as random
 
 from vllm_endpoint.components._support import SshTarget, secret, write_ssh_files
 from vllm_endpoint.infra.catalog.names import LOCAL_API_ADDRESS, PROJECT, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
@@ -33,7 +34,7 @@ from vllm_endpoint.infra.render.host_scripts import (
     write_files_script,
     write_files_stdin,
 )
-from vllm_endpoint.infra.render.proxy import proxy_files, proxy_spec
+from vllm_endpoint.infra.render.proxy import KEY_CHECK_VERSION_LABEL, proxy_files, proxy_spec
 from vllm_endpoint.infra.render.ssh import docker_host_url, known_hosts_line, ssh_options
 
 
@@ -78,6 +79,11 @@ class VllmServer(pulumi.ComponentResource):
         docker_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=depends_on)
         self.model_copy, self.model_upload = self._upload_model(name, args, depends_on)
         self.proxy_files = self._write_proxy_files(name, args, depends_on)
+        # A random value that changes with the key (its keeper, a secret): a label that says nothing about
+        # the key, unlike a digest of it, which would let a weak key be guessed offline from the state.
+        self.key_check_version = random.RandomId(f"{name}-key-check", byte_length=8,
+                                                 keepers={"api_key": secret(args.api_key)},
+                                                 opts=pulumi.ResourceOptions(parent=self))
         self.image = self._image(name, plan, docker_opts)
         self.network = docker.Network(f"{name}-network", name=plan.network, driver="bridge", opts=docker_opts)
         self.vllm_container = self._create_vllm_container(
@@ -89,9 +95,9 @@ class VllmServer(pulumi.ComponentResource):
         )
         self.proxy_container = docker.Container(
             f"{name}-proxy",
-            **to_container_args(owned_by(proxy_spec(plan), self.owner), image=self.proxy_image.image_id,
-                                secret_env_values={},
-                                network_id=self.network.name),
+            **_with_key_version(to_container_args(owned_by(proxy_spec(plan), self.owner),
+                                                  image=self.proxy_image.image_id, secret_env_values={},
+                                                  network_id=self.network.name), self.key_check_version),
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
                                         depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
         )
@@ -231,7 +237,8 @@ class VllmServer(pulumi.ComponentResource):
                            depends_on: list[pulumi.Resource]) -> HostCommand:
         plan = args.plan
         tls = args.tls
-        modes, contents = proxy_files(plan, tls.certificate_pem if tls else None, tls.private_key_pem if tls else None)
+        modes, contents = proxy_files(plan, secret(args.api_key), tls.certificate_pem if tls else None,
+                                      tls.private_key_pem if tls else None)
         names = sorted(contents)
         stdin = secret(pulumi.Output.all(*(contents[n] for n in names)).apply(
             lambda values: write_files_stdin(dict(zip(names, values, strict=True)))))
@@ -241,6 +248,13 @@ class VllmServer(pulumi.ComponentResource):
             # A changed file arrives as changed stdin, which re-runs the command.
             stdin=stdin,
         )
+
+
+def _with_key_version(container_args: dict[str, Any], version: random.RandomId) -> dict[str, Any]:
+    """The proxy's arguments with the key check's version as a label: nginx reads the key at start, so a new
+    key (a new version) re-creates the proxy."""
+    labels = [*container_args["labels"], {"label": KEY_CHECK_VERSION_LABEL, "value": version.hex}]
+    return {**container_args, "labels": labels}
 
 
 def _image_id(image: docker.RemoteImage | docker.Image) -> pulumi.Output[str]:

@@ -91,6 +91,9 @@ STACK_TAG: Final = f"{LABEL_PREFIX}:stack"
 PROJECT_TAG: Final = f"{LABEL_PREFIX}:project"
 ENDPOINT_TAG: Final = f"{LABEL_PREFIX}:endpoint"
 SECRET_API_KEY_ENV: Final = "VLLM_API_KEY"
+# The characters an API key may have: those of a Bearer token (RFC 6750's b64token), which is how clients
+# send it; the proxy's key check (infra/render/proxy.py) matches it literally.
+API_KEY_CHARACTERS: Final = r"[A-Za-z0-9._~+/-]+=*"
 SECRET_HF_TOKEN_ENV: Final = "HF_TOKEN"
 
 # The reverse proxy (infra/render/proxy.py renders its nginx.conf).
@@ -101,8 +104,11 @@ PROXY_TLS_CERT_FILE: Final = "server.crt"
 PROXY_TLS_KEY_FILE: Final = "server.key"
 PROXY_TLS_CERT: Final = f"{PROXY_TLS_DIR}/{PROXY_TLS_CERT_FILE}"
 PROXY_TLS_KEY: Final = f"{PROXY_TLS_DIR}/{PROXY_TLS_KEY_FILE}"
+# The API key as nginx checks it (an nginx `map`, 0600: readable by the containers' user only).
+PROXY_KEY_CHECK_PATH: Final = "/etc/nginx/api-key.conf"
 # The same files on the host, under the cache folder's proxy subfolder (bind-mounted read-only).
 PROXY_CONFIG_FILE: Final = "nginx.conf"
+PROXY_KEY_CHECK_FILE: Final = "api-key.conf"
 PROXY_TLS_SUBDIR: Final = "tls"
 # Docker's embedded DNS on user-defined networks: re-resolving the vLLM container's name lets the
 # proxy follow a re-created vLLM container to its new address.

@@ -42,6 +42,8 @@ from vllm_endpoint.infra.catalog.names import (
     PROXY_CONFIG_FILE,
     PROXY_CONFIG_PATH,
     PROXY_CONTAINER_PORT,
+    PROXY_KEY_CHECK_FILE,
+    PROXY_KEY_CHECK_PATH,
     PROXY_ROLE,
     PROXY_TLS_DIR,
     PROXY_TLS_SUBDIR,
@@ -673,7 +675,8 @@ def nginx_version(image: str) -> tuple[int, int, int] | None:
 
 def proxy_container_spec(cfg: StackConfig, names: EndpointNames, host_cache_dir: str) -> ContainerSpec:
     proxy_dir = f"{host_cache_dir}/{CACHE_SUBDIR_PROXY}"  # DeploymentPlan.proxy_dir
-    mounts = [Mount(f"{proxy_dir}/{PROXY_CONFIG_FILE}", PROXY_CONFIG_PATH, read_only=True)]
+    mounts = [Mount(f"{proxy_dir}/{PROXY_CONFIG_FILE}", PROXY_CONFIG_PATH, read_only=True),
+              Mount(f"{proxy_dir}/{PROXY_KEY_CHECK_FILE}", PROXY_KEY_CHECK_PATH, read_only=True)]
     if cfg.access.tls == "self-signed":
         mounts.append(Mount(f"{proxy_dir}/{PROXY_TLS_SUBDIR}", PROXY_TLS_DIR, read_only=True))
     return ContainerSpec(

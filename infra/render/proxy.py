@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import replace
 from typing import Any
 
 from vllm_endpoint.infra.catalog.names import (
+    API_KEY_CHARACTERS,
     DOCKER_DNS,
     FORWARDED_PREFIX,
     HEALTH_PATH,
@@ -39,6 +41,8 @@ from vllm_endpoint.infra.catalog.names import (
     METRICS_PATH,
     PROXY_CONFIG_FILE,
     PROXY_CONTAINER_PORT,
+    PROXY_KEY_CHECK_FILE,
+    PROXY_KEY_CHECK_PATH,
     PROXY_TLS_CERT,
     PROXY_TLS_CERT_FILE,
     PROXY_TLS_KEY,
@@ -59,6 +63,7 @@ from vllm_endpoint.infra.plan.spec import (
 from vllm_endpoint.infra.render.host_scripts import fill_template, read_host_file
 
 CONFIG_DIGEST_LABEL = f"{LABEL_PREFIX}:config-digest"
+KEY_CHECK_VERSION_LABEL = f"{LABEL_PREFIX}:key-check-version"
 
 
 def proxy_spec(plan: DeploymentPlan) -> ContainerSpec:
@@ -68,12 +73,15 @@ def proxy_spec(plan: DeploymentPlan) -> ContainerSpec:
     return replace(plan.proxy, labels=(*plan.proxy.labels, (CONFIG_DIGEST_LABEL, digest)))
 
 
-def proxy_files(plan: DeploymentPlan, tls_certificate: Any,
+def proxy_files(plan: DeploymentPlan, api_key: Any, tls_certificate: Any,
                 tls_private_key: Any) -> tuple[dict[str, str], dict[str, Any]]:
-    """(mode, content) of each file the proxy reads, by its path under `plan.proxy_dir`. The TLS values
-    may be Outputs (the component) or text (tests)."""
-    modes = {PROXY_CONFIG_FILE: "0644"}
-    contents: dict[str, Any] = {PROXY_CONFIG_FILE: render_nginx_conf(plan.proxy_settings)}
+    """(mode, content) of each file the proxy reads, by its path under `plan.proxy_dir`. The key and the
+    TLS values may be Outputs (the component) or text (tests)."""
+    # The key check holds the key: readable by the containers' user only, like the TLS key.
+    modes = {PROXY_CONFIG_FILE: "0644", PROXY_KEY_CHECK_FILE: "0600"}
+    key_check = api_key.apply(render_key_check) if hasattr(api_key, "apply") else render_key_check(api_key)
+    contents: dict[str, Any] = {PROXY_CONFIG_FILE: render_nginx_conf(plan.proxy_settings),
+                                PROXY_KEY_CHECK_FILE: key_check}
     if plan.scheme == "https":
         cert, key = f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_CERT_FILE}", f"{PROXY_TLS_SUBDIR}/{PROXY_TLS_KEY_FILE}"
         modes |= {cert: "0644", key: "0600"}  # the key: readable by the containers' user only
@@ -82,6 +90,23 @@ def proxy_files(plan: DeploymentPlan, tls_certificate: Any,
 
 
 NGINX_TEMPLATE = "nginx.conf.template"
+KEY_CHECK_TEMPLATE = "nginx-api-key.conf.template"
+_API_KEY = re.compile(API_KEY_CHARACTERS)
+
+
+def render_key_check(api_key: str) -> str:
+    """The nginx `map` that sets $vllm_key_given to 1 when the Authorization header carries exactly this key.
+
+    The proxy refuses a /v1 request without the key itself, at the header, before it reads a byte of the
+    body: a client without the key can no longer make nginx buffer up to client_max_body_size to disk, nor
+    hold a connection by sending its body slowly, nor spend vLLM's API server's CPU. vLLM still checks the
+    key too. The match is a case-sensitive regular expression (a plain `map` string ignores case), with the
+    key's two characters that mean something in a regular expression written as one-character classes."""
+    if not _API_KEY.fullmatch(api_key):
+        raise ValueError("apiKey: may contain only letters, digits, - . _ ~ + / and trailing =, the characters "
+                         "of a Bearer token (RFC 6750); generate one with `openssl rand -hex 24`")
+    pattern = api_key.replace(".", "[.]").replace("+", "[+]")
+    return fill_template(read_host_file(KEY_CHECK_TEMPLATE), {"KEY_PATTERN": pattern})
 # The proxy terminates TLS with the certificate pair the proxy files put in PROXY_TLS_DIR.
 _TLS_DIRECTIVES = (
     ("ssl_certificate", PROXY_TLS_CERT),
@@ -119,6 +144,7 @@ def _template_values(settings: ProxySettings) -> dict[str, str | tuple[str, ...]
         "OPEN_FILES": str(limits.open_files),
         "VLLM_POOL": _pool_lines(limits) if settings.pooled_upstream else (),
         "MAX_BODY_MB": str(settings.max_body_mb),
+        "KEY_CHECK": PROXY_KEY_CHECK_PATH,
         "DOCKER_DNS": DOCKER_DNS,
         "LISTEN": f"{PROXY_CONTAINER_PORT} ssl" if settings.tls else str(PROXY_CONTAINER_PORT),
         "TLS_DIRECTIVES": tuple(f"{name} {value};" for name, value in _TLS_DIRECTIVES) if settings.tls else (),

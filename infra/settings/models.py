@@ -37,6 +37,7 @@ from pydantic.fields import FieldInfo
 
 from vllm_endpoint.infra.catalog.dtypes import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES
 from vllm_endpoint.infra.catalog.names import (
+    API_KEY_CHARACTERS,
     API_WORLD_OPT_IN,
     DEFAULT_API_PORT,
     DEFAULT_ENDPOINT_NAME,
@@ -775,8 +776,8 @@ class Secrets(_Settings):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
     api_key: SecretStr | None = Field(
-        None, description="(secret) API key apps send as `Authorization: Bearer`. Default: a random "
-        "48-character key (stack output `api_key`).",
+        None, description="(secret) API key apps send as `Authorization: Bearer`: at least 32 letters, digits "
+        "or - . _ ~ + / (a Bearer token's characters). Default: a random 48-character key (stack output `api_key`).",
         json_schema_extra=effect(CONTAINER),
     )
     hf_token: SecretStr | None = Field(
@@ -799,6 +800,12 @@ class Secrets(_Settings):
                     f"apiKey: must be at least {MIN_API_KEY_LENGTH} characters without spaces (got "
                     f"{len(key)}); generate one with `openssl rand -hex 24`, or unset it to let the "
                     "program generate one"
+                )
+            if not re.fullmatch(API_KEY_CHARACTERS, key):
+                raise ValueError(
+                    "apiKey: may contain only letters, digits, - . _ ~ + / and trailing =, the characters of "
+                    "a Bearer token (RFC 6750), which is how clients send it; generate one with `openssl rand "
+                    "-hex 24`, or unset it to let the program generate one"
                 )
         if self.hf_token is not None and not self.hf_token.get_secret_value().strip():
             raise ValueError("hfToken: is empty; unset it or set a token from huggingface.co/settings/tokens")

@@ -130,7 +130,7 @@ def deployed(machine: Machine, vllm_image: str, tiny_model: Path) -> LocalDeploy
 
     step("prepare-host", existing_host_prepare_script(plan.host_cache_dir, False, plan.config.server.container_user,
                                                       open_files=plan.config.server.container_open_files))
-    modes, contents = proxy_files(plan, None, None)
+    modes, contents = proxy_files(plan, api_key, None, None)
     step("proxy-files", write_files_script(plan.proxy_dir, modes), stdin=write_files_stdin(contents))
     assert plan.model_upload is not None
     step("model-upload", local_model_copy_script(plan))

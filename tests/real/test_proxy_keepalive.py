@@ -31,11 +31,11 @@ from tests.real.harness import images
 from tests.real.harness.common import BUILD_DIR
 from tests.real.harness.deployer import DEFAULT_NAMES, Deployment, deploy, existing_host_config, make_cache_dir
 from tests.real.harness.testhost import TestHost
-from vllm_endpoint.infra.catalog.names import PROXY_CONFIG_FILE, PROXY_CONFIG_PATH, SECRET_API_KEY_ENV
-from vllm_endpoint.infra.plan.spec import Mount, PortMapping
+from vllm_endpoint.infra.catalog.names import PROXY_CONFIG_FILE, SECRET_API_KEY_ENV
+from vllm_endpoint.infra.plan.spec import PortMapping
 from vllm_endpoint.infra.render.container import to_docker_run
 from vllm_endpoint.infra.render.host_scripts import write_files_script, write_files_stdin
-from vllm_endpoint.infra.render.proxy import WORKER_PROCESSES, proxy_spec, render_nginx_conf
+from vllm_endpoint.infra.render.proxy import WORKER_PROCESSES, proxy_files, proxy_spec, render_nginx_conf
 
 pytestmark = pytest.mark.real
 
@@ -123,11 +123,12 @@ def test_the_config_for_nginx_before_1_27_3_opens_a_connection_per_request(endpo
     host, plan = endpoint.host, endpoint.plan
     directory = f"{plan.host_cache_dir}/proxy-unpooled"
     conf = render_nginx_conf(dataclasses.replace(plan.proxy_settings, pooled_upstream=False))
-    host.ssh(write_files_script(directory, {PROXY_CONFIG_FILE: "0644"}),
-             input=write_files_stdin({PROXY_CONFIG_FILE: conf}))
+    modes, contents = proxy_files(plan, endpoint.api_key, None, None)
+    host.ssh(write_files_script(directory, modes), input=write_files_stdin({**contents, PROXY_CONFIG_FILE: conf}))
     spec = dataclasses.replace(proxy_spec(plan), name=f"{plan.names.proxy_container}-unpooled",
                                ports=(PortMapping(UNPOOLED_PORT, plan.proxy.ports[0].container_port),),
-                               mounts=(Mount(f"{directory}/{PROXY_CONFIG_FILE}", PROXY_CONFIG_PATH, read_only=True),))
+                               mounts=tuple(dataclasses.replace(m, source=m.source.replace(plan.proxy_dir, directory))
+                                            for m in plan.proxy.mounts))
     subprocess.run(["bash", "-euo", "pipefail", "-c", to_docker_run(spec)], env=host.docker_env(), check=True,
                    capture_output=True, text=True, timeout=120)
     try:

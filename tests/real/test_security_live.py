@@ -57,6 +57,7 @@ from tests.real.harness.testhost import TestHost
 from vllm_endpoint.infra.catalog.names import (
     DEFAULT_ENDPOINT_NAME,
     PROXY_CONFIG_FILE,
+    PROXY_KEY_CHECK_FILE,
     PROXY_TLS_CERT_FILE,
     PROXY_TLS_KEY_FILE,
     PROXY_TLS_SUBDIR,
@@ -132,8 +133,10 @@ class Answer:
 
     @property
     def from_proxy(self) -> bool:
-        """An error page nginx made itself, not something vLLM said."""
-        return NGINX_PAGE_MARK in self.body or (not self.body and self.headers.get("content-type") == "text/html")
+        """An error page nginx made itself, or its refusal of a request without the key (vLLM sends no
+        challenge), not something vLLM said."""
+        return (NGINX_PAGE_MARK in self.body or (not self.body and self.headers.get("content-type") == "text/html")
+                or self.headers.get("www-authenticate", "").startswith("Bearer"))
 
     def __str__(self) -> str:
         return f"HTTP {self.status} {self.body[:160]!r}"
@@ -458,9 +461,10 @@ def test_the_api_works_with_the_key_and_health_needs_none(plain: Deployment) -> 
 ])
 def test_path_tricks_gain_nothing(plain: Deployment, path: str) -> None:
     answer = _get(plain, "GET", path)
-    # Either nginx refused it itself, or it reached vLLM under /v1 and vLLM wanted the key.
+    # Either nginx refused it itself (401: a /v1 path without the key), or it reached vLLM under /v1 and
+    # vLLM wanted the key.
     if answer.from_proxy:
-        assert answer.status in (301, 400, 403, 404, 414), answer
+        assert answer.status in (301, 400, 401, 403, 404, 414), answer
         if answer.status == 301:  # /v1 -> /v1/: a redirect, nothing forwarded
             assert answer.headers["location"].endswith("/v1/")
     else:
@@ -698,9 +702,12 @@ def test_a_key_sent_any_way_is_in_no_log_on_the_host(plain: Deployment) -> None:
         log_path = Path(plain.host.docker("inspect", "--format", "{{.LogPath}}", name).stdout.strip())
         if key.encode() in log_path.read_bytes():
             found.append(str(log_path))
+    # The one file that holds the key by design: the proxy's key check, 0600 and owned by the containers' user.
+    key_check = Path(plain.plan.proxy_dir) / PROXY_KEY_CHECK_FILE
+    assert key.encode() in key_check.read_bytes() and key_check.stat().st_mode & 0o777 == 0o600
     for file in Path(plain.plan.host_cache_dir).rglob("*"):
         with contextlib.suppress(OSError):
-            if file.is_file() and key.encode() in file.read_bytes():
+            if file.is_file() and file != key_check and key.encode() in file.read_bytes():
                 found.append(str(file))
     assert found == [], f"the key is in {found}"
     # The refused requests are logged, by path alone.
@@ -1035,6 +1042,44 @@ def test_an_oversize_body_is_refused_by_the_proxy_and_nothing_is_forwarded(plain
     answer = _get(plain, "POST", "/v1/chat/completions", headers=_auth(plain), body=padded)
     assert not answer.from_proxy and answer.status < 500, answer
     assert "/v1/chat/completions" in _moved(before, _vllm_counters(plain.host))
+
+
+def test_bodies_without_the_key_are_refused_at_their_headers_and_never_buffered(plain: Deployment) -> None:
+    """Clients without the key that announce the largest body allowed, send some and stall. The proxy once
+    buffered such bodies in its 256 MiB /tmp until vLLM refused them, so a few filled it and long prompts
+    got 500. It refuses them from their headers now: at once, with nothing kept, and vLLM sees none."""
+    limit = plain.plan.proxy_settings.max_body_mb * 1024 * 1024
+    head = [("Host", f"{plain.host.address}:{plain.plan.api_port}"), ("Content-Type", "application/json"),
+            ("Content-Length", str(limit))]
+    keys = [[], [("Authorization", "Bearer wrong-" + "x" * 40)], [("Authorization", f"bearer {plain.api_key}")],
+            [("Authorization", f"Bearer {plain.api_key.swapcase()}")]]
+    before = _vllm_counters(plain.host)
+    holders, waits = [], []
+    try:
+        for i in range(8):  # eight bodies of the largest size would fill the proxy's /tmp twice over
+            sock = socket.create_connection((plain.host.address, plain.plan.api_port), timeout=10)
+            holders.append(sock)
+            started = time.monotonic()
+            sock.sendall(_request_bytes("POST", "/v1/chat/completions", [*head, *keys[i % len(keys)]]))
+            with contextlib.suppress(OSError):  # refused, nginx may stop reading
+                sock.sendall(b"x" * (1024 * 1024))
+            answer = _Wire(sock, 5).until(b"\r\n\r\n")
+            waits.append(time.monotonic() - started)
+            assert answer is not None and answer.startswith(b"HTTP/1.1 401 "), (i, answer)
+            assert b'www-authenticate: bearer realm="vllm"' in answer.lower(), answer
+        kept = plain.host.docker("exec", PROXY_CONTAINER_NAME, "du", "-sk", "/tmp").stdout.split()[0]
+        # While they hold their connections, a long prompt with the key is served.
+        padded = json.dumps(dict(CHAT_BODY, padding="x" * (256 * 1024))).encode()
+        served = _get(plain, "POST", "/v1/chat/completions", headers=_auth(plain), body=padded)
+    finally:
+        for sock in holders:
+            sock.close()
+    print(f"bodies without the key: refused after {max(waits):.2f} s at most; the proxy's /tmp held {kept} KiB")
+    assert max(waits) < 2, waits
+    assert int(kept) < 1024, f"the proxy kept {kept} KiB of refused bodies in /tmp"
+    assert not served.from_proxy and served.status < 500, served
+    routes = {route: n for route, n in _moved(before, _vllm_counters(plain.host)).items() if route.startswith("/")}
+    assert routes == {"/v1/chat/completions": 1}, f"a refused body reached vLLM: {routes}"
 
 
 def test_huge_headers_are_refused_by_the_proxy_which_keeps_serving(plain: Deployment) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,10 @@ class Mocks(pulumi.runtime.Mocks):
                         "public_key_openssh": public + "\n", "public_key_pem": "-----BEGIN PUBLIC KEY-----\n"}
         elif typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = MOCK_GENERATED_API_KEY_CHAR * inputs["length"]
+        elif typ == "random:index/randomId:RandomId":
+            # A new value when the keepers change, as the provider makes one.
+            keepers = json.dumps(unwrap(inputs.get("keepers", {})), sort_keys=True)
+            outputs["hex"] = hashlib.sha256((args.name + keepers).encode()).hexdigest()[:2 * int(inputs["byteLength"])]
         elif typ == "aws:ec2/eip:Eip":
             outputs |= {"public_ip": MOCK_PUBLIC_IP, "allocation_id": "eipalloc-0123456789abcdef0"}
         elif typ in ("aws:iam/instanceProfile:InstanceProfile", "aws:iam/role:Role"):

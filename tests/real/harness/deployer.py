@@ -148,7 +148,7 @@ def deploy(host: TestHost, config: StackConfig, api_key: str, *, hf_token: str |
         prepare_host(host, plan, owner)
 
     with _step(timings, "proxy_files"):
-        modes, contents = proxy_files(plan, *(tls_files or (None, None)))
+        modes, contents = proxy_files(plan, api_key, *(tls_files or (None, None)))
         host.ssh(write_files_script(plan.proxy_dir, modes), input=write_files_stdin(contents))
 
     if plan.model_upload is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,19 @@ from tests.unit.pulumi_mocks import (
     Mocks,
     is_secret_value,
     plaintext_occurrences,
+    unwrap,
 )
 from vllm_endpoint.components.vllm_endpoint import VllmEndpoint
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
-from vllm_endpoint.infra.catalog.names import CONTAINER_CACHE_ROOT, CONTAINER_MODEL_DIR, HOST_CACHE_MOUNT
+from vllm_endpoint.infra.catalog.names import (
+    CONTAINER_CACHE_ROOT,
+    CONTAINER_MODEL_DIR,
+    HOST_CACHE_MOUNT,
+    PROXY_KEY_CHECK_FILE,
+    PROXY_KEY_CHECK_PATH,
+)
 from vllm_endpoint.infra.plan.local_machine import LocalGpu, LocalMachine
+from vllm_endpoint.infra.render.proxy import KEY_CHECK_VERSION_LABEL, render_key_check
 from vllm_endpoint.infra.render.userdata import decode_user_data
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
 from vllm_endpoint.infra.settings.models import DEFAULT_AMI_SSM_PARAMETER, load_stack_config, setting_fields
@@ -288,11 +298,27 @@ def test_proxy_container_is_the_only_thing_on_the_api_port(aws: Deployed) -> Non
     assert proxy["ports"] == [{"internal": 8080, "external": 30005, "protocol": "tcp"}] or \
         proxy["ports"] == [{"internal": 8080, "external": 30005}]
     assert proxy["readOnly"] is True and proxy["user"] == "1000:1000"
-    assert {m["target"] for m in proxy["mounts"]} == {"/etc/nginx/nginx.conf"}
+    assert {m["target"] for m in proxy["mounts"]} == {"/etc/nginx/nginx.conf", PROXY_KEY_CHECK_PATH}
     assert all(m["readOnly"] for m in proxy["mounts"])
     network = aws.mocks.one("docker:index/network:Network").inputs
     # The endpoint's own network, named after it.
     assert proxy["networksAdvanced"][0]["name"] == network["name"] == "vllm-endpoint-vllm"
+
+
+def test_the_proxy_checks_the_key_from_a_0600_file_and_is_re_created_when_the_key_changes(aws: Deployed) -> None:
+    files = aws.by_name("-proxy-files")
+    assert f"{PROXY_KEY_CHECK_FILE}' 0600" in files.inputs["create"] or f"{PROXY_KEY_CHECK_FILE} 0600" in \
+        files.inputs["create"], files.inputs["create"]
+    written = dict(line.split(" ", 1) for line in files.inputs["stdin"].splitlines())  # name base64
+    assert base64.b64decode(written[PROXY_KEY_CHECK_FILE]).decode() == render_key_check(API_KEY)
+    assert is_secret_value(files.raw_inputs["stdin"])
+    proxy = aws.by_name("-proxy")
+    # The label that re-creates the proxy for a new key is a random version, kept by the key (a secret).
+    version = aws.by_name("-key-check")
+    assert is_secret_value(version.raw_inputs["keepers"]) and unwrap(version.raw_inputs["keepers"]) == {
+        "api_key": API_KEY}
+    labels = {label["label"]: label["value"] for label in proxy.raw_inputs["labels"]}
+    assert re.fullmatch(r"[0-9a-f]{16}", labels[KEY_CHECK_VERSION_LABEL]) and API_KEY not in str(labels)
 
 
 def test_images_are_pinned_and_pulled_through_the_ssh_provider(aws: Deployed) -> None:
@@ -492,7 +518,7 @@ def test_tls_makes_the_endpoint_https_and_exports_the_ca(tmp_path: Path) -> None
     csr = deployed.mocks.one("tls:index/certRequest:CertRequest").inputs
     assert csr["ipAddresses"] == [MOCK_PUBLIC_IP]
     proxy = deployed.containers()["vllm-proxy"]
-    assert {m["target"] for m in proxy["mounts"]} == {"/etc/nginx/nginx.conf", "/etc/nginx/tls"}
+    assert {m["target"] for m in proxy["mounts"]} == {"/etc/nginx/nginx.conf", PROXY_KEY_CHECK_PATH, "/etc/nginx/tls"}
     assert deployed.resource_secrets["proxy_files.stdin"] is True
 
 

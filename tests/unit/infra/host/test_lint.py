@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.model_folders import COPY_URN, UPLOAD_PLAN
-from vllm_endpoint.infra.catalog.names import PROXY_TLS_DIR
+from vllm_endpoint.infra.catalog.names import PROXY_KEY_CHECK_FILE, PROXY_KEY_CHECK_PATH, PROXY_TLS_DIR
 from vllm_endpoint.infra.plan.spec import Owner, ProxySettings, ReadinessGate
 from vllm_endpoint.infra.render.host_scripts import (
     HostClaims,
@@ -25,7 +25,7 @@ from vllm_endpoint.infra.render.host_scripts import (
     readiness_gate_script,
     write_files_script,
 )
-from vllm_endpoint.infra.render.proxy import render_nginx_conf
+from vllm_endpoint.infra.render.proxy import render_key_check, render_nginx_conf
 from vllm_endpoint.infra.render.userdata import HostBootSettings, boot_script, render_user_data
 
 HOST_DIR = Path(__file__).resolve().parents[4] / "infra" / "host"
@@ -128,6 +128,10 @@ def test_the_rendered_proxy_config_is_accepted_by_nginx(settings: ProxySettings,
                         "-keyout", str(tls_dir / "server.key"), "-out", str(tls_dir / "server.crt"), "-days", "1",
                         "-subj", "/CN=test"], check=True, capture_output=True)
         conf = conf.replace(PROXY_TLS_DIR, str(tls_dir))
+    # The key check, with a key that has every character a key may have.
+    key_check = tmp_path / PROXY_KEY_CHECK_FILE
+    key_check.write_text(render_key_check("Ab0-._~+/" * 4 + "=="))
+    conf = conf.replace(PROXY_KEY_CHECK_PATH, str(key_check))
     path = tmp_path / "nginx.conf"
     path.write_text(conf)
     result = subprocess.run([nginx_for(settings), "-t", "-c", str(path), "-p", str(tmp_path)],

@@ -65,7 +65,8 @@ def test_the_template_uses_nginx_variables_only_where_it_means_them() -> None:
     # The placeholder syntax never meets nginx's own $variables: the template's are the ones nginx knows.
     used = set(re.findall(r"\$(\w+)", read_host_file(NGINX_TEMPLATE)))
     assert used == {"uri", "vllm", "is_args", "args", "remote_addr", "scheme", "time_local", "request_method",
-                    "server_protocol", "status", "body_bytes_sent", "request_time", "http_x_api_key", "http_api_key"}
+                    "server_protocol", "status", "body_bytes_sent", "request_time", "http_x_api_key", "http_api_key",
+                    "vllm_key_given", "vllm_key_refused"}
 
 
 def test_plain_http_has_no_tls_directive_and_tls_has_all_of_them() -> None:
