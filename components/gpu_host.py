@@ -18,7 +18,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_aws as aws
@@ -33,6 +33,7 @@ from vllm_endpoint.infra.catalog.names import (
     ENDPOINT_TAG,
     HF_TOKEN_PARAMETER_TAG,
     HOST_CACHE_MOUNT,
+    METRICS_TAG,
     ON_DESTROY_RETAIN,
     ON_DESTROY_TAG,
     OPT_IN_MARKER_PREFIX,
@@ -44,6 +45,11 @@ from vllm_endpoint.infra.catalog.names import (
 from vllm_endpoint.infra.catalog.prices import PRICES_CHECKED, prices_for
 from vllm_endpoint.infra.plan.costs import VolumeSpec, volume_usd_per_month
 from vllm_endpoint.infra.plan.deployment import CacheVolume
+from vllm_endpoint.infra.render.cloudwatch_agent import (
+    access_log_group,
+    cloudwatch_agent_package_url,
+    prometheus_log_group,
+)
 from vllm_endpoint.infra.render.host_scripts import host_ready_script
 from vllm_endpoint.infra.render.ssh import DEFAULT_SSH_PORT
 from vllm_endpoint.infra.render.userdata import HostBootSettings, encode_user_data, render_user_data
@@ -60,6 +66,10 @@ CACHE_DEVICE_NAME = "/dev/sdf"
 # rule per CIDR. A rule referencing a prefix list counts as its maximum size against the security group's
 # 60 rules per family: two lists of 20 leave room for the plain rules and the egress rule.
 PREFIX_LIST_MAX_ENTRIES = 20
+# What the CloudWatch agent needs (metrics on): PutMetricData, the Logs calls for its EMF events, and what
+# it reads of EC2 (tags, volumes). AWS's managed policy for the agent on a server; Docker's awslogs driver
+# (the proxy's access log) needs only its logs:CreateLogStream and logs:PutLogEvents.
+CLOUDWATCH_AGENT_POLICY_ARN = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,14 @@ class GpuHostArgs:
     # Pulumi's `protect` on the created volume: destroy and replacing updates are refused while it is on.
     protect_cache_volume: bool = False
     region: str | None = None  # the stack's region, for the prices in `retained_on_destroy`
+    # The CloudWatch agent on the instance (installed at boot, configured by the VllmServer), the proxy's
+    # access log and the agent's samples in log groups that keep them `log_retention_days`. `metrics_scope`:
+    # the log groups' and metrics' name for this endpoint (cloudwatch_agent.metrics_scope).
+    metrics: bool = False
+    log_retention_days: int = 30
+    metrics_scope: str = ""
+    # "spot": a persistent spot request that stops the instance on interruption (see _market_options).
+    capacity: str = "on-demand"
 
 
 @dataclass(frozen=True)
@@ -129,11 +147,18 @@ class _SshKeys:
 
 
 @dataclass(frozen=True)
+class _InstanceRole:
+    """The instance's one role: the HF token's read policy and/or the CloudWatch agent's managed policy."""
+
+    role: aws.iam.Role
+    profile: aws.iam.InstanceProfile
+    agent_policy: aws.iam.RolePolicyAttachment | None
+
+
+@dataclass(frozen=True)
 class _TokenAccess:
     parameter: aws.ssm.Parameter
-    role: aws.iam.Role
     policy: aws.iam.RolePolicy
-    profile: aws.iam.InstanceProfile
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,7 @@ class _InstanceParts:
     keys: _SshKeys
     cache_volume_id: pulumi.Input[str]
     token_access: _TokenAccess | None
+    instance_role: _InstanceRole | None = None
 
 
 @dataclass(frozen=True)
@@ -185,9 +211,17 @@ class GpuHost(pulumi.ComponentResource):
         else:
             self.cache_volume = self._create_cache_volume(name, args, placement.availability_zone, tags)
             volume_id = self.cache_volume.id
-        self.token_access = self._create_token_access(name, args, tags) if args.hf_token is not None else None
-        self.instance = self._create_instance(name, args, _InstanceParts(
-            placement, self.security_group, keys, volume_id, self.token_access), tags)
+        self.instance_role = self._create_role(name, args, tags) \
+            if args.metrics or args.hf_token is not None else None
+        self.token_access = self._create_token_access(name, args, self.instance_role, tags) \
+            if self.instance_role is not None and args.hf_token is not None else None
+        self.log_groups = self._create_log_groups(name, args, tags) if args.metrics else []
+        self.region = aws.get_region().region
+        # Metrics on: the instance tag boot.sh reads to set up the CloudWatch agent (a tag changes in place).
+        instance_args = replace(args, prefetch_tags={**args.prefetch_tags, METRICS_TAG: "cloudwatch-agent"}) \
+            if args.metrics else args
+        self.instance = self._create_instance(name, instance_args, _InstanceParts(
+            placement, self.security_group, keys, volume_id, self.token_access, self.instance_role), tags)
         self.cache_volume_attachment, self.elastic_ip, self.elastic_ip_association = self._attach(
             name, self.instance, volume_id, tags)
         self.status_alarm = self._create_status_alarm(name, args, self.instance, tags)
@@ -373,7 +407,7 @@ class GpuHost(pulumi.ComponentResource):
                 # The boot script reads what to prefetch from the instance's tags.
                 "instance_metadata_tags": "enabled",
             },
-            iam_instance_profile=token_access.profile.name if token_access else None,
+            iam_instance_profile=parts.instance_role.profile.name if parts.instance_role else None,
             root_block_device={
                 "encrypted": True,  # CKV_AWS_8
                 "kms_key_id": args.kms_key_id,
@@ -383,6 +417,7 @@ class GpuHost(pulumi.ComponentResource):
             },
             monitoring=args.detailed_monitoring,  # CKV_AWS_126
             ebs_optimized=True,
+            instance_market_options=_market_options(args.capacity),
             tags=instance_tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -392,6 +427,9 @@ class GpuHost(pulumi.ComponentResource):
                 # Unpinned, the AMI follows the SSM parameter; a newly published AMI must not replace
                 # a running endpoint. Pin `amiId` to move to a new one deliberately.
                 ignore_changes=[] if args.ami_id else ["ami"],
+                # EC2 cannot change a spot instance's type, even stopped (the provider's stop/modify/start
+                # would fail): on spot a new instance type is a new instance.
+                replace_on_changes=["instanceType"] if args.capacity == "spot" else None,
             ),
         )
 
@@ -420,7 +458,27 @@ class GpuHost(pulumi.ComponentResource):
         )
         return attachment, eip, association
 
-    def _create_token_access(self, name: str, args: GpuHostArgs, tags: dict[str, str]) -> _TokenAccess:
+    def _create_role(self, name: str, args: GpuHostArgs, tags: dict[str, str]) -> _InstanceRole:
+        """The instance's role and profile: for the HF token's read policy, the CloudWatch agent's, or both."""
+        opts = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                               "Principal": {"Service": "ec2.amazonaws.com"}}],
+            }),
+            tags=tags,
+            opts=opts,
+        )
+        agent_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch-agent-policy", role=role.name, policy_arn=CLOUDWATCH_AGENT_POLICY_ARN, opts=opts,
+        ) if args.metrics else None
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=opts)
+        return _InstanceRole(role, profile, agent_policy)
+
+    def _create_token_access(self, name: str, args: GpuHostArgs, instance_role: _InstanceRole,
+                             tags: dict[str, str]) -> _TokenAccess:
         """The HF token in an encrypted SSM parameter, readable by this instance's role and nothing more:
         the boot-time model download gets it without it ever entering user-data."""
         opts = pulumi.ResourceOptions(parent=self)
@@ -434,19 +492,9 @@ class GpuHost(pulumi.ComponentResource):
             tags=tags,
             opts=opts,
         )
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                               "Principal": {"Service": "ec2.amazonaws.com"}}],
-            }),
-            tags=tags,
-            opts=opts,
-        )
         policy = aws.iam.RolePolicy(
             f"{name}-read-hf-token",
-            role=role.id,
+            role=instance_role.role.id,
             policy=pulumi.Output.all(parameter.arn, args.kms_key_id).apply(lambda values: json.dumps({
                 "Version": "2012-10-17",
                 "Statement": [
@@ -456,8 +504,24 @@ class GpuHost(pulumi.ComponentResource):
             })),
             opts=opts,
         )
-        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=opts)
-        return _TokenAccess(parameter, role, policy, profile)
+        return _TokenAccess(parameter, policy)
+
+    def _create_log_groups(self, name: str, args: GpuHostArgs, tags: dict[str, str]) -> list[aws.cloudwatch.LogGroup]:
+        """The proxy's access log and the CloudWatch agent's samples (CloudWatch turns them into metrics at
+        ingestion), each kept `log_retention_days`. Created here, so neither writer creates one that keeps
+        its events forever. CloudWatch Logs encrypts them at rest; kmsKeyId is not used for them (its key
+        policy would have to admit the CloudWatch Logs service)."""
+        scope = args.metrics_scope or pulumi.get_stack()
+        return [
+            aws.cloudwatch.LogGroup(
+                f"{name}-{kind}-log",
+                name=group,
+                retention_in_days=args.log_retention_days,
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for kind, group in (("access", access_log_group(scope)), ("metrics", prometheus_log_group(scope)))
+        ]
 
     def _create_status_alarm(self, name: str, args: GpuHostArgs, instance: aws.ec2.Instance,
                              tags: dict[str, str]) -> aws.cloudwatch.MetricAlarm | None:
@@ -562,8 +626,24 @@ class _IngressRule:
         )
 
 
+def _market_options(capacity: str) -> aws.ec2.InstanceInstanceMarketOptionsArgs | None:
+    """`capacity: spot`: a persistent spot request whose interruption stops the instance (EC2 allows stop only
+    with a persistent request). The root and cache volumes are EBS and the Elastic IP stays associated, so a
+    stopped instance keeps its disk, its cache and its address, and EC2 starts it again when it has capacity.
+    No maximum price: up to the on-demand price, EC2's default. On demand: no market options at all."""
+    if capacity != "spot":
+        return None
+    return aws.ec2.InstanceInstanceMarketOptionsArgs(
+        market_type="spot",
+        spot_options=aws.ec2.InstanceInstanceMarketOptionsSpotOptionsArgs(
+            spot_instance_type="persistent",
+            instance_interruption_behavior="stop",
+        ),
+    )
+
 def _user_data(args: GpuHostArgs, parts: _InstanceParts) -> pulumi.Output[str]:
     host_key = parts.keys.host_key
+    region = aws.get_region().region
     return pulumi.Output.all(
         parts.cache_volume_id, host_key.private_key_openssh, host_key.public_key_openssh,
     ).apply(lambda values: encode_user_data(render_user_data(HostBootSettings(
@@ -572,6 +652,8 @@ def _user_data(args: GpuHostArgs, parts: _InstanceParts) -> pulumi.Output[str]:
         host_private_key_openssh=values[1],
         host_public_key_openssh=values[2],
         docker_data_on_cache_volume=args.docker_data_on_cache_volume,
+        # On every instance (metrics on or off), so turning metrics on changes no user-data (no restart).
+        agent_package_url=cloudwatch_agent_package_url(region),
     ))))
 
 

@@ -21,12 +21,23 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from vllm_endpoint.components._endpoint_settings import EndpointSettings, load_settings
+from vllm_endpoint.components._instance_state import check_instance
 from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, SshTarget, secret
 from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs, IngressArgs, SshKeyArgs
+from vllm_endpoint.components.monitoring import EndpointMonitoring, EndpointMonitoringArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
-from vllm_endpoint.components.vllm_server import TlsMaterial, VllmServer, VllmServerArgs
-from vllm_endpoint.infra.catalog.names import LOCAL_API_ADDRESS, PREFETCH_MODEL_TAG, PROJECT
+from vllm_endpoint.components.vllm_server import MetricsArgs, TlsMaterial, VllmServer, VllmServerArgs
+from vllm_endpoint.infra.catalog.names import (
+    ENDPOINT_TAG,
+    LOCAL_API_ADDRESS,
+    METRICS_NAMESPACE,
+    PREFETCH_MODEL_TAG,
+    PROJECT,
+    STACK_TAG,
+)
+from vllm_endpoint.infra.render.cloudwatch_agent import access_log_group, metrics_scope
 from vllm_endpoint.infra.render.container import plan_docker_run
+from vllm_endpoint.infra.render.dashboard import dashboard_name
 from vllm_endpoint.infra.render.host_scripts import summary_with_capacity
 from vllm_endpoint.infra.render.ssh import ssh_command
 
@@ -78,16 +89,24 @@ class VllmEndpoint(pulumi.ComponentResource):
     """When each deploy stage finished, as the readiness gate saw it."""
     ca_certificate: pulumi.Output[str | None]
     """The private CA's certificate with `tls: self-signed` (trust it in clients)."""
+    dashboard_url: pulumi.Output[str | None]
+    """The stack's CloudWatch dashboard in the AWS console (AWS with `metrics` on; else None)."""
+    idle_stop: pulumi.Output[str | None]
+    """With `idleStopMinutes`: that the endpoint may be stopped when idle, and how to start it; else None."""
 
     def __init__(self, name: str, args: VllmEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Every check first: a bad setting stops the program before any resource exists.
         settings = load_settings(name, args)
+        # A stopped instance (idle stop, spot interruption) stops the program here, before any resource.
+        state_warnings = check_instance(pulumi.get_stack(), name, settings.plan.config.aws.capacity) \
+            if settings.plan.config.target == "aws" else []
         super().__init__(f"{PROJECT}:index:VllmEndpoint", name, None, opts)
         plan = settings.plan
-        for warning in plan.warnings:
+        for warning in [*plan.warnings, *state_warnings]:
             pulumi.log.warn(warning, resource=self)
         self.api_key, self.generated_api_key = self._api_key(name, settings)
         self.host = self._create_gpu_host(name, settings) if plan.config.target == "aws" else None
+        self.metrics = self._metrics(name, self.host)
         host = self._host(settings, self.host)
         self.tls = self._create_tls(name, host.target.address if host.target else LOCAL_API_ADDRESS) \
             if plan.scheme == "https" else None
@@ -97,9 +116,11 @@ class VllmEndpoint(pulumi.ComponentResource):
                 plan=plan, target=host.target, api_key=self.api_key, ssh_dir=settings.ssh_dir,
                 hf_token=settings.inputs.hf_token, tls=self.tls.material if self.tls else None,
                 prepare_existing_host=self.host is None, depends_on=host.depends_on,
+                metrics=self.metrics,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.monitoring = self._create_monitoring(name, settings, self.host)
         self._set_outputs(settings, host)
         self.register_outputs({
             "endpoint_url": self.endpoint_url,
@@ -114,6 +135,8 @@ class VllmEndpoint(pulumi.ComponentResource):
             "plan": self.plan_summary,
             "deploy_timeline": self.deploy_timeline,
             "ca_certificate": self.ca_certificate,
+            "dashboard_url": self.dashboard_url,
+            "idle_stop": self.idle_stop,
         })
 
     def _api_key(self, name: str, settings: EndpointSettings) -> tuple[
@@ -151,6 +174,36 @@ class VllmEndpoint(pulumi.ComponentResource):
                 cache_volume_id=aws_settings.cache_volume_id,
                 protect_cache_volume=aws_settings.protect_cache_volume,
                 region=plan.costs.region if plan.costs is not None else None,
+                metrics=aws_settings.metrics, log_retention_days=aws_settings.log_retention_days,
+                metrics_scope=metrics_scope(pulumi.get_stack(), name),
+                capacity=aws_settings.capacity,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    @staticmethod
+    def _metrics(name: str, gpu_host: GpuHost | None) -> MetricsArgs | None:
+        """What the server needs for the CloudWatch agent and the access log: AWS with metrics on."""
+        if gpu_host is None or not gpu_host.log_groups:
+            return None
+        scope = metrics_scope(pulumi.get_stack(), name)
+        return MetricsArgs(scope=scope, namespace=METRICS_NAMESPACE, access_log_group=access_log_group(scope),
+                           region=gpu_host.region, instance_id=gpu_host.instance_id)
+
+    def _create_monitoring(self, name: str, settings: EndpointSettings,
+                           gpu_host: GpuHost | None) -> EndpointMonitoring | None:
+        """The dashboard and the alarms (with their e-mail and the idle stop): AWS with metrics on."""
+        aws_settings = settings.plan.config.aws
+        if gpu_host is None or not aws_settings.metrics:
+            return None
+        return EndpointMonitoring(
+            f"{name}-monitoring",
+            EndpointMonitoringArgs(
+                region=gpu_host.region, scope=metrics_scope(pulumi.get_stack(), name),
+                name=dashboard_name(pulumi.get_project(), pulumi.get_stack(), name),
+                instance_id=gpu_host.instance_id, alarm_email=aws_settings.alarm_email,
+                idle_stop_minutes=aws_settings.idle_stop_minutes,
+                tags={**aws_settings.tags, STACK_TAG: pulumi.get_stack(), ENDPOINT_TAG: name},
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -158,7 +211,8 @@ class VllmEndpoint(pulumi.ComponentResource):
     @staticmethod
     def _host(settings: EndpointSettings, gpu_host: GpuHost | None) -> _Host:
         if gpu_host is not None:
-            return _Host(gpu_host.ssh_target, [gpu_host.ready], gpu_host.public_ip,
+            # The log groups first: Docker's awslogs driver needs the proxy's to exist.
+            return _Host(gpu_host.ssh_target, [gpu_host.ready, *gpu_host.log_groups], gpu_host.public_ip,
                          gpu_host.instance_id, gpu_host.cache_volume_id)
         if settings.plan.config.target == "local":
             return _Host(None, [], pulumi.Output.from_input(LOCAL_API_ADDRESS),
@@ -185,7 +239,9 @@ class VllmEndpoint(pulumi.ComponentResource):
         self.retained_on_destroy = (self.host.retained_on_destroy if self.host is not None
                                     else pulumi.Output.from_input(None))
         self.deploy_timeline = self.server.deploy_timeline
-        self.docker_run = pulumi.Output.from_input(plan_docker_run(plan, self.server.owner))
+        self.docker_run = pulumi.Output.from_input(plan_docker_run(
+            plan, self.server.owner,
+            (self.metrics.access_log_group, self.metrics.region) if self.metrics is not None else None))
         # vLLM's own KV cache figures join the plan's estimate once the gate saw the server ready; the
         # output is therefore unknown in a preview, so the plan (what runs, the fit, the costs) is also
         # printed as a diagnostic: `pulumi preview` shows it before anything is paid for.
@@ -197,6 +253,10 @@ class VllmEndpoint(pulumi.ComponentResource):
                                             f"{ssh_dir}/{KNOWN_HOSTS_FILE}", target.port)))
         self.ca_certificate = (self.tls.ca_cert.cert_pem if self.tls is not None
                                else pulumi.Output.from_input(None))
+        self.dashboard_url = (self.monitoring.dashboard_url if self.monitoring is not None
+                              else pulumi.Output.from_input(None))
+        self.idle_stop = pulumi.Output.from_input(_idle_stop_note(plan.config.aws.idle_stop_minutes)
+                                                  if self.monitoring is not None else None)
 
     def _create_tls(self, name: str, address: pulumi.Input[str]) -> "_Tls":
         """A private CA and a server certificate for the endpoint's address (IP or DNS name)."""
@@ -245,6 +305,15 @@ class _Tls:
     request: tls.CertRequest
     server_cert: tls.LocallySignedCert
     material: TlsMaterial
+
+
+def _idle_stop_note(minutes: int | None) -> str | None:
+    if minutes is None:
+        return None
+    return (f"The instance is stopped after {minutes} minutes without a request (a CloudWatch alarm); the cache "
+            "volume and the Elastic IP stay. While it is stopped the endpoint refuses connections: apps should "
+            "retry with backoff, and `scripts/wake.sh <stack>` (or `aws ec2 start-instances --instance-ids "
+            "<instance_id>`) starts it; it serves again once /v1/models answers, a few minutes later.")
 
 
 def _is_ip(address: str) -> bool:

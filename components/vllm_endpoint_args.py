@@ -206,6 +206,28 @@ class VllmEndpointArgs(TypedDict, total=False):
     recovery_alarm: bool
     ("CloudWatch alarm that recovers the instance when its system status check fails (only where the instance "
      "type supports recovery). Default: `true`. (Stack setting `recoveryAlarm`.)")
+    metrics: bool
+    ("The CloudWatch agent on the instance publishes vLLM's metrics (requests running and waiting, tokens, "
+     "KV-cache usage) and the GPU's, the proxy's access log goes to CloudWatch Logs, and the stack gets a "
+     "dashboard (output `dashboard_url`) and alarms. The instance gets a role with AWS's "
+     "CloudWatchAgentServerPolicy. Changing it re-creates the proxy (its log driver), changes the instance's "
+     "role and tags in place (no restart), and installs or stops the agent. Default: `true`. (Stack setting "
+     "`metrics`.)")
+    alarm_email: str
+    ("Send the alarms to this address through an SNS topic (AWS mails a confirmation link first). Unset: the "
+     "alarms only show on the dashboard. (Stack setting `alarmEmail`.)")
+    log_retention_days: int
+    ("Days CloudWatch Logs keeps the proxy's access log (one of CloudWatch's retention values: 1, 3, 5, 7, 14,"
+     " 30, 60, 90, 120, 150, 180, 365, ...). Default: `30`. (Stack setting `logRetentionDays`.)")
+    idle_stop_minutes: int
+    ("Stop the instance when no token has been generated for this many minutes (a CloudWatch alarm on vLLM's "
+     "own metrics; needs `metrics`; the cache volume and Elastic IP stay). `scripts/wake.sh <stack>` starts it"
+     " again. Unset: never stopped for idleness. (Stack setting `idleStopMinutes`.)")
+    capacity: str
+    ("`spot`: a persistent spot request that stops the instance on interruption (the volume and address stay; "
+     "it resumes when capacity returns). Going to spot replaces the instance; back to on-demand, the AWS "
+     "provider keeps the spot instance, and the plan says how to replace it. One of: `on-demand`, `spot`. "
+     "Default: `on-demand`. (Stack setting `capacity`.)")
     host_address: pulumi.Input[str]
     ("target=existing-host: address the endpoint and SSH use. May be an Output of another resource. (Stack "
      "setting `hostAddress`.)")

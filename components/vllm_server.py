@@ -21,7 +21,8 @@ import pulumi_random as random
 from vllm_endpoint.components._support import SshTarget, secret, write_ssh_files
 from vllm_endpoint.infra.catalog.names import LOCAL_API_ADDRESS, PROJECT, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
-from vllm_endpoint.infra.plan.spec import Owner, owned_by
+from vllm_endpoint.infra.plan.spec import Owner, owned_by, with_awslogs
+from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, agent_apply_script, agent_stop_script
 from vllm_endpoint.infra.render.container import to_container_args
 from vllm_endpoint.infra.render.host_scripts import (
     existing_host_prepare_script,
@@ -44,6 +45,18 @@ class TlsMaterial:
     private_key_pem: pulumi.Input[str]  # secret
 
 
+@dataclass(frozen=True)
+class MetricsArgs:
+    """The CloudWatch side on an AWS host (metrics on): the metrics' scope (`stack` dimension) and namespace,
+    and the log group (created by the GpuHost) the proxy's access log goes to, in `region`."""
+
+    scope: str
+    namespace: str
+    access_log_group: str
+    region: str
+    instance_id: pulumi.Input[str]  # the idle-stop alarm's metric is published per instance
+
+
 @dataclass
 class VllmServerArgs:
     plan: DeploymentPlan
@@ -54,6 +67,7 @@ class VllmServerArgs:
     tls: TlsMaterial | None = None
     prepare_existing_host: bool = False
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    metrics: MetricsArgs | None = None  # AWS only: needs the instance's role and the agent from its user-data
 
 
 # A step that runs on the host: over SSH, or here with target=local.
@@ -93,15 +107,19 @@ class VllmServer(pulumi.ComponentResource):
         self.proxy_image = docker.RemoteImage(
             f"{name}-proxy-image", name=plan.proxy.image, keep_locally=True, opts=docker_opts,
         )
+        proxy = owned_by(proxy_spec(plan), self.owner)
+        if args.metrics is not None:
+            # The access log (paths only, never query strings: nginx.conf.template) to CloudWatch Logs.
+            proxy = with_awslogs(proxy, args.metrics.access_log_group, args.metrics.region)
         self.proxy_container = docker.Container(
             f"{name}-proxy",
-            **_with_key_version(to_container_args(owned_by(proxy_spec(plan), self.owner),
-                                                  image=self.proxy_image.image_id, secret_env_values={},
+            **_with_key_version(to_container_args(proxy, image=self.proxy_image.image_id, secret_env_values={},
                                                   network_id=self.network.name), self.key_check_version),
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider,
                                         depends_on=[*depends_on, self.proxy_files], delete_before_replace=True),
         )
         self.readiness = self._create_readiness_gate(name, args, [self.vllm_container, self.proxy_container])
+        self.cloudwatch_agent = self._configure_agent(name, args, args.metrics) if args.metrics is not None else None
         # The gate's report without the progress lines it streamed while it waited.
         self.deploy_timeline = self.readiness.stdout.apply(gate_report)
         self.register_outputs({"deploy_timeline": self.deploy_timeline})
@@ -144,6 +162,34 @@ class VllmServer(pulumi.ComponentResource):
             **to_container_args(owned_by(args.plan.vllm, self.owner), image=image_id, secret_env_values=secret_env,
                                 network_id=network.name),
             opts=opts,
+        )
+
+    def _configure_agent(self, name: str, args: VllmServerArgs, metrics: MetricsArgs) -> command.remote.Command:
+        """The CloudWatch agent's configuration written and applied once the vLLM container exists, and again
+        when it is re-created: its scrape target is the container's address on the endpoint's network.
+
+        That address is the one Docker gave the container (`network_datas`), not a fixed one: `--ip` needs a
+        network with a subnet the program chose, which could overlap the VPC's or another network's ranges
+        (Docker checks the host's routes only for subnets it picks itself), and changing the network would
+        re-create every container of existing stacks. Docker keeps a re-created or restarted container's
+        address only by chance; a boot, which starts vLLM and the proxy together, may swap them, so the
+        host's boot step (infra/host/cloudwatch-agent.sh retarget) points the agent at the new address."""
+        target = args.target
+        if target is None:
+            raise ValueError("metrics: the CloudWatch agent runs on an AWS host only")
+        network = args.plan.network
+        address = self.vllm_container.network_datas.apply(lambda data: _address_on(data, network))
+        return command.remote.Command(
+            f"{name}-cloudwatch-agent",
+            connection=target.connection(),
+            create=pulumi.Output.all(address, metrics.instance_id).apply(lambda values: agent_apply_script(
+                AgentInputs(stack=metrics.scope, namespace=metrics.namespace, vllm_address=values[0],
+                            instance_id=values[1]))),
+            delete=agent_stop_script(),
+            # A re-created container, even one that got its predecessor's address, is scraped afresh.
+            triggers=[self.vllm_container.id, address],
+            # The old step's delete (stop the agent) before the new one's create (start it), not after.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.vllm_container], delete_before_replace=True),
         )
 
     def _create_readiness_gate(self, name: str, args: VllmServerArgs,
@@ -255,6 +301,15 @@ def _with_key_version(container_args: dict[str, Any], version: random.RandomId) 
     key (a new version) re-creates the proxy."""
     labels = [*container_args["labels"], {"label": KEY_CHECK_VERSION_LABEL, "value": version.hex}]
     return {**container_args, "labels": labels}
+
+
+def _address_on(network_data: Any, network: str) -> str:
+    """The container's IPv4 address on `network`, from pulumi-docker's `network_datas`."""
+    for entry in network_data or []:
+        get = entry.get if isinstance(entry, dict) else lambda key, e=entry: getattr(e, key, None)
+        if get("network_name") == network and get("ip_address"):
+            return str(get("ip_address"))
+    raise ValueError(f"the vLLM container has no IPv4 address on the network {network}")
 
 
 def _image_id(image: docker.RemoteImage | docker.Image) -> pulumi.Output[str]:

@@ -183,6 +183,37 @@ def _instance_policies() -> list[Policy]:
             framework=_framework("Checkov", "CKV_AWS_126"),
             tags=["aws", "observability"],
         ),
+        ResourceValidationPolicy(
+            name="log-retention",
+            description="CloudWatch Logs groups should set a retention period (unset keeps events forever).",
+            validate=_on_types(frozenset({rules.LOG_GROUP}),
+                               lambda a: rules.check_log_retention(a.resource_type, a.props)),
+            # Cost and data minimisation, not a security boundary: warn, like detailed-monitoring.
+            enforcement_level=EnforcementLevel.ADVISORY,
+            severity=Severity.LOW,
+            framework=_framework("Checkov", "CKV_AWS_66"),
+            tags=["aws", "observability"],
+        ),
+        ResourceValidationPolicy(
+            name="sns-encrypted",
+            description="SNS topics must be encrypted at rest with a KMS key.",
+            validate=_on_types(frozenset({rules.SNS_TOPIC}),
+                               lambda a: rules.check_sns_encrypted(a.resource_type, a.props)),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.MEDIUM,
+            framework=_framework("Checkov", "CKV_AWS_26"),
+            tags=["aws", "encryption"],
+        ),
+        ResourceValidationPolicy(
+            name="kms-key-rotation",
+            description="Customer managed KMS keys should rotate their key material.",
+            validate=_on_types(frozenset({rules.KMS_KEY}),
+                               lambda a: rules.check_kms_key_rotation(a.resource_type, a.props)),
+            enforcement_level=EnforcementLevel.ADVISORY,
+            severity=Severity.LOW,
+            framework=_framework("Checkov", "CKV_AWS_7"),
+            tags=["aws", "encryption"],
+        ),
     ]
 
 

@@ -49,6 +49,9 @@ DOCKER_PROVIDER: Final = "pulumi:providers:docker"
 RANDOM_PASSWORD: Final = "random:index/randomPassword:RandomPassword"
 RANDOM_STRING: Final = "random:index/randomString:RandomString"
 SSM_PARAMETER: Final = "aws:ssm/parameter:Parameter"
+LOG_GROUP: Final = "aws:cloudwatch/logGroup:LogGroup"
+SNS_TOPIC: Final = "aws:sns/topic:Topic"
+KMS_KEY: Final = "aws:kms/key:Key"
 REMOTE_COMMAND_PREFIX: Final = "command:remote:"
 
 # The product's names (tags, labels, opt-in settings) live once, in infra/catalog/names.py, which needs
@@ -466,6 +469,52 @@ def check_detailed_monitoring(resource_type: str, props: Props) -> list[str]:
         "Detailed (1-minute) CloudWatch monitoring is off, so a GPU host that stops answering shows up "
         f"5 minutes late in metrics and alarms. Set monitoring=True. {anchor('Checkov CKV_AWS_126')}"
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Log retention (policy: log-retention)
+
+
+def check_log_retention(resource_type: str, props: Props) -> list[str]:
+    """A CloudWatch Logs group must say how long it keeps its events (unset or 0: forever)."""
+    if resource_type != LOG_GROUP:
+        return []
+    days = raw(props).get("retentionInDays") if isinstance(raw(props), Mapping) else None
+    if _is_unknown(days) or (_as_int(days) or 0) > 0:
+        return []
+    return [
+        "retentionInDays is not set (or 0): CloudWatch Logs keeps every event forever, and the account pays "
+        "for it every month; an access log also keeps client addresses with no end. Set retentionInDays "
+        f"(the product sets logRetentionDays, 30 by default). {anchor('Checkov CKV_AWS_66')}"
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Encrypted notifications (policies: sns-encrypted, kms-key-rotation)
+
+
+def check_sns_encrypted(resource_type: str, props: Props) -> list[str]:
+    """An SNS topic must be encrypted at rest (its messages name the stack, its alarms and their reasons)."""
+    if resource_type != SNS_TOPIC:
+        return []
+    key = raw(props).get("kmsMasterKeyId") if isinstance(raw(props), Mapping) else None
+    if _is_unknown(key) or (isinstance(key, str) and key.strip()):
+        return []
+    return [
+        "kmsMasterKeyId is not set: the topic's messages are stored unencrypted. Give it a KMS key whose policy "
+        "lets the services that publish use it (CloudWatch cannot publish to a topic under SNS's AWS managed key, "
+        f"alias/aws/sns). {anchor('Checkov CKV_AWS_26')}"
+    ]
+
+
+def check_kms_key_rotation(resource_type: str, props: Props) -> list[str]:
+    """A customer managed KMS key should rotate its key material every year."""
+    if resource_type != KMS_KEY:
+        return []
+    rotation = raw(props).get("enableKeyRotation") if isinstance(raw(props), Mapping) else None
+    if _is_unknown(rotation) or rotation is True:
+        return []
+    return [f"enableKeyRotation is not true: the key's material never changes. {anchor('Checkov CKV_AWS_7')}"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ TOP: tuple[tuple[str, str], ...] = (
     ("examples/", "aws-dev, aws-prod, existing-host, two-endpoints, consumer (each built by a test)"),
     ("policy/", "the pulumi-policy pack `deploy.sh` runs with every `pulumi up`"),
     ("tests/", "unit/ mirrors this layout (pure, mocks, policy); real/ runs real parts"),
-    ("scripts/", "the README's two commands (deploy.sh, test.sh) and setup.sh"),
+    ("scripts/", "the README's two commands (deploy.sh, test.sh), setup.sh, and wake.sh (starts a stopped endpoint)"),
     ("tools/", "gen_docs.py writes and checks every generated file; the vLLM flag-table check"),
     ("bench/, docs/", "benchmarks that print figures (their runs in bench/results/); generated pages and pictures"),
 )

@@ -170,3 +170,16 @@ DOCKER_DATA_ROOT_ON_VOLUME: Final = f"{HOST_CACHE_MOUNT}/docker"
 CLOUDWATCH_AGENT_DIR: Final = "/opt/aws/amazon-cloudwatch-agent"
 CLOUDWATCH_AGENT_CONFIG_FILE: Final = f"{CLOUDWATCH_AGENT_DIR}/etc/{PROJECT}.json"
 CLOUDWATCH_AGENT_SCRAPE_FILE: Final = f"{CLOUDWATCH_AGENT_DIR}/etc/{PROJECT}-prometheus.yaml"
+# The agent package's control script: where it is, the agent is installed.
+CLOUDWATCH_AGENT_CTL: Final = f"{CLOUDWATCH_AGENT_DIR}/bin/amazon-cloudwatch-agent-ctl"
+# Installs the agent (first boot, or the deploy that turns metrics on) and points its scrape at the vLLM
+# container's address after a boot: infra/host/cloudwatch-agent.sh, in user-data on every AWS instance.
+CLOUDWATCH_AGENT_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/cloudwatch-agent.sh"
+# Instance tag: present (metrics on), boot.sh runs CLOUDWATCH_AGENT_SCRIPT. A tag, not user-data: turning
+# metrics on or off never stops the instance.
+METRICS_TAG: Final = f"{LABEL_PREFIX}:metrics"
+# The CloudWatch namespace of the endpoint's metrics (vLLM's and the GPU's); the `stack` dimension tells
+# stacks apart.
+METRICS_NAMESPACE: Final = "VllmEndpoint"
+# CloudWatch Logs groups of an endpoint: /vllm-endpoint/<scope>/<kind> (infra/render/cloudwatch_agent.py).
+LOG_GROUP_PREFIX: Final = f"/{PROJECT}"

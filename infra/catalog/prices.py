@@ -1,12 +1,15 @@
-"""What EBS volumes and the Elastic IP cost, per region: data/ebs-prices.yaml, loaded and validated once.
+"""What EBS volumes and the Elastic IP cost, per region, and recorded spot prices of GPU instance types:
+data/ebs-prices.yaml, loaded and validated once.
 
-Pure data plus lookups; the arithmetic is in infra/plan/costs.py. Instance prices stay with the instance
-types (data/instance-types.yaml, gpus.py).
+Pure data plus lookups; the arithmetic is in infra/plan/costs.py. On-demand instance prices stay with the
+instance types (data/instance-types.yaml, gpus.py). Spot prices change hourly: a `SpotPrice` is one reading,
+with the date it was read and where.
 """
 
 from __future__ import annotations
 
 import datetime
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass as plain_dataclass
 from types import MappingProxyType
@@ -35,6 +38,30 @@ class RegionPrices:
     public_ipv4_hour: _Price
 
 
+@dataclass(frozen=True, config=STRICT_ENTRY)
+class SpotPrice:
+    """One reading of an instance type's spot price in a region, by availability zone (zone id: price)."""
+
+    instance: str
+    region: str
+    zones_usd_per_hour: Annotated[dict[str, _Price], Field(min_length=1)]
+    checked: datetime.date
+    where: str
+
+    @property
+    def low(self) -> float:
+        return min(self.zones_usd_per_hour.values())
+
+    @property
+    def high(self) -> float:
+        return max(self.zones_usd_per_hour.values())
+
+    @property
+    def typical(self) -> float:
+        """The median over the zones: the figure the plan's spot arithmetic uses."""
+        return float(statistics.median(self.zones_usd_per_hour.values()))
+
+
 class PricesFile(DataFile):
     hours_per_month: Annotated[int, Field(gt=0)]
     fallback_region: str
@@ -42,8 +69,19 @@ class PricesFile(DataFile):
     gp3_free_throughput_mib_s: Annotated[int, Field(ge=0)]
     io2_iops_tier_limits: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
     regions: tuple[RegionPrices, ...] = Field(min_length=1)
+    spot_prices: tuple[SpotPrice, ...] = ()
 
     _unique = field_validator("regions")(unique_names)
+
+    @field_validator("spot_prices")
+    @classmethod
+    def _one_reading_each(cls, entries: tuple[SpotPrice, ...]) -> tuple[SpotPrice, ...]:
+        seen: set[tuple[str, str]] = set()
+        for entry in entries:
+            if (entry.instance, entry.region) in seen:
+                raise ValueError(f"two spot_prices entries for {entry.instance} in {entry.region}")
+            seen.add((entry.instance, entry.region))
+        return entries
 
     @model_validator(mode="after")
     def _consistent(self) -> PricesFile:
@@ -63,6 +101,8 @@ GP3_FREE_IOPS: Final = _DATA.gp3_free_iops
 GP3_FREE_THROUGHPUT_MIB_S: Final = _DATA.gp3_free_throughput_mib_s
 IO2_IOPS_TIER_LIMITS: Final = _DATA.io2_iops_tier_limits
 PRICES_CHECKED: Final[datetime.date] = _DATA.checked
+SPOT_PRICES: Mapping[tuple[str, str], SpotPrice] = MappingProxyType(
+    {(s.instance, s.region): s for s in _DATA.spot_prices})
 
 
 @plain_dataclass(frozen=True)
@@ -79,3 +119,8 @@ class PricesFor:
 
 def prices_for(region: str | None) -> PricesFor:
     return PricesFor(region, REGIONS.get(region or "", REGIONS[FALLBACK_REGION]))
+
+
+def spot_price(instance: str, region: str) -> SpotPrice | None:
+    """The recorded spot price of `instance` in `region`, or None when none was recorded (the plan says so)."""
+    return SPOT_PRICES.get((instance, region))

@@ -15,6 +15,11 @@
 #                          (infra/host/supervise-containers.sh; cloud-init writes the unit file)
 #   SPOT_HANDLER_UNIT_NAME the systemd unit that stops the containers cleanly on a spot interruption
 #                          notice (infra/host/spot-interruption.sh; cloud-init writes the unit file)
+#   METRICS_TAG, CLOUDWATCH_AGENT_SCRIPT
+#                          with that instance tag (metrics on), the script installs the CloudWatch agent
+#                          and points it at the vLLM container (infra/host/cloudwatch-agent.sh, reading
+#                          AGENT_CTL, AGENT_CONFIG_FILE, SCRAPE_CONFIG_FILE, VLLM_LABEL, VLLM_PORT and
+#                          AGENT_PACKAGE_URL from this same env file)
 # A missing one stops the boot at once, naming it.
 #
 # `boot.sh` alone is the boot; `boot.sh prefetch` runs only the prefetch start (for tests and by hand);
@@ -36,7 +41,9 @@ missing="is missing in $BOOT_ENV_FILE"
   "${HF_CLIENT_VENV:?$missing}" "${HF_CLIENT_PACKAGES:?$missing}" "${HF_HOME_DIR:?$missing}" \
   "${PREFETCH_IMAGE_TAG:?$missing}" "${PREFETCH_MODEL_TAG:?$missing}" \
   "${PREFETCH_REVISION_TAG:?$missing}" "${HF_TOKEN_PARAMETER_TAG:?$missing}" "${SUPERVISOR_UNIT_NAME:?$missing}" \
-  "${SPOT_HANDLER_UNIT_NAME:?$missing}"
+  "${SPOT_HANDLER_UNIT_NAME:?$missing}" "${METRICS_TAG:?$missing}" "${CLOUDWATCH_AGENT_SCRIPT:?$missing}" \
+  "${AGENT_CTL:?$missing}" "${AGENT_CONFIG_FILE:?$missing}" "${SCRAPE_CONFIG_FILE:?$missing}" \
+  "${VLLM_LABEL:?$missing}" "${VLLM_PORT:?$missing}" "${AGENT_PACKAGE_URL?$missing}"
 
 timeline() {
   printf '%s %s\n' "$1" "${2:-$(date +%s.%N)}" >>"$DEPLOY_TIMELINE_FILE"
@@ -320,3 +327,9 @@ systemctl enable --now "$SPOT_HANDLER_UNIT_NAME" ||
 
 # Never fails the boot: without a prefetch the container fetches what it needs itself.
 start_prefetch || echo "vllm-endpoint: the prefetch did not start" >&2
+# Metrics on: the CloudWatch agent, in a unit of its own (journalctl -u 'vllm-endpoint-cloudwatch-agent-*').
+if metrics=$(instance_tag "$METRICS_TAG") && [[ -n $metrics ]]; then
+  systemd-run --quiet --collect --unit "vllm-endpoint-cloudwatch-agent-$(date +%s)" \
+    "--setenv=BOOT_ENV_FILE=$BOOT_ENV_FILE" -- "$CLOUDWATCH_AGENT_SCRIPT" boot ||
+    echo "vllm-endpoint: the CloudWatch agent's setup did not start: no metrics" >&2
+fi

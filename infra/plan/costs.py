@@ -1,14 +1,21 @@
-"""What an AWS endpoint costs while it runs, and what keeps costing after `pulumi destroy`.
+"""What an AWS endpoint costs while it runs, what keeps costing after `pulumi destroy`, and what stopping when
+idle (`idleStopMinutes`) and spot capacity (`capacity: spot`) save.
 
-Pure arithmetic over the catalog's prices (infra/catalog/prices.py for EBS and the public IPv4 address,
-infra/catalog/gpus.py for the instance): on-demand, before tax, a month of HOURS_PER_MONTH hours. Data
-transfer, snapshots and CloudWatch are not counted.
+Pure arithmetic over the catalog's prices (infra/catalog/prices.py for EBS, the public IPv4 address and the
+recorded spot prices, infra/catalog/gpus.py for the on-demand instance price): before tax, a month of
+HOURS_PER_MONTH hours. Data transfer, snapshots and CloudWatch are not counted.
+
+The idle-stop saving depends on how the endpoint is used; the plan shows it for one stated usage pattern,
+USAGE (below), the only place that assumption is made. What a stopped instance still costs: its EBS volumes
+(billed by the GB-month whether attached to a running instance or not) and the Elastic IP (billed as an idle
+public IPv4 address, the same $/h as when attached): only the instance hours stop.
 """
 
 from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import Final
 
 from vllm_endpoint.infra.catalog import gpus as gpu_catalog
 from vllm_endpoint.infra.catalog.prices import (
@@ -18,8 +25,46 @@ from vllm_endpoint.infra.catalog.prices import (
     IO2_IOPS_TIER_LIMITS,
     PRICES_CHECKED,
     RegionPrices,
+    SpotPrice,
     prices_for,
+    spot_price,
 )
+
+HOURS_PER_WEEK: Final = 7 * 24
+
+
+@dataclass(frozen=True)
+class UsagePattern:
+    """How much of the week the endpoint serves requests: the assumption behind the idle-stop saving."""
+
+    busy_hours_per_day: float  # in one stretch: the alarm stops the instance idleStopMinutes after it
+    busy_days_per_week: int
+
+    def describe(self) -> str:
+        return f"busy {self.busy_hours_per_day:g} h a day on {self.busy_days_per_week} days a week"
+
+
+# A dev endpoint used through the working day on weekdays, idle at night and at weekends.
+USAGE: Final = UsagePattern(busy_hours_per_day=8, busy_days_per_week=5)
+# The idleStopMinutes the plan shows the saving for when the stack does not set it.
+EXAMPLE_IDLE_STOP_MINUTES: Final = 60
+
+
+def running_hours_per_month(idle_stop_minutes: int | None, usage: UsagePattern = USAGE) -> float:
+    """The hours a month the instance runs, and so is billed: all of them without idle stop; with it, each busy
+    day's hours plus the idle minutes before the alarm stops it (at most a whole day), on the busy days of
+    HOURS_PER_MONTH / HOURS_PER_WEEK weeks, never more than the month. Starting it again (scripts/wake.sh) is
+    counted as busy time."""
+    if idle_stop_minutes is None:
+        return float(HOURS_PER_MONTH)
+    per_busy_day = min(24.0, usage.busy_hours_per_day + idle_stop_minutes / 60)
+    weeks = HOURS_PER_MONTH / HOURS_PER_WEEK
+    return min(float(HOURS_PER_MONTH), per_busy_day * usage.busy_days_per_week * weeks)
+
+
+def month_usd(instance_usd_per_hour: float, running_hours: float, fixed_usd_per_month: float) -> float:
+    """A month's bill: the instance for the hours it runs, plus what is billed all month (volumes, address)."""
+    return instance_usd_per_hour * running_hours + fixed_usd_per_month
 
 
 @dataclass(frozen=True)
@@ -84,6 +129,10 @@ class CostEstimate:
     ebs_checked: datetime.date
     instance_checked: datetime.date
     instance_name: str = ""
+    capacity: str = "on-demand"  # the `capacity` setting
+    idle_stop_minutes: int | None = None  # the `idleStopMinutes` setting
+    spot: SpotPrice | None = None  # the recorded spot price for the instance type in the stack's region
+    public_ipv4_usd_per_hour: float = 0.0
 
     @property
     def usd_per_month(self) -> float:
@@ -92,6 +141,24 @@ class CostEstimate:
     @property
     def usd_per_hour(self) -> float:
         return self.usd_per_month / HOURS_PER_MONTH
+
+    @property
+    def fixed_usd_per_month(self) -> float:
+        """What is billed all month, running or stopped: the volumes and the Elastic IP."""
+        return self.usd_per_month - self.instance_usd_per_hour * HOURS_PER_MONTH
+
+    @property
+    def spot_usd_per_hour(self) -> float | None:
+        """The typical (median over zones) recorded spot price, or None when none is recorded."""
+        return self.spot.typical if self.spot is not None else None
+
+    @property
+    def expected_usd_per_month(self) -> float:
+        """The month with the stack's own capacity and idleStopMinutes, at USAGE when it stops when idle."""
+        hourly = self.instance_usd_per_hour
+        if self.capacity == "spot" and self.spot_usd_per_hour is not None:
+            hourly = self.spot_usd_per_hour
+        return month_usd(hourly, running_hours_per_month(self.idle_stop_minutes), self.fixed_usd_per_month)
 
     def describe(self) -> list[str]:
         """The plan summary's cost lines."""
@@ -107,21 +174,76 @@ class CostEstimate:
         if self.adopted_volume_id is not None:
             body.append(f"  cache volume {self.adopted_volume_id}: adopted, billed as before (not counted here)")
         body.append(f"  total while running: {_usd(self.usd_per_month)}/month ({_usd(self.usd_per_hour, 3)}/h)")
+        body += self.savings()
         body.append("  after `pulumi destroy`: " + self.after_destroy())
         return head + body
 
+    def savings(self) -> list[str]:
+        """What spot and stopping when idle save (or would save), said with their prices and assumptions."""
+        od = self.instance_usd_per_hour
+        if od <= 0:
+            return []  # no on-demand price (Capacity Blocks only): nothing to compare with
+        lines = [self._spot_line()]
+        spot_hourly = self.spot_usd_per_hour
+        month = float(HOURS_PER_MONTH)
+        if spot_hourly is not None:
+            verb = "saves" if self.capacity == "spot" else "would save (capacity: spot)"
+            lines.append(f"  spot {verb}: the instance at {_usd(spot_hourly, 3)}/h instead of {_usd(od, 3)}/h, "
+                         f"{_usd((od - spot_hourly) * month)}/month running all month; an interruption stops it "
+                         "(nothing billed for it while stopped) until EC2 has capacity again")
+        minutes = self.idle_stop_minutes or EXAMPLE_IDLE_STOP_MINUTES
+        hours = running_hours_per_month(minutes)
+        hourly = spot_hourly if self.capacity == "spot" and spot_hourly is not None else od
+        setting = (f"idleStopMinutes {minutes}" if self.idle_stop_minutes is not None
+                   else f"idleStopMinutes {minutes} (not set: an example)")
+        verb = "saves" if self.idle_stop_minutes is not None else "would save"
+        lines.append(
+            f"  {setting} {verb}, assuming {USAGE.describe()}: the instance runs about {hours:,.0f} of {month:,.0f} h "
+            f"({_usd(hourly * hours)} instead of {_usd(hourly * month)}); the volumes and the Elastic IP stay "
+            f"billed while it is stopped ({_usd(self.fixed_usd_per_month)}/month: an Elastic IP on a stopped "
+            f"instance is an idle public IPv4 address, {_usd(self.public_ipv4_usd_per_hour, 3)}/h): "
+            f"{_usd(hourly * (month - hours))}/month less")
+        if round(self.expected_usd_per_month, 2) != round(self.usd_per_month, 2):
+            lines.append(f"  expected with these settings: {_usd(self.expected_usd_per_month)}/month "
+                         f"(instead of {_usd(self.usd_per_month)} on demand all month)")
+        return lines
+
+    def _spot_line(self) -> str:
+        where = self.region or self.ebs_region
+        if self.spot is None:
+            note = (f"  spot: no recorded spot price for {self.instance_name} in {where} (see `aws ec2 "
+                    f"describe-spot-price-history --instance-types {self.instance_name} --product-descriptions "
+                    "Linux/UNIX`)")
+            if self.capacity == "spot":
+                note += "; the saving of capacity spot is not counted"
+            return note
+        s = self.spot
+        return (f"  spot price of {s.instance} in {s.region}: {_usd(s.low, 3)}-{_usd(s.high, 3)}/h across "
+                f"{len(s.zones_usd_per_hour)} zones, typical {_usd(s.typical, 3)}/h (read {s.checked} from {s.where}; "
+                f"spot prices change hourly, this is one reading), on demand {_usd(self.instance_usd_per_hour, 3)}/h "
+                f"(of {self.instance_checked})")
+
     def after_destroy(self) -> str:
         if self.retained is not None:
-            return (f"the cache volume stays and costs {_usd(self.retained.usd_per_month)}/month until you delete "
+            text = (f"the cache volume stays and costs {_usd(self.retained.usd_per_month)}/month until you delete "
                     "it (output retained_on_destroy); nothing else is left")
-        return (f"the adopted cache volume {self.adopted_volume_id} stays, as it was before this stack; "
-                "nothing else is left")
+        else:
+            text = (f"the adopted cache volume {self.adopted_volume_id} stays, as it was before this stack; "
+                    "nothing else is left")
+        if self.capacity == "spot":
+            # hashicorp/terraform-provider-aws#38142: the provider has been reported to leave it open.
+            text += ("; with capacity spot, check that the persistent spot request was cancelled (`aws ec2 "
+                     "describe-spot-instance-requests --filters Name=state,Values=open,active,disabled`): an open "
+                     "one launches a new instance")
+        return text
 
 
 def estimate_costs(instance: gpu_catalog.GpuInstanceType, cache: VolumeSpec | None, root: VolumeSpec,
-                   region: str | None, adopted_volume_id: str | None = None) -> CostEstimate:
+                   region: str | None, adopted_volume_id: str | None = None, *, capacity: str = "on-demand",
+                   idle_stop_minutes: int | None = None) -> CostEstimate:
     """`cache` None: the stack adopts `adopted_volume_id` instead of creating a volume (its size is known
-    only once AWS is asked, so the plan does not count it)."""
+    only once AWS is asked, so the plan does not count it). `capacity` and `idle_stop_minutes` are the stack's
+    settings: the savings lines say what they save, or would."""
     chosen = prices_for(region)
     prices = chosen.prices
     price, price_region = gpu_catalog.hourly_price(instance, region or gpu_catalog.PRICE_REGION)
@@ -143,6 +265,9 @@ def estimate_costs(instance: gpu_catalog.GpuInstanceType, cache: VolumeSpec | No
         region=region, ebs_region=prices.name, instance_region=instance_region, lines=tuple(lines),
         instance_usd_per_hour=hourly, retained=retained, adopted_volume_id=adopted_volume_id,
         ebs_checked=PRICES_CHECKED, instance_checked=gpu_catalog.PRICES_CHECKED, instance_name=instance.name,
+        capacity=capacity, idle_stop_minutes=idle_stop_minutes,
+        spot=spot_price(instance.name, region or gpu_catalog.PRICE_REGION),
+        public_ipv4_usd_per_hour=prices.public_ipv4_hour,
     )
 
 

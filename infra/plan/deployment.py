@@ -448,7 +448,8 @@ def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volum
     cache = None if adopted else VolumeSpec(volume.type, volume.size_gb, volume.iops, volume.throughput_mib_s)
     # The root volume is gp3 at its free baseline (the instance sets no IOPS or throughput for it).
     root = VolumeSpec("gp3", cfg.aws.root_volume_size_gb)
-    return estimate_costs(instance, cache, root, region, adopted_volume_id=adopted)
+    return estimate_costs(instance, cache, root, region, adopted_volume_id=adopted, capacity=cfg.aws.capacity,
+                          idle_stop_minutes=cfg.aws.idle_stop_minutes)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Final, Literal
 
 from vllm_endpoint.infra.catalog.names import ENDPOINT_TAG, PROJECT_TAG, STACK_TAG, VLLM_CONTAINER_PORT
 
@@ -93,6 +93,21 @@ class Owner:
     @property
     def labels(self) -> tuple[tuple[str, str], ...]:
         return ((PROJECT_TAG, self.project), (STACK_TAG, self.stack), (ENDPOINT_TAG, self.endpoint))
+
+
+# Docker's awslogs driver: each line the container writes, as an event of a CloudWatch Logs group (the
+# daemon sends them with the instance's role). Non-blocking: the container's writes go to a buffer of this
+# size and never wait for CloudWatch (a full buffer drops lines, not requests). Dual logging (Docker 20.10+)
+# keeps `docker logs` working.
+AWSLOGS_BUFFER: Final = "4m"
+
+
+def with_awslogs(spec: ContainerSpec, group: str, region: str) -> ContainerSpec:
+    """The spec with its output sent to the log group `group` of `region` (which must exist: the driver
+    does not create it, so no group without a retention appears)."""
+    return replace(spec, log_driver="awslogs", log_opts=(
+        ("awslogs-region", region), ("awslogs-group", group),
+        ("mode", "non-blocking"), ("max-buffer-size", AWSLOGS_BUFFER)))
 
 
 def owned_by(spec: ContainerSpec, owner: Owner) -> ContainerSpec:

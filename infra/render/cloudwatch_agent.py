@@ -33,17 +33,28 @@ from typing import Any, Final
 import yaml
 
 from vllm_endpoint.infra.catalog.names import (
+    BOOT_ENV_FILE,
+    CLOUDWATCH_AGENT_CONFIG_FILE,
+    CLOUDWATCH_AGENT_CTL,
     CLOUDWATCH_AGENT_SCRAPE_FILE,
+    CLOUDWATCH_AGENT_SCRIPT,
+    DEFAULT_ENDPOINT_NAME,
+    LOG_GROUP_PREFIX,
     METRICS_PATH,
-    PROJECT,
     VLLM_CONTAINER_PORT,
 )
 from vllm_endpoint.infra.catalog.vllm_metrics import VLLM_METRICS, VllmMetric, agent_publishes
+from vllm_endpoint.infra.render.host_scripts import host_command
 
 # The Prometheus job, and the label the scrape config puts on every sample: the declaration matches the
 # job, and the label becomes the metrics' one dimension.
 SCRAPE_JOB: Final = "vllm"
 STACK_DIMENSION: Final = "stack"
+# One metric is also published per instance, with the instance's id as its one dimension: CloudWatch runs an
+# alarm's EC2 actions (the idle stop, infra/render/alarms.py) only on a metric with an InstanceId dimension.
+# Generated tokens: every request makes at least one, so a minute with none is a minute without requests.
+INSTANCE_DIMENSION: Final = "InstanceId"
+PER_INSTANCE_METRIC: Final = "vllm:generation_tokens_total"
 # The GPU figures the product shows (the agent names them nvidia_smi_<measurement> in CloudWatch).
 GPU_MEASUREMENTS: Final = ("utilization_gpu", "memory_used", "memory_total")
 # A scrape that takes longer than this is abandoned; vLLM answers /metrics in milliseconds.
@@ -60,6 +71,8 @@ class AgentInputs:
     namespace: str
     vllm_address: str
     interval_s: int = 60
+    # The EC2 instance's id (`i-...`): PER_INSTANCE_METRIC is published with it. None: not published.
+    instance_id: str | None = None
 
     def __post_init__(self) -> None:
         # Loopback, link-local or a public address would be something else than the container on the bridge
@@ -75,6 +88,8 @@ class AgentInputs:
             raise ValueError(f"interval_s {self.interval_s}: below the scrape timeout of {SCRAPE_TIMEOUT_S} s")
         if not self.stack or not self.namespace:
             raise ValueError("stack and namespace must not be empty")
+        if self.instance_id is not None and not re.fullmatch(r"i-[0-9a-f]{8,17}", self.instance_id):
+            raise ValueError(f"instance_id {self.instance_id!r}: not an EC2 instance id")
 
     @property
     def scrape_target(self) -> str:
@@ -95,9 +110,30 @@ def _exact(name: str) -> str:
     return f"^{re.escape(name)}$"
 
 
+def cloudwatch_agent_package_url(region: str) -> str:
+    """The agent's Ubuntu x86-64 package in AWS's download bucket of the instance's own region (the CloudWatch
+    user guide, "Download and install the CloudWatch agent package": amazoncloudwatch-agent-<region>.s3.
+    <region>.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb; GPU instances are x86-64)."""
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", region):
+        raise ValueError(f"{region!r} is not an AWS region name")
+    return f"https://amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com/ubuntu/amd64/latest/amazon-cloudwatch-agent.deb"
+
+
+def metrics_scope(stack: str, endpoint: str) -> str:
+    """The `stack` dimension's value and the log groups' middle part: the stack's name for the program's
+    default endpoint, `<stack>-<endpoint>` for another (each endpoint on AWS has its own instance, and two of
+    one stack must not share metrics or log groups)."""
+    return stack if endpoint == DEFAULT_ENDPOINT_NAME else f"{stack}-{endpoint}"
+
+
 def prometheus_log_group(stack: str) -> str:
     """The log group the agent writes the scraped samples to (the caller creates it, with a retention)."""
-    return f"/{PROJECT}/{stack}/prometheus"
+    return f"{LOG_GROUP_PREFIX}/{stack}/prometheus"
+
+
+def access_log_group(stack: str) -> str:
+    """The log group of the proxy's access log (Docker's awslogs driver writes it; the caller creates it)."""
+    return f"{LOG_GROUP_PREFIX}/{stack}/access"
 
 
 def render_agent_config(inputs: AgentInputs, scrape_config_path: str = CLOUDWATCH_AGENT_SCRAPE_FILE) -> str:
@@ -127,18 +163,38 @@ def render_agent_config(inputs: AgentInputs, scrape_config_path: str = CLOUDWATC
                     "emf_processor": {
                         "metric_declaration_dedup": True,
                         "metric_namespace": inputs.namespace,
-                        "metric_declaration": [{
-                            "source_labels": ["job"],
-                            "label_matcher": _exact(SCRAPE_JOB),
-                            "dimensions": [[STACK_DIMENSION]],
-                            "metric_selectors": [_exact(m.name) for m in agent_metrics()],
-                        }],
+                        "metric_declaration": _declarations(inputs),
                     },
                 },
             },
         },
     }
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def _declarations(inputs: AgentInputs) -> list[dict[str, Any]]:
+    """Which scraped metrics become CloudWatch metrics, with which dimensions (each a label of the sample)."""
+    declarations: list[dict[str, Any]] = [{
+        "source_labels": ["job"],
+        "label_matcher": _exact(SCRAPE_JOB),
+        "dimensions": [[STACK_DIMENSION]],
+        "metric_selectors": [_exact(m.name) for m in agent_metrics()],
+    }]
+    if inputs.instance_id is not None:
+        declarations.append({
+            "source_labels": ["job"],
+            "label_matcher": _exact(SCRAPE_JOB),
+            "dimensions": [[INSTANCE_DIMENSION]],
+            "metric_selectors": [_exact(PER_INSTANCE_METRIC)],
+        })
+    return declarations
+
+
+def _scrape_labels(inputs: AgentInputs) -> dict[str, str]:
+    labels = {STACK_DIMENSION: inputs.stack}
+    if inputs.instance_id is not None:
+        labels[INSTANCE_DIMENSION] = inputs.instance_id
+    return labels
 
 
 def render_scrape_config(inputs: AgentInputs) -> str:
@@ -150,7 +206,7 @@ def render_scrape_config(inputs: AgentInputs) -> str:
             "job_name": SCRAPE_JOB,
             "scheme": "http",
             "metrics_path": METRICS_PATH,
-            "static_configs": [{"targets": [inputs.scrape_target], "labels": {STACK_DIMENSION: inputs.stack}}],
+            "static_configs": [{"targets": [inputs.scrape_target], "labels": _scrape_labels(inputs)}],
             "metric_relabel_configs": [{
                 "source_labels": ["__name__"],
                 "regex": "|".join(re.escape(m.name) for m in agent_metrics()),
@@ -159,3 +215,22 @@ def render_scrape_config(inputs: AgentInputs) -> str:
         }],
     }
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def agent_apply_script(inputs: AgentInputs) -> str:
+    """The deploy's step on the host (components/vllm_server.py): installs the agent unless it is there,
+    writes both files and (re)starts the agent with them (infra/host/cloudwatch-agent-apply.sh)."""
+    return host_command({
+        "AGENT_SCRIPT": CLOUDWATCH_AGENT_SCRIPT,
+        "BOOT_ENV_FILE": BOOT_ENV_FILE,
+        "AGENT_CTL": CLOUDWATCH_AGENT_CTL,
+        "AGENT_CONFIG_FILE": CLOUDWATCH_AGENT_CONFIG_FILE,
+        "AGENT_CONFIG": render_agent_config(inputs),
+        "SCRAPE_CONFIG_FILE": CLOUDWATCH_AGENT_SCRAPE_FILE,
+        "SCRAPE_CONFIG": render_scrape_config(inputs),
+    }, "cloudwatch-agent-apply.sh")
+
+
+def agent_stop_script() -> str:
+    """What removing the step does (metrics turned off): the agent stops and stays stopped at boot."""
+    return host_command({"AGENT_CTL": CLOUDWATCH_AGENT_CTL}, "cloudwatch-agent-stop.sh")

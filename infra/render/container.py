@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
-from vllm_endpoint.infra.plan.spec import ContainerSpec, Owner, owned_by
+from vllm_endpoint.infra.plan.spec import ContainerSpec, Owner, owned_by, with_awslogs
 from vllm_endpoint.infra.render.proxy import proxy_spec
 
 # ----------------------------------------------------------------------------------------------
@@ -218,10 +218,14 @@ def _env_pair(key: str, value: Any) -> Any:
     return f"{key}={value}"
 
 
-def plan_docker_run(plan: DeploymentPlan, owner: Owner | None = None) -> str:
+def plan_docker_run(plan: DeploymentPlan, owner: Owner | None = None,
+                    proxy_awslogs: tuple[str, str] | None = None) -> str:
     """The `docker_run` stack output: every container of the plan, as an operator would start them; with
-    `owner`, labelled with its project, stack and endpoint as the deployed containers are."""
+    `owner`, labelled with its project, stack and endpoint as the deployed containers are; with
+    `proxy_awslogs` (log group, region), the proxy's output to CloudWatch Logs as deployed with metrics on."""
     specs = [plan.vllm, proxy_spec(plan)]
     if owner is not None:
         specs = [owned_by(spec, owner) for spec in specs]
+    if proxy_awslogs is not None:
+        specs[1] = with_awslogs(specs[1], *proxy_awslogs)
     return docker_run_script(plan.network, specs, plan.secret_env)

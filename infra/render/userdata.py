@@ -24,6 +24,10 @@ from vllm_endpoint.infra.catalog.names import (
     BOOT_ENV_FILE,
     BOOT_SCRIPT,
     CACHE_SUBDIR_ROOT,
+    CLOUDWATCH_AGENT_CONFIG_FILE,
+    CLOUDWATCH_AGENT_CTL,
+    CLOUDWATCH_AGENT_SCRAPE_FILE,
+    CLOUDWATCH_AGENT_SCRIPT,
     CONTAINER_CACHE_ROOT,
     CONTAINER_HF_HOME,
     DEPLOY_TIMELINE_FILE,
@@ -33,12 +37,14 @@ from vllm_endpoint.infra.catalog.names import (
     HF_PREFETCH_SCRIPT,
     HF_TOKEN_PARAMETER_TAG,
     HOST_CACHE_MOUNT,
+    METRICS_TAG,
     PREFETCH_IMAGE_TAG,
     PREFETCH_LOG_FILE,
     PREFETCH_MODEL_TAG,
     PREFETCH_REVISION_TAG,
     PREFETCH_STATE_DIR,
     PREPARE_CACHE_SCRIPT,
+    ROLE_TAG,
     SPOT_HANDLER_SCRIPT,
     SPOT_HANDLER_UNIT_FILE,
     SPOT_HANDLER_UNIT_NAME,
@@ -48,6 +54,8 @@ from vllm_endpoint.infra.catalog.names import (
     SUPERVISOR_SCRIPT,
     SUPERVISOR_UNIT_FILE,
     SUPERVISOR_UNIT_NAME,
+    VLLM_CONTAINER_PORT,
+    VLLM_ROLE,
 )
 from vllm_endpoint.infra.plan.spec import VLLM_STOP_TIMEOUT_S
 from vllm_endpoint.infra.render.host_scripts import CACHE_SUBDIRS, EnvValue, env_lines, fill_template, read_host_file
@@ -71,6 +79,8 @@ class HostBootSettings:
     host_public_key_openssh: str
     docker_data_on_cache_volume: bool = False
     cache_mount_point: str = HOST_CACHE_MOUNT
+    # The CloudWatch agent's package (`cloudwatch_agent_package_url(region)`); installed only with metrics on.
+    agent_package_url: str = ""
 
 
 def shipped_script(name: str) -> str:
@@ -138,6 +148,15 @@ def boot_env_values(settings: HostBootSettings) -> dict[str, EnvValue]:
         "HF_TOKEN_PARAMETER_TAG": HF_TOKEN_PARAMETER_TAG,
         "SUPERVISOR_UNIT_NAME": SUPERVISOR_UNIT_NAME,
         "SPOT_HANDLER_UNIT_NAME": SPOT_HANDLER_UNIT_NAME,
+        # The CloudWatch agent (infra/host/cloudwatch-agent.sh), set up when the instance has METRICS_TAG.
+        "METRICS_TAG": METRICS_TAG,
+        "CLOUDWATCH_AGENT_SCRIPT": CLOUDWATCH_AGENT_SCRIPT,
+        "AGENT_CTL": CLOUDWATCH_AGENT_CTL,
+        "AGENT_CONFIG_FILE": CLOUDWATCH_AGENT_CONFIG_FILE,
+        "SCRAPE_CONFIG_FILE": CLOUDWATCH_AGENT_SCRAPE_FILE,
+        "VLLM_LABEL": f"{ROLE_TAG}={VLLM_ROLE}",
+        "VLLM_PORT": VLLM_CONTAINER_PORT,
+        "AGENT_PACKAGE_URL": settings.agent_package_url,
     }
 
 
@@ -171,6 +190,9 @@ def render_user_data(settings: HostBootSettings) -> str:
              "content": shipped_script("spot-interruption.sh")},
             {"path": SPOT_HANDLER_UNIT_FILE, "permissions": "0644", "owner": "root:root",
              "content": spot_handler_unit()},
+            # On every instance, metrics on or off: turning them on later needs no new user-data (a restart).
+            {"path": CLOUDWATCH_AGENT_SCRIPT, "permissions": "0755", "owner": "root:root",
+             "content": shipped_script("cloudwatch-agent.sh")},
             {"path": BOOT_SCRIPT, "permissions": "0755", "owner": "root:root", "content": boot_script()},
         ],
     }

@@ -41,8 +41,10 @@ DESCRIPTIONS: Final = {
 
 # The AWS provider replaces an instance when one of these changes (ForceNew in its schema);
 # instance type and user-data are stop/start updates (`user_data_replace_on_change` is off).
+# Adding spot market options replaces the instance (removing them does not: the program warns, see
+# components/_instance_state.py).
 INSTANCE_REPLACE_FIELDS: Final = frozenset({"ami", "subnetId", "keyName", "associatePublicIpAddress",
-                                            "availabilityZone"})
+                                            "availabilityZone", "instanceMarketOptions"})
 INSTANCE_RESTART_FIELDS: Final = frozenset({"instanceType", "userDataBase64"})
 # An encrypted root disk's key, or a volume's zone/encryption/key, cannot change in place.
 INSTANCE_REPLACE_NESTED: Final = frozenset({"rootBlockDevice.kmsKeyId", "rootBlockDevice.encrypted"})

@@ -604,6 +604,50 @@ class AwsSettings(_Section):
         "fails (only where the instance type supports recovery).",
         json_schema_extra=effect(NONE),
     )
+    metrics: bool = Field(
+        True, description="The CloudWatch agent on the instance publishes vLLM's metrics (requests running and "
+        "waiting, tokens, KV-cache usage) and the GPU's, the proxy's access log goes to CloudWatch Logs, and the "
+        "stack gets a dashboard (output `dashboard_url`) and alarms. The instance gets a role with AWS's "
+        "CloudWatchAgentServerPolicy. Changing it re-creates the proxy (its log driver), changes the instance's "
+        "role and tags in place (no restart), and installs or stops the agent.",
+        json_schema_extra=effect(CONTAINER, TAGS, IN_PLACE),
+    )
+    alarm_email: Annotated[str, _matching(_EMAIL, "an e-mail address", "oncall@example.com")] | None = Field(
+        None, description="Send the alarms to this address through an SNS topic (AWS mails a confirmation "
+        "link first). Unset: the alarms only show on the dashboard.",
+        json_schema_extra=effect(NONE),
+    )
+    log_retention_days: Annotated[int, AfterValidator(_retention_days)] = Field(
+        30, description="Days CloudWatch Logs keeps the proxy's access log (one of CloudWatch's retention "
+        "values: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...).",
+        json_schema_extra=effect(NONE),
+    )
+    idle_stop_minutes: Annotated[int, Field(ge=15, le=10080)] | None = Field(
+        None, description="Stop the instance when no token has been generated for this many minutes (a "
+        "CloudWatch alarm on vLLM's own metrics; needs `metrics`; the cache volume and Elastic IP stay). "
+        "`scripts/wake.sh <stack>` starts it again. Unset: never stopped for idleness.",
+        json_schema_extra=effect(NONE),
+    )
+    capacity: Literal["on-demand", "spot"] = Field(
+        "on-demand", description="`spot`: a persistent spot request that stops the instance on interruption "
+        "(the volume and address stay; it resumes when capacity returns). Going to spot replaces the instance; "
+        "back to on-demand, the AWS provider keeps the spot instance, and the plan says how to replace it.",
+        json_schema_extra=effect(REPLACE),
+    )
+
+
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy's `retentionInDays`).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _retention_days(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        nearest = min(LOG_RETENTION_DAYS, key=lambda days: abs(days - value))
+        raise ValueError(f"{value} is not a CloudWatch Logs retention period; the nearest is {nearest} "
+                         f"(allowed: {', '.join(map(str, LOG_RETENTION_DAYS))})")
+    return value
 
 
 _COMPUTE_CAPABILITY = re.compile(r"^[1-9][0-9]?\.[0-9]$")
@@ -782,8 +826,10 @@ class Secrets(_Settings):
     )
     hf_token: SecretStr | None = Field(
         None, description="(secret) Hugging Face token for gated or private models.",
-        # The container's environment, and an SSM parameter + instance role for the boot prefetch.
-        json_schema_extra=effect(CONTAINER, TAGS, IN_PLACE),
+        # The container's environment, and an SSM parameter + a read policy on the instance's role for the boot
+        # prefetch. The role is there already with metrics on (the default); with metrics off, adding or
+        # removing the token also adds or removes the role (in place, no restart).
+        json_schema_extra=effect(CONTAINER, TAGS),
     )
     ssh_private_key: SecretStr | None = Field(
         None, description="(secret) OpenSSH/PEM private key matching `sshPublicKey`/`sshKeyPairName`, "
@@ -894,6 +940,12 @@ def _aws_problems(cfg: StackConfig) -> list[str]:
         )
     if a.subnet_id and a.availability_zone:
         problems.append("availabilityZone: the subnet decides the zone; unset one of subnetId/availabilityZone")
+    if not a.metrics:
+        # The idle rule and the alarms read vLLM's metrics, which only the CloudWatch agent publishes.
+        problems += [f"{key}: needs metrics (its alarm reads the vLLM metrics the CloudWatch agent publishes, "
+                     f"and metrics is false); set metrics to true, or unset {key}"
+                     for key, value in (("idleStopMinutes", a.idle_stop_minutes), ("alarmEmail", a.alarm_email))
+                     if value is not None]
     if a.cache_volume_id is not None:
         problems += _adopted_volume_problems(a)
     return (problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)

@@ -6,10 +6,13 @@ the requests every server answered, and the container log has neither the open-f
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import secrets
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -39,6 +42,14 @@ from vllm_endpoint.infra.catalog.names import (
     VLLM_OPEN_FILES_TARGET,
 )
 from vllm_endpoint.infra.catalog.vllm_metrics import METRICS_VLLM_VERSION, VLLM_METRICS
+from vllm_endpoint.infra.render.alarms import (
+    RUNNING,
+    WAITING,
+    alarm_states,
+    datapoints,
+    idle_stop_alarm,
+    published_samples,
+)
 from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, agent_metrics, render_scrape_config
 from vllm_endpoint.infra.render.host_scripts import gate_capacity_line
 
@@ -246,3 +257,96 @@ def test_the_catalog_metrics_are_what_the_real_server_exposes_where_the_agent_sc
     # What the scrape config keeps (Prometheus anchors the regex) is every published catalog metric, no more.
     kept = {name for name in sample_names(scraped) if re.fullmatch(job["metric_relabel_configs"][0]["regex"], name)}
     assert kept == {m.name for m in agent_metrics()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The idle-stop rule (issue 13) on a series recorded from this real server: a burst of chats, then silence.
+# The deployed alarm has one-minute periods (one agent scrape each); here one recorded second stands for one
+# minute, so the same spec (infra/render/alarms.py) is evaluated with its period scaled from 60 s to 1 s and
+# every count of periods unchanged: idleStopMinutes=15 becomes 15 s of silence.
+IDLE_STOP_MINUTES = 15
+DEPLOYED_PERIOD_S, SCALED_PERIOD_S = 60, 1  # a minute of the real alarm = a second of the recording
+BURST_S, RECORD_S = 8.0, 36.0  # the recording: 2 s before the burst, the burst, then silence
+
+# Run inside the vLLM container: scrape its own /metrics once a second, half-way into each second (one scrape
+# per scaled period, as the agent's once-a-minute scrape is one per real period), summing each wanted metric
+# over its label sets; one JSON line per scrape.
+_RECORD_METRICS = r"""
+import json, math, re, sys, time, urllib.request
+wanted, end, port = set(sys.argv[1].split(',')), time.time() + float(sys.argv[2]), sys.argv[3]
+while True:
+    now = time.time()
+    target = math.floor(now) + 0.5
+    time.sleep((target if target > now else target + 1) - now)
+    at = time.time()
+    if at > end:
+        break
+    text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
+    values = dict.fromkeys(wanted, 0.0)
+    for line in text.splitlines():
+        name = re.split(r'[{ ]', line, maxsplit=1)[0]
+        if name in wanted:
+            values[name] += float(line.rsplit(' ', 1)[1])
+    print(json.dumps({'t': at, 'v': values}), flush=True)
+"""
+
+
+def test_the_idle_stop_alarm_says_busy_during_a_burst_and_idle_only_after_the_span_of_silence(
+        endpoint: Deployment) -> None:
+    spec = idle_stop_alarm("VllmEndpoint/test", "i-0123456789abcdef0", IDLE_STOP_MINUTES)
+    assert (spec.period_s, spec.evaluation_periods) == (DEPLOYED_PERIOD_S, IDLE_STOP_MINUTES)
+    scaled = spec.with_period(SCALED_PERIOD_S)
+    # The alarm's metric, and the gauges for comparison (printed).
+    names = ",".join((spec.metric.metric_name, RUNNING, WAITING))
+    client = openai.OpenAI(base_url=endpoint.endpoint_url, api_key=endpoint.api_key, max_retries=0, timeout=120)
+    replies: list[float] = []
+
+    def chats_until(deadline: float) -> int:
+        tokens = 0
+        while time.time() < deadline:
+            reply = client.chat.completions.create(model=SERVED_NAME, messages=[{"role": "user", "content": "count"}],
+                                                   max_tokens=16, temperature=0)
+            assert reply.usage is not None
+            tokens += reply.usage.completion_tokens
+            replies.append(time.time())
+        return tokens
+
+    with ThreadPoolExecutor(1 + PARALLEL) as pool:
+        recording = pool.submit(endpoint.host.docker, "exec", endpoint.plan.vllm.name, "python3", "-c",
+                                _RECORD_METRICS, names, str(RECORD_S), str(VLLM_CONTAINER_PORT),
+                                timeout=RECORD_S + 60)
+        time.sleep(2.5)  # a scrape or two of the quiet server first (the agent sends counter increases from the 2nd)
+        burst_start = time.time()
+        generated = sum(pool.map(chats_until, [burst_start + BURST_S] * PARALLEL))
+        burst_end = max(replies)
+        lines = recording.result().stdout.splitlines()
+    scrapes = [(row["t"], row["v"]) for row in map(json.loads, lines)]
+    samples = published_samples(scrapes)
+    first, last = math.floor(scrapes[0][0]), math.floor(scrapes[-1][0])
+    values = datapoints(scaled, samples, first, last - first + 1)
+    busy = [first + i for i, v in enumerate(values) if v]
+    evaluations = alarm_states(scaled, samples, range(first + 1, last + 2))
+    alarm_at = next((e.at for e in evaluations if e.state == "ALARM"), None)
+    print(f"{len(replies)} chats, {generated} tokens generated in {burst_end - burst_start:.1f} s; {len(scrapes)} "
+          f"scrapes over {scrapes[-1][0] - scrapes[0][0]:.1f} s")
+    running = datapoints(dataclasses.replace(scaled, metric=dataclasses.replace(scaled.metric, metric_name=RUNNING,
+                                                                               statistic="Maximum")),
+                         samples, first, last - first + 1)
+    print("per period (s after the first scrape): tokens generated =",
+          {k - first: v for k, v in zip(range(first, last + 1), values, strict=True)})
+    print("                                       requests running =",
+          {k - first: v for k, v in zip(range(first, last + 1), running, strict=True)})
+    print("alarm state by evaluation time:", {int(e.at) - first: e.state for e in evaluations})
+    print(f"last busy period +{busy[-1] - first} s, last reply +{burst_end - first:.1f} s, first ALARM "
+          f"+{(alarm_at or 0) - first} s (needs {IDLE_STOP_MINUTES} idle periods)")
+
+    assert not any(values[: math.floor(burst_start) - first]), "the server was busy before the burst"
+    # Busy during the burst: activity in (nearly) every period of it, and the alarm never ALARM then.
+    burst_periods = range(math.floor(burst_start) + 1, math.floor(burst_end))
+    assert sum(1 for k in burst_periods if k in busy) >= len(burst_periods) - 1, (busy, burst_periods)
+    assert busy[-1] <= math.floor(burst_end) + 1, "activity after the last reply"
+    # Idle only after the configured span of silence: never before busy + 1 + N periods, and then indeed.
+    assert all(e.state != "ALARM" for e in evaluations if e.at < busy[-1] + 1 + IDLE_STOP_MINUTES)
+    assert alarm_at is not None, "the alarm never went to ALARM in the silence"
+    assert alarm_at - burst_end >= IDLE_STOP_MINUTES * SCALED_PERIOD_S - 1
+    assert alarm_at <= busy[-1] + 1 + IDLE_STOP_MINUTES + 2, "a few missing scrapes at most delay it"

@@ -81,12 +81,17 @@ class Recorded:
 
 
 class Mocks(pulumi.runtime.Mocks):
+    # What every new Mocks starts with in `instances` (a test sets it with monkeypatch).
+    default_instances: tuple[tuple[str, str, str], ...] = ()
+
     def __init__(self, stacks: dict[str, dict[str, Any]] | None = None) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         # Outputs of the stacks a StackReference may read, by fully qualified name; secret ones wrapped
         # with `secret_value`.
         self.stacks = stacks or {}
+        # The EC2 instances `aws.ec2.get_instances` finds: (id, state, lifecycle "spot" or "").
+        self.instances: list[tuple[str, str, str]] = list(self.default_instances)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = unwrap(dict(args.inputs))
@@ -118,6 +123,10 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["key_name"] = f"{args.name}-{hashlib.sha256(str(inputs['publicKey']).encode()).hexdigest()[:8]}"
         elif typ == "aws:kms/key:Key":
             outputs["arn"] = f"arn:aws:kms:us-east-1:123456789012:key/{digest[:8]}-0000-4000-8000-{digest[8:20]}"
+        elif typ == "aws:sns/topic:Topic":
+            outputs["arn"] = f"arn:aws:sns:us-east-1:123456789012:{args.name}-{digest[:7]}"
+        elif typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            outputs["arn"] = f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{inputs.get('name', args.name)}"
         elif typ == "aws:secretsmanager/secret:Secret":
             outputs["arn"] = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{args.name}-{digest[:6]}"
         elif typ == "pulumi:pulumi:StackReference":
@@ -135,6 +144,11 @@ class Mocks(pulumi.runtime.Mocks):
             return "vol-0123456789abcdef0", outputs
         elif typ == "aws:ec2/instance:Instance":
             return "i-0123456789abcdef0", outputs
+        elif typ == "docker:index/container:Container":
+            # Docker gives a container an address on each network it joins (the CloudWatch agent scrapes it).
+            networks = [n["name"] for n in inputs.get("networksAdvanced") or []]
+            outputs["networkDatas"] = [{"networkName": network, "ipAddress": f"172.18.0.{2 + i}"}
+                                       for i, network in enumerate(networks)]
         elif typ == "docker:index/remoteImage:RemoteImage":
             outputs["image_id"] = mock_image_id(inputs["name"])
         elif typ == "command:remote:Command" and args.name.endswith("-readiness"):
@@ -173,6 +187,17 @@ class Mocks(pulumi.runtime.Mocks):
             return {"id": volume_id, "volumeId": volume_id, "availabilityZone": f"us-east-1{volume_id[-1]}",
                     "size": 150, "volumeType": "gp3", "iops": 4000, "throughput": 250, "encrypted": True,
                     "arn": f"arn:aws:ec2:us-east-1:123456789012:volume/{volume_id}"}, []
+        if token == "aws:ec2/getInstances:getInstances":
+            # The stack's instances as EC2 has them (components/_instance_state.py): none unless a test puts
+            # some in `instances` as (id, state, lifecycle).
+            states = set(args.args.get("instanceStateNames") or ())
+            spot_only = any(f["name"] == "instance-lifecycle" for f in args.args.get("filters") or ())
+            ids = [i for i, state, lifecycle in self.instances
+                   if state in states and (not spot_only or lifecycle == "spot")]
+            return {"id": "instances", "ids": ids, "privateIps": [], "publicIps": [], "ipv6Addresses": []}, []
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"id": "123456789012", "accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/dev",
+                    "userId": "AIDAEXAMPLE"}, []
         if token == "aws:index/getRegion:getRegion":
             return {"id": "us-east-1", "name": "us-east-1", "region": "us-east-1", "endpoint": "ec2"}, []
         raise AssertionError(f"unexpected invoke {token}")

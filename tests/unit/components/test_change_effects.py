@@ -159,6 +159,13 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "dockerDataOnCacheVolume": ({}, {"dockerDataOnCacheVolume": "true"}),
         "detailedMonitoring": ({}, {"detailedMonitoring": "false"}),
         "recoveryAlarm": ({}, {"recoveryAlarm": "false"}),
+        # CloudWatch alarms, an SNS topic and its key: nothing of the instance, its volumes or the containers.
+        "alarmEmail": ({}, {"alarmEmail": "oncall@example.com"}),
+        # Off: the proxy's log driver, the instance's profile (no token: no role left) and its metrics tag.
+        "metrics": ({}, {"metrics": "false"}),
+        "logRetentionDays": ({}, {"logRetentionDays": "14"}),
+        "idleStopMinutes": ({}, {"idleStopMinutes": "30"}),
+        "capacity": ({}, {"capacity": "spot"}),
         "hostAddress": ({}, {"hostAddress": "10.1.2.4"}),
         "hostSshUser": ({}, {"hostSshUser": "ops"}),
         "hostSshPort": ({}, {"hostSshPort": "2222"}),

@@ -66,9 +66,10 @@ def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = No
 @pytest.mark.parametrize("raw", [
     {**AWS},
     {**AWS, "tls": "self-signed", "metricsAllowedCidrs": "10.0.0.0/8", "hfToken": "hf_" + "x" * 34},
+    {**AWS, "alarmEmail": "oncall@example.com", "idleStopMinutes": "60", "capacity": "spot"},
     {**EXISTING},
     {**LOCAL},
-], ids=["aws", "aws-tls", "existing-host", "local"])
+], ids=["aws", "aws-tls", "aws-alarms-idle-spot", "existing-host", "local"])
 def test_the_programs_own_stacks_pass_every_policy(raw: dict[str, str], tmp_path: Path) -> None:
     deployed = deploy(raw, tmp_path)
     assert violations(deployed) == []

@@ -494,6 +494,17 @@ CASES = [
         ("Set monitoring=True", "CKV_AWS_126"),
     ),
     Case("monitoring-unset", "detailed-monitoring", rules.INSTANCE, instance(monitoring=None), ("CKV_AWS_126",)),
+    # 5b. log-retention (CKV_AWS_66, advisory)
+    Case("log-group-30-days", "log-retention", rules.LOG_GROUP, {"name": "/vllm-endpoint/dev/access",
+                                                                 "retentionInDays": 30}),
+    Case("log-group-forever", "log-retention", rules.LOG_GROUP, {"name": "/x"}, ("Set retentionInDays", "CKV_AWS_66")),
+    Case("log-group-zero", "log-retention", rules.LOG_GROUP, {"name": "/x", "retentionInDays": 0}, ("CKV_AWS_66",)),
+    # 5c. sns-encrypted (CKV_AWS_26) and kms-key-rotation (CKV_AWS_7, advisory)
+    Case("topic-with-key", "sns-encrypted", rules.SNS_TOPIC, {"kmsMasterKeyId": "arn:aws:kms:us-east-1:1:key/x"}),
+    Case("topic-without-key", "sns-encrypted", rules.SNS_TOPIC, {"name": "alarms"}, ("kmsMasterKeyId", "CKV_AWS_26")),
+    Case("topic-empty-key", "sns-encrypted", rules.SNS_TOPIC, {"kmsMasterKeyId": " "}, ("CKV_AWS_26",)),
+    Case("key-rotating", "kms-key-rotation", rules.KMS_KEY, {"enableKeyRotation": True}),
+    Case("key-not-rotating", "kms-key-rotation", rules.KMS_KEY, {"description": "x"}, ("CKV_AWS_7",)),
     # 6. no-ephemeral-public-ip (CKV_AWS_88, advisory)
     Case("public-ip-via-eip-only", "no-ephemeral-public-ip", rules.INSTANCE, instance()),
     Case(
@@ -1157,6 +1168,9 @@ EXPECTED_LEVELS = {
     "imdsv2-required": EnforcementLevel.MANDATORY,
     "ebs-encrypted": EnforcementLevel.MANDATORY,
     "detailed-monitoring": EnforcementLevel.ADVISORY,
+    "log-retention": EnforcementLevel.ADVISORY,
+    "sns-encrypted": EnforcementLevel.MANDATORY,
+    "kms-key-rotation": EnforcementLevel.ADVISORY,
     "no-ephemeral-public-ip": EnforcementLevel.ADVISORY,
     "no-plaintext-credentials": EnforcementLevel.MANDATORY,
     "credentials-as-secrets": EnforcementLevel.REMEDIATE,

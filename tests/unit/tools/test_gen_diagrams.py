@@ -52,7 +52,7 @@ def test_every_resource_the_component_registers_is_in_a_node_of_its_component() 
         assert nodes[of_urn[r.urn]].parent == r.parent
     components = {r.type for r in graph.resources.values() if not r.custom}
     assert components == {"vllm-endpoint:index:VllmEndpoint", "vllm-endpoint:aws:GpuHost",
-                          "vllm-endpoint:docker:VllmServer"}
+                          "vllm-endpoint:docker:VllmServer", "vllm-endpoint:aws:EndpointMonitoring"}
 
 
 def test_the_aws_diagram_shows_the_host_the_containers_and_the_gate(aws_chart: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tests.unit.model_folders import COPY_URN, UPLOAD_PLAN
 from vllm_endpoint.infra.catalog import names
 from vllm_endpoint.infra.plan.spec import ModelRoom, Owner, ReadinessGate
+from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, agent_apply_script, agent_stop_script
 from vllm_endpoint.infra.render.host_scripts import (
     EnvValue,
     HostClaims,
@@ -79,6 +80,9 @@ COMMANDS = {
     "model-stage": (model_stage_script(UPLOAD_PLAN), ["stage-model-upload.sh"]),
     "model-verify": (model_verify_script(UPLOAD_PLAN, COPY_URN)[0], ["verify-model.sh"]),
     "local-model-copy": (local_model_copy_script(UPLOAD_PLAN), ["stage-model-upload.sh", "copy-local-model.sh"]),
+    "cloudwatch-agent-apply": (agent_apply_script(AgentInputs("s", "NS", "172.18.0.2")),
+                               ["cloudwatch-agent-apply.sh"]),
+    "cloudwatch-agent-stop": (agent_stop_script(), ["cloudwatch-agent-stop.sh"]),
 }
 
 
@@ -92,14 +96,17 @@ def test_each_command_exports_exactly_what_its_files_require(name: str) -> None:
 def test_every_shell_file_but_boots_is_run_by_some_command() -> None:
     run = {f for _, files in COMMANDS.values() for f in files}
     # The boot files run by cloud-init, the supervisor and the spot handler by their systemd units
-    # (tests/unit/infra/render/test_userdata.py).
+    # (tests/unit/infra/render/test_userdata.py), the CloudWatch agent's by boot.sh and the agent's step.
     assert {p.name for p in HOST_DIR.glob("*.sh")} - run == {"boot.sh", "prepare-cache-volume.sh",
-                                                             "supervise-containers.sh", "spot-interruption.sh"}
+                                                             "supervise-containers.sh", "spot-interruption.sh",
+                                                             "cloudwatch-agent.sh"}
 
 
 def test_boot_env_holds_exactly_what_the_boot_files_require() -> None:
     wanted = (required("boot.sh") | required("prepare-cache-volume.sh")) - {"BOOT_ENV_FILE"}
     assert set(boot_env_values(BOOT)) == wanted
+    # boot.sh checks the CloudWatch agent script's parameters for it (it runs detached, later).
+    assert required("cloudwatch-agent.sh") <= wanted
 
 
 def run_boot(tmp_path: Path, values: dict[str, EnvValue]) -> subprocess.CompletedProcess[str]:

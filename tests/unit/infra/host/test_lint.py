@@ -13,6 +13,7 @@ import pytest
 from tests.unit.model_folders import COPY_URN, UPLOAD_PLAN
 from vllm_endpoint.infra.catalog.names import PROXY_KEY_CHECK_FILE, PROXY_KEY_CHECK_PATH, PROXY_TLS_DIR
 from vllm_endpoint.infra.plan.spec import Owner, ProxySettings, ReadinessGate
+from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, agent_apply_script, agent_stop_script
 from vllm_endpoint.infra.render.host_scripts import (
     HostClaims,
     existing_host_prepare_script,
@@ -72,6 +73,8 @@ RENDERED = {
     "model-stage": model_stage_script(UPLOAD_PLAN),
     "model-verify": model_verify_script(UPLOAD_PLAN, COPY_URN)[0],
     "local-model-copy": local_model_copy_script(UPLOAD_PLAN),
+    "cloudwatch-agent-apply": agent_apply_script(AgentInputs("dev", "VllmEndpoint", "172.18.0.2")),
+    "cloudwatch-agent-stop": agent_stop_script(),
 }
 
 

@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 from vllm_endpoint.infra.catalog.names import (
+    CLOUDWATCH_AGENT_CONFIG_FILE,
     CLOUDWATCH_AGENT_SCRAPE_FILE,
+    CLOUDWATCH_AGENT_SCRIPT,
     DEFAULT_API_PORT,
+    DEFAULT_ENDPOINT_NAME,
     METRICS_PATH,
     PROXY_CONTAINER_PORT,
     VLLM_CONTAINER_PORT,
@@ -20,12 +23,17 @@ from vllm_endpoint.infra.catalog.names import (
 from vllm_endpoint.infra.catalog.vllm_metrics import VLLM_METRICS
 from vllm_endpoint.infra.render.cloudwatch_agent import (
     AgentInputs,
+    access_log_group,
+    agent_apply_script,
     agent_metrics,
+    cloudwatch_agent_package_url,
+    metrics_scope,
     metrics_the_agent_drops,
     prometheus_log_group,
     render_agent_config,
     render_scrape_config,
 )
+from vllm_endpoint.infra.render.host_scripts import read_host_file
 
 INPUTS = AgentInputs(stack="dev", namespace="VllmEndpoint", vllm_address="172.18.0.2", interval_s=30)
 
@@ -113,3 +121,36 @@ def test_an_interval_below_the_scrape_timeout_or_an_empty_name_is_refused() -> N
         AgentInputs(stack="dev", namespace="NS", vllm_address="172.18.0.2", interval_s=5)
     with pytest.raises(ValueError, match="must not be empty"):
         AgentInputs(stack="", namespace="NS", vllm_address="172.18.0.2")
+
+
+# ----------------------------------------------------------------------------------------------
+# Where things go: the package, the log groups, the deploy's step on the host.
+
+def test_the_package_comes_from_the_instances_own_region() -> None:
+    assert cloudwatch_agent_package_url("eu-central-1") == (
+        "https://amazoncloudwatch-agent-eu-central-1.s3.eu-central-1.amazonaws.com/ubuntu/amd64/latest/"
+        "amazon-cloudwatch-agent.deb")
+    for bad in ("", "us-east-1/../x", "US-EAST-1"):
+        with pytest.raises(ValueError, match="region"):
+            cloudwatch_agent_package_url(bad)
+
+
+def test_each_endpoint_of_a_stack_has_its_own_scope_and_log_groups() -> None:
+    assert metrics_scope("dev", DEFAULT_ENDPOINT_NAME) == "dev"
+    assert metrics_scope("dev", "chat") == "dev-chat"
+    groups = {access_log_group("dev"), prometheus_log_group("dev"), access_log_group("dev-chat")}
+    assert len(groups) == 3
+    # CloudWatch Logs group names: 1-512 of [.-_/#A-Za-z0-9].
+    assert all(re.fullmatch(r"[\w./#-]{1,512}", g) for g in groups)
+
+
+def test_the_deploys_step_installs_writes_both_files_and_restarts_the_agent() -> None:
+    script = agent_apply_script(INPUTS)
+    assert f"export AGENT_SCRIPT={CLOUDWATCH_AGENT_SCRIPT}\n" in script
+    assert f"export AGENT_CONFIG_FILE={CLOUDWATCH_AGENT_CONFIG_FILE}\n" in script
+    assert f"export SCRAPE_CONFIG_FILE={CLOUDWATCH_AGENT_SCRAPE_FILE}\n" in script
+    body = read_host_file("cloudwatch-agent-apply.sh")
+    # Installed first (a no-op when boot did it), then the files, then the agent restarted with them.
+    order = [body.index(step) for step in ('"$AGENT_SCRIPT" install', '"$SCRAPE_CONFIG_FILE"',
+                                           '"$AGENT_CONFIG_FILE" >/dev/null', "-a fetch-config -m ec2 -s -c")]
+    assert order == sorted(order)

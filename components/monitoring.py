@@ -1,0 +1,126 @@
+"""EndpointMonitoring: the CloudWatch dashboard and alarms of an AWS endpoint, and what they notify or do.
+
+The dashboard and the alarms read what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py);
+what they contain is rendered by infra/render/dashboard.py and infra/render/alarms.py, without Pulumi. With an
+alarm e-mail, an SNS topic takes the alarms' notifications to it (AWS mails a confirmation link first). With an
+idle stop, one more alarm stops the instance (EC2's stop action: the volumes, the Elastic IP and the instance
+stay; `scripts/wake.sh` starts it again).
+
+The topic is encrypted with a key of its own: CloudWatch can publish to an encrypted topic only when the key's
+policy lets the CloudWatch service use it, and the policy of SNS's AWS managed key (alias/aws/sns) cannot be
+changed (Amazon SNS Developer Guide, "Enable compatibility between event sources from AWS services and
+encrypted topics"): with that key, every notification would be dropped without an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from vllm_endpoint.infra.catalog.names import METRICS_NAMESPACE, PROJECT
+from vllm_endpoint.infra.render.alarms import AlarmSpec, endpoint_alarms, idle_stop_alarm, stop_action_arn
+from vllm_endpoint.infra.render.dashboard import DashboardInputs, dashboard_url, render_dashboard
+
+
+@dataclass(frozen=True)
+class EndpointMonitoringArgs:
+    region: str
+    scope: str  # the `stack` dimension's value the agent publishes with (cloudwatch_agent.metrics_scope)
+    name: str  # the dashboard's name, and the prefix of the alarms' names (unique in the account and region)
+    instance_id: pulumi.Input[str]
+    alarm_email: str | None = None
+    idle_stop_minutes: int | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class EndpointMonitoring(pulumi.ComponentResource):
+    dashboard_url: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str | None]
+
+    def __init__(self, name: str, args: EndpointMonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PROJECT}:aws:EndpointMonitoring", name, None, opts)
+        tags = dict(args.tags)
+        self.topic_key: aws.kms.Key | None = None
+        self.topic: aws.sns.Topic | None = None
+        self.subscription: aws.sns.TopicSubscription | None = None
+        if args.alarm_email is not None:
+            self.topic_key, self.topic, self.subscription = self._create_topic(name, args.alarm_email, tags)
+        notify = [self.topic.arn] if self.topic is not None else []
+        self.alarms = {spec.key: self._create_alarm(name, args, spec, spec.metric.dimensions, notify, tags)
+                       for spec in endpoint_alarms(METRICS_NAMESPACE, args.scope)}
+        self.idle_stop_alarm: aws.cloudwatch.MetricAlarm | None = None
+        if args.idle_stop_minutes is not None:
+            spec = idle_stop_alarm(METRICS_NAMESPACE, "", args.idle_stop_minutes)
+            # The instance's id is known only once it exists: the dimension's value is an Output.
+            dimensions = tuple((key, args.instance_id) for key, _ in spec.metric.dimensions)
+            self.idle_stop_alarm = self._create_alarm(name, args, spec, dimensions, notify, tags)
+        every = [*self.alarms.values(), *([self.idle_stop_alarm] if self.idle_stop_alarm else [])]
+        body = pulumi.Output.all(args.instance_id, *(a.arn for a in every)).apply(
+            lambda values: render_dashboard(DashboardInputs(
+                region=args.region, namespace=METRICS_NAMESPACE, stack=args.scope, instance_id=values[0],
+                alarm_arns=tuple(values[1:]), idle_stop_minutes=args.idle_stop_minutes)))
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=args.name, dashboard_body=body,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.dashboard_url = self.dashboard.dashboard_name.apply(lambda n: dashboard_url(args.region, n))
+        self.alarm_topic_arn = (self.topic.arn if self.topic is not None
+                                else pulumi.Output.from_input(None))
+        self.register_outputs({"dashboard_url": self.dashboard_url, "alarm_topic_arn": self.alarm_topic_arn})
+
+    def _create_topic(self, name: str, email: str, tags: dict[str, str]) -> tuple[
+            aws.kms.Key, aws.sns.Topic, aws.sns.TopicSubscription]:
+        opts = pulumi.ResourceOptions(parent=self)
+        account = aws.get_caller_identity_output().account_id
+        key = aws.kms.Key(
+            f"{name}-alarms-key",
+            description="vLLM endpoint: encrypts the alarm notifications' SNS topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=7,
+            policy=account.apply(lambda acct: json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Sid": "AccountAdministersTheKey", "Effect": "Allow",
+                     "Principal": {"AWS": f"arn:aws:iam::{acct}:root"}, "Action": "kms:*", "Resource": "*"},
+                    {"Sid": "CloudWatchAlarmsPublishToTheTopic", "Effect": "Allow",
+                     "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                     "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+                     "Condition": {"StringEquals": {"aws:SourceAccount": acct}}},
+                ],
+            })),
+            tags=tags,
+            opts=opts,
+        )
+        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=tags, opts=opts)
+        subscription = aws.sns.TopicSubscription(f"{name}-alarms-email", topic=topic.arn, protocol="email",
+                                                 endpoint=email, opts=opts)
+        return key, topic, subscription
+
+    def _create_alarm(self, name: str, args: EndpointMonitoringArgs, spec: AlarmSpec,
+                      dimensions: tuple[tuple[str, pulumi.Input[str]], ...], notify: list[pulumi.Output[str]],
+                      tags: dict[str, str]) -> aws.cloudwatch.MetricAlarm:
+        stop = [stop_action_arn(args.region)] if spec.action == "stop" else []
+        return aws.cloudwatch.MetricAlarm(
+            f"{name}-{spec.key}",
+            name=f"{args.name}-{spec.key}",
+            alarm_description=spec.description,
+            namespace=spec.metric.namespace,
+            metric_name=spec.metric.metric_name,
+            dimensions=dict(dimensions),
+            statistic=spec.metric.statistic,
+            period=spec.period_s,
+            evaluation_periods=spec.evaluation_periods,
+            datapoints_to_alarm=spec.datapoints_to_alarm,
+            comparison_operator=spec.comparison,
+            threshold=spec.threshold,
+            treat_missing_data=spec.treat_missing_data,
+            alarm_actions=[*stop, *notify],
+            # Back to OK is news for the notifying alarms; for the stop, the stopped instance's OK is not.
+            ok_actions=notify if spec.action == "notify" else [],
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )

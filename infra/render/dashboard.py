@@ -1,0 +1,139 @@
+"""The stack's CloudWatch dashboard: its name, its console URL and its body (the DashboardBody JSON).
+
+It shows what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py: the stack's namespace,
+the one `stack` dimension): vLLM's requests running and waiting, prompt and generation tokens per second, the
+KV cache's usage, the GPU's utilization and memory, and EC2's status checks of the instance, with the alarms'
+states. A counter arrives as its increase per scrape, so tokens per second are the period's sum divided by
+the period's seconds (metric math `m / PERIOD(m)`).
+
+Latency percentiles (time to first token, end to end) are not on it: vLLM exposes them only as Prometheus
+histograms, which the agent's Prometheus pipeline drops (`metrics_the_agent_drops()`). A text widget says so
+rather than showing an empty graph.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from vllm_endpoint.infra.render.alarms import (
+    GENERATION_TOKENS,
+    KV_CACHE,
+    KV_CACHE_FULL_THRESHOLD,
+    PERIOD_S,
+    PROMPT_TOKENS,
+    RUNNING,
+    WAITING,
+)
+from vllm_endpoint.infra.render.cloudwatch_agent import GPU_MEASUREMENTS, STACK_DIMENSION, metrics_the_agent_drops
+
+# CloudWatch's dashboard grid is 24 units wide.
+_WIDTH: Final = 24
+_HALF: Final = _WIDTH // 2
+_HEIGHT: Final = 6
+_NAME_MAX: Final = 255
+
+
+@dataclass(frozen=True)
+class DashboardInputs:
+    region: str
+    namespace: str
+    stack: str  # the `stack` dimension's value the agent publishes with
+    instance_id: str
+    alarm_arns: Sequence[str] = field(default_factory=tuple)
+    idle_stop_minutes: int | None = None
+
+
+def dashboard_name(*parts: str) -> str:
+    """A dashboard name from its parts (project, stack, endpoint): CloudWatch allows A-Z, a-z, 0-9, - and _."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts)).strip("-")[:_NAME_MAX]
+
+
+def dashboard_url(region: str, name: str) -> str:
+    return f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={name}"
+
+
+def gpu_metric_name(measurement: str) -> str:
+    """The agent's CloudWatch name of an nvidia_gpu measurement."""
+    return f"nvidia_smi_{measurement}"
+
+
+def _metric(inputs: DashboardInputs, name: str, stat: str, label: str, metric_id: str | None = None,
+            visible: bool = True) -> list[Any]:
+    options: dict[str, Any] = {"stat": stat, "label": label}
+    if metric_id is not None:
+        options["id"] = metric_id
+    if not visible:
+        options["visible"] = False
+    return [inputs.namespace, name, STACK_DIMENSION, inputs.stack, options]
+
+
+def _graph(inputs: DashboardInputs, title: str, metrics: list[list[Any]], x: int, y: int,
+           y_axis: dict[str, Any] | None = None, annotations: dict[str, Any] | None = None) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "title": title, "view": "timeSeries", "region": inputs.region, "period": PERIOD_S, "metrics": metrics,
+    }
+    if y_axis:
+        properties["yAxis"] = {"left": y_axis}
+    if annotations:
+        properties["annotations"] = annotations
+    return {"type": "metric", "x": x, "y": y, "width": _HALF, "height": _HEIGHT, "properties": properties}
+
+
+def _note(inputs: DashboardInputs) -> str:
+    dropped = ", ".join(f"`{m.name}`" for m in metrics_the_agent_drops())
+    lines = [
+        f"# vLLM endpoint: stack {inputs.stack}",
+        f"vLLM's metrics as the CloudWatch agent on the instance publishes them (namespace `{inputs.namespace}`, "
+        f"dimension `{STACK_DIMENSION}`), one scrape a minute. Tokens per second: each minute's increase of the "
+        "token counters divided by the period's seconds.",
+        "",
+        f"**Latency percentiles are not shown**: vLLM reports time to first token and end-to-end latency only as "
+        f"Prometheus histograms ({dropped}), and the agent's Prometheus pipeline drops histograms. Read them on "
+        "the host's `/metrics` (or from `metricsAllowedCidrs` through the proxy).",
+    ]
+    if inputs.idle_stop_minutes is not None:
+        lines += ["", f"**Stops when idle**: after {inputs.idle_stop_minutes} minutes without a request the "
+                      "instance is stopped (no data then). `scripts/wake.sh` starts it again."]
+    return "\n".join(lines)
+
+
+def render_dashboard(inputs: DashboardInputs) -> str:
+    """The dashboard body (CloudWatch's DashboardBody JSON)."""
+    gauge_axis = {"min": 0}
+    widgets: list[dict[str, Any]] = [
+        {"type": "text", "x": 0, "y": 0, "width": _WIDTH, "height": 4, "properties": {"markdown": _note(inputs)}},
+        _graph(inputs, "Requests running and waiting", [
+            _metric(inputs, RUNNING, "Maximum", "running"),
+            _metric(inputs, WAITING, "Maximum", "waiting"),
+        ], 0, 4, gauge_axis),
+        _graph(inputs, "Tokens per second", [
+            _metric(inputs, PROMPT_TOKENS, "Sum", "prompt tokens", "prompt", visible=False),
+            _metric(inputs, GENERATION_TOKENS, "Sum", "generated tokens", "generation", visible=False),
+            [{"expression": "prompt / PERIOD(prompt)", "label": "prompt tokens/s", "id": "prompt_rate"}],
+            [{"expression": "generation / PERIOD(generation)", "label": "generated tokens/s",
+              "id": "generation_rate"}],
+        ], _HALF, 4, gauge_axis),
+        _graph(inputs, "KV cache usage (1 = full)", [
+            _metric(inputs, KV_CACHE, "Maximum", "KV cache in use"),
+        ], 0, 4 + _HEIGHT, {"min": 0, "max": 1},
+            {"horizontal": [{"label": "kv-cache-full alarm", "value": KV_CACHE_FULL_THRESHOLD}]}),
+        _graph(inputs, "GPU utilization (%)", [
+            _metric(inputs, gpu_metric_name("utilization_gpu"), "Average", "GPU utilization"),
+        ], _HALF, 4 + _HEIGHT, {"min": 0, "max": 100}),
+        _graph(inputs, "GPU memory (MiB)", [
+            _metric(inputs, gpu_metric_name(m), "Maximum", m.replace("_", " ")) for m in GPU_MEASUREMENTS
+            if m.startswith("memory_")
+        ], 0, 4 + 2 * _HEIGHT, gauge_axis),
+        _graph(inputs, "EC2 status checks (1 = failed)", [
+            ["AWS/EC2", metric, "InstanceId", inputs.instance_id, {"stat": "Maximum", "label": label}]
+            for metric, label in (("StatusCheckFailed_System", "system"), ("StatusCheckFailed_Instance", "instance"))
+        ], _HALF, 4 + 2 * _HEIGHT, {"min": 0, "max": 1}),
+    ]
+    if inputs.alarm_arns:
+        widgets.append({"type": "alarm", "x": 0, "y": 4 + 3 * _HEIGHT, "width": _WIDTH, "height": 3,
+                        "properties": {"title": "Alarms", "alarms": list(inputs.alarm_arns)}})
+    return json.dumps({"widgets": widgets}, indent=1, sort_keys=True)

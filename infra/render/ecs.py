@@ -1,0 +1,566 @@
+"""Each container's one description (infra/plan/spec.py), rendered a third way: an Amazon ECS task definition.
+
+`ecs_task` turns the vLLM spec (and the proxy's, when the task runs it as a sidecar) into the container
+definitions and task-level fields of `aws.ecs.TaskDefinition` (EC2 launch type, a GPU capacity provider).
+`ecs_to_docker_run` renders such a container definition back to the `docker run` argv the ECS agent's
+Docker calls amount to, so that a definition can be proven on a test host the way `docker_run_argv` is.
+
+Keys are the ECS API's own (RegisterTaskDefinition, ContainerDefinition, LinuxParameters, HealthCheck;
+docs.aws.amazon.com/AmazonECS/latest/APIReference/, read 2026-12-02). The mapping:
+
+spec field -> ECS key (note):
+- name, image -> name, image
+- args -> command (replaces CMD; the image's ENTRYPOINT stays, as with `docker run IMAGE ARGS`)
+- env -> environment (a name given twice keeps its last value, as with `docker run`)
+- secret_env -> secrets [{name, valueFrom}] (an SSM parameter or Secrets Manager ARN per name; never a value)
+- gpus="all", or runtime nvidia + NVIDIA_VISIBLE_DEVICES -> resourceRequirements [{type GPU, value: count}] (GPU)
+- runtime -> nothing but the GPU request: any runtime other than nvidia is refused
+- ipc_mode -> the task's ipcMode "host"; "private" is the Docker daemon's default, so ECS states nothing
+- shm_size_mb -> linuxParameters.sharedMemorySize (MiB)
+- tmpfs -> linuxParameters.tmpfs [{containerPath, size (MiB, required), mountOptions}]
+- ports -> portMappings [{containerPort, hostPort, protocol}] (host_ip refused: ECS binds every address)
+- mounts -> mountPoints [{sourceVolume, containerPath, readOnly}] + the task's volumes [{name, host.sourcePath}]
+- restart -> restartPolicy {enabled} (the agent restarts the container, not Docker)
+- health -> healthCheck {command [CMD-SHELL, ...], interval, timeout, retries, startPeriod} (HEALTH)
+- log_driver, log_opts -> logConfiguration (awslogs when `AwsLogs` is given, else the spec's own driver)
+- network, network_aliases -> the task's networkMode (NETWORK)
+- labels -> dockerLabels; user -> user; read_only_root -> readonlyRootFilesystem
+- cap_drop, cap_add -> linuxParameters.capabilities {drop, add}; init -> linuxParameters.initProcessEnabled
+- security_opts -> dockerSecurityOptions (no-new-privileges, apparmor:..., label:... only)
+- stop_timeout_s -> stopTimeout (at most 120 s)
+- ulimits -> ulimits [{name, softLimit, hardLimit}] (ECS's list of names only)
+
+Everything a spec holds that ECS cannot express raises `EcsRenderError` naming the field.
+
+GPU: ECS schedules GPUs by count (resourceRequirements type GPU) and its agent chooses the devices, then runs
+the container with the NVIDIA runtime and NVIDIA_VISIBLE_DEVICES set to the chosen ones (agent
+api/task/task.go, populateGPUEnvironmentVariables). A device list in the spec (an existing host's GPU 1) is
+mapped to its length: a fleet instance belongs to this service alone, so which devices does not matter, only
+how many. `gpus="all"` says no number, so the caller gives `gpu_count` (the instance type's GPUs).
+
+NETWORK: the service uses `awsvpc`. Each task gets its own network interface and security group (so replicas
+are reachable from the load balancer's security group only, and the target group registers task IPs), and the
+task's containers share one network namespace: the proxy reaches vLLM at 127.0.0.1, with no Docker network,
+DNS alias or host port. `bridge` is supported for a proof on a plain Docker host: ports published on the
+host, containers on Docker's default bridge, and the proxy reaching vLLM's aliases through `links` (the ECS
+form of an alias in that mode). A user-defined Docker network has no ECS form in either mode. The proxy's
+nginx.conf resolves the vLLM container through Docker's DNS (127.0.0.11), which neither mode has: the ECS
+proxy needs 127.0.0.1 as its upstream (awsvpc), which is the VllmService's part, not this renderer's.
+
+HEALTH: ECS accepts interval 5-300 s, timeout 2-120 s, retries 1-10, startPeriod 0-300 s (API_HealthCheck).
+A value outside them is refused, except startPeriod: a cold model load (download, compile, CUDA graphs) takes
+longer than 300 s, and ECS has a setting made for it, the service's healthCheckGracePeriodSeconds, during
+which the scheduler ignores the container's health. So a longer start period is rendered as 300 s and the
+full length is returned as `health_check_grace_period_s`, which the service must set.
+
+HOST PATHS: the agent bind-mounts a host volume as `source:target` (Docker `Binds`), which creates a missing
+source folder where `--mount` would refuse to start. The container instance must therefore mount its cache
+volume before the ECS agent starts, or the caches land on the root disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan
+from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck
+from vllm_endpoint.infra.render.proxy import proxy_spec
+
+NetworkMode = Literal["awsvpc", "bridge"]
+
+# ECS API bounds (API_HealthCheck, API_ContainerDefinition.stopTimeout).
+HEALTH_INTERVAL_S = (5, 300)
+HEALTH_TIMEOUT_S = (2, 120)
+HEALTH_RETRIES = (1, 10)
+HEALTH_START_PERIOD_S = (0, 300)
+STOP_TIMEOUT_MAX_S = 120
+# API_Ulimit.name.
+ULIMIT_NAMES = frozenset({"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+                          "rss", "rtprio", "rttime", "sigpending", "stack"})
+# API_Tmpfs.mountOptions: options by name (`uid=1000` is the `uid` option with its value).
+TMPFS_OPTIONS = frozenset({
+    "defaults", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync", "async", "dirsync", "remount",
+    "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "bind", "rbind", "unbindable", "runbindable",
+    "private", "rprivate", "shared", "rshared", "slave", "rslave", "relatime", "norelatime", "strictatime",
+    "nostrictatime", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol"})
+# API_LogConfiguration.logDriver on the EC2 launch type.
+LOG_DRIVERS = frozenset({"awslogs", "fluentd", "gelf", "json-file", "journald", "splunk", "syslog", "awsfirelens"})
+# ECS's spelling of Docker's `no-new-privileges:true` (API_ContainerDefinition.dockerSecurityOptions).
+NO_NEW_PRIVILEGES = "no-new-privileges"
+# A tmpfs the spec leaves unsized (Docker's bound: half the RAM) gets this bound on ECS, which requires one:
+# the vLLM container's HOME holds dot-files and Triton's compiled kernels, megabytes; its caches are on the volume.
+UNSIZED_TMPFS_MIB = 1024
+GPU_RUNTIME = "nvidia"
+GPU_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
+SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(ssm|secretsmanager):[a-z0-9-]+:[0-9]{12}:(parameter/\S+|secret:\S+)$")
+# The proxy starts once vLLM answers its health check (ContainerDependency.condition).
+HEALTHY = "HEALTHY"
+
+
+class EcsRenderError(ValueError):
+    """A spec field ECS cannot express, or an ECS bound the spec breaks."""
+
+
+@dataclass(frozen=True)
+class AwsLogs:
+    """CloudWatch Logs for the task's containers (the awslogs log driver)."""
+
+    group: str
+    region: str
+    stream_prefix: str
+
+
+@dataclass(frozen=True)
+class EcsContainer:
+    definition: dict[str, Any]
+    volumes: tuple[dict[str, Any], ...]  # task volumes its mountPoints name
+    ipc_mode: Literal["host"] | None  # task-level in ECS
+    health_check_grace_period_s: int  # what the service's grace period must cover (0: no long start)
+
+
+@dataclass(frozen=True)
+class EcsTask:
+    network_mode: NetworkMode
+    ipc_mode: Literal["host"] | None
+    container_definitions: tuple[dict[str, Any], ...]
+    volumes: tuple[dict[str, Any], ...]
+    health_check_grace_period_s: int  # the service's healthCheckGracePeriodSeconds, at least
+
+    def container_definitions_json(self) -> str:
+        return json.dumps(list(self.container_definitions), sort_keys=True)
+
+    def task_definition_args(self) -> dict[str, Any]:
+        """Keyword arguments for `pulumi_aws.ecs.TaskDefinition` (family, roles and memory are the caller's)."""
+        args: dict[str, Any] = {
+            "container_definitions": self.container_definitions_json(),
+            "network_mode": self.network_mode,
+            "requires_compatibilities": ["EC2"],
+            "volumes": [{"name": v["name"], "host_path": v["host"]["sourcePath"]} for v in self.volumes],
+        }
+        if self.ipc_mode is not None:
+            args["ipc_mode"] = self.ipc_mode
+        return args
+
+
+# ----------------------------------------------------------------------------------------------
+# ContainerSpec -> container definition.
+
+def ecs_container(spec: ContainerSpec, *, secret_arns: Mapping[str, str], network_mode: NetworkMode,
+                  gpu_count: int | None = None, logs: AwsLogs | None = None,
+                  tmpfs_size_mib: int = UNSIZED_TMPFS_MIB, essential: bool = True,
+                  depends_on: Sequence[tuple[str, str]] = ()) -> EcsContainer:
+    """The ECS container definition of `spec`.
+
+    `secret_arns` maps each of `spec.secret_env` to the ARN of an SSM parameter or Secrets Manager secret that
+    the agent injects (with the task's execution role); `gpu_count` is needed when the spec asks for `all`
+    GPUs; `depends_on` is (container name, condition) pairs.
+    """
+    where = f"container {spec.name}"
+    definition: dict[str, Any] = {
+        "name": spec.name,
+        "image": spec.image,
+        "essential": essential,
+        "command": list(spec.args),
+        "environment": _environment(spec, where),
+        "secrets": _secrets(spec, secret_arns, where),
+        "portMappings": [_port(p.host_port, p.container_port, p.host_ip, network_mode, where) for p in spec.ports],
+        "dockerLabels": dict(spec.labels),
+        "ulimits": [_ulimit(u.name, u.soft, u.hard, where) for u in spec.ulimits],
+        "logConfiguration": _log_configuration(spec, logs, where),
+    }
+    gpus = _gpu_count(spec, gpu_count, where)
+    if gpus:
+        definition["resourceRequirements"] = [{"type": "GPU", "value": str(gpus)}]
+    if spec.user:
+        definition["user"] = spec.user
+    if spec.read_only_root:
+        definition["readonlyRootFilesystem"] = True
+    if spec.security_opts:
+        definition["dockerSecurityOptions"] = [_security_option(o, where) for o in spec.security_opts]
+    if spec.restart != "no":
+        # The agent restarts an exited container in place (ECS container restart policy); Docker's own
+        # restart policy is not used on ECS. With the default restartAttemptPeriod (300 s) a container that exits
+        # sooner is not restarted: it stops the task (essential) and the service starts a new one.
+        definition["restartPolicy"] = {"enabled": True}
+    if spec.stop_timeout_s is not None:
+        if not 0 <= spec.stop_timeout_s <= STOP_TIMEOUT_MAX_S:
+            raise EcsRenderError(f"{where}: stop_timeout_s {spec.stop_timeout_s} is outside ECS's stopTimeout "
+                                 f"range 0-{STOP_TIMEOUT_MAX_S} s")
+        definition["stopTimeout"] = spec.stop_timeout_s
+    grace = 0
+    if spec.health is not None:
+        definition["healthCheck"], grace = _health_check(spec.health, where)
+    linux = _linux_parameters(spec, tmpfs_size_mib, where)
+    if linux:
+        definition["linuxParameters"] = linux
+    if depends_on:
+        definition["dependsOn"] = [{"containerName": name, "condition": cond} for name, cond in depends_on]
+    volumes = []
+    mount_points = []
+    for mount in spec.mounts:
+        volume = host_volume(mount.source)
+        volumes.append(volume)
+        mount_points.append({"sourceVolume": volume["name"], "containerPath": mount.target,
+                             "readOnly": mount.read_only})
+    definition["mountPoints"] = mount_points
+    _refuse_unexpressible(spec, network_mode, where)
+    return EcsContainer(definition=definition, volumes=tuple(volumes),
+                        ipc_mode="host" if spec.ipc_mode == "host" else None, health_check_grace_period_s=grace)
+
+
+def host_volume(source: str) -> dict[str, Any]:
+    """The task volume of a host path: named after the path, so two containers binding it share one volume."""
+    if not source.startswith("/"):
+        raise EcsRenderError(f"mount source {source!r}: ECS host volumes take an absolute path")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", source.strip("/")).strip("-")[:200] or "root"
+    # Paths that differ only in punctuation ("/a-b", "/a/b") would share a name: the path's digest tells them apart.
+    name = f"host-{name}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+    return {"name": name, "host": {"sourcePath": source}}
+
+
+def _environment(spec: ContainerSpec, where: str) -> list[dict[str, str]]:
+    env = dict(spec.env)  # a name given twice keeps its last value, as `docker run --env` does
+    if spec.runtime == GPU_RUNTIME:
+        env.pop(GPU_DEVICES_ENV, None)  # the device list becomes a GPU count; the agent sets its own
+    for name in spec.secret_env:
+        if name in env:
+            raise EcsRenderError(f"{where}: {name} is both a plain and a secret environment variable")
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _secrets(spec: ContainerSpec, secret_arns: Mapping[str, str], where: str) -> list[dict[str, str]]:
+    missing = [name for name in spec.secret_env if name not in secret_arns]
+    if missing:
+        raise EcsRenderError(f"{where}: no SSM parameter or Secrets Manager ARN for secret environment variables "
+                             f"{missing}: ECS injects secrets by reference only, never by value")
+    unknown = sorted(set(secret_arns) - set(spec.secret_env))
+    if unknown:
+        raise EcsRenderError(f"{where}: secret ARNs given for {unknown}, which the container does not take")
+    secrets = []
+    for name in spec.secret_env:
+        arn = secret_arns[name]
+        if not SECRET_ARN.match(arn):
+            # Whatever it is, it is not a reference: do not echo it, it may be the secret itself.
+            raise EcsRenderError(f"{where}: the reference for {name} is not an SSM parameter or Secrets Manager "
+                                 "ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME or "
+                                 "arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)")
+        secrets.append({"name": name, "valueFrom": arn})
+    return secrets
+
+
+def _port(host_port: int, container_port: int, host_ip: str, network_mode: NetworkMode,
+          where: str) -> dict[str, Any]:
+    if host_ip:
+        raise EcsRenderError(f"{where}: port {host_port} is bound to {host_ip} only; ECS port mappings bind every "
+                             "address of the host or task (restrict who connects with security groups instead)")
+    if network_mode == "awsvpc":
+        # The port is the task's own address's: hostPort is the containerPort or absent (API_PortMapping).
+        return {"containerPort": container_port, "hostPort": container_port, "protocol": "tcp"}
+    return {"containerPort": container_port, "hostPort": host_port, "protocol": "tcp"}
+
+
+def _ulimit(name: str, soft: int, hard: int, where: str) -> dict[str, Any]:
+    if name not in ULIMIT_NAMES:
+        raise EcsRenderError(f"{where}: ulimit {name!r} is not one ECS sets ({', '.join(sorted(ULIMIT_NAMES))})")
+    return {"name": name, "softLimit": soft, "hardLimit": hard}
+
+
+def _log_configuration(spec: ContainerSpec, logs: AwsLogs | None, where: str) -> dict[str, Any]:
+    if logs is not None:
+        return {"logDriver": "awslogs", "options": {
+            "awslogs-group": logs.group, "awslogs-region": logs.region, "awslogs-stream-prefix": logs.stream_prefix}}
+    if spec.log_driver not in LOG_DRIVERS:
+        raise EcsRenderError(f"{where}: log driver {spec.log_driver!r} is not one ECS supports "
+                             f"({', '.join(sorted(LOG_DRIVERS))})")
+    return {"logDriver": spec.log_driver, "options": dict(spec.log_opts)}
+
+
+def _gpu_count(spec: ContainerSpec, gpu_count: int | None, where: str) -> int:
+    if gpu_count is not None and gpu_count < 1:
+        raise EcsRenderError(f"{where}: gpu_count must be at least 1, not {gpu_count}")
+    if spec.runtime not in (None, GPU_RUNTIME):
+        raise EcsRenderError(f"{where}: runtime {spec.runtime!r}: ECS runs containers with Docker's default runtime, "
+                             f"or {GPU_RUNTIME!r} for a GPU request")
+    devices = spec.env_dict().get(GPU_DEVICES_ENV)
+    if spec.runtime == GPU_RUNTIME:
+        if devices is None or devices in ("", "none", "void"):
+            raise EcsRenderError(f"{where}: the {GPU_RUNTIME} runtime without {GPU_DEVICES_ENV} names no GPUs")
+        if devices == "all":
+            if gpu_count is None:
+                raise EcsRenderError(f"{where}: {GPU_DEVICES_ENV}=all: ECS reserves GPUs by count; give gpu_count")
+            return gpu_count
+        # ECS picks the devices itself: a device list becomes its length.
+        count = len(devices.split(","))
+        if gpu_count is not None and gpu_count != count:
+            raise EcsRenderError(f"{where}: {GPU_DEVICES_ENV}={devices} selects {count} GPU(s), gpu_count says "
+                                 f"{gpu_count}")
+        return count
+    if devices is not None:
+        raise EcsRenderError(f"{where}: {GPU_DEVICES_ENV} is set without a GPU request; the ECS agent sets it")
+    if spec.gpus == "all":
+        if gpu_count is None:
+            raise EcsRenderError(f"{where}: gpus=all: ECS reserves GPUs by count, not 'all'; give gpu_count "
+                                 "(the instance type's GPUs)")
+        return gpu_count
+    if gpu_count is not None:
+        raise EcsRenderError(f"{where}: gpu_count {gpu_count} given for a container that requests no GPU")
+    return 0
+
+
+def _security_option(option: str, where: str) -> str:
+    if option in (NO_NEW_PRIVILEGES, f"{NO_NEW_PRIVILEGES}:true", f"{NO_NEW_PRIVILEGES}=true"):
+        return NO_NEW_PRIVILEGES
+    if option.startswith(("apparmor:", "label:")):
+        return option
+    raise EcsRenderError(f"{where}: security option {option!r} has no ECS form (dockerSecurityOptions takes "
+                         f"{NO_NEW_PRIVILEGES}, apparmor:PROFILE and label:VALUE)")
+
+
+def _bounded(value: int, bounds: tuple[int, int], key: str, where: str) -> int:
+    low, high = bounds
+    if not low <= value <= high:
+        raise EcsRenderError(f"{where}: healthCheck.{key} {value} is outside ECS's range {low}-{high}")
+    return value
+
+
+def _health_check(h: HealthCheck, where: str) -> tuple[dict[str, Any], int]:
+    low, high = HEALTH_START_PERIOD_S
+    if h.start_period_s < low:
+        raise EcsRenderError(f"{where}: healthCheck.startPeriod {h.start_period_s} is below {low}")
+    # Longer starts are the service's grace period's to cover (module docstring, HEALTH).
+    grace = h.start_period_s if h.start_period_s > high else 0
+    return {
+        "command": ["CMD-SHELL", h.shell_command],
+        "interval": _bounded(h.interval_s, HEALTH_INTERVAL_S, "interval", where),
+        "timeout": _bounded(h.timeout_s, HEALTH_TIMEOUT_S, "timeout", where),
+        "retries": _bounded(h.retries, HEALTH_RETRIES, "retries", where),
+        "startPeriod": min(h.start_period_s, high),
+    }, grace
+
+
+def _linux_parameters(spec: ContainerSpec, tmpfs_size_mib: int, where: str) -> dict[str, Any]:
+    linux: dict[str, Any] = {}
+    if spec.cap_drop or spec.cap_add:
+        linux["capabilities"] = {"drop": list(spec.cap_drop), "add": list(spec.cap_add)}
+    if spec.init:
+        linux["initProcessEnabled"] = True
+    if spec.shm_size_mb is not None:
+        if spec.ipc_mode == "host":
+            raise EcsRenderError(f"{where}: shm_size_mb with ipc_mode=host: the host's /dev/shm has no per-container "
+                                 "size")
+        linux["sharedMemorySize"] = spec.shm_size_mb
+    if spec.tmpfs:
+        linux["tmpfs"] = [_tmpfs(path, options, tmpfs_size_mib, where) for path, options in spec.tmpfs]
+    return linux
+
+
+_SIZE = re.compile(r"^([0-9]+)([kmg]?)$", re.IGNORECASE)
+
+
+def _tmpfs(path: str, options: str, default_mib: int, where: str) -> dict[str, Any]:
+    mount_options = []
+    size_mib: int | None = None
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key == "size":
+            size_mib = _mib(value, f"{where}: tmpfs {path} size={value}")
+            continue
+        if key not in TMPFS_OPTIONS:
+            raise EcsRenderError(f"{where}: tmpfs {path} option {option!r} is not one ECS accepts")
+        mount_options.append(option)
+    if size_mib is None:
+        size_mib = default_mib
+    if size_mib < 1:
+        raise EcsRenderError(f"{where}: tmpfs {path}: ECS needs a size of at least 1 MiB")
+    return {"containerPath": path, "size": size_mib, "mountOptions": mount_options}
+
+
+def _mib(text: str, what: str) -> int:
+    match = _SIZE.match(text)
+    if match is None:
+        raise EcsRenderError(f"{what}: not a size ECS can state in MiB")
+    number, unit = int(match[1]), match[2].lower()
+    factor = {"": 1, "k": 1024, "m": 2**20, "g": 2**30}[unit]
+    size = number * factor
+    if size % 2**20:
+        raise EcsRenderError(f"{what}: ECS states tmpfs sizes in whole MiB")
+    return size // 2**20
+
+
+def _refuse_unexpressible(spec: ContainerSpec, network_mode: NetworkMode, where: str) -> None:
+    if spec.ipc_mode not in (None, "host", "private"):
+        raise EcsRenderError(f"{where}: ipc_mode {spec.ipc_mode!r} has no ECS form")
+    if network_mode not in ("awsvpc", "bridge"):
+        raise EcsRenderError(f"{where}: network mode {network_mode!r}: the renderer supports awsvpc and bridge")
+
+
+# ----------------------------------------------------------------------------------------------
+# The task: vLLM and, optionally, the proxy as its sidecar.
+
+def ecs_task(vllm: ContainerSpec, proxy: ContainerSpec | None = None, *, secret_arns: Mapping[str, str],
+             network_mode: NetworkMode = "awsvpc", gpu_count: int | None = None, logs: AwsLogs | None = None,
+             tmpfs_size_mib: int = UNSIZED_TMPFS_MIB) -> EcsTask:
+    """The task of one replica. The proxy, when given, starts once vLLM is HEALTHY (it would answer 502 before)
+    and is essential too: a replica without its proxy serves nothing. The agent waits for HEALTHY without a limit
+    unless the dependency sets startTimeout (none is set: a cold load's length is the grace period's business),
+    and stops a task's containers in reverse: the proxy first, then vLLM (agent dependencygraph/graph.go)."""
+    containers = [ecs_container(vllm, secret_arns=secret_arns, network_mode=network_mode, gpu_count=gpu_count,
+                                logs=logs, tmpfs_size_mib=tmpfs_size_mib)]
+    if proxy is not None:
+        if vllm.health is None:
+            raise EcsRenderError(f"container {vllm.name}: the proxy waits for it to be {HEALTHY}, so it needs a "
+                                 "health check")
+        sidecar = ecs_container(proxy, secret_arns={}, network_mode=network_mode, logs=logs,
+                                tmpfs_size_mib=tmpfs_size_mib, depends_on=((vllm.name, HEALTHY),))
+        if network_mode == "bridge" and vllm.network_aliases:
+            # On Docker's default bridge a link is the only way to give vLLM its alias (awsvpc: 127.0.0.1).
+            sidecar.definition["links"] = [f"{vllm.name}:{alias}" for alias in vllm.network_aliases]
+        containers.append(sidecar)
+    names = [c.definition["name"] for c in containers]
+    if len(set(names)) != len(names):
+        raise EcsRenderError(f"two containers of the task are named {names[0]}")
+    ports = [p["containerPort"] for c in containers for p in c.definition["portMappings"]]
+    if network_mode == "awsvpc" and len(set(ports)) != len(ports):
+        raise EcsRenderError(f"awsvpc: the task's containers share one address; container ports {ports} collide")
+    volumes: dict[str, dict[str, Any]] = {}
+    for container in containers:
+        for volume in container.volumes:
+            volumes.setdefault(volume["name"], volume)
+    ipc: Literal["host"] | None = "host" if any(c.ipc_mode == "host" for c in containers) else None
+    return EcsTask(network_mode=network_mode, ipc_mode=ipc,
+                   container_definitions=tuple(c.definition for c in containers), volumes=tuple(volumes.values()),
+                   health_check_grace_period_s=max(c.health_check_grace_period_s for c in containers))
+
+
+def plan_ecs_task(plan: DeploymentPlan, *, secret_arns: Mapping[str, str], logs: AwsLogs | None = None,
+                  network_mode: NetworkMode = "awsvpc", with_proxy: bool = True,
+                  gpu_count: int | None = None) -> EcsTask:
+    """The plan's vLLM container (and proxy) as an ECS task; an `all` GPU request counts the instance type's GPUs
+    unless `gpu_count` says how many (a plan without an instance type: an existing host, this machine)."""
+    if gpu_count is None and plan.instance is not None and plan.vllm.gpus == "all":
+        gpu_count = plan.instance.gpu_count
+    return ecs_task(plan.vllm, proxy_spec(plan) if with_proxy else None, secret_arns=secret_arns,
+                    network_mode=network_mode, gpu_count=gpu_count, logs=logs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Container definition -> `docker run`, as the ECS agent runs it.
+
+# Every key ecs_container writes; anything else in a definition is refused rather than left out of the proof.
+_KNOWN_KEYS = frozenset({
+    "name", "image", "essential", "command", "entryPoint", "environment", "secrets", "portMappings", "dockerLabels",
+    "ulimits", "logConfiguration", "resourceRequirements", "user", "readonlyRootFilesystem",
+    "dockerSecurityOptions", "restartPolicy", "stopTimeout", "healthCheck", "linuxParameters", "dependsOn",
+    "mountPoints", "links"})
+_KNOWN_LINUX_KEYS = frozenset({"capabilities", "initProcessEnabled", "sharedMemorySize", "tmpfs"})
+
+
+def ecs_to_docker_run(definition: Mapping[str, Any], volumes: Sequence[Mapping[str, Any]], *,
+                      network_mode: NetworkMode = "bridge", ipc_mode: str | None = None,
+                      gpu_ids: Sequence[str] | None = None, task_network: str | None = None,
+                      task_id: str = "local") -> list[str]:
+    """The `docker run` argv of one ECS container definition, as the agent's Docker calls amount to.
+
+    What the agent supplies and this takes as arguments: `gpu_ids`, the devices it assigned (default 0..N-1);
+    `task_network`, the network the task's containers share (awsvpc: the agent's pause container,
+    `container:NAME`; bridge: Docker's default bridge); `task_id`, which names the awslogs stream. Secrets are
+    passed by name (`--env NAME`, the value from the caller's environment), as the agent hands Docker the
+    value it fetched and no command line ever holds it. Left out, as the agent's own: its labels
+    (com.amazonaws.ecs.*), its container name (ecs-FAMILY-REVISION-NAME-...), its restart handling
+    (restartPolicy), `essential` (the agent stops the task when one exits) and dependsOn (the caller starts
+    containers in that order).
+    """
+    unknown = sorted(set(definition) - _KNOWN_KEYS)
+    if unknown:
+        raise EcsRenderError(f"container definition keys {unknown}: not rendered by ecs_to_docker_run")
+    name = definition["name"]
+    by_name = {v["name"]: v for v in volumes}
+    argv = ["docker", "run", "--detach", "--name", name]
+    gpus = sum(int(r["value"]) for r in definition.get("resourceRequirements", ()) if r["type"] == "GPU")
+    if gpus:
+        argv += ["--runtime", GPU_RUNTIME]
+    if ipc_mode is not None:
+        argv += ["--ipc", ipc_mode]
+    linux = definition.get("linuxParameters", {})
+    unknown = sorted(set(linux) - _KNOWN_LINUX_KEYS)
+    if unknown:
+        raise EcsRenderError(f"linuxParameters keys {unknown}: not rendered by ecs_to_docker_run")
+    if "sharedMemorySize" in linux:
+        argv += ["--shm-size", f"{linux['sharedMemorySize']}m"]
+    if "user" in definition:
+        argv += ["--user", definition["user"]]
+    if linux.get("initProcessEnabled"):
+        argv.append("--init")
+    if definition.get("readonlyRootFilesystem"):
+        argv.append("--read-only")
+    for tmpfs in linux.get("tmpfs", ()):
+        mount = ",".join([*tmpfs.get("mountOptions", ()), f"size={tmpfs['size']}m"])
+        argv += ["--tmpfs", f"{tmpfs['containerPath']}:{mount}"]
+    capabilities = linux.get("capabilities", {})
+    for cap in capabilities.get("drop", ()):
+        argv += ["--cap-drop", cap]
+    for cap in capabilities.get("add", ()):
+        argv += ["--cap-add", cap]
+    for option in definition.get("dockerSecurityOptions", ()):
+        argv += ["--security-opt", option]
+    for limit in definition.get("ulimits", ()):
+        argv += ["--ulimit", f"{limit['name']}={limit['softLimit']}:{limit['hardLimit']}"]
+    if network_mode == "awsvpc":
+        if task_network is None:
+            raise EcsRenderError("awsvpc: give task_network, the container whose network namespace the task shares "
+                                 "(container:NAME)")
+        argv += ["--network", task_network]
+    else:
+        argv += ["--network", task_network or "bridge"]
+        for link in definition.get("links", ()):
+            argv += ["--link", link]
+        for port in definition.get("portMappings", ()):
+            host = port.get("hostPort", 0)
+            argv += ["--publish", f"{host}:{port['containerPort']}" if host else str(port["containerPort"])]
+    for point in definition.get("mountPoints", ()):
+        source = by_name[point["sourceVolume"]]["host"]["sourcePath"]
+        argv += ["--volume", f"{source}:{point['containerPath']}" + (":ro" if point.get("readOnly") else "")]
+    for pair in definition.get("environment", ()):
+        argv += ["--env", f"{pair['name']}={pair['value']}"]
+    if gpus:
+        ids = list(gpu_ids) if gpu_ids is not None else [str(i) for i in range(gpus)]
+        if len(ids) != gpus:
+            raise EcsRenderError(f"{len(ids)} GPU ids given for a request of {gpus}")
+        argv += ["--env", f"{GPU_DEVICES_ENV}={','.join(ids)}"]
+    for secret in definition.get("secrets", ()):
+        argv += ["--env", secret["name"]]
+    for key, value in definition.get("dockerLabels", {}).items():
+        argv += ["--label", f"{key}={value}"]
+    if "healthCheck" in definition:
+        h = definition["healthCheck"]
+        if h["command"][0] != "CMD-SHELL" or len(h["command"]) != 2:
+            raise EcsRenderError(f"healthCheck.command {h['command'][:1]}: only the CMD-SHELL form is rendered")
+        argv += [
+            "--health-cmd", h["command"][1],
+            "--health-interval", f"{h.get('interval', 30)}s",
+            "--health-timeout", f"{h.get('timeout', 5)}s",
+            "--health-retries", str(h.get("retries", 3)),
+            "--health-start-period", f"{h.get('startPeriod', 0)}s",
+        ]
+    log = definition.get("logConfiguration")
+    if log is not None:
+        argv += ["--log-driver", log["logDriver"]]
+        options: dict[str, str] = dict(log.get("options", {}))
+        if log["logDriver"] == "awslogs" and "awslogs-stream-prefix" in options:
+            # The agent names the stream PREFIX/CONTAINER/TASK-ID; Docker's driver knows no prefix option.
+            options["awslogs-stream"] = f"{options.pop('awslogs-stream-prefix')}/{name}/{task_id}"
+        for key, value in options.items():
+            argv += ["--log-opt", f"{key}={value}"]
+    if "stopTimeout" in definition:
+        argv += ["--stop-timeout", str(definition["stopTimeout"])]
+    entry_point = list(definition.get("entryPoint", ()))
+    if entry_point:
+        argv += ["--entrypoint", entry_point[0]]
+    argv.append(definition["image"])
+    argv += entry_point[1:] + list(definition.get("command", ()))
+    return argv
