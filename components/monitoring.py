@@ -1,7 +1,11 @@
 """EndpointMonitoring: the CloudWatch dashboard and alarms of an AWS endpoint, and what they notify or do.
 
-The dashboard and the alarms read what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py);
-what they contain is rendered by infra/render/dashboard.py and infra/render/alarms.py, without Pulumi. With an
+The dashboard and the alarms read what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py),
+and two metrics this component makes from the proxy's access log with CloudWatch Logs metric filters (5xx
+responses and the `/v1/` requests' latency, infra/render/log_metrics.py); what they contain is rendered by
+infra/render/dashboard.py, infra/render/alarms.py and infra/render/log_metrics.py, without Pulumi. The access
+log group is GpuHost's: its name comes in as the group's Output, so each filter is created after the group
+(PutMetricFilter on a group that does not exist yet fails). With an
 alarm e-mail, an SNS topic takes the alarms' notifications to it (AWS mails a confirmation link first). With an
 idle stop, one more alarm stops the instance (EC2's stop action: the volumes, the Elastic IP and the instance
 stay; `scripts/wake.sh` starts it again).
@@ -24,6 +28,7 @@ import pulumi_aws as aws
 from vllm_endpoint.infra.catalog.names import METRICS_NAMESPACE, PROJECT
 from vllm_endpoint.infra.render.alarms import AlarmSpec, endpoint_alarms, idle_stop_alarm, stop_action_arn
 from vllm_endpoint.infra.render.dashboard import DashboardInputs, dashboard_url, render_dashboard
+from vllm_endpoint.infra.render.log_metrics import LogMetricFilterSpec, access_log_metric_filters
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class EndpointMonitoringArgs:
     scope: str  # the `stack` dimension's value the agent publishes with (cloudwatch_agent.metrics_scope)
     name: str  # the dashboard's name, and the prefix of the alarms' names (unique in the account and region)
     instance_id: pulumi.Input[str]
+    # The access log group's name (cloudwatch_agent.access_log_group(scope)), as the Output of the group GpuHost
+    # creates: the metric filters on it then depend on the group.
+    access_log_group: pulumi.Input[str]
     alarm_email: str | None = None
     idle_stop_minutes: int | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -50,6 +58,8 @@ class EndpointMonitoring(pulumi.ComponentResource):
         if args.alarm_email is not None:
             self.topic_key, self.topic, self.subscription = self._create_topic(name, args.alarm_email, tags)
         notify = [self.topic.arn] if self.topic is not None else []
+        self.log_metric_filters = {spec.key: self._create_log_metric_filter(name, args, spec)
+                                   for spec in access_log_metric_filters(args.scope, METRICS_NAMESPACE)}
         self.alarms = {spec.key: self._create_alarm(name, args, spec, spec.metric.dimensions, notify, tags)
                        for spec in endpoint_alarms(METRICS_NAMESPACE, args.scope)}
         self.idle_stop_alarm: aws.cloudwatch.MetricAlarm | None = None
@@ -99,6 +109,25 @@ class EndpointMonitoring(pulumi.ComponentResource):
         subscription = aws.sns.TopicSubscription(f"{name}-alarms-email", topic=topic.arn, protocol="email",
                                                  endpoint=email, opts=opts)
         return key, topic, subscription
+
+    def _create_log_metric_filter(self, name: str, args: EndpointMonitoringArgs,
+                                  spec: LogMetricFilterSpec) -> aws.cloudwatch.LogMetricFilter:
+        return aws.cloudwatch.LogMetricFilter(
+            # "-filter": the alarm on the 5xx metric has the key's name (the account's names must not clash).
+            f"{name}-{spec.key}-filter",
+            name=f"{args.name}-{spec.key}-filter",
+            log_group_name=args.access_log_group,
+            pattern=spec.pattern,
+            metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+                name=spec.metric_name,
+                namespace=spec.namespace,
+                value=spec.value,
+                unit=spec.unit,
+                default_value=None if spec.default_value is None else str(spec.default_value),
+                dimensions=dict(spec.dimensions) or None,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _create_alarm(self, name: str, args: EndpointMonitoringArgs, spec: AlarmSpec,
                       dimensions: tuple[tuple[str, pulumi.Input[str]], ...], notify: list[pulumi.Output[str]],

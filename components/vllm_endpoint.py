@@ -196,12 +196,18 @@ class VllmEndpoint(pulumi.ComponentResource):
         aws_settings = settings.plan.config.aws
         if gpu_host is None or not aws_settings.metrics:
             return None
+        scope = metrics_scope(pulumi.get_stack(), name)
+        # The access log group's name as an Output of GpuHost's log groups: the metric filters on it are then
+        # created after the group exists.
+        access_group = pulumi.Output.all(*(g.name for g in gpu_host.log_groups)).apply(
+            lambda names: next(n for n in names if n == access_log_group(scope)))
         return EndpointMonitoring(
             f"{name}-monitoring",
             EndpointMonitoringArgs(
-                region=gpu_host.region, scope=metrics_scope(pulumi.get_stack(), name),
+                region=gpu_host.region, scope=scope,
                 name=dashboard_name(pulumi.get_project(), pulumi.get_stack(), name),
-                instance_id=gpu_host.instance_id, alarm_email=aws_settings.alarm_email,
+                instance_id=gpu_host.instance_id, access_log_group=access_group,
+                alarm_email=aws_settings.alarm_email,
                 idle_stop_minutes=aws_settings.idle_stop_minutes,
                 tags={**aws_settings.tags, STACK_TAG: pulumi.get_stack(), ENDPOINT_TAG: name},
             ),

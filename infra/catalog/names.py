@@ -183,3 +183,22 @@ METRICS_TAG: Final = f"{LABEL_PREFIX}:metrics"
 METRICS_NAMESPACE: Final = "VllmEndpoint"
 # CloudWatch Logs groups of an endpoint: /vllm-endpoint/<scope>/<kind> (infra/render/cloudwatch_agent.py).
 LOG_GROUP_PREFIX: Final = f"/{PROJECT}"
+# Latency percentiles (the agent drops vLLM's histograms): infra/host/vllm-latency.py, run once a minute by the
+# systemd timer LATENCY_TIMER_NAME (templates infra/host/vllm-latency.{service,timer}), sends them to the agent's
+# EMF listener (LATENCY_EMF_ENDPOINT). The deploy's CloudWatch agent step writes and enables them
+# (infra/render/latency.py). The env file the service reads sits next to BOOT_ENV_FILE, where the boot-time
+# retarget of CLOUDWATCH_AGENT_SCRIPT finds it; the counts of the previous run in /var/lib/<state directory>.
+LATENCY_SCRIPT: Final = f"/usr/local/lib/{PROJECT}/vllm-latency.py"
+LATENCY_SERVICE_NAME: Final = f"{PROJECT}-latency.service"
+LATENCY_TIMER_NAME: Final = f"{PROJECT}-latency.timer"
+LATENCY_SERVICE_FILE: Final = f"/etc/systemd/system/{LATENCY_SERVICE_NAME}"
+LATENCY_TIMER_FILE: Final = f"/etc/systemd/system/{LATENCY_TIMER_NAME}"
+LATENCY_ENV_FILE: Final = f"/etc/{PROJECT}/vllm-latency.env"
+LATENCY_STATE_DIRECTORY: Final = f"{PROJECT}-latency"
+# The agent's EMF listener (logs.metrics_collected.emf: TCP and UDP on 127.0.0.1:25888, the CloudWatch user
+# guide, "Using the CloudWatch agent to send embedded metric format logs").
+LATENCY_EMF_ENDPOINT: Final = "udp://127.0.0.1:25888"
+# The fleet's instances (components/vllm_service.py) boot the ECS GPU-optimized Amazon Linux 2023 AMI named by
+# this public SSM parameter unless an AMI is pinned (the ECS developer guide, "Retrieving Amazon ECS-optimized
+# Linux AMI metadata"; AMI names al2023-ami-ecs-gpu-hvm-*, aws/amazon-ecs-ami releases, read 2026-12-02).
+ECS_GPU_AMI_SSM_PARAMETER: Final = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"

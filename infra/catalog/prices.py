@@ -62,6 +62,19 @@ class SpotPrice:
         return float(statistics.median(self.zones_usd_per_hour.values()))
 
 
+@dataclass(frozen=True, config=STRICT_ENTRY)
+class CloudWatchPrices:
+    """us-east-1 list prices of what the stack's monitoring creates (the sources entry says where from)."""
+
+    checked: datetime.date
+    custom_metric_month: _Price
+    dashboard_month: _Price
+    alarm_metric_month: _Price
+    logs_ingested_gb: _Price
+    logs_archived_gb_month: _Price
+    kms_key_month: _Price
+
+
 class PricesFile(DataFile):
     hours_per_month: Annotated[int, Field(gt=0)]
     fallback_region: str
@@ -70,6 +83,7 @@ class PricesFile(DataFile):
     io2_iops_tier_limits: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
     regions: tuple[RegionPrices, ...] = Field(min_length=1)
     spot_prices: tuple[SpotPrice, ...] = ()
+    cloudwatch: CloudWatchPrices
 
     _unique = field_validator("regions")(unique_names)
 
@@ -101,6 +115,7 @@ GP3_FREE_IOPS: Final = _DATA.gp3_free_iops
 GP3_FREE_THROUGHPUT_MIB_S: Final = _DATA.gp3_free_throughput_mib_s
 IO2_IOPS_TIER_LIMITS: Final = _DATA.io2_iops_tier_limits
 PRICES_CHECKED: Final[datetime.date] = _DATA.checked
+CLOUDWATCH: Final = _DATA.cloudwatch
 SPOT_PRICES: Mapping[tuple[str, str], SpotPrice] = MappingProxyType(
     {(s.instance, s.region): s for s in _DATA.spot_prices})
 

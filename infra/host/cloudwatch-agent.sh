@@ -10,8 +10,9 @@
 #   retarget Docker gives containers new addresses when several start at once (a boot starts vLLM and
 #            the proxy together, in any order), so the address the deploy wrote may now be the proxy's.
 #            Waits for the vLLM container (label VLLM_LABEL) to run, and when its address differs from
-#            the scrape config's, rewrites the target and restarts the agent. Until the deploy wrote a
-#            configuration there is nothing to retarget.
+#            the scrape config's, rewrites the target and restarts the agent; and points the latency
+#            percentiles' env file (LATENCY_ENV_FILE) at it too (its timer reads it at every run). Until
+#            the deploy wrote a configuration there is nothing to retarget.
 #
 # `boot` never fails: without the agent the endpoint serves, only its metrics are missing (and the
 # `not-ready` alarm says so). `install` exits 1 when it cannot install, which fails the deploy's step with
@@ -22,6 +23,8 @@
 #   VLLM_LABEL           label=value of the vLLM container
 #   VLLM_PORT            vLLM's port in its container (the scrape target's port)
 #   AGENT_PACKAGE_URL    the agent's package: AWS's download bucket in the instance's region, Ubuntu amd64
+#   LATENCY_ENV_FILE     the latency percentiles' env file (infra/host/vllm-latency.py's service); by
+#                        default vllm-latency.env next to BOOT_ENV_FILE, where the deploy writes it
 #   AGENT_RETRY_DELAY, AGENT_WAIT_SECONDS, AGENT_LOCK  tests shorten or move these
 set -euo pipefail
 if [[ -n ${BOOT_ENV_FILE:-} ]]; then
@@ -33,6 +36,7 @@ missing="is not set (boot.env)"
   "${VLLM_LABEL:?$missing}" "${VLLM_PORT:?$missing}" "${AGENT_PACKAGE_URL:?$missing}"
 retry_delay=${AGENT_RETRY_DELAY:-10}
 wait_s=${AGENT_WAIT_SECONDS:-900}
+latency_env=${LATENCY_ENV_FILE:-${BOOT_ENV_FILE:+$(dirname -- "$BOOT_ENV_FILE")/vllm-latency.env}}
 
 log() { echo "vllm-endpoint-cloudwatch-agent: $*"; }
 
@@ -58,6 +62,17 @@ install_agent() {
   return 1
 }
 
+# The latency percentiles' env file names vLLM's /metrics by address: the same rewrite (no restart, the
+# timer's next run reads it). Absent (an instance deployed before it existed): nothing to do.
+retarget_latency() {
+  local address=$1
+  [[ -n $latency_env && -f $latency_env ]] || return 0
+  if ! grep -qF -- "//$address:$VLLM_PORT/" "$latency_env"; then
+    sed -i -E "s#//[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+:$VLLM_PORT/#//$address:$VLLM_PORT/#" "$latency_env"
+    log "latency percentiles now read vLLM at $address:$VLLM_PORT"
+  fi
+}
+
 retarget() {
   local address="" deadline=$((SECONDS + wait_s))
   [[ -f $SCRAPE_CONFIG_FILE ]] || { log "not configured yet: the deploy writes the configuration"; return 0; }
@@ -70,6 +85,7 @@ retarget() {
     log "no running vLLM container after $wait_s s: the scrape target stays as the deploy wrote it"
     return 0
   fi
+  retarget_latency "$address"
   if grep -qF -- "$address:$VLLM_PORT" "$SCRAPE_CONFIG_FILE"; then
     log "vLLM is at $address:$VLLM_PORT, as configured"
     return 0

@@ -3,7 +3,8 @@ idle (`idleStopMinutes`) and spot capacity (`capacity: spot`) save.
 
 Pure arithmetic over the catalog's prices (infra/catalog/prices.py for EBS, the public IPv4 address and the
 recorded spot prices, infra/catalog/gpus.py for the on-demand instance price): before tax, a month of
-HOURS_PER_MONTH hours. Data transfer, snapshots and CloudWatch are not counted.
+HOURS_PER_MONTH hours. Data transfer and snapshots are not counted; CloudWatch (with `metrics`) is counted at
+us-east-1's list prices, except the logs, whose volume follows the traffic (the line says the rate).
 
 The idle-stop saving depends on how the endpoint is used; the plan shows it for one stated usage pattern,
 USAGE (below), the only place that assumption is made. What a stopped instance still costs: its EBS volumes
@@ -19,6 +20,7 @@ from typing import Final
 
 from vllm_endpoint.infra.catalog import gpus as gpu_catalog
 from vllm_endpoint.infra.catalog.prices import (
+    CLOUDWATCH,
     GP3_FREE_IOPS,
     GP3_FREE_THROUGHPUT_MIB_S,
     HOURS_PER_MONTH,
@@ -116,6 +118,48 @@ class CostLine:
 
 
 @dataclass(frozen=True)
+class MonitoringCounts:
+    """What `metrics` publishes and creates, counted once here for the plan (which runs before anything is
+    rendered); tests/unit/infra/render/test_monitoring_counts.py checks each figure against the renderers."""
+
+    vllm_metrics: int  # the agent's vLLM metrics, dimension `stack` (cloudwatch_agent.agent_metrics())
+    per_instance_metrics: int  # the idle metric again, dimension InstanceId
+    gpu_measurements: int  # nvidia_gpu measurements: each per GPU, and once rolled up by `stack`
+    latency_metrics: int  # the host's TTFT and e2e percentiles (latency.latency_metric_names())
+    log_metrics: int  # the access log's metric filters (log_metrics.access_log_metric_filters())
+    endpoint_alarms: int  # alarms.endpoint_alarms(), besides the idle stop and the host's recovery alarm
+
+    def usage(self, gpus: int, *, idle_stop: bool, alarm_email: bool, recovery_alarm: bool) -> MonitoringUsage:
+        metrics = (self.vllm_metrics + self.per_instance_metrics + self.gpu_measurements * (gpus + 1)
+                   + self.latency_metrics + self.log_metrics)
+        alarms = self.endpoint_alarms + int(idle_stop) + int(recovery_alarm)
+        return MonitoringUsage(custom_metrics=metrics, dashboards=1, alarms=alarms, kms_keys=int(alarm_email))
+
+
+MONITORING: Final = MonitoringCounts(vllm_metrics=5, per_instance_metrics=1, gpu_measurements=3,
+                                     latency_metrics=6, log_metrics=2, endpoint_alarms=4)
+
+
+@dataclass(frozen=True)
+class MonitoringUsage:
+    """What the stack's monitoring creates that CloudWatch bills by the month (`metrics` on)."""
+
+    custom_metrics: int  # each metric name with its dimensions' values: one custom metric
+    dashboards: int
+    alarms: int  # standard resolution, one metric each
+    kms_keys: int  # the alarm topic's own key (alarmEmail)
+
+    def line(self) -> CostLine:
+        cw = CLOUDWATCH
+        usd = (self.custom_metrics * cw.custom_metric_month + self.dashboards * cw.dashboard_month
+               + self.alarms * cw.alarm_metric_month + self.kms_keys * cw.kms_key_month)
+        parts = [f"{self.custom_metrics} custom metrics", f"{self.dashboards} dashboard",
+                 f"{self.alarms} alarms"] + ([f"{self.kms_keys} KMS key"] if self.kms_keys else [])
+        return CostLine(f"CloudWatch ({', '.join(parts)}; us-east-1 prices of {cw.checked}; logs "
+                        f"{_usd(cw.logs_ingested_gb)}/GB ingested, not counted: about 100 bytes a request)", usd)
+
+
+@dataclass(frozen=True)
 class CostEstimate:
     """The running endpoint's monthly cost by part, and what stays billed after a destroy."""
 
@@ -143,8 +187,12 @@ class CostEstimate:
         return self.usd_per_month / HOURS_PER_MONTH
 
     @property
+    def monitored(self) -> bool:
+        return any(line.what.startswith("CloudWatch") for line in self.lines)
+
+    @property
     def fixed_usd_per_month(self) -> float:
-        """What is billed all month, running or stopped: the volumes and the Elastic IP."""
+        """What is billed all month, running or stopped: the volumes, the Elastic IP and CloudWatch."""
         return self.usd_per_month - self.instance_usd_per_hour * HOURS_PER_MONTH
 
     @property
@@ -199,8 +247,9 @@ class CostEstimate:
         verb = "saves" if self.idle_stop_minutes is not None else "would save"
         lines.append(
             f"  {setting} {verb}, assuming {USAGE.describe()}: the instance runs about {hours:,.0f} of {month:,.0f} h "
-            f"({_usd(hourly * hours)} instead of {_usd(hourly * month)}); the volumes and the Elastic IP stay "
-            f"billed while it is stopped ({_usd(self.fixed_usd_per_month)}/month: an Elastic IP on a stopped "
+            f"({_usd(hourly * hours)} instead of {_usd(hourly * month)}); what is billed by the month (volumes, "
+            f"Elastic IP{', CloudWatch' if self.monitored else ''}) stays billed while it is stopped "
+            f"({_usd(self.fixed_usd_per_month)}/month: an Elastic IP on a stopped "
             f"instance is an idle public IPv4 address, {_usd(self.public_ipv4_usd_per_hour, 3)}/h): "
             f"{_usd(hourly * (month - hours))}/month less")
         if round(self.expected_usd_per_month, 2) != round(self.usd_per_month, 2):
@@ -240,7 +289,7 @@ class CostEstimate:
 
 def estimate_costs(instance: gpu_catalog.GpuInstanceType, cache: VolumeSpec | None, root: VolumeSpec,
                    region: str | None, adopted_volume_id: str | None = None, *, capacity: str = "on-demand",
-                   idle_stop_minutes: int | None = None) -> CostEstimate:
+                   idle_stop_minutes: int | None = None, monitoring: MonitoringUsage | None = None) -> CostEstimate:
     """`cache` None: the stack adopts `adopted_volume_id` instead of creating a volume (its size is known
     only once AWS is asked, so the plan does not count it). `capacity` and `idle_stop_minutes` are the stack's
     settings: the savings lines say what they save, or would."""
@@ -261,6 +310,9 @@ def estimate_costs(instance: gpu_catalog.GpuInstanceType, cache: VolumeSpec | No
     lines.append(CostLine(f"root volume {root.describe()}", volume_usd_per_month(root, prices)))
     lines.append(CostLine(f"Elastic IP (public IPv4, {_usd(prices.public_ipv4_hour, 3)}/h)",
                           public_ipv4_usd_per_month(prices)))
+    if monitoring is not None:
+        # Billed all month (a metric counts in any hour it receives data; the alarms and dashboard always).
+        lines.append(monitoring.line())
     return CostEstimate(
         region=region, ebs_region=prices.name, instance_region=instance_region, lines=tuple(lines),
         instance_usd_per_hour=hourly, retained=retained, adopted_volume_id=adopted_volume_id,

@@ -68,7 +68,7 @@ from vllm_endpoint.infra.catalog.vllm_flags import (
     runs_several_api_servers,
 )
 from vllm_endpoint.infra.plan import local_machine
-from vllm_endpoint.infra.plan.costs import CostEstimate, VolumeSpec, estimate_costs
+from vllm_endpoint.infra.plan.costs import MONITORING, CostEstimate, VolumeSpec, estimate_costs
 from vllm_endpoint.infra.plan.fit import (
     GIB,
     QUANTIZATION_WEIGHT_BYTES,
@@ -448,8 +448,12 @@ def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volum
     cache = None if adopted else VolumeSpec(volume.type, volume.size_gb, volume.iops, volume.throughput_mib_s)
     # The root volume is gp3 at its free baseline (the instance sets no IOPS or throughput for it).
     root = VolumeSpec("gp3", cfg.aws.root_volume_size_gb)
+    monitoring = MONITORING.usage(
+        instance.gpu_count, idle_stop=cfg.aws.idle_stop_minutes is not None,
+        alarm_email=cfg.aws.alarm_email is not None, recovery_alarm=cfg.aws.recovery_alarm,
+    ) if cfg.aws.metrics else None
     return estimate_costs(instance, cache, root, region, adopted_volume_id=adopted, capacity=cfg.aws.capacity,
-                          idle_stop_minutes=cfg.aws.idle_stop_minutes)
+                          idle_stop_minutes=cfg.aws.idle_stop_minutes, monitoring=monitoring)
 
 
 # ----------------------------------------------------------------------------------------------

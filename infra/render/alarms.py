@@ -1,7 +1,7 @@
 """The stack's CloudWatch alarms as plain data, and CloudWatch's alarm semantics applied to a series.
 
-Every alarm reads what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py): vLLM's
-gauges as scraped, its counters as the increase since the previous scrape, in the stack's namespace with
+Every alarm but `proxy-5xx` reads what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py):
+vLLM's gauges as scraped, its counters as the increase since the previous scrape, in the stack's namespace with
 the `stack` dimension (the idle-stop alarm's one metric with the instance's InstanceId instead). The
 component (components/monitoring.py) turns each `AlarmSpec` into an `aws.cloudwatch.MetricAlarm`;
 `evaluate_alarm` applies the same spec to a list of timestamped samples the way CloudWatch would, so what the
@@ -16,10 +16,12 @@ The alarms:
 - `requests-waiting`: requests queued at every scrape for 5 minutes (the server cannot keep up).
 - `idle-stop` (idleStopMinutes only): no token generated for the whole span: the EC2 stop action. See
   `idle_stop_alarm` for why that one metric, and the dimension it needs.
-5xx from the proxy has no alarm: nothing publishes such a metric. The agent scrapes vLLM, whose counters see
-only what reached vLLM (not the proxy's own 502/504 while vLLM is down, which `not-ready` covers); the proxy's
-status codes are in its access log in CloudWatch Logs, and a metric filter on that log group (`$status`
-matching 5xx) would provide the metric to alarm on.
+- `proxy-5xx`: at least 5 responses with a 5xx status a minute in 3 of 5 minutes, counted from the
+  proxy's access log by a CloudWatch Logs metric filter (infra/render/log_metrics.py): vLLM's own 500s and the
+  proxy's 502/504 when vLLM does not answer, which vLLM's counters cannot see (PROXY_5XX_PER_MINUTE says why
+  that threshold). That metric has no `stack` dimension (a metric filter takes no constant dimension value):
+  its name carries the scope. A minute without a 5xx has no datapoint (the filter has no default value), so
+  missing data is not breaching.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Final, Literal
 
 from vllm_endpoint.infra.catalog.vllm_metrics import UP_METRIC, VLLM_METRICS
 from vllm_endpoint.infra.render.cloudwatch_agent import INSTANCE_DIMENSION, PER_INSTANCE_METRIC, STACK_DIMENSION
+from vllm_endpoint.infra.render.log_metrics import proxy_5xx_filter
 
 Statistic = Literal["Maximum", "Minimum", "Average", "Sum", "SampleCount"]
 Comparison = Literal["GreaterThanOrEqualToThreshold", "GreaterThanThreshold", "LessThanThreshold",
@@ -57,6 +60,13 @@ _MAX_SPAN_S: Final = 604_800
 KV_CACHE_FULL_THRESHOLD: Final = 0.9
 NOT_READY_MINUTES: Final = 3
 SUSTAINED_MINUTES: Final = 5
+# proxy-5xx: a failing endpoint, not one failed request. vLLM answers 500 for a request it failed on, and a
+# client retrying it at once makes a few more: fewer than 5 in a minute is left to the client. While vLLM is
+# down every request gets 502/504, but so does `not-ready` fire then; this one covers what it does not see
+# (vLLM up and answering the agent, and failing requests). 3 of 5 minutes: a burst within one or two minutes
+# (a restart's first seconds, a client's retry loop that gives up) does not notify.
+PROXY_5XX_PER_MINUTE: Final = 5
+PROXY_5XX_MINUTES: Final = 3
 # The idle-stop alarm's metric: the one the agent also publishes per instance (CloudWatch runs EC2 actions
 # only for alarms on a metric with an InstanceId dimension).
 IDLE_METRIC: Final = PER_INSTANCE_METRIC
@@ -158,6 +168,22 @@ def idle_stop_alarm(namespace: str, instance_id: str, minutes: int) -> AlarmSpec
     )
 
 
+def proxy_5xx_alarm(namespace: str, stack: str) -> AlarmSpec:
+    """5xx responses from the proxy: the metric of the access log's `proxy-5xx` filter (one 1 per 5xx line), summed
+    per minute. That metric has no dimension: its name is the scope's own."""
+    log_filter = proxy_5xx_filter(stack, namespace)
+    return AlarmSpec(
+        key="proxy-5xx",
+        description=(f"At least {PROXY_5XX_PER_MINUTE} responses with a 5xx status a minute, in "
+                     f"{PROXY_5XX_MINUTES} of {SUSTAINED_MINUTES} minutes (the proxy's access log): vLLM fails "
+                     "requests, or does not answer the proxy"),
+        metric=MetricInput(log_filter.metric_name, "Sum", log_filter.namespace, log_filter.dimensions),
+        period_s=PERIOD_S, evaluation_periods=SUSTAINED_MINUTES, datapoints_to_alarm=PROXY_5XX_MINUTES,
+        comparison="GreaterThanOrEqualToThreshold", threshold=PROXY_5XX_PER_MINUTE,
+        treat_missing_data="notBreaching",
+    )
+
+
 def endpoint_alarms(namespace: str, stack: str) -> tuple[AlarmSpec, ...]:
     """The stack's notifying alarms (the idle-stop alarm is `idle_stop_alarm`)."""
     alarms = (
@@ -187,6 +213,7 @@ def endpoint_alarms(namespace: str, stack: str) -> tuple[AlarmSpec, ...]:
             period_s=PERIOD_S, evaluation_periods=SUSTAINED_MINUTES, datapoints_to_alarm=SUSTAINED_MINUTES,
             comparison="GreaterThanThreshold", threshold=0, treat_missing_data="notBreaching",
         ),
+        proxy_5xx_alarm(namespace, stack),
     )
     for alarm in alarms:
         alarm.check_cloudwatch_limits()

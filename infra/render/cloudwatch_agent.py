@@ -18,8 +18,10 @@ needs is the container's current address (Docker assigns it when the container i
 
 What the agent cannot carry is not pretended: its Prometheus -> EMF pipeline drops histograms
 (catalog AGENT_TYPES, with its source), so the latency histograms are left out of the declarations and
-listed by `metrics_the_agent_drops()` for the caller to publish another way. Counters are sent as their
-increase since the previous scrape, so a rate is that sum over the period divided by its seconds.
+listed by `metrics_the_agent_drops()`: their percentiles come from infra/host/vllm-latency.py (infra/render/
+latency.py), which a timer runs every minute and which sends them to the agent's EMF listener, turned on here
+(`logs.metrics_collected.emf`). Counters are sent as their increase since the previous scrape, so a rate is
+that sum over the period divided by its seconds.
 """
 
 from __future__ import annotations
@@ -39,12 +41,23 @@ from vllm_endpoint.infra.catalog.names import (
     CLOUDWATCH_AGENT_SCRAPE_FILE,
     CLOUDWATCH_AGENT_SCRIPT,
     DEFAULT_ENDPOINT_NAME,
+    LATENCY_ENV_FILE,
+    LATENCY_SCRIPT,
+    LATENCY_SERVICE_FILE,
+    LATENCY_TIMER_FILE,
+    LATENCY_TIMER_NAME,
     LOG_GROUP_PREFIX,
     METRICS_PATH,
     VLLM_CONTAINER_PORT,
 )
 from vllm_endpoint.infra.catalog.vllm_metrics import VLLM_METRICS, VllmMetric, agent_publishes
 from vllm_endpoint.infra.render.host_scripts import host_command
+from vllm_endpoint.infra.render.latency import (
+    latency_script,
+    latency_service_unit,
+    latency_timer_unit,
+    render_latency_env,
+)
 
 # The Prometheus job, and the label the scrape config puts on every sample: the declaration matches the
 # job, and the label becomes the metrics' one dimension.
@@ -166,6 +179,9 @@ def render_agent_config(inputs: AgentInputs, scrape_config_path: str = CLOUDWATC
                         "metric_declaration": _declarations(inputs),
                     },
                 },
+                # The EMF listener (127.0.0.1:25888, TCP and UDP) infra/host/vllm-latency.py sends the latency
+                # percentiles to; its documents name their log group (the Prometheus one, which has a retention).
+                "emf": {},
             },
         },
     }
@@ -217,9 +233,17 @@ def render_scrape_config(inputs: AgentInputs) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def render_latency_env_file(inputs: AgentInputs) -> str:
+    """The env file of the latency percentiles' service: vLLM's address, the namespace, the stack, and the
+    log group the agent writes their documents to."""
+    return render_latency_env(vllm_address=inputs.vllm_address, namespace=inputs.namespace, stack=inputs.stack,
+                              log_group=prometheus_log_group(inputs.stack))
+
+
 def agent_apply_script(inputs: AgentInputs) -> str:
     """The deploy's step on the host (components/vllm_server.py): installs the agent unless it is there,
-    writes both files and (re)starts the agent with them (infra/host/cloudwatch-agent-apply.sh)."""
+    writes both files and (re)starts the agent with them, then installs the latency percentiles' script,
+    env file, service and timer, and (re)starts the timer (infra/host/cloudwatch-agent-apply.sh)."""
     return host_command({
         "AGENT_SCRIPT": CLOUDWATCH_AGENT_SCRIPT,
         "BOOT_ENV_FILE": BOOT_ENV_FILE,
@@ -228,9 +252,20 @@ def agent_apply_script(inputs: AgentInputs) -> str:
         "AGENT_CONFIG": render_agent_config(inputs),
         "SCRAPE_CONFIG_FILE": CLOUDWATCH_AGENT_SCRAPE_FILE,
         "SCRAPE_CONFIG": render_scrape_config(inputs),
+        "LATENCY_SCRIPT_FILE": LATENCY_SCRIPT,
+        "LATENCY_SCRIPT": latency_script(),
+        "LATENCY_ENV_FILE": LATENCY_ENV_FILE,
+        "LATENCY_ENV": render_latency_env_file(inputs),
+        "LATENCY_SERVICE_FILE": LATENCY_SERVICE_FILE,
+        "LATENCY_SERVICE": latency_service_unit(),
+        "LATENCY_TIMER_FILE": LATENCY_TIMER_FILE,
+        "LATENCY_TIMER": latency_timer_unit(),
+        "LATENCY_TIMER_NAME": LATENCY_TIMER_NAME,
     }, "cloudwatch-agent-apply.sh")
 
 
 def agent_stop_script() -> str:
-    """What removing the step does (metrics turned off): the agent stops and stays stopped at boot."""
-    return host_command({"AGENT_CTL": CLOUDWATCH_AGENT_CTL}, "cloudwatch-agent-stop.sh")
+    """What removing the step does (metrics turned off): the agent and the latency timer stop, and stay stopped
+    at boot."""
+    return host_command({"AGENT_CTL": CLOUDWATCH_AGENT_CTL, "LATENCY_TIMER_NAME": LATENCY_TIMER_NAME},
+                        "cloudwatch-agent-stop.sh")

@@ -12,6 +12,7 @@ import math
 import re
 import secrets
 import shutil
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +36,7 @@ from tests.real.harness.deployer import (
     make_cache_dir,
 )
 from tests.real.harness.testhost import TestHost
+from tests.unit.infra.host.test_vllm_latency import SCRIPT, emf_datagram_problems
 from vllm_endpoint.infra.catalog.names import (
     CONTAINER_MODEL_DIR,
     DEFAULT_VLLM_VERSION,
@@ -52,6 +54,7 @@ from vllm_endpoint.infra.render.alarms import (
 )
 from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, agent_metrics, render_scrape_config
 from vllm_endpoint.infra.render.host_scripts import gate_capacity_line
+from vllm_endpoint.infra.render.latency import LATENCY_HISTOGRAMS, latency_metric_name, metrics_url
 
 pytestmark = pytest.mark.real
 
@@ -350,3 +353,136 @@ def test_the_idle_stop_alarm_says_busy_during_a_burst_and_idle_only_after_the_sp
     assert alarm_at is not None, "the alarm never went to ALARM in the silence"
     assert alarm_at - burst_end >= IDLE_STOP_MINUTES * SCALED_PERIOD_S - 1
     assert alarm_at <= busy[-1] + 1 + IDLE_STOP_MINUTES + 2, "a few missing scrapes at most delay it"
+
+
+# ----------------------------------------------------------------------------------------------
+# The latency percentiles (issue 13): infra/host/vllm-latency.py on the host, as its timer runs it on an AWS
+# instance, around a burst of streaming chats whose time to first token and total time the official client
+# measures. A UDP socket on the host's loopback stands in for the agent's EMF listener.
+LATENCY_CHATS, LATENCY_PARALLEL = 24, 4
+
+# Run on the host (its python3; the program on stdin's first argument): one run of the program, then every
+# datagram that reached the stand-in listener within 2 s.
+_LATENCY_RUN = r"""
+import json, socket, subprocess, sys
+script, url, state = sys.argv[1:4]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(('127.0.0.1', 0))
+sock.settimeout(2)
+proc = subprocess.run([sys.executable, script, '--metrics-url', url, '--namespace', 'VllmEndpoint/test',
+                       '--stack', 'real-tests', '--state-file', state,
+                       '--emf-endpoint', 'udp://127.0.0.1:%d' % sock.getsockname()[1]],
+                      capture_output=True, text=True, timeout=60)
+datagrams = []
+try:
+    while True:
+        datagrams.append(sock.recv(70000).decode())
+except socket.timeout:
+    pass
+print(json.dumps({'rc': proc.returncode, 'stdout': proc.stdout, 'stderr': proc.stderr, 'datagrams': datagrams}))
+"""
+
+
+def _bucket_around(value: float, bounds: list[float]) -> tuple[float, float]:
+    """(lower, upper] of vLLM's bucket that holds `value`; above the last bound, (last, last): the estimate
+    of a rank in +Inf is the last bound."""
+    lower = max([0.0, *(b for b in bounds if b < value)])
+    upper = min((b for b in bounds if b >= value), default=lower)
+    return lower, upper
+
+
+def _histogram_delta(before: str, after: str, name: str) -> tuple[list[tuple[float, float]], float]:
+    """A histogram's increase between two /metrics texts, summed over its series: (bound, cumulative count)
+    pairs, and the increase of its _sum (the exact total of the observations)."""
+    def read(text: str) -> tuple[dict[float, float], float]:
+        buckets: dict[float, float] = {}
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(f"{name}_bucket{{"):
+                le = re.search(r'le="([^"]+)"', line)
+                assert le is not None, line
+                bound = math.inf if le[1] == "+Inf" else float(le[1])
+                buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+            elif line.startswith(f"{name}_sum{{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return buckets, total
+
+    (b0, s0), (b1, s1) = read(before), read(after)
+    return sorted((bound, b1[bound] - b0.get(bound, 0.0)) for bound in b1), s1 - s0
+
+
+def test_the_latency_percentiles_bracket_the_clients_own_median_times(endpoint: Deployment) -> None:
+    """The estimate is as precise as vLLM's buckets allow: its median lies in the bucket that holds the median
+    rank of the burst's own increase (read here, apart from the program), and at most at the top of the bucket
+    of the client's median: vLLM's times are inside the client's (which adds the proxy, the HTTP and the API
+    server's own work, so the client's median may sit a bucket or two higher)."""
+    ttft_name, e2e_name = LATENCY_HISTOGRAMS
+    networks = json.loads(endpoint.host.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}",
+                                               endpoint.plan.vllm.name).stdout)
+    url = metrics_url(networks[endpoint.plan.network]["IPAddress"])
+    folder = endpoint.host.ssh("mktemp -d").stdout.strip()
+    script = f"{folder}/vllm-latency.py"
+    endpoint.host.ssh(f"cat > {script}", input=SCRIPT.read_text())
+
+    def latency_run() -> dict[str, object]:
+        out = endpoint.host.ssh(f"python3 - {script} {url} {folder}/counts.json", input=_LATENCY_RUN).stdout
+        result: dict[str, object] = json.loads(out)
+        assert result["rc"] == 0, result
+        return result
+
+    client = openai.OpenAI(base_url=endpoint.endpoint_url, api_key=endpoint.api_key, max_retries=0, timeout=120)
+
+    def timed_chat(i: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        first: float | None = None
+        stream = client.chat.completions.create(model=SERVED_NAME, messages=[{"role": "user", "content": f"count {i}"}],
+                                                max_tokens=16, temperature=0, stream=True)
+        for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        return (first if first is not None else end) - start, end - start
+
+    try:
+        baseline = latency_run()
+        assert "first run" in str(baseline["stdout"]) and baseline["datagrams"] == [], baseline
+        before = in_vllm(endpoint, _METRICS)
+        with ThreadPoolExecutor(LATENCY_PARALLEL) as pool:
+            timings = list(pool.map(timed_chat, range(LATENCY_CHATS)))
+        after = in_vllm(endpoint, _METRICS)
+        sent = latency_run()
+    finally:
+        endpoint.host.ssh(f"rm -rf -- {folder}", check=False)
+    print(sent["stdout"], end="")
+    datagrams = sent["datagrams"]
+    assert isinstance(datagrams, list) and len(datagrams) == 1, sent
+    assert emf_datagram_problems(datagrams[0].encode(), time.time() * 1000) == []
+    document = json.loads(datagrams[0])
+    assert document["stack"] == "real-tests"
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "VllmEndpoint/test"
+    # Every chat of the burst, and nothing else, is in the interval.
+    assert document[f"{ttft_name}_requests"] == document[f"{e2e_name}_requests"] == LATENCY_CHATS
+
+    client_medians = {ttft_name: statistics.median(t for t, _ in timings),
+                      e2e_name: statistics.median(t for _, t in timings)}
+    client_means = {ttft_name: statistics.fmean(t for t, _ in timings),
+                    e2e_name: statistics.fmean(t for _, t in timings)}
+    for name in LATENCY_HISTOGRAMS:
+        buckets, total_s = _histogram_delta(before, after, name)
+        assert buckets[-1][1] == LATENCY_CHATS, buckets
+        bounds = [bound for bound, _ in buckets[:-1]]
+        estimates = {q: document[latency_metric_name(name, q)] for q in (0.5, 0.9, 0.99)}
+        rank = 0.5 * LATENCY_CHATS
+        b = next(i for i, (_, count) in enumerate(buckets) if count >= rank)
+        rank_bucket = (0.0 if b == 0 else buckets[b - 1][0], min(buckets[b][0], bounds[-1]))
+        client_bucket = _bucket_around(client_medians[name], bounds)
+        print(f"{name}: estimated " + ", ".join(f"p{round(q * 100)} {v:.4f} s" for q, v in estimates.items())
+              + f"; the median rank's bucket {rank_bucket}; vLLM's exact mean {total_s / LATENCY_CHATS:.4f} s; "
+              f"client median {client_medians[name]:.4f} s (bucket {client_bucket}), client mean "
+              f"{client_means[name]:.4f} s")
+        assert estimates[0.5] <= estimates[0.9] <= estimates[0.99]
+        assert rank_bucket[0] <= estimates[0.5] <= rank_bucket[1], (name, estimates, buckets)
+        # vLLM's times lie inside the client's: never above the client's median bucket (an estimate is at most
+        # the last bound, the top of a client median above it).
+        assert estimates[0.5] <= client_bucket[1]
+        assert total_s / LATENCY_CHATS <= client_means[name]

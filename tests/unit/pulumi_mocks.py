@@ -28,6 +28,16 @@ MOCK_GATE_STDOUT = ("[+0 s] vLLM starting | container running, health starting, 
 MOCK_MISSING_VOLUME = "vol-0ffffffffffffffff"
 
 
+# ARNs of the fleet's resources (components/vllm_service.py), up to the name.
+_FLEET_ARN_PREFIXES = {
+    "aws:ecs/cluster:Cluster": "arn:aws:ecs:us-east-1:123456789012:cluster",
+    "aws:ecs/capacityProvider:CapacityProvider": "arn:aws:ecs:us-east-1:123456789012:capacity-provider",
+    "aws:ecs/service:Service": "arn:aws:ecs:us-east-1:123456789012:service",
+    "aws:ecs/taskDefinition:TaskDefinition": "arn:aws:ecs:us-east-1:123456789012:task-definition",
+    "aws:autoscaling/group:Group": "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:0:autoScalingGroupName",
+}
+
+
 # How Pulumi marks a secret value on the wire (and so in what the mocks receive).
 SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -159,6 +169,10 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["cert_pem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n-----END CERTIFICATE-----\n"
         elif typ == "tls:index/certRequest:CertRequest":
             outputs["cert_request_pem"] = "-----BEGIN CERTIFICATE REQUEST-----\n"
+        elif typ in _FLEET_ARN_PREFIXES:
+            # The fleet's ECS and Auto Scaling resources: AWS names what the program leaves unnamed.
+            outputs.setdefault("name", f"{args.name}-{digest[:7]}")
+            outputs["arn"] = f"{_FLEET_ARN_PREFIXES[typ]}/{outputs.get('family', outputs['name'])}"
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:

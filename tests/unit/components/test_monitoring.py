@@ -1,5 +1,6 @@
-"""The dashboard, the alarms, their e-mail topic and the idle stop under mocks: present exactly when the
-settings ask, with the thresholds and the action infra/render/alarms.py specifies, and the policy pack passes."""
+"""The dashboard, the alarms, their e-mail topic, the idle stop and the access log's metric filters under mocks:
+present exactly when the settings ask, with the thresholds and the action infra/render/alarms.py specifies and
+the patterns infra/render/log_metrics.py renders, and the policy pack passes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 
 from tests.unit.components.test_components import AWS, EXISTING, Deployed, deploy
 from tests.unit.policy.test_policy_on_program import violations
+from tools import gen_diagrams
 from vllm_endpoint.infra.catalog.names import METRICS_NAMESPACE
 from vllm_endpoint.infra.render.alarms import IDLE_METRIC, INSTANCE_DIMENSION, endpoint_alarms
-from vllm_endpoint.infra.render.cloudwatch_agent import STACK_DIMENSION
+from vllm_endpoint.infra.render.cloudwatch_agent import STACK_DIMENSION, access_log_group
+from vllm_endpoint.infra.render.log_metrics import access_log_metric_filters, latency_metric, proxy_5xx_metric
 from vllm_endpoint.infra.settings.models import ConfigError, load_stack_config
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -21,6 +24,8 @@ DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
 TOPIC = "aws:sns/topic:Topic"
 SUBSCRIPTION = "aws:sns/topicSubscription:TopicSubscription"
 KEY = "aws:kms/key:Key"
+LOG_METRIC_FILTER = "aws:cloudwatch/logMetricFilter:LogMetricFilter"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 INSTANCE_ID = "i-0123456789abcdef0"  # the mocks' instance
 EMAIL = "oncall@example.com"
 
@@ -36,7 +41,8 @@ def test_metrics_on_by_default_gives_a_dashboard_and_the_alarms_without_a_topic(
     assert set(alarms) == {spec.key for spec in endpoint_alarms(METRICS_NAMESPACE, "x")}
     for key, inputs in alarms.items():
         assert inputs["namespace"] == METRICS_NAMESPACE
-        assert inputs["dimensions"] == {STACK_DIMENSION: "stack"}, key  # the mocks' stack name, default endpoint
+        # The mocks' stack name, default endpoint; the access log's metric has it in its name instead.
+        assert inputs.get("dimensions") == ({STACK_DIMENSION: "stack"} if key != "proxy-5xx" else {}), key
         assert not inputs.get("alarmActions"), "no topic, no action: they show on the dashboard"
     assert alarms["not-ready"]["treatMissingData"] == "breaching"
     dashboard = d.mocks.one(DASHBOARD).inputs
@@ -103,3 +109,57 @@ def test_idle_stop_and_alarm_email_need_metrics(key: str, value: str) -> None:
 
 def test_the_policy_pack_passes_the_monitored_stack(tmp_path: Path) -> None:
     assert violations(deploy({**AWS, "idleStopMinutes": "30", "alarmEmail": EMAIL}, tmp_path)) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The access log's metric filters and the 5xx alarm.
+
+def test_the_access_log_gets_the_5xx_and_latency_metric_filters(tmp_path: Path) -> None:
+    d = deploy(AWS, tmp_path)
+    filters = {r.inputs["name"]: r.inputs for r in d.mocks.of_type(LOG_METRIC_FILTER)}
+    dashboard = d.mocks.one(DASHBOARD).inputs["dashboardName"]
+    specs = access_log_metric_filters("stack", METRICS_NAMESPACE)
+    assert set(filters) == {f"{dashboard}-{spec.key}-filter" for spec in specs}
+    groups = {r.inputs["name"] for r in d.mocks.of_type(LOG_GROUP)}
+    for spec in specs:
+        inputs = filters[f"{dashboard}-{spec.key}-filter"]
+        assert inputs["logGroupName"] == access_log_group("stack") and inputs["logGroupName"] in groups
+        assert inputs["pattern"] == spec.pattern
+        transformation = inputs["metricTransformation"]
+        assert (transformation["name"], transformation["namespace"], transformation["value"],
+                transformation["unit"]) == (spec.metric_name, METRICS_NAMESPACE, spec.value, spec.unit)
+        assert "defaultValue" not in transformation and not transformation.get("dimensions")
+    five, latency = (filters[f"{dashboard}-{key}-filter"] for key in ("proxy-5xx", "request-latency"))
+    assert "status = 5*" in five["pattern"] and five["metricTransformation"]["name"] == proxy_5xx_metric("stack")
+    assert latency["metricTransformation"] == {**latency["metricTransformation"], "name": latency_metric("stack"),
+                                               "value": "$request_time", "unit": "Seconds"}
+    body = str(d.mocks.one(DASHBOARD).inputs["dashboardBody"])
+    assert latency_metric("stack") in body and '"p99"' in body
+
+
+def test_the_5xx_alarm_reads_the_filters_metric(tmp_path: Path) -> None:
+    d = deploy({**AWS, "alarmEmail": EMAIL}, tmp_path)
+    alarm = monitoring_alarms(d)["proxy-5xx"]
+    assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == (
+        METRICS_NAMESPACE, proxy_5xx_metric("stack"), "Sum")
+    assert (alarm["period"], alarm["evaluationPeriods"], alarm["datapointsToAlarm"]) == (60, 5, 3)
+    assert (alarm["comparisonOperator"], alarm["threshold"], alarm["treatMissingData"]) == (
+        "GreaterThanOrEqualToThreshold", 5, "notBreaching")
+    assert alarm["alarmActions"] == [d.mocks.one(SUBSCRIPTION).inputs["topic"]]
+
+
+@pytest.mark.parametrize("config", [{**AWS, "metrics": "false"}, EXISTING])
+def test_no_metric_filters_without_metrics(config: dict[str, str], tmp_path: Path) -> None:
+    assert not deploy(config, tmp_path).mocks.of_type(LOG_METRIC_FILTER)
+
+
+def test_each_metric_filter_waits_for_the_access_log_group() -> None:
+    """In a real `pulumi up`, PutMetricFilter on a group not yet created fails: the filter's logGroupName comes
+    from the group's Output, so the engine creates the group first (recorded as the engine would receive it)."""
+    graph = gen_diagrams.collect(gen_diagrams.stack_config("aws"))
+    access = next(r.urn for r in graph.resources.values()
+                  if r.type == LOG_GROUP and r.inputs.get("name", "").endswith("/access"))
+    filters = [r for r in graph.resources.values() if r.type == LOG_METRIC_FILTER]
+    assert len(filters) == 2
+    for resource in filters:
+        assert access in resource.property_deps["logGroupName"], resource.name

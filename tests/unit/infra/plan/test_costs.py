@@ -44,8 +44,10 @@ def test_default_dev_stack_costs_in_us_east_1() -> None:
         "cache volume gp3 100 GiB": 19.00,
         "root volume gp3 100 GiB": 8.00,
         "Elastic IP": 0.005 * 730,  # $3.65
+        # metrics (on by default): 20 custom metrics x $0.30 + a dashboard $3 + 5 alarms (4 + recovery) x $0.10
+        "CloudWatch": 20 * 0.30 + 3.00 + 5 * 0.10,  # $9.50
     })
-    assert p.costs.usd_per_month == pytest.approx(hourly * 730 + 19 + 8 + 3.65)
+    assert p.costs.usd_per_month == pytest.approx(hourly * 730 + 19 + 8 + 3.65 + 9.50)
     assert p.costs.retained is not None and p.costs.retained.usd_per_month == pytest.approx(19.00)
     text = p.summary
     assert "cost in us-east-1, on demand, 730 h a month" in text
@@ -62,8 +64,8 @@ def test_io2_cache_in_eu_west_1_with_a_bigger_root() -> None:
     assert p.costs is not None
     hourly, where = hourly_price("g5.xlarge", "eu-west-1")
     assert hourly is not None
-    # 2,776.20 (io2, above) + 200 x $0.088 + $3.65
-    assert p.costs.usd_per_month == pytest.approx(hourly * 730 + 2776.20 + 17.60 + 3.65)
+    # 2,776.20 (io2, above) + 200 x $0.088 + $3.65 + CloudWatch $9.50 (us-east-1's prices)
+    assert p.costs.usd_per_month == pytest.approx(hourly * 730 + 2776.20 + 17.60 + 3.65 + 9.50)
     assert p.costs.ebs_region == "eu-west-1"
     assert "cost in eu-west-1" in p.summary
     if where != "eu-west-1":
@@ -83,9 +85,15 @@ def test_an_adopted_volume_is_not_counted_and_stays_after_destroy() -> None:
     p = build_plan(load_stack_config({**AWS, "cacheVolumeId": "vol-0123456789abcdef0"}), hub_fetcher=None,
                    region="us-east-1")
     assert p.costs is not None and p.costs.retained is None
-    assert [line.what.split(" ")[0] for line in p.costs.lines] == ["instance", "root", "Elastic"]
+    assert [line.what.split(" ")[0] for line in p.costs.lines] == ["instance", "root", "Elastic", "CloudWatch"]
     assert "cache volume vol-0123456789abcdef0: adopted, billed as before (not counted here)" in p.summary
     assert "the adopted cache volume vol-0123456789abcdef0 stays" in p.summary
+
+
+def test_without_metrics_cloudwatch_is_not_counted() -> None:
+    p = build_plan(load_stack_config({**AWS, "metrics": "false"}), hub_fetcher=None, region="us-east-1")
+    assert p.costs is not None and not any(line.what.startswith("CloudWatch") for line in p.costs.lines)
+    assert "CloudWatch" not in p.summary
 
 
 def test_existing_hosts_have_no_aws_costs() -> None:

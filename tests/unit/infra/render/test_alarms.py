@@ -23,6 +23,8 @@ from vllm_endpoint.infra.render.alarms import (
     IDLE_METRIC,
     INSTANCE_DIMENSION,
     KV_CACHE,
+    PROXY_5XX_MINUTES,
+    PROXY_5XX_PER_MINUTE,
     RUNNING,
     WAITING,
     AlarmSpec,
@@ -44,6 +46,7 @@ from vllm_endpoint.infra.render.cloudwatch_agent import (
     render_agent_config,
     render_scrape_config,
 )
+from vllm_endpoint.infra.render.log_metrics import proxy_5xx_filter, proxy_5xx_metric
 
 NS, STACK, INSTANCE = "VllmEndpoint", "dev", "i-0123456789abcdef0"
 
@@ -62,18 +65,47 @@ def series(per_period: Sequence[float | None], period: int = 60, start: int = 0)
 
 def test_the_notifying_alarms_read_published_metrics_by_the_stack() -> None:
     alarms = {a.key: a for a in endpoint_alarms(NS, STACK)}
-    assert set(alarms) == {"not-ready", "kv-cache-full", "requests-waiting"}
+    assert set(alarms) == {"not-ready", "kv-cache-full", "requests-waiting", "proxy-5xx"}
     published = {m.name for m in agent_metrics()}
     for alarm in alarms.values():
+        assert alarm.metric.namespace == NS and alarm.action == "notify"
+        if alarm.key == "proxy-5xx":
+            continue  # the access log's metric filter: below
         assert alarm.metric.metric_name in published
         assert alarm.metric.dimensions == ((STACK_DIMENSION, STACK),)
-        assert alarm.metric.namespace == NS and alarm.action == "notify"
     assert (alarms["not-ready"].metric.metric_name, alarms["not-ready"].metric.statistic) == (RUNNING, "SampleCount")
     # No data is the symptom itself for not-ready; for the others no data means nothing to say.
     assert {a.key: a.treat_missing_data for a in alarms.values()} == {
-        "not-ready": "breaching", "kv-cache-full": "notBreaching", "requests-waiting": "notBreaching"}
+        "not-ready": "breaching", "kv-cache-full": "notBreaching", "requests-waiting": "notBreaching",
+        "proxy-5xx": "notBreaching"}
     assert alarms["kv-cache-full"].metric.metric_name == KV_CACHE
     assert alarms["requests-waiting"].metric.metric_name == WAITING
+
+
+def test_the_5xx_alarm_sums_the_access_logs_5xx_filter() -> None:
+    spec = next(a for a in endpoint_alarms(NS, STACK) if a.key == "proxy-5xx")
+    log_filter = proxy_5xx_filter(STACK, NS)
+    # The filter's metric, which carries the stack in its name (a metric filter has no constant dimension).
+    assert spec.metric == MetricInput(log_filter.metric_name, "Sum", NS, ())
+    assert log_filter.metric_name == proxy_5xx_metric(STACK) and log_filter.value == "1"
+    assert (spec.period_s, spec.evaluation_periods, spec.datapoints_to_alarm) == (60, 5, PROXY_5XX_MINUTES)
+    assert (spec.comparison, spec.threshold) == ("GreaterThanOrEqualToThreshold", PROXY_5XX_PER_MINUTE)
+
+
+def _errors(per_minute: Sequence[int]) -> list[Sample]:
+    """What the 5xx filter publishes: a 1 per 5xx line, spread over each minute."""
+    metric = proxy_5xx_metric(STACK)
+    return [Sample(k * 60 + (i + 0.5) * 60 / n, metric, 1.0) for k, n in enumerate(per_minute) for i in range(n)]
+
+
+def test_the_5xx_alarm_fires_on_sustained_errors_not_on_a_burst_or_a_single_failure() -> None:
+    spec = next(a for a in endpoint_alarms(NS, STACK) if a.key == "proxy-5xx")
+    at = 10 * 60
+    assert evaluate_alarm(spec, [], at).state == "OK", "no 5xx line: no datapoint, not breaching"
+    assert evaluate_alarm(spec, _errors([0] * 5 + [1] * 5), at).state == "OK", "one failed request a minute"
+    assert evaluate_alarm(spec, _errors([0] * 5 + [50, 50, 0, 0, 0]), at).state == "OK", "a burst of two minutes"
+    assert evaluate_alarm(spec, _errors([0] * 5 + [5, 0, 5, 0, 5]), at).state == "ALARM", "3 of 5 minutes"
+    assert evaluate_alarm(spec, _errors([0] * 5 + [4, 4, 4, 4, 4]), at).state == "OK", "below the threshold"
 
 
 def test_the_idle_stop_alarm_stops_the_instance_after_every_period_of_the_span_is_idle() -> None:

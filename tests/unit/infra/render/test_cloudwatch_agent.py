@@ -3,19 +3,32 @@ one `stack` dimension, and a scrape target on the private Docker network, never 
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 from vllm_endpoint.infra.catalog.names import (
+    BOOT_ENV_FILE,
     CLOUDWATCH_AGENT_CONFIG_FILE,
     CLOUDWATCH_AGENT_SCRAPE_FILE,
     CLOUDWATCH_AGENT_SCRIPT,
     DEFAULT_API_PORT,
     DEFAULT_ENDPOINT_NAME,
+    LATENCY_EMF_ENDPOINT,
+    LATENCY_ENV_FILE,
+    LATENCY_SCRIPT,
+    LATENCY_SERVICE_FILE,
+    LATENCY_SERVICE_NAME,
+    LATENCY_STATE_DIRECTORY,
+    LATENCY_TIMER_FILE,
+    LATENCY_TIMER_NAME,
     METRICS_PATH,
     PROXY_CONTAINER_PORT,
     VLLM_CONTAINER_PORT,
@@ -31,9 +44,17 @@ from vllm_endpoint.infra.render.cloudwatch_agent import (
     metrics_the_agent_drops,
     prometheus_log_group,
     render_agent_config,
+    render_latency_env_file,
     render_scrape_config,
 )
 from vllm_endpoint.infra.render.host_scripts import read_host_file
+from vllm_endpoint.infra.render.latency import (
+    latency_script,
+    latency_service_unit,
+    latency_timer_unit,
+    metrics_url,
+    render_latency_env,
+)
 
 INPUTS = AgentInputs(stack="dev", namespace="VllmEndpoint", vllm_address="172.18.0.2", interval_s=30)
 
@@ -151,6 +172,88 @@ def test_the_deploys_step_installs_writes_both_files_and_restarts_the_agent() ->
     assert f"export SCRAPE_CONFIG_FILE={CLOUDWATCH_AGENT_SCRAPE_FILE}\n" in script
     body = read_host_file("cloudwatch-agent-apply.sh")
     # Installed first (a no-op when boot did it), then the files, then the agent restarted with them.
-    order = [body.index(step) for step in ('"$AGENT_SCRIPT" install', '"$SCRAPE_CONFIG_FILE"',
-                                           '"$AGENT_CONFIG_FILE" >/dev/null', "-a fetch-config -m ec2 -s -c")]
+    order = [body.index(step) for step in ('"$AGENT_SCRIPT" install', 'write "$SCRAPE_CONFIG_FILE"',
+                                           'write "$AGENT_CONFIG_FILE"', "-a fetch-config -m ec2 -s -c")]
     assert order == sorted(order)
+    # (tests/unit/infra/host/test_cloudwatch_agent_script.py runs it with stand-ins for sudo and systemctl.)
+
+
+def test_the_agent_listens_for_the_latency_percentiles_emf_documents() -> None:
+    collected = json.loads(render_agent_config(INPUTS))["logs"]["metrics_collected"]
+    # `emf: {}`: the listener on 127.0.0.1:25888, TCP and UDP (the CloudWatch user guide's example).
+    assert collected["emf"] == {} and LATENCY_EMF_ENDPOINT == "udp://127.0.0.1:25888"
+
+
+def test_the_deploys_step_installs_the_latency_percentiles_where_their_units_read_them() -> None:
+    params = _apply_params()
+    assert params["LATENCY_SCRIPT_FILE"] == LATENCY_SCRIPT and params["LATENCY_SCRIPT"] == latency_script()
+    assert params["LATENCY_ENV_FILE"] == LATENCY_ENV_FILE
+    assert params["LATENCY_SERVICE_FILE"] == LATENCY_SERVICE_FILE == f"/etc/systemd/system/{LATENCY_SERVICE_NAME}"
+    assert params["LATENCY_TIMER_FILE"] == LATENCY_TIMER_FILE == f"/etc/systemd/system/{LATENCY_TIMER_NAME}"
+    assert params["LATENCY_SERVICE"] == latency_service_unit() and params["LATENCY_TIMER"] == latency_timer_unit()
+    assert params["LATENCY_TIMER_NAME"] == LATENCY_TIMER_NAME
+    env = dict(line.split("=", 1) for line in params["LATENCY_ENV"].splitlines())
+    # The same vLLM as the agent scrapes, the same namespace and `stack` value, the Prometheus log group (which
+    # the stack creates with its retention).
+    (target,) = _scrape_job()["static_configs"][0]["targets"]
+    assert env == {"VLLM_METRICS_URL": f"http://{target}{METRICS_PATH}", "METRICS_NAMESPACE": "VllmEndpoint",
+                   "METRICS_STACK": "dev", "EMF_ENDPOINT": LATENCY_EMF_ENDPOINT,
+                   "EMF_LOG_GROUP": prometheus_log_group("dev")}
+    assert metrics_url("172.18.0.2") == "http://172.18.0.2:8000/metrics"
+    # Where cloudwatch-agent.sh's boot-time retarget looks for it: vllm-latency.env next to boot.env.
+    assert PurePosixPath(LATENCY_ENV_FILE) == PurePosixPath(BOOT_ENV_FILE).parent / "vllm-latency.env"
+    assert 'dirname -- "$BOOT_ENV_FILE")/vllm-latency.env' in read_host_file("cloudwatch-agent.sh")
+
+
+def _apply_params() -> dict[str, str]:
+    """The parameters of the deploy's step, read back from its command's export lines."""
+    script = agent_apply_script(INPUTS)
+    exports = script.split("{ bash -c", 1)[0]
+    proc = subprocess.run(["sh", "-c", exports + "env -0"], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin"})
+    return dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
+
+
+def test_an_env_file_value_systemd_would_read_otherwise_is_refused() -> None:
+    for bad in ("dev stack", 'a"b', "a$b", ""):
+        with pytest.raises(ValueError):
+            render_latency_env(vllm_address="172.18.0.2", namespace="NS", stack=bad, log_group="/g")
+    assert render_latency_env_file(INPUTS).startswith("VLLM_METRICS_URL=http://172.18.0.2:8000/metrics\n")
+
+
+def _unit(text: str) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(text)
+    return unit
+
+
+def test_the_timer_runs_the_service_every_minute_and_the_service_runs_unprivileged() -> None:
+    timer, service = _unit(latency_timer_unit()), _unit(latency_service_unit())
+    assert timer["Timer"]["OnCalendar"] == "*-*-* *:*:00" and timer["Timer"]["Unit"] == LATENCY_SERVICE_NAME
+    assert timer["Install"]["WantedBy"] == "timers.target"
+    assert service["Service"]["Type"] == "oneshot" and service["Service"]["ExecStart"] == LATENCY_SCRIPT
+    assert service["Service"]["EnvironmentFile"] == LATENCY_ENV_FILE
+    assert service["Service"]["DynamicUser"] == "yes"
+    assert service["Service"]["StateDirectory"] == LATENCY_STATE_DIRECTORY
+    assert service["Service"]["Environment"] == f"LATENCY_STATE_FILE=/var/lib/{LATENCY_STATE_DIRECTORY}/counts.json"
+    # A run ends before the next one is due.
+    assert int(service["Service"]["TimeoutStartSec"]) < 60
+
+
+def test_systemd_accepts_the_latency_service_and_timer(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is missing (Debian's systemd package)")
+    script = tmp_path / "vllm-latency.py"
+    script.write_text(latency_script())
+    script.chmod(0o755)
+    env_file = tmp_path / "vllm-latency.env"
+    env_file.write_text(render_latency_env_file(INPUTS))
+    service = tmp_path / LATENCY_SERVICE_NAME
+    service.write_text(latency_service_unit().replace(f"ExecStart={LATENCY_SCRIPT}", f"ExecStart={script}")
+                       .replace(f"EnvironmentFile={LATENCY_ENV_FILE}", f"EnvironmentFile={env_file}"))
+    timer = tmp_path / LATENCY_TIMER_NAME
+    timer.write_text(latency_timer_unit())
+    proc = subprocess.run([analyze, "verify", str(service), str(timer)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# User data of a vLLM fleet instance (ECS GPU-optimized Amazon Linux 2023 AMI, launched by the fleet's Auto
+# Scaling group): joins the ECS cluster, and mounts the model cache volume before the ECS agent starts.
+#
+# Two modes, one file:
+#   (no argument)  cloud-init runs it once, at the instance's first boot, as user data: writes the agent's
+#                  /etc/ecs/ecs.config, installs itself as MOUNT_SCRIPT and the systemd unit MOUNT_UNIT, and
+#                  starts that unit (the mount).
+#   mount          the unit runs it at every boot (Type=oneshot, Before=ecs.service, RequiredBy=ecs.service):
+#                  waits for the cache volume's device, formats it only when it is blank, mounts it at
+#                  CACHE_MOUNT_POINT and creates the folders the task bind-mounts, owned by the task's user.
+#
+# Why a systemd unit, not cloud-init's bootcmd: the ECS agent bind-mounts a host path as `source:target`, and
+# Docker creates a missing source folder on the root disk, so the volume must be mounted before the agent
+# places a task, at every boot. `Before=ecs.service` states that order to systemd itself, at first boot and
+# at every reboot, whatever cloud-init does; `RequiredBy=ecs.service` keeps the agent from starting when the
+# mount fails (the instance never joins the cluster, and no replica caches a model on the root disk). The
+# agent's unit is ordered after cloud-final.service, where user data runs: starting it from here would wait on
+# itself, so this script only ever starts it with --no-block.
+#
+# The values below are filled in by infra/render/ecs_host.py (each shell-quoted).
+set -euo pipefail
+
+readonly CLUSTER=@@CLUSTER@@
+readonly CACHE_DEVICE=@@CACHE_DEVICE@@
+readonly CACHE_MOUNT_POINT=@@CACHE_MOUNT_POINT@@
+readonly -a CACHE_SUBDIRS=(@@CACHE_SUBDIRS@@)
+readonly CACHE_OWNER=@@CACHE_OWNER@@
+readonly CACHE_WAIT_SECONDS=@@CACHE_WAIT_SECONDS@@
+readonly STOP_TIMEOUT=@@STOP_TIMEOUT@@
+readonly MOUNT_SCRIPT=@@MOUNT_SCRIPT@@
+readonly MOUNT_UNIT=@@MOUNT_UNIT@@
+readonly ECS_CONFIG=/etc/ecs/ecs.config
+readonly FS_TYPE=ext4
+readonly FS_LABEL=vllm-cache
+
+PROG=$(basename -- "$0")
+readonly PROG
+log() { printf '%s: %s\n' "$PROG" "$*"; }
+die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+# Prints the filesystem type on the device, nothing for a blank device; fails for anything else.
+probe_device() {
+  local device=$1 out rc=0
+  out=$(blkid -p -o export -- "$device") || rc=$?
+  case $rc in
+    0) ;;
+    2)
+      # No signature: a new EBS volume reads as zeros. Anything else may be someone's data (a snapshot of
+      # another format), and is not formatted.
+      cmp -s -n 1048576 -- "$device" /dev/zero \
+        || die "${device} has no filesystem signature but is not blank; refusing to format it"
+      return 0
+      ;;
+    *) die "blkid failed on ${device} (exit ${rc})" ;;
+  esac
+  local type=""
+  while IFS='=' read -r key value; do
+    [[ $key == TYPE ]] && type=$value
+  done <<<"$out"
+  [[ $type == "$FS_TYPE" ]] || die "${device} holds '${type:-an unknown signature}', expected ${FS_TYPE} or nothing"
+  printf '%s\n' "$type"
+}
+
+mount_cache() {
+  local waited=0 device fs_type sub
+  # The block device mapping's name: on Nitro instances the volume is an NVMe device, and the AMI's udev
+  # rules (amazon-ec2-utils) link the mapping's name to it.
+  while [[ ! -e $CACHE_DEVICE ]]; do
+    ((waited < CACHE_WAIT_SECONDS)) || die "${CACHE_DEVICE} did not appear within ${CACHE_WAIT_SECONDS} s"
+    sleep 1
+    waited=$((waited + 1))
+  done
+  device=$(readlink -f -- "$CACHE_DEVICE")
+  [[ -b $device ]] || die "${CACHE_DEVICE} resolves to ${device}, which is not a block device"
+  fs_type=$(probe_device "$device")
+  if [[ -z $fs_type ]]; then
+    log "${device} is blank: creating an ${FS_TYPE} filesystem"
+    # -m 0: caches only, no blocks held back for root; nodiscard: a new volume has nothing to discard.
+    mkfs.ext4 -q -L "$FS_LABEL" -m 0 -E nodiscard -- "$device"
+  else
+    # A volume restored from a warm cache's snapshot keeps its models and compile cache.
+    log "${device} already holds ${fs_type}: keeping it"
+  fi
+  mkdir -p -- "$CACHE_MOUNT_POINT"
+  if ! mountpoint -q -- "$CACHE_MOUNT_POINT"; then
+    mount -t "$FS_TYPE" -o noatime -- "$device" "$CACHE_MOUNT_POINT"
+  fi
+  mountpoint -q -- "$CACHE_MOUNT_POINT" || die "${CACHE_MOUNT_POINT} is not a mount point after mounting"
+  # Created only on the mounted volume, owned by the task's user (the agent would create them as root).
+  for sub in "${CACHE_SUBDIRS[@]}"; do
+    install -d -m 0755 -- "${CACHE_MOUNT_POINT}/${sub}"
+    chown -- "$CACHE_OWNER" "${CACHE_MOUNT_POINT}/${sub}"
+  done
+  log "ready: ${device} at ${CACHE_MOUNT_POINT} (${CACHE_SUBDIRS[*]})"
+}
+
+setup() {
+  install -d -m 0755 /etc/ecs
+  # The agent reads this file when it starts (after cloud-final, so after this script).
+  cat >>"$ECS_CONFIG" <<EOF
+ECS_CLUSTER=${CLUSTER}
+ECS_ENABLE_GPU_SUPPORT=true
+ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
+ECS_CONTAINER_STOP_TIMEOUT=${STOP_TIMEOUT}s
+ECS_AWSVPC_BLOCK_IMDS=true
+ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
+EOF
+  install -m 0755 -- "$0" "$MOUNT_SCRIPT"
+  cat >"/etc/systemd/system/${MOUNT_UNIT}" <<EOF
+[Unit]
+Description=vllm-endpoint: mount the model cache volume before the ECS agent starts
+Before=ecs.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=${MOUNT_SCRIPT} mount
+
+[Install]
+RequiredBy=ecs.service
+EOF
+  local agent_running=false
+  # Only if an AMI started the agent before user data ran: stop it until the cache is mounted.
+  if systemctl is-active --quiet ecs.service; then
+    systemctl stop ecs.service
+    agent_running=true
+  fi
+  systemctl daemon-reload
+  systemctl enable "$MOUNT_UNIT"
+  systemctl start "$MOUNT_UNIT"
+  if [[ $agent_running == true ]]; then
+    systemctl start --no-block ecs.service
+  fi
+}
+
+case ${1:-setup} in
+  setup) setup ;;
+  mount) mount_cache ;;
+  *) die "unknown mode '$1' (setup or mount)" ;;
+esac

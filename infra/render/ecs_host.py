@@ -1,0 +1,88 @@
+"""The user data of a fleet instance: infra/host/ecs-host.sh with the fleet's values filled in.
+
+The script joins the ECS cluster (the agent's /etc/ecs/ecs.config) and mounts the model cache volume, through
+a systemd unit ordered before the agent, at every boot; its header says why a unit and not cloud-init's
+bootcmd. Pure: the caller passes the cluster's name once it is known.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Final
+
+from vllm_endpoint.infra.catalog.names import PROJECT
+from vllm_endpoint.infra.render.host_scripts import fill_template, read_host_file
+
+ECS_HOST_FILE: Final = "ecs-host.sh"
+# Where the script installs itself, and the unit that runs it at every boot.
+ECS_MOUNT_SCRIPT: Final = f"/usr/local/sbin/{PROJECT}-ecs-cache"
+ECS_MOUNT_UNIT: Final = f"{PROJECT}-ecs-cache.service"
+# The cache volume's block device mapping (the launch template's second volume); the root is /dev/xvda.
+ECS_CACHE_DEVICE: Final = "/dev/xvdf"
+# A mapping's volume is attached before the instance boots; the wait covers udev naming it late.
+ECS_CACHE_WAIT_SECONDS: Final = 120
+# What the ECS agent gives a container without its own stopTimeout between SIGTERM and SIGKILL (its default).
+ECS_AGENT_STOP_TIMEOUT_S: Final = 30
+# ECS_CLUSTER accepts letters, numbers, hyphens and underscores (CreateCluster's clusterName).
+_CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_SUBDIR: Final = re.compile(r"^[A-Za-z0-9._-]+$")
+_OWNER: Final = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$")
+
+
+@dataclass(frozen=True)
+class EcsHostSettings:
+    cluster: str
+    cache_mount_point: str
+    cache_subdirs: tuple[str, ...]  # folders directly below the mount point that the task bind-mounts
+    cache_owner: str  # user[:group] of the task's containers (numeric in the product: 1000:1000)
+    stop_timeout_s: int = ECS_AGENT_STOP_TIMEOUT_S
+    cache_device: str = ECS_CACHE_DEVICE
+
+
+def cache_subdirs(mount_point: str, host_paths: Sequence[str]) -> tuple[str, ...]:
+    """The first folder below `mount_point` of each task volume's host path (sorted, each once); a path outside
+    the mount point is refused: it would land on the root disk."""
+    mount = PurePosixPath(mount_point)
+    found = set()
+    for path in host_paths:
+        pure = PurePosixPath(path)
+        if pure == mount or mount not in pure.parents:
+            raise ValueError(f"task volume {path} is not below the cache volume's mount point {mount_point}")
+        found.add(pure.relative_to(mount).parts[0])
+    return tuple(sorted(found))
+
+
+def render_ecs_host_script(settings: EcsHostSettings) -> str:
+    if not _CLUSTER_NAME.match(settings.cluster):
+        raise ValueError(f"{settings.cluster!r} is not an ECS cluster name")
+    if not settings.cache_mount_point.startswith("/") or settings.cache_mount_point.rstrip("/") == "":
+        raise ValueError(f"{settings.cache_mount_point!r}: the mount point must be an absolute path below /")
+    bad = [s for s in settings.cache_subdirs if not _SUBDIR.match(s) or s in (".", "..")]
+    if bad or not settings.cache_subdirs:
+        raise ValueError(f"cache subfolders {list(settings.cache_subdirs)}: give folder names (no / or ..)")
+    if not _OWNER.match(settings.cache_owner):
+        raise ValueError(f"{settings.cache_owner!r} is not a user[:group]")
+    if not 0 < settings.stop_timeout_s <= 3600:
+        raise ValueError(f"stop timeout {settings.stop_timeout_s} s is outside 1-3600")
+    return fill_template(read_host_file(ECS_HOST_FILE), {
+        "CLUSTER": shlex.quote(settings.cluster),
+        "CACHE_DEVICE": shlex.quote(settings.cache_device),
+        "CACHE_MOUNT_POINT": shlex.quote(settings.cache_mount_point.rstrip("/")),
+        "CACHE_SUBDIRS": " ".join(shlex.quote(s) for s in settings.cache_subdirs),
+        "CACHE_OWNER": shlex.quote(settings.cache_owner),
+        "CACHE_WAIT_SECONDS": str(ECS_CACHE_WAIT_SECONDS),
+        "STOP_TIMEOUT": str(settings.stop_timeout_s),
+        "MOUNT_SCRIPT": shlex.quote(ECS_MOUNT_SCRIPT),
+        "MOUNT_UNIT": shlex.quote(ECS_MOUNT_UNIT),
+    })
+
+
+def ecs_host_user_data(settings: EcsHostSettings) -> str:
+    """The script, base64-encoded as a launch template's `user_data` takes it (cloud-init runs a user data
+    that starts with #! as a script, once per instance)."""
+    return base64.b64encode(render_ecs_host_script(settings).encode()).decode()

@@ -1,0 +1,90 @@
+"""The fleet instance's user data (infra/render/ecs_host.py, infra/host/ecs-host.sh): the agent's settings, the
+mount unit ordered before the agent, values quoted and checked, and the rendered script clean under shellcheck.
+(Formatting and mounting a real device needs root and a block device: the real-parts tests' business.)"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vllm_endpoint.infra.catalog.names import HOST_CACHE_MOUNT
+from vllm_endpoint.infra.render.ecs_host import (
+    ECS_MOUNT_SCRIPT,
+    ECS_MOUNT_UNIT,
+    EcsHostSettings,
+    cache_subdirs,
+    ecs_host_user_data,
+    render_ecs_host_script,
+)
+
+SETTINGS = EcsHostSettings(cluster="vllm-cluster-1a2b3c4", cache_mount_point=HOST_CACHE_MOUNT,
+                           cache_subdirs=("proxy", "root-cache"), cache_owner="1000:1000", stop_timeout_s=60)
+
+
+def test_the_agent_joins_the_cluster_with_gpus_spot_draining_and_the_stop_timeout() -> None:
+    script = render_ecs_host_script(SETTINGS)
+    assert script.startswith("#!/usr/bin/env bash\n")
+    for line in ("ECS_CLUSTER=${CLUSTER}", "ECS_ENABLE_GPU_SUPPORT=true", "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true",
+                 "ECS_CONTAINER_STOP_TIMEOUT=${STOP_TIMEOUT}s", "ECS_AWSVPC_BLOCK_IMDS=true"):
+        assert f"\n{line}\n" in script, line
+    assert "\nreadonly CLUSTER=vllm-cluster-1a2b3c4\n" in script
+    assert "\nreadonly STOP_TIMEOUT=60\n" in script
+    assert "\nreadonly -a CACHE_SUBDIRS=(proxy root-cache)\n" in script
+    assert "@@" not in script
+
+
+def test_the_mount_runs_before_the_agent_at_every_boot_and_holds_it_back_when_it_fails() -> None:
+    script = render_ecs_host_script(SETTINGS)
+    unit = script.split('cat >"/etc/systemd/system/${MOUNT_UNIT}" <<EOF\n', 1)[1].split("\nEOF\n", 1)[0]
+    assert "Before=ecs.service" in unit and "RequiredBy=ecs.service" in unit and "Type=oneshot" in unit
+    assert "ExecStart=${MOUNT_SCRIPT} mount" in unit
+    assert f"readonly MOUNT_UNIT={ECS_MOUNT_UNIT}" in script and f"readonly MOUNT_SCRIPT={ECS_MOUNT_SCRIPT}" in script
+    # The agent's unit waits for cloud-final, where user data runs: never a blocking start of it from here.
+    assert "systemctl start --no-block ecs.service" in script
+    assert "systemctl start ecs" not in script.replace("systemctl start --no-block ecs", "")
+
+
+def test_user_data_is_the_script_in_base64() -> None:
+    assert base64.b64decode(ecs_host_user_data(SETTINGS)).decode() == render_ecs_host_script(SETTINGS)
+
+
+def test_values_are_shell_quoted_and_checked() -> None:
+    odd = EcsHostSettings(cluster="c", cache_mount_point="/opt/a b", cache_subdirs=("x",), cache_owner="vllm")
+    assert "\nreadonly CACHE_MOUNT_POINT='/opt/a b'\n" in render_ecs_host_script(odd)
+    for bad in (EcsHostSettings("c;reboot", "/m", ("x",), "u"), EcsHostSettings("c", "relative", ("x",), "u"),
+                EcsHostSettings("c", "/m", ("../etc",), "u"), EcsHostSettings("c", "/m", ("x",), "u; rm"),
+                EcsHostSettings("c", "/m", (), "u"), EcsHostSettings("c", "/m", ("x",), "u", stop_timeout_s=0)):
+        with pytest.raises(ValueError):
+            render_ecs_host_script(bad)
+
+
+def test_cache_subdirs_are_the_first_folders_below_the_mount() -> None:
+    paths = [f"{HOST_CACHE_MOUNT}/root-cache", f"{HOST_CACHE_MOUNT}/proxy/nginx.conf", f"{HOST_CACHE_MOUNT}/proxy/x"]
+    assert cache_subdirs(HOST_CACHE_MOUNT, paths) == ("proxy", "root-cache")
+    with pytest.raises(ValueError, match="not below"):
+        cache_subdirs(HOST_CACHE_MOUNT, ["/var/lib/other"])
+    with pytest.raises(ValueError, match="not below"):
+        cache_subdirs(HOST_CACHE_MOUNT, [HOST_CACHE_MOUNT])
+
+
+def test_the_rendered_script_passes_shellcheck(tmp_path: Path) -> None:
+    tool = shutil.which("shellcheck")
+    if tool is None:
+        pytest.skip("shellcheck is not installed (scripts/setup.sh installs it)")
+    path = tmp_path / "user-data.sh"
+    path.write_text(render_ecs_host_script(SETTINGS))
+    result = subprocess.run([tool, "-S", "style", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "user-data.sh"
+    path.write_text(render_ecs_host_script(SETTINGS))
+    result = subprocess.run(["bash", str(path), "bogus"], capture_output=True, text=True)
+    assert result.returncode != 0
+    # Not root in CI: the script stops before doing anything, saying why.
+    assert "must run as root" in result.stderr or "unknown mode 'bogus'" in result.stderr
