@@ -110,6 +110,11 @@ def online(hub: FakeHub, work: Path, monkeypatch: pytest.MonkeyPatch) -> HubFetc
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
+    # hf_hub_download builds its URL from this template (made from ENDPOINT at import) and swaps in its
+    # `endpoint` argument only where the URL starts with ENDPOINT: patched alone, ENDPOINT would stop that swap
+    # and send the download to huggingface.co (seen in CI, where an earlier module had imported the library).
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     # The deploying machine's own Hub cache, here a folder of the test's.
     return functools.partial(fetch_hub_facts, cache_dir=str(work / "hf-cache"))
 
