@@ -100,8 +100,9 @@ def render_key_check(api_key: str) -> str:
     The proxy refuses a /v1 request without the key itself, at the header, before it reads a byte of the
     body: a client without the key can no longer make nginx buffer up to client_max_body_size to disk, nor
     hold a connection by sending its body slowly, nor spend vLLM's API server's CPU. vLLM still checks the
-    key too. The match is a case-sensitive regular expression (a plain `map` string ignores case), with the
-    key's two characters that mean something in a regular expression written as one-character classes."""
+    key too. The match is a case-sensitive regular expression (a plain `map` string ignores case) but for the
+    scheme, which HTTP and vLLM take in any case; the key's two characters that mean something in a regular
+    expression are written as one-character classes."""
     if not _API_KEY.fullmatch(api_key):
         raise ValueError("apiKey: may contain only letters, digits, - . _ ~ + / and trailing =, the characters "
                          "of a Bearer token (RFC 6750); generate one with `openssl rand -hex 24`")

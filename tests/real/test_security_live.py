@@ -1051,7 +1051,7 @@ def test_bodies_without_the_key_are_refused_at_their_headers_and_never_buffered(
     limit = plain.plan.proxy_settings.max_body_mb * 1024 * 1024
     head = [("Host", f"{plain.host.address}:{plain.plan.api_port}"), ("Content-Type", "application/json"),
             ("Content-Length", str(limit))]
-    keys = [[], [("Authorization", "Bearer wrong-" + "x" * 40)], [("Authorization", f"bearer {plain.api_key}")],
+    keys = [[], [("Authorization", "Bearer wrong-" + "x" * 40)], [("Authorization", f"Bearer {plain.api_key}x")],
             [("Authorization", f"Bearer {plain.api_key.swapcase()}")]]
     before = _vllm_counters(plain.host)
     holders, waits = [], []
