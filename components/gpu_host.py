@@ -25,6 +25,7 @@ import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_tls as tls
 
+from vllm_endpoint.components._network import egress_anywhere
 from vllm_endpoint.components._support import SshTarget, secret
 from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
 from vllm_endpoint.infra.catalog.names import (
@@ -298,19 +299,7 @@ class GpuHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         # Outbound: image pulls, model downloads and OS updates need the internet.
-        egress = [
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-egress-{family}",
-                security_group_id=group.id,
-                ip_protocol="-1",
-                cidr_ipv4=cidr if family == "ipv4" else None,
-                cidr_ipv6=cidr if family == "ipv6" else None,
-                description="outbound: image pulls and model downloads",
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0"))
-        ]
+        egress = egress_anywhere(f"{name}-egress", group.id, "outbound: image pulls and model downloads", tags, self)
         return group, egress
 
     def _create_ingress(self, name: str, args: GpuHostArgs, group: aws.ec2.SecurityGroup,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from vllm_endpoint.components._network import egress_anywhere
 from vllm_endpoint.infra.catalog.names import (
     API_WORLD_OPT_IN,
     ENDPOINT_TAG,
@@ -195,19 +196,8 @@ class ServiceLoadBalancer(pulumi.ComponentResource):
     def _create_task_egress(self, name: str, tags: dict[str, str]) -> list[aws.vpc.SecurityGroupEgressRule]:
         # Outbound from the task's own interface (awsvpc): model downloads and the Hugging Face API, through
         # the subnets' NAT or VPC endpoints.
-        return [
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-task-egress-{family}",
-                security_group_id=self.task_security_group.id,
-                ip_protocol="-1",
-                cidr_ipv4=cidr if family == "ipv4" else None,
-                cidr_ipv6=cidr if family == "ipv6" else None,
-                description="outbound: model downloads",
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0"))
-        ]
+        return egress_anywhere(f"{name}-task-egress", self.task_security_group.id, "outbound: model downloads",
+                               tags, self)
 
     def _create_target_group(self, name: str, vpc_id: pulumi.Input[str], spec: LoadBalancerSpec,
                              tags: dict[str, str]) -> aws.lb.TargetGroup:

@@ -31,6 +31,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from vllm_endpoint.components._network import egress_anywhere
 from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
 from vllm_endpoint.infra.catalog.names import (
     ECS_GPU_AMI_SSM_PARAMETER,
@@ -244,18 +245,8 @@ class VllmFleet(pulumi.ComponentResource):
             f"{name}-sg", vpc_id=vpc_id, description=description, tags={**tags, "Name": f"{name}-sg"},
             opts=pulumi.ResourceOptions(parent=self),
         )
-        for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0")):
-            # Outbound only: the ECS and SSM endpoints, image pulls and model downloads.
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-egress-{family}",
-                security_group_id=group.id,
-                ip_protocol="-1",
-                cidr_ipv4=cidr if family == "ipv4" else None,
-                cidr_ipv6=cidr if family == "ipv6" else None,
-                description="outbound: ECS, image pulls and model downloads",
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
+        # Outbound only: the ECS and SSM endpoints, image pulls and model downloads.
+        egress_anywhere(f"{name}-egress", group.id, "outbound: ECS, image pulls and model downloads", tags, self)
         return group
 
     def _create_roles(self, name: str, args: VllmFleetArgs, log_group_arn: str, tags: dict[str, str]) -> _Roles:
