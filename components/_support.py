@@ -1,5 +1,7 @@
 """Helpers the components share (not components themselves).
 
+`endpoint_api_key`: the API key of an endpoint or a service, given or generated.
+
 `secret`: typed shorthand for marking values secret (mypy cannot infer `Output.secret` on an
 `Output[str]`).
 
@@ -19,10 +21,23 @@ from pathlib import Path
 
 import pulumi
 import pulumi_command as command
+import pulumi_random as random
+
+API_KEY_LENGTH = 48
 
 
 def secret(value: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.secret(value)
+
+
+def endpoint_api_key(parent: pulumi.Resource, name: str, given: pulumi.Output[str] | None) -> tuple[
+        pulumi.Output[str], random.RandomPassword | None]:
+    """The key apps send: the one given (a secret already), else a generated one kept in the stack's state."""
+    if given is not None:
+        return given, None
+    generated = random.RandomPassword(f"{name}-api-key", length=API_KEY_LENGTH, special=False,
+                                      opts=pulumi.ResourceOptions(parent=parent))
+    return secret(generated.result), generated
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
 from vllm_endpoint.infra.catalog.names import (
     API_WORLD_OPT_IN,
     CACHE_ROLE,
+    CLOUDWATCH_AGENT_POLICY_ARN,
     ENDPOINT_TAG,
     HF_TOKEN_PARAMETER_TAG,
     HOST_CACHE_MOUNT,
@@ -67,10 +68,6 @@ CACHE_DEVICE_NAME = "/dev/sdf"
 # rule per CIDR. A rule referencing a prefix list counts as its maximum size against the security group's
 # 60 rules per family: two lists of 20 leave room for the plain rules and the egress rule.
 PREFIX_LIST_MAX_ENTRIES = 20
-# What the CloudWatch agent needs (metrics on): PutMetricData, the Logs calls for its EMF events, and what
-# it reads of EC2 (tags, volumes). AWS's managed policy for the agent on a server; Docker's awslogs driver
-# (the proxy's access log) needs only its logs:CreateLogStream and logs:PutLogEvents.
-CLOUDWATCH_AGENT_POLICY_ARN = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 
 
 @dataclass(frozen=True)

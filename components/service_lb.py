@@ -24,10 +24,12 @@ from vllm_endpoint.components._network import egress_anywhere
 from vllm_endpoint.infra.catalog.names import (
     API_WORLD_OPT_IN,
     ENDPOINT_TAG,
+    FLEET_TASKS_ROLE,
     FORWARDED_PREFIX,
     OPT_IN_MARKER_PREFIX,
     PROJECT,
     PROXY_CONTAINER_PORT,
+    ROLE_TAG,
     STACK_TAG,
 )
 from vllm_endpoint.infra.render.load_balancer import (
@@ -139,7 +141,7 @@ class ServiceLoadBalancer(pulumi.ComponentResource):
             f"{name}-task-sg",
             vpc_id=vpc_id,
             description="vLLM service tasks: the proxy port from the load balancer only",
-            tags={**tags, "Name": f"{name}-task-sg"},
+            tags={**tags, "Name": f"{name}-task-sg", ROLE_TAG: FLEET_TASKS_ROLE},
             opts=pulumi.ResourceOptions(parent=self),
         )
         return alb, task

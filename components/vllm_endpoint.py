@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_random as random
 import pulumi_tls as tls
 
 from vllm_endpoint.components._endpoint_settings import EndpointSettings, load_settings
 from vllm_endpoint.components._instance_state import check_instance
-from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, SshTarget, secret
+from vllm_endpoint.components._support import IDENTITY_FILE, KNOWN_HOSTS_FILE, SshTarget, endpoint_api_key, secret
 from vllm_endpoint.components.gpu_host import GpuHost, GpuHostArgs, IngressArgs, SshKeyArgs
 from vllm_endpoint.components.monitoring import EndpointMonitoring, EndpointMonitoringArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
@@ -40,10 +39,10 @@ from vllm_endpoint.infra.render.container import plan_docker_run
 from vllm_endpoint.infra.render.dashboard import dashboard_name
 from vllm_endpoint.infra.render.host_scripts import summary_with_capacity
 from vllm_endpoint.infra.render.ssh import ssh_command
+from vllm_endpoint.infra.settings.models import ConfigError
 
 __all__ = ["VllmEndpoint", "VllmEndpointArgs"]
 
-API_KEY_LENGTH = 48
 # Self-signed endpoint certificates: long enough not to surprise anyone, renewed by re-deploying.
 TLS_VALIDITY_HOURS = 24 * 365
 TLS_EARLY_RENEWAL_HOURS = 24 * 30
@@ -97,6 +96,9 @@ class VllmEndpoint(pulumi.ComponentResource):
     def __init__(self, name: str, args: VllmEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Every check first: a bad setting stops the program before any resource exists.
         settings = load_settings(name, args)
+        if settings.plan.fleet is not None:
+            raise ConfigError(["replicas: builds a fleet on ECS, which is a VllmService (same keyword arguments); "
+                               "VllmEndpoint is one GPU VM or an existing host: unset replicas for it"])
         # A stopped instance (idle stop, spot interruption) stops the program here, before any resource.
         state_warnings = check_instance(pulumi.get_stack(), name, settings.plan.config.aws.capacity) \
             if settings.plan.config.target == "aws" else []
@@ -104,7 +106,7 @@ class VllmEndpoint(pulumi.ComponentResource):
         plan = settings.plan
         for warning in [*plan.warnings, *state_warnings]:
             pulumi.log.warn(warning, resource=self)
-        self.api_key, self.generated_api_key = self._api_key(name, settings)
+        self.api_key, self.generated_api_key = endpoint_api_key(self, name, settings.inputs.api_key)
         self.host = self._create_gpu_host(name, settings) if plan.config.target == "aws" else None
         self.metrics = self._metrics(name, self.host)
         host = self._host(settings, self.host)
@@ -138,14 +140,6 @@ class VllmEndpoint(pulumi.ComponentResource):
             "dashboard_url": self.dashboard_url,
             "idle_stop": self.idle_stop,
         })
-
-    def _api_key(self, name: str, settings: EndpointSettings) -> tuple[
-            pulumi.Output[str], random.RandomPassword | None]:
-        if settings.inputs.api_key is not None:
-            return settings.inputs.api_key, None
-        generated = random.RandomPassword(f"{name}-api-key", length=API_KEY_LENGTH, special=False,
-                                          opts=pulumi.ResourceOptions(parent=self))
-        return secret(generated.result), generated
 
     def _create_gpu_host(self, name: str, settings: EndpointSettings) -> GpuHost:
         plan, inputs = settings.plan, settings.inputs

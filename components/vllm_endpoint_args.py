@@ -228,6 +228,55 @@ class VllmEndpointArgs(TypedDict, total=False):
      "it resumes when capacity returns). Going to spot replaces the instance; back to on-demand, the AWS "
      "provider keeps the spot instance, and the plan says how to replace it. One of: `on-demand`, `spot`. "
      "Default: `on-demand`. (Stack setting `capacity`.)")
+    replicas: int
+    ("Run the endpoint as a fleet of this many replicas on Amazon ECS behind an Application Load Balancer "
+     "(each replica takes all the GPUs of one `instanceType` instance). Unset: one GPU VM (the single "
+     "endpoint). Setting it on a stack that runs one VM replaces the VM with the fleet (the VM's cache volume "
+     "is kept in AWS, as by `pulumi destroy`); unsetting it replaces the fleet with one VM. (Stack setting "
+     "`replicas`.)")
+    min_replicas: int
+    ("Fewest replicas autoscaling keeps (1 or more: vLLM's cold start takes minutes, so the fleet never scales"
+     " to zero). Default: `replicas`. (Stack setting `minReplicas`.)")
+    max_replicas: int
+    "Most replicas autoscaling may run. Default: `replicas` (no autoscaling). (Stack setting `maxReplicas`.)"
+    waiting_per_replica: float
+    ("Autoscaling target: requests waiting in vLLM's queue per replica (`vllm:num_requests_waiting`, averaged "
+     "over the replicas). Above it replicas are added (60 s cooldown), below it removed (600 s cooldown). "
+     "Default: `2.0`. (Stack setting `waitingPerReplica`.)")
+    on_demand_base: int
+    ("The first this many instances are on-demand, whatever the spot share. Default: `1`. (Stack setting "
+     "`onDemandBase`.)")
+    spot_weight: int
+    ("Above `onDemandBase`, instances are spot : on-demand as `spotWeight` : `onDemandWeight` (0: no spot). "
+     "Spot instances are drained by ECS on an interruption notice or a rebalance recommendation, and replaced."
+     " Default: `0`. (Stack setting `spotWeight`.)")
+    on_demand_weight: int
+    "See `spotWeight`. Default: `1`. (Stack setting `onDemandWeight`.)"
+    extra_instance_types: list[str]
+    ("More instance types with the same GPUs as `instanceType` (more spot pools, a fallback when one type is "
+     "short), e.g. g5.2xlarge beside g5.xlarge. (Stack setting `extraInstanceTypes`.)")
+    subnet_ids: list[str]
+    ("Subnets of the replicas (private ones recommended: the instances and tasks get no public address, so "
+     "they need a NAT gateway or VPC endpoints to pull the image and the model). Default: the region's default"
+     " VPC's default subnets. (Stack setting `subnetIds`.)")
+    load_balancer_subnet_ids: list[str]
+    ("Public subnets of the load balancer, in at least two Availability Zones, in the replicas' VPC. Default: "
+     "`subnetIds` when given, else the default VPC's default subnets. (Stack setting `loadBalancerSubnetIds`.)")
+    domain: str
+    ("Serve HTTPS at this name: an ACM certificate validated in `hostedZoneId`, an alias record to the load "
+     "balancer, and port 80 redirecting to 443. Unset: HTTP on the load balancer's own DNS name, reachable "
+     "from `apiAllowedCidrs` only. (Stack setting `domain`.)")
+    hosted_zone_id: str
+    "The Route 53 public hosted zone of `domain` (required with it). (Stack setting `hostedZoneId`.)"
+    deregistration_delay_seconds: int
+    ("How long the load balancer lets a removed replica finish the requests it is answering (it stops waiting "
+     "as soon as none is left). Raise it for very long generations. Default: `300`. (Stack setting "
+     "`deregistrationDelaySeconds`.)")
+    surge_on_deploy: bool
+    ("During a rolling update, start each new replica on an extra instance before its predecessor stops (no "
+     "capacity lost; up to twice the instances for a while). false: never an extra instance; old replicas stop"
+     " first (one at a time), and with one replica the update has a gap. Default: `true`. (Stack setting "
+     "`surgeOnDeploy`.)")
     host_address: pulumi.Input[str]
     ("target=existing-host: address the endpoint and SSH use. May be an Output of another resource. (Stack "
      "setting `hostAddress`.)")
@@ -278,9 +327,9 @@ class VllmEndpointArgs(TypedDict, total=False):
      "`apiAllowedCidrs`.)")
     ssh_allowed_cidrs: pulumi.Input[Sequence[pulumi.Input[str]]]
     ("CIDRs allowed to SSH (the deploying machine: pulumi-docker and the readiness gate connect over SSH). "
-     "Required on AWS: `curl -s https://checkip.amazonaws.com` prints your address; add /32. Documentation and"
-     " other reserved ranges are refused. May be an Output of another resource. (Stack setting "
-     "`sshAllowedCidrs`.)")
+     "Required on AWS for one VM (a fleet has no SSH): `curl -s https://checkip.amazonaws.com` prints your "
+     "address; add /32. Documentation and other reserved ranges are refused. May be an Output of another "
+     "resource. (Stack setting `sshAllowedCidrs`.)")
     metrics_allowed_cidrs: list[str]
     ("CIDRs that may read `/metrics` through the proxy (monitoring). Default: nobody. Documentation, loopback "
      "and other reserved ranges are refused. (Stack setting `metricsAllowedCidrs`.)")

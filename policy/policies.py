@@ -32,6 +32,12 @@ COMPUTE_TYPES: Final = frozenset({rules.INSTANCE, rules.LAUNCH_TEMPLATE})
 STORAGE_TYPES: Final = frozenset({rules.INSTANCE, rules.LAUNCH_TEMPLATE, rules.EBS_VOLUME})
 DOCKER_RESOURCE_TYPES: Final = frozenset({rules.CONTAINER, rules.REMOTE_IMAGE})
 API_KEY_TYPES: Final = frozenset({rules.RANDOM_PASSWORD, rules.RANDOM_STRING})
+SSL_POLICIES_SCHEMA: Final = {
+    "type": "array",
+    "items": {"type": "string"},
+    "minItems": 1,
+    "default": list(rules.DEFAULT_ALLOWED_SSL_POLICIES),
+}
 
 
 def _config(args: ResourceValidationArgs | StackValidationArgs, key: str, default: Any) -> Any:
@@ -91,6 +97,86 @@ def _validate_vllm_images(args: StackValidationArgs, report_violation: ReportVio
         report_violation(message, urn)
 
 
+def _validate_http_redirects(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for urn, message in rules.check_http_redirects(args.resources):
+        report_violation(message, urn)
+
+
+def _validate_fleet_ingress(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for urn, message in rules.check_fleet_ingress(args.resources):
+        report_violation(message, urn)
+
+
+def _load_balancer_policies() -> list[Policy]:
+    """The load balancer in front of the fleet: TLS, redirects, request handling."""
+    return [
+        ResourceValidationPolicy(
+            name="alb-https-listener",
+            description="A load balancer listener on port 443 must be HTTPS; an HTTPS listener needs a "
+            "certificate and a TLS policy from the allowed list.",
+            validate=_on_types(
+                rules.LISTENER_TYPES,
+                lambda a: rules.check_alb_https_listener(
+                    a.props, tuple(_config(a, "allowedSslPolicies", rules.DEFAULT_ALLOWED_SSL_POLICIES))
+                ),
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("Checkov", "CKV_AWS_2; CKV_AWS_103; AWS Security Hub ELB.17"),
+            config_schema=PolicyConfigSchema(properties={"allowedSslPolicies": SSL_POLICIES_SCHEMA}),
+            tags=["aws", "network", "encryption"],
+        ),
+        StackValidationPolicy(
+            name="alb-http-redirects-to-https",
+            description="When a load balancer has an HTTPS listener, its plain HTTP listeners may only "
+            "redirect to HTTPS.",
+            validate=_validate_http_redirects,
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("AWS Security Hub", "ELB.1; Checkov CKV2_AWS_20"),
+            tags=["aws", "network", "encryption"],
+        ),
+        ResourceValidationPolicy(
+            name="alb-request-hygiene",
+            description="Application Load Balancers must drop invalid header fields and keep HTTP desync "
+            "mitigation at 'defensive' or 'strictest'.",
+            validate=_on_types(
+                rules.LOAD_BALANCER_TYPES, lambda a: rules.check_alb_request_hygiene(a.resource_type, a.props)
+            ),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.MEDIUM,
+            framework=_framework("AWS Security Hub", "ELB.4; ELB.12; Checkov CKV_AWS_131; CKV_AWS_328"),
+            tags=["aws", "network"],
+        ),
+    ]
+
+
+def _fleet_policies() -> list[Policy]:
+    """The ECS fleet: its task's credentials, and who may reach its instances and tasks."""
+    return [
+        ResourceValidationPolicy(
+            name="ecs-secrets-by-reference",
+            description="ECS task definitions take credentials through `secrets` (SSM parameter or Secrets "
+            "Manager ARNs), never as plain `environment` values.",
+            validate=_on_types(frozenset({rules.ECS_TASK_DEFINITION}), lambda a: rules.check_ecs_task_secrets(a.props)),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("AWS Security Hub", "ECS.8; CWE-312"),
+            tags=["secrets", "aws"],
+        ),
+        StackValidationPolicy(
+            name="fleet-ingress-from-load-balancer-only",
+            description="Ingress into the fleet's instance and task security groups must come from a "
+            "security group (the load balancer's), never from an address range.",
+            validate=_validate_fleet_ingress,
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("AWS Well-Architected", "SEC05-BP02"),
+            tags=["aws", "network"],
+        ),
+    ]
+
+
 def _network_policies() -> list[Policy]:
     """Who may reach the host: ingress rules and public addresses."""
     return [
@@ -132,13 +218,13 @@ def _network_policies() -> list[Policy]:
         ),
         ResourceValidationPolicy(
             name="no-ephemeral-public-ip",
-            description="Instances should not get an auto-assigned public IP; use an Elastic IP when "
-            "they must be reachable.",
+            description="Instances should not get an auto-assigned public IP (use an Elastic IP when "
+            "they must be reachable); launch-template network interfaces must say associatePublicIpAddress=false.",
             validate=_on_types(COMPUTE_TYPES, lambda a: rules.check_ephemeral_public_ip(a.resource_type, a.props)),
             # The exposure itself is what the ingress policies block; this only flags hygiene.
             enforcement_level=EnforcementLevel.ADVISORY,
             severity=Severity.LOW,
-            framework=_framework("Checkov", "CKV_AWS_88"),
+            framework=_framework("Checkov", "CKV_AWS_88; AWS Security Hub EC2.25"),
             tags=["aws", "network"],
         ),
     ]
@@ -336,4 +422,11 @@ def _deployment_policies() -> list[Policy]:
 
 
 def build_policies() -> list[Policy]:
-    return [*_network_policies(), *_instance_policies(), *_secret_policies(), *_deployment_policies()]
+    return [
+        *_network_policies(),
+        *_load_balancer_policies(),
+        *_fleet_policies(),
+        *_instance_policies(),
+        *_secret_policies(),
+        *_deployment_policies(),
+    ]

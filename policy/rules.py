@@ -52,6 +52,9 @@ SSM_PARAMETER: Final = "aws:ssm/parameter:Parameter"
 LOG_GROUP: Final = "aws:cloudwatch/logGroup:LogGroup"
 SNS_TOPIC: Final = "aws:sns/topic:Topic"
 KMS_KEY: Final = "aws:kms/key:Key"
+LISTENER_TYPES: Final = frozenset({"aws:lb/listener:Listener", "aws:alb/listener:Listener"})
+LOAD_BALANCER_TYPES: Final = frozenset({"aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"})
+ECS_TASK_DEFINITION: Final = "aws:ecs/taskDefinition:TaskDefinition"
 REMOTE_COMMAND_PREFIX: Final = "command:remote:"
 
 # The product's names (tags, labels, opt-in settings) live once, in infra/catalog/names.py, which needs
@@ -525,11 +528,7 @@ def check_ephemeral_public_ip(resource_type: str, props: Props) -> list[str]:
     if resource_type == INSTANCE:
         places = [("associatePublicIpAddress", props.get("associatePublicIpAddress"))]
     elif resource_type == LAUNCH_TEMPLATE:
-        places = [
-            (f"networkInterfaces[{i}].associatePublicIpAddress", nic.get("associatePublicIpAddress"))
-            for i, nic in enumerate(_seq(props.get("networkInterfaces")))
-            if isinstance(nic, Mapping)
-        ]
+        return _launch_template_public_ips(props)
     else:
         return []
     return [
@@ -540,6 +539,30 @@ def check_ephemeral_public_ip(resource_type: str, props: Props) -> list[str]:
         for where, value in places
         if _is_true(value)
     ]
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
+
+
+def _launch_template_public_ips(props: Props) -> list[str]:
+    """Every interface a launch template declares must say "false": unset, the subnet's
+    mapPublicIpOnLaunch decides, and an Auto Scaling group's instances cannot get an Elastic IP instead."""
+    messages = []
+    for i, nic in enumerate(_seq(raw(props).get("networkInterfaces"))):
+        nic = raw(nic)
+        value = nic.get("associatePublicIpAddress") if isinstance(nic, Mapping) else None
+        if _is_false(value) or _is_unknown(value):
+            continue
+        shown = "true" if _is_true(value) else "not set (the subnet's mapPublicIpOnLaunch decides)"
+        messages.append(
+            f"This launch template's networkInterfaces[{i}].associatePublicIpAddress is {shown}: every "
+            "instance launched from it may get an ephemeral public address, and instances of an Auto Scaling "
+            "group cannot use an Elastic IP instead. Set associatePublicIpAddress='false' and reach the "
+            "instances through a load balancer (or SSM). "
+            f"{anchor('Checkov CKV_AWS_88', 'AWS Security Hub EC2.25')}"
+        )
+    return messages
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1124,3 +1147,310 @@ def check_api_key_length(
         f"allowed networks and a short key can be guessed. Set length={min_length} or more. "
         f"{anchor('CWE-521 (weak credentials)', 'CWE-331 (insufficient entropy)')}"
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Load balancer TLS and request handling (policies: alb-https-listener, alb-http-redirects-to-https,
+# alb-request-hygiene)
+
+HTTPS_PORT: Final = 443
+# ELB's TLS 1.2+ policies with only forward-secret AEAD ciphers (no CBC, no SHA-1): the recommended
+# policy, which the product's ServiceLoadBalancer uses, its restricted variant, and TLS 1.3 only.
+DEFAULT_ALLOWED_SSL_POLICIES: Final = (
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06",
+)
+DESYNC_MODES_ALLOWED: Final = frozenset({"defensive", "strictest"})
+_HTTPS_TAIL: Final = anchor("Checkov CKV_AWS_2", "Checkov CKV_AWS_103", "AWS Security Hub ELB.17")
+
+
+def _known_text(props: Props, key: str) -> str | None:
+    """A string property, or None when it is unset, not a string or unknown at preview."""
+    value = raw(props).get(key) if isinstance(raw(props), Mapping) else None
+    return value if isinstance(value, str) and not _is_unknown(value) else None
+
+
+def _listener_protocol(props: Props) -> str:
+    # An Application Load Balancer's listener speaks HTTP unless told otherwise.
+    return (_known_text(props, "protocol") or "HTTP").upper()
+
+
+def check_alb_https_listener(
+    props: Props, allowed_policies: Sequence[str] = DEFAULT_ALLOWED_SSL_POLICIES
+) -> list[str]:
+    """Port 443 speaks HTTPS, and an HTTPS listener has a certificate and an allowed TLS policy."""
+    protocol = _listener_protocol(props)
+    port = _as_int(raw(props).get("port"))
+    if protocol not in ("HTTP", "HTTPS"):
+        return []  # a Network Load Balancer's TCP/TLS/UDP listener
+    if protocol == "HTTP":
+        if port != HTTPS_PORT:
+            return []
+        return [
+            "This listener serves plain HTTP on port 443: clients that expect TLS send the API key and the "
+            "prompts in clear text. Set protocol='HTTPS' with certificateArn (an ACM certificate for your "
+            f"domain) and sslPolicy='{DEFAULT_ALLOWED_SSL_POLICIES[0]}'. {_HTTPS_TAIL}"
+        ]
+    messages = []
+    certificate = raw(props).get("certificateArn")
+    if not _is_unknown(certificate) and not (isinstance(certificate, str) and certificate.strip()):
+        messages.append(
+            "This HTTPS listener has no certificateArn, so AWS refuses it or it serves no certificate "
+            "clients can verify. Set certificateArn to an issued ACM certificate for the endpoint's domain "
+            f"(the CertificateValidation's certificateArn, so the listener waits for issuance). {_HTTPS_TAIL}"
+        )
+    policy = raw(props).get("sslPolicy")
+    if not _is_unknown(policy) and policy not in allowed_policies:
+        shown = "not set (AWS then uses ELBSecurityPolicy-2016-08, which accepts TLS 1.0)" if policy is None \
+            else repr(policy)
+        recommended = next(iter(allowed_policies), DEFAULT_ALLOWED_SSL_POLICIES[0])
+        messages.append(
+            f"This HTTPS listener's sslPolicy is {shown}, not one of the allowed policies "
+            f"({', '.join(allowed_policies)}). Set sslPolicy='{recommended}' (TLS 1.2 and 1.3 with "
+            f"forward-secret ciphers only). {_HTTPS_TAIL}"
+        )
+    return messages
+
+
+def check_alb_request_hygiene(resource_type: str, props: Props) -> list[str]:
+    """An Application Load Balancer drops invalid headers and mitigates HTTP desync."""
+    if resource_type not in LOAD_BALANCER_TYPES or (_known_text(props, "loadBalancerType") or "application") != \
+            "application":
+        return []
+    messages = []
+    drop = raw(props).get("dropInvalidHeaderFields")
+    if not _is_unknown(drop) and not _is_true(drop):
+        messages.append(
+            "dropInvalidHeaderFields is not true: headers that are not valid HTTP reach the targets, where a "
+            "proxy and vLLM may read them differently (request smuggling, header injection). Set "
+            f"dropInvalidHeaderFields=True. {anchor('Checkov CKV_AWS_131', 'AWS Security Hub ELB.4')}"
+        )
+    mode = raw(props).get("desyncMitigationMode")
+    if isinstance(mode, str) and not _is_unknown(mode) and mode.lower() not in DESYNC_MODES_ALLOWED:
+        messages.append(
+            f"desyncMitigationMode is {mode!r}: requests that are ambiguous under RFC 7230 (HTTP desync) are "
+            "passed to the targets. Set desyncMitigationMode='strictest' (or 'defensive', AWS's default). "
+            f"{anchor('Checkov CKV_AWS_328', 'AWS Security Hub ELB.12')}"
+        )
+    return messages
+
+
+def _redirects_to_https(action: Any) -> bool:
+    action = raw(action)
+    if not isinstance(action, Mapping) or action.get("type") != "redirect":
+        return False
+    redirect = raw(action.get("redirect"))
+    return isinstance(redirect, Mapping) and str(redirect.get("protocol", "")).upper() == "HTTPS"
+
+
+def _linked_urns(resource: StackResource, key: str) -> list[str]:
+    return [str(getattr(r, "urn", "")) for r in resource.property_dependencies.get(key, ())]
+
+
+def _load_balancer_key(listener: StackResource) -> str:
+    """Which load balancer a listener belongs to: the engine's link (known at preview too), else the ARN,
+    else the stack as a whole."""
+    linked = _linked_urns(listener, "loadBalancerArn")
+    return linked[0] if linked else _known_text(listener.props, "loadBalancerArn") or "(stack)"
+
+
+def check_http_redirects(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """(urn, message) for each plain HTTP listener beside an HTTPS one that does anything but redirect."""
+    listeners = [r for r in resources if r.resource_type in LISTENER_TYPES]
+    keys = {r.urn: _load_balancer_key(r) for r in listeners}
+    if "(stack)" in keys.values():  # one listener's load balancer is unknown: judge the stack as a whole
+        keys = dict.fromkeys(keys, "(stack)")
+    with_https = {keys[r.urn] for r in listeners if _listener_protocol(r.props) == "HTTPS"}
+    found = []
+    for listener in listeners:
+        if _listener_protocol(listener.props) != "HTTP" or keys[listener.urn] not in with_https:
+            continue
+        actions = raw(raw(listener.props).get("defaultActions"))
+        if _is_unknown(actions) or (_seq(actions) and all(_redirects_to_https(a) for a in _seq(actions))):
+            continue
+        found.append((
+            listener.urn,
+            f"The HTTP listener {listener.name!r} does more than redirect to HTTPS although its load balancer has "
+            "an HTTPS listener: requests (with the API key) can still travel in clear text. Give it one "
+            "default action, type='redirect' with redirect={'protocol': 'HTTPS', 'port': '443', "
+            f"'statusCode': 'HTTP_301'}}, and no rules. {anchor('AWS Security Hub ELB.1', 'Checkov CKV2_AWS_20')}",
+        ))
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# ECS task secrets (policy: ecs-secrets-by-reference)
+
+_SECRET_REFERENCE_RE: Final = re.compile(
+    r"^arn:aws[a-z-]*:(?:ssm:[a-z0-9-]+:\d{12}:parameter/\S+|secretsmanager:[a-z0-9-]+:\d{12}:secret:\S+)$"
+)
+_SECRETS_TAIL: Final = anchor("AWS Security Hub ECS.8", "CWE-312")
+
+
+def container_definitions(props: Props) -> list[Mapping[str, Any]] | None:
+    """The task's container definitions, or None when unknown at preview or not JSON."""
+    text = raw(props).get("containerDefinitions") if isinstance(raw(props), Mapping) else None
+    if not isinstance(text, str) or _is_unknown(text):
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return [d for d in parsed if isinstance(d, Mapping)] if isinstance(parsed, list) else None
+
+
+def _container_env_problems(where: str, definition: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{where} sets {entry.get('name')} in `environment`, as a plain value that the task definition, "
+        "DescribeTaskDefinition and the Pulumi state all show. Move it to `secrets` as "
+        "{'name': ..., 'valueFrom': <SSM SecureString parameter or Secrets Manager ARN>}. "
+        f"{_SECRETS_TAIL}"
+        for entry in _seq(definition.get("environment"))
+        if isinstance(entry, Mapping)
+        and isinstance(entry.get("name"), str)
+        and is_credential_env_name(entry["name"])
+        and str(entry.get("value") or "").strip()
+    ]
+
+
+def _container_secret_problems(where: str, definition: Mapping[str, Any]) -> list[str]:
+    # The value is never repeated: a wrong `valueFrom` may be the credential itself.
+    return [
+        f"{where}'s secret {entry.get('name')!r} has a valueFrom that is not an SSM parameter ARN "
+        "(arn:aws:ssm:REGION:ACCOUNT:parameter/NAME) or a Secrets Manager ARN "
+        "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME). Reference the parameter by its full ARN, which "
+        f"the execution role's policy grants. {_SECRETS_TAIL}"
+        for entry in _seq(definition.get("secrets"))
+        if isinstance(entry, Mapping)
+        and not _SECRET_REFERENCE_RE.match(str(entry.get("valueFrom") or "").strip())
+    ]
+
+
+def check_ecs_task_secrets(props: Props) -> list[str]:
+    messages: list[str] = []
+    for i, definition in enumerate(container_definitions(props) or ()):
+        where = f"containerDefinitions[{i}] ({definition.get('name') or 'unnamed'})"
+        messages += _container_env_problems(where, definition)
+        messages += _container_secret_problems(where, definition)
+    return messages
+
+
+# --------------------------------------------------------------------------------------------------
+# Fleet ingress (policy: fleet-ingress-from-load-balancer-only)
+
+# The security groups of the fleet's instances and tasks: the components tag them with their role.
+FLEET_ROLE_VALUES: Final = frozenset({_NAMES.FLEET_INSTANCES_ROLE, _NAMES.FLEET_TASKS_ROLE})
+_FLEET_TAIL: Final = anchor(
+    "AWS Well-Architected SEC05-BP02", "product requirement: replicas reachable only through the load balancer"
+)
+
+
+def is_fleet_group(props: Props) -> bool:
+    tags = raw(props).get("tags")
+    return isinstance(raw(tags), Mapping) and raw(tags).get(ROLE_LABEL) in FLEET_ROLE_VALUES
+
+
+@dataclass(frozen=True)
+class GroupIngress:
+    where: str
+    target_keys: tuple[str, ...]  # the property naming the group the rule admits into
+    cidrs: tuple[str, ...]  # CIDRs and prefix lists: any address range
+    source_group: Any  # the referenced group's id (may be unknown), or None
+
+
+def _shown(value: Any) -> str:
+    return "(a range unknown at preview)" if _is_unknown(value) else str(value)
+
+
+def _vpc_ingress(props: Props) -> GroupIngress:
+    source = raw(props)
+    ranges = tuple(_shown(source[k]) for k in ("cidrIpv4", "cidrIpv6", "prefixListId") if source.get(k) is not None)
+    return GroupIngress("this rule", ("securityGroupId",), ranges, source.get("referencedSecurityGroupId"))
+
+
+def _classic_ingress(where: str, block: Mapping[str, Any], source_key: str) -> GroupIngress:
+    block = raw(block)
+    ranges = tuple(
+        _shown(c) for k in ("cidrBlocks", "ipv6CidrBlocks", "prefixListIds") for c in _seq(raw(block.get(k)))
+    )
+    source = block.get(source_key)
+    if source is None and _is_true(block.get("self")):
+        source = "self"
+    elif _is_seq(raw(source)):
+        source = next(iter(_seq(raw(source))), None)
+    return GroupIngress(where, ("securityGroupId",), ranges, source)
+
+
+def group_ingress(resource_type: str, props: Props) -> list[GroupIngress]:
+    if resource_type == VPC_INGRESS_RULE:
+        return [_vpc_ingress(props)]
+    if resource_type == SECURITY_GROUP_RULE and raw(props).get("type") == "ingress":
+        return [_classic_ingress("this rule", props, "sourceSecurityGroupId")]
+    if resource_type == SECURITY_GROUP:
+        return [
+            _classic_ingress(f"inline ingress[{i}]", block, "securityGroups")
+            for i, block in enumerate(_seq(raw(raw(props).get("ingress"))))
+            if isinstance(raw(block), Mapping)
+        ]
+    return []
+
+
+def _resource_id(resource: StackResource) -> str | None:
+    return _known_text(resource.props, "id")
+
+
+def _load_balancer_groups(resources: Sequence[StackResource]) -> set[str]:
+    found: set[str] = set()
+    for balancer in (r for r in resources if r.resource_type in LOAD_BALANCER_TYPES):
+        found.update(g for g in _seq(raw(raw(balancer.props).get("securityGroups"))) if isinstance(g, str)
+                     and not _is_unknown(g))
+    return found
+
+
+def _fleet_target(rule: StackResource, groups: Sequence[StackResource]) -> StackResource | None:
+    """The fleet group a rule admits into: the engine's link (known at preview), else the group's id."""
+    linked = set(_linked_urns(rule, "securityGroupId"))
+    target_id = _known_text(rule.props, "securityGroupId")
+    for group in groups:
+        if group.urn in linked or (target_id is not None and target_id == _resource_id(group)):
+            return group
+    return None
+
+
+def _ingress_problem(rule: GroupIngress, lb_groups: set[str]) -> str | None:
+    if rule.cidrs:
+        return f"admits the address range(s) {', '.join(rule.cidrs)}"
+    if rule.source_group is None:
+        return "names no source security group"
+    source = rule.source_group
+    if lb_groups and isinstance(source, str) and not _is_unknown(source) and source != "self" \
+            and source not in lb_groups:
+        return f"admits the security group {source}, which is not a load balancer's"
+    return None
+
+
+def check_fleet_ingress(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """(urn, message) for each ingress into a fleet group that is not from the load balancer's group."""
+    groups = [r for r in resources if r.resource_type == SECURITY_GROUP and is_fleet_group(r.props)]
+    lb_groups = _load_balancer_groups(resources)
+    found = []
+    for resource in resources:
+        if resource.resource_type == SECURITY_GROUP:
+            target = resource if resource in groups else None
+        elif resource.resource_type in (VPC_INGRESS_RULE, SECURITY_GROUP_RULE):
+            target = _fleet_target(resource, groups)
+        else:
+            continue
+        if target is None:
+            continue
+        for rule in group_ingress(resource.resource_type, resource.props):
+            problem = _ingress_problem(rule, lb_groups)
+            if problem:
+                found.append((resource.urn, (
+                    f"{rule.where} of {resource.name!r} {problem}, into the fleet's security group {target.name!r}: "
+                    "the instances and tasks must be reachable only through the load balancer. Remove the "
+                    "address range and set referencedSecurityGroupId (sourceSecurityGroupId for "
+                    f"aws.ec2.SecurityGroupRule) to the load balancer's security group. {_FLEET_TAIL}"
+                )))
+    return found

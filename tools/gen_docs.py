@@ -66,6 +66,7 @@ SECTION_TITLES = {
     "model": "Model (re-creates the container)",
     "server": "vLLM server and container (re-creates the container)",
     "aws": "AWS host (target `aws`)",
+    "fleet": "Fleet on Amazon ECS (target `aws` with `replicas` set: a VllmService)",
     "existing_host": "Existing host (target `existing-host`; the cache and GPU settings also for `local`)",
     "local": "This machine (target `local`)",
     "access": "Network edge and security",

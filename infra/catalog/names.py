@@ -59,6 +59,10 @@ PROJECT: Final = "vllm-endpoint"
 LABEL_PREFIX: Final = PROJECT
 ROLE_TAG: Final = f"{LABEL_PREFIX}:role"
 CACHE_ROLE: Final = "cache"  # ROLE_TAG of the cache volume (the policy pack finds it by this)
+# ROLE_TAG of a fleet's security groups: its instances' and its tasks' (the policy pack checks that only the load
+# balancer reaches them).
+FLEET_INSTANCES_ROLE: Final = "fleet-instances"
+FLEET_TASKS_ROLE: Final = "fleet-tasks"
 # What `pulumi destroy` does to a resource, as a tag: policy packs cannot see the retain_on_delete option
 # (the engine hands them only `protect`), and after a destroy `aws ec2 describe-volumes` finds the kept volume by it.
 ON_DESTROY_TAG: Final = f"{LABEL_PREFIX}:on-destroy"
@@ -95,6 +99,14 @@ SECRET_API_KEY_ENV: Final = "VLLM_API_KEY"
 # send it; the proxy's key check (infra/render/proxy.py) matches it literally.
 API_KEY_CHARACTERS: Final = r"[A-Za-z0-9._~+/-]+=*"
 SECRET_HF_TOKEN_ENV: Final = "HF_TOKEN"
+# The proxy of an ECS task (infra/render/ecs.py) has no host folder: its nginx.conf comes in a plain environment
+# variable and its key check (it holds the key) in a secret one, which the agent injects from an SSM SecureString.
+# infra/host/ecs-proxy-start writes both to PROXY_TASK_CONFIG_DIR, on the proxy's /tmp tmpfs, and starts nginx.
+PROXY_CONFIG_ENV: Final = "PROXY_NGINX_CONF"
+PROXY_KEY_CHECK_ENV: Final = "PROXY_KEY_CHECK"
+PROXY_TASK_CONFIG_DIR: Final = "/tmp/proxy-config"
+# awsvpc: the containers of a task share one network namespace, so the proxy reaches vLLM on the loopback.
+VLLM_TASK_HOST: Final = "127.0.0.1"
 
 # The reverse proxy (infra/render/proxy.py renders its nginx.conf).
 PROXY_CONTAINER_PORT: Final = 8080  # unprivileged, so nginx runs without root
@@ -181,6 +193,13 @@ METRICS_TAG: Final = f"{LABEL_PREFIX}:metrics"
 # The CloudWatch namespace of the endpoint's metrics (vLLM's and the GPU's); the `stack` dimension tells
 # stacks apart.
 METRICS_NAMESPACE: Final = "VllmEndpoint"
+# A fleet's replicas publish vLLM's metrics with the CloudWatch agent as a sidecar of each task (infra/render/
+# ecs_metrics.py): AWS's image on ECR Public, pinned (a release of 2025 seen pinned in several public ECS and
+# Terraform set-ups; the agent's release notes: github.com/aws/amazon-cloudwatch-agent/releases).
+# AWS's managed policy for the agent (PutMetricData, the log events its samples travel in): the host's instance
+# role, a fleet task's role.
+CLOUDWATCH_AGENT_POLICY_ARN: Final = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
+CLOUDWATCH_AGENT_IMAGE: Final = "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:1.300062.0b1304"
 # CloudWatch Logs groups of an endpoint: /vllm-endpoint/<scope>/<kind> (infra/render/cloudwatch_agent.py).
 LOG_GROUP_PREFIX: Final = f"/{PROJECT}"
 # Latency percentiles (the agent drops vLLM's histograms): infra/host/vllm-latency.py, run once a minute by the
@@ -198,7 +217,15 @@ LATENCY_STATE_DIRECTORY: Final = f"{PROJECT}-latency"
 # The agent's EMF listener (logs.metrics_collected.emf: TCP and UDP on 127.0.0.1:25888, the CloudWatch user
 # guide, "Using the CloudWatch agent to send embedded metric format logs").
 LATENCY_EMF_ENDPOINT: Final = "udp://127.0.0.1:25888"
-# The fleet's instances (components/vllm_service.py) boot the ECS GPU-optimized Amazon Linux 2023 AMI named by
+# The fleet's instances (components/fleet.py) boot the ECS GPU-optimized Amazon Linux 2023 AMI named by
 # this public SSM parameter unless an AMI is pinned (the ECS developer guide, "Retrieving Amazon ECS-optimized
 # Linux AMI metadata"; AMI names al2023-ami-ecs-gpu-hvm-*, aws/amazon-ecs-ami releases, read 2026-12-02).
 ECS_GPU_AMI_SSM_PARAMETER: Final = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+# A fleet's load balancer waits this long for a removed replica's requests in flight (ALB's own default; it
+# stops waiting once none is left), within ALB's bounds (target group attribute deregistration_delay).
+ALB_DEREGISTRATION_DELAY_S: Final = 300
+ALB_DEREGISTRATION_DELAY_RANGE_S: Final = (0, 3600)
+# A fleet's scaling target, requests waiting per replica (the average of the replicas' vLLM gauges): any lasting
+# queue means the replicas run at max_num_seqs or out of KV cache; a small positive target absorbs a burst
+# without a new instance.
+DEFAULT_WAITING_PER_REPLICA: Final = 2.0

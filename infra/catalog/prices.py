@@ -75,6 +75,15 @@ class CloudWatchPrices:
     kms_key_month: _Price
 
 
+@dataclass(frozen=True, config=STRICT_ENTRY)
+class LoadBalancerPrices:
+    """us-east-1 list prices of an Application Load Balancer (a fleet's; the sources entry says where from)."""
+
+    checked: datetime.date
+    alb_hour: _Price
+    lcu_hour: _Price
+
+
 class PricesFile(DataFile):
     hours_per_month: Annotated[int, Field(gt=0)]
     fallback_region: str
@@ -84,6 +93,7 @@ class PricesFile(DataFile):
     regions: tuple[RegionPrices, ...] = Field(min_length=1)
     spot_prices: tuple[SpotPrice, ...] = ()
     cloudwatch: CloudWatchPrices
+    load_balancer: LoadBalancerPrices
 
     _unique = field_validator("regions")(unique_names)
 
@@ -116,6 +126,7 @@ GP3_FREE_THROUGHPUT_MIB_S: Final = _DATA.gp3_free_throughput_mib_s
 IO2_IOPS_TIER_LIMITS: Final = _DATA.io2_iops_tier_limits
 PRICES_CHECKED: Final[datetime.date] = _DATA.checked
 CLOUDWATCH: Final = _DATA.cloudwatch
+LOAD_BALANCER: Final = _DATA.load_balancer
 SPOT_PRICES: Mapping[tuple[str, str], SpotPrice] = MappingProxyType(
     {(s.instance, s.region): s for s in _DATA.spot_prices})
 

@@ -56,6 +56,7 @@ from vllm_endpoint.infra.catalog.names import (
     VLLM_UPSTREAM_HOST,
     VLLM_VERSION_LABEL,
 )
+from vllm_endpoint.infra.catalog.prices import prices_for
 from vllm_endpoint.infra.catalog.security import ADVISORIES_BELOW_FLOOR, SECURITY_FLOOR
 from vllm_endpoint.infra.catalog.vllm_flags import (
     SERVE_ENTRYPOINT_SINCE,
@@ -68,7 +69,7 @@ from vllm_endpoint.infra.catalog.vllm_flags import (
     runs_several_api_servers,
 )
 from vllm_endpoint.infra.plan import local_machine
-from vllm_endpoint.infra.plan.costs import MONITORING, CostEstimate, VolumeSpec, estimate_costs
+from vllm_endpoint.infra.plan.costs import MONITORING, CostEstimate, VolumeSpec, estimate_costs, volume_usd_per_month
 from vllm_endpoint.infra.plan.fit import (
     GIB,
     QUANTIZATION_WEIGHT_BYTES,
@@ -77,6 +78,7 @@ from vllm_endpoint.infra.plan.fit import (
     default_scheduler_limits,
     resolve_dtype,
 )
+from vllm_endpoint.infra.plan.fleet import FleetPlan, plan_fleet
 from vllm_endpoint.infra.plan.hub_facts import HubFetcher, HubQuery, HubRefused, fetch_hub_facts
 from vllm_endpoint.infra.plan.local_machine import LocalMachine
 from vllm_endpoint.infra.plan.model_files import FolderContents, dockerfile_base, folder_contents, folder_digest
@@ -224,6 +226,7 @@ class DeploymentPlan:
     model_facts: ModelFacts | None = None
     costs: CostEstimate | None = None  # AWS only: by the month, and what stays after a destroy
     api_servers: ApiServers | None = None  # how many vLLM API server processes run, and why that many
+    fleet: FleetPlan | None = None  # `replicas` set: the ECS fleet's replicas, spot split and costs (no `costs`)
 
     @property
     def network(self) -> str:
@@ -309,6 +312,8 @@ class DeploymentPlan:
             parts.append(self.model_facts.describe())
         if self.costs is not None:
             parts += self.costs.describe()
+        if self.fleet is not None:
+            parts += self.fleet.describe()
         parts += [f"warning: {w}" for w in self.warnings]
         return "\n".join(parts)
 
@@ -367,12 +372,13 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
     if version is not None:
         problems += _flag_problems(argv, len(s.extra_args), version)
 
+    volume = cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None
+    fleet = _fleet(cfg, instance, volume, region, problems)
     if problems:
         raise ConfigError(problems)
     assert version is not None  # a missing version is a problem above
 
     image_ref = image_build.tag if image_build else _image_reference(s)
-    volume = cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None
     return DeploymentPlan(
         config=cfg, names=names, vllm_version=version, image_ref=image_ref, image_build=image_build,
         model_upload=model_upload, served_model_name=served_name, tensor_parallel_size=tp, dtype=dtype,
@@ -387,8 +393,8 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
         fit=fit, instance=instance,
         cache_volume=volume,
         warnings=tuple(warnings), model_facts=facts,
-        costs=_costs(cfg, instance, volume, region),
-        api_servers=servers,
+        costs=None if fleet is not None else _costs(cfg, instance, volume, region),
+        api_servers=servers, fleet=fleet,
     )
 
 
@@ -438,6 +444,17 @@ def _tensor_parallel_size(s: ServerSettings, gpus_for_container: int | None, pro
             "(gpus); give it more GPUs or lower tensorParallelSize"
         )
     return tp
+
+
+def _fleet(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volume: CacheVolume | None,
+           region: str | None, problems: list[str]) -> FleetPlan | None:
+    """`replicas` set on AWS: the fleet's numbers and costs (each instance has a cache and a root volume)."""
+    if cfg.target != "aws" or cfg.fleet.replicas is None or instance is None or volume is None:
+        return None
+    prices = prices_for(region).prices
+    volumes = (volume_usd_per_month(VolumeSpec("gp3", volume.size_gb, volume.iops, volume.throughput_mib_s), prices)
+               + volume_usd_per_month(VolumeSpec("gp3", cfg.aws.root_volume_size_gb), prices))
+    return plan_fleet(cfg.fleet, instance, volumes, region or gpu_catalog.PRICE_REGION, problems)
 
 
 def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volume: CacheVolume | None,

@@ -2,7 +2,7 @@
 much of an instance a task reserves, how many instances may be spot, and how a deployment replaces tasks.
 
 Pure functions of the catalog and the fleet's settings (no Pulumi, no AWS calls), used by
-components/vllm_service.py (`VllmFleet`). Every replica takes all the GPUs of its instance, so an instance
+components/fleet.py (`VllmFleet`). Every replica takes all the GPUs of its instance, so an instance
 carries exactly one task: replicas and instances are counted alike here.
 """
 
@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from vllm_endpoint.infra.catalog.gpus import GpuInstanceType
+from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES, GpuInstanceType, hourly_price
+from vllm_endpoint.infra.catalog.prices import HOURS_PER_MONTH, LOAD_BALANCER, spot_price
+from vllm_endpoint.infra.settings.models import FleetSettings
 
 # ECS counts CPU in units of 1/1024 vCPU (RegisterTaskDefinition `cpu`).
 CPU_UNITS_PER_VCPU: Final = 1024
@@ -149,3 +151,103 @@ def deployment_percents(bounds: ReplicaBounds, instances: int) -> DeploymentPerc
     return DeploymentPercents(minimum, 100, f"{instances} instances at most, {bounds.maximum} replicas: no room for "
                                             "a new task beside the old ones, so old tasks stop first "
                                             f"(at {least} replicas, one at a time)")
+
+
+# ----------------------------------------------------------------------------------------------
+# The fleet as the stack's settings describe it, and what it costs.
+
+# The plan counts one LCU around the clock: an API called by a few apps stays below it (25 new connections a
+# second, 3,000 active a minute, 1 GB processed an hour); heavier traffic bills more LCUs (the line says so).
+COUNTED_LCUS: Final = 1
+
+
+def on_demand_count(replicas: int, split: SpotSplit) -> int:
+    """How many of `replicas` instances the Auto Scaling group launches on demand: the base, then the
+    on-demand percentage of the rest, rounded up (the group rounds in favour of on demand)."""
+    base = min(replicas, split.on_demand_base_capacity)
+    rest = replicas - base
+    return base + math.ceil(rest * split.on_demand_percentage_above_base_capacity / 100)
+
+
+@dataclass(frozen=True)
+class FleetCosts:
+    """A month of the fleet at a replica count: instances by capacity, their volumes, the load balancer."""
+
+    region: str
+    on_demand_usd_per_hour: float
+    spot_usd_per_hour: float | None  # typical recorded spot price; None: none recorded
+    volumes_usd_per_month: float  # one instance's root and cache volumes
+    load_balancer_usd_per_month: float
+    split: SpotSplit
+
+    def usd_per_month(self, replicas: int) -> float:
+        on_demand = on_demand_count(replicas, self.split)
+        spot_hourly = self.spot_usd_per_hour if self.spot_usd_per_hour is not None else self.on_demand_usd_per_hour
+        instances = (on_demand * self.on_demand_usd_per_hour + (replicas - on_demand) * spot_hourly) * HOURS_PER_MONTH
+        return instances + replicas * self.volumes_usd_per_month + self.load_balancer_usd_per_month
+
+    def line(self, label: str, replicas: int) -> str:
+        on_demand = on_demand_count(replicas, self.split)
+        month = self.usd_per_month(replicas)
+        return (f"  at {label} {replicas} replica{'s' if replicas > 1 else ''} ({on_demand} on demand, "
+                f"{replicas - on_demand} spot): ${month:,.2f}/month (${month / HOURS_PER_MONTH:,.3f}/h)")
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    instance_types: tuple[GpuInstanceType, ...]
+    bounds: ReplicaBounds
+    spot: SpotSplit
+    costs: FleetCosts
+
+    def describe(self) -> list[str]:
+        c, b = self.costs, self.bounds
+        spot_note = (f"spot ${c.spot_usd_per_hour:,.3f}/h (a recorded reading)" if c.spot_usd_per_hour is not None
+                     else "spot counted at the on-demand price (no recorded spot price)")
+        lines = [f"fleet: {b.minimum}-{b.maximum} replicas (desired {b.desired}) of "
+                 f"{' / '.join(t.name for t in self.instance_types)} on Amazon ECS behind an Application Load "
+                 f"Balancer, in {c.region}; per replica: the instance on demand ${c.on_demand_usd_per_hour:,.3f}/h "
+                 f"or {spot_note}, its root and cache volumes ${c.volumes_usd_per_month:,.2f}/month; the load "
+                 f"balancer ${c.load_balancer_usd_per_month:,.2f}/month ({COUNTED_LCUS} LCU counted; more traffic "
+                 "bills more):"]
+        lines.append(c.line("the minimum of", b.minimum))
+        if b.maximum != b.minimum:
+            lines.append(c.line("the maximum of", b.maximum))
+        lines.append("  a rolling update may run up to twice the replicas' instances for its duration; after "
+                     "`pulumi destroy` nothing is left (each instance's volumes go with it)")
+        return lines
+
+
+def fleet_costs(instance: GpuInstanceType, volumes_usd_per_month: float, region: str, split: SpotSplit) -> FleetCosts:
+    price, _ = hourly_price(instance, region)
+    spot = spot_price(instance.name, region)
+    alb = (LOAD_BALANCER.alb_hour + COUNTED_LCUS * LOAD_BALANCER.lcu_hour) * HOURS_PER_MONTH
+    return FleetCosts(region=region, on_demand_usd_per_hour=price or 0.0,
+                      spot_usd_per_hour=spot.typical if spot is not None else None,
+                      volumes_usd_per_month=volumes_usd_per_month, load_balancer_usd_per_month=alb, split=split)
+
+
+def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_per_month: float, region: str,
+               problems: list[str]) -> FleetPlan | None:
+    """The fleet the settings describe (`replicas` set), or None with the problems appended."""
+    assert settings.replicas is not None
+    extra = []
+    for name in settings.extra_instance_types:
+        found = INSTANCE_TYPES.get(name)
+        if found is None:
+            problems.append(f"extraInstanceTypes: {name} is not in the GPU catalog (docs/gpu-catalog.md)")
+        else:
+            extra.append(found)
+    desired = settings.replicas
+    minimum = settings.min_replicas if settings.min_replicas is not None else min(
+        desired, settings.max_replicas or desired)
+    maximum = settings.max_replicas if settings.max_replicas is not None else max(desired, minimum)
+    try:
+        types = fleet_instance_types(primary, extra)
+        bounds = replica_bounds(desired, minimum, maximum)
+        split = spot_split(settings.on_demand_base, settings.spot_weight, settings.on_demand_weight)
+        task_reservations(types)
+    except FleetError as err:
+        problems.append(str(err))
+        return None
+    return FleetPlan(types, bounds, split, fleet_costs(primary, volumes_usd_per_month, region, split))

@@ -55,6 +55,10 @@ class EndpointNames:
     def hf_token_parameter(self, project: str, stack: str) -> str:
         return f"/{PROJECT}/{project}/{stack}/{self.endpoint}/hf-token"
 
+    def secret_parameter(self, project: str, stack: str, env: str) -> str:
+        """The SSM parameter a fleet's task reads the secret environment variable `env` from."""
+        return f"/{PROJECT}/{project}/{stack}/{self.endpoint}/{env.lower().replace('_', '-')}"
+
     def ssh_dir(self, home: Path, project: str, stack: str) -> Path:
         """The local folder for pulumi-docker's key and known_hosts files."""
         return home / ".ssh" / PROJECT / f"{project}-{stack}" / self.endpoint

@@ -62,6 +62,13 @@ from vllm_endpoint.infra.render.latency import (
 # The Prometheus job, and the label the scrape config puts on every sample: the declaration matches the
 # job, and the label becomes the metrics' one dimension.
 SCRAPE_JOB: Final = "vllm"
+# In an ECS task (awsvpc) the containers share one network namespace: vLLM is at loopback.
+TASK_LOCAL_ADDRESS: Final = "127.0.0.1"
+# The agent's container image reads its JSON config from CW_CONFIG_CONTENT and, with prometheus_config_path
+# `env:NAME`, the Prometheus scrape config from that variable (CloudWatch user guide, "Install the CloudWatch
+# agent with Prometheus metrics collection on Amazon ECS clusters").
+TASK_AGENT_CONFIG_ENV: Final = "CW_CONFIG_CONTENT"
+TASK_SCRAPE_CONFIG_ENV: Final = "PROMETHEUS_CONFIG_CONTENT"
 STACK_DIMENSION: Final = "stack"
 # One metric is also published per instance, with the instance's id as its one dimension: CloudWatch runs an
 # alarm's EC2 actions (the idle stop, infra/render/alarms.py) only on a metric with an InstanceId dimension.
@@ -86,15 +93,22 @@ class AgentInputs:
     interval_s: int = 60
     # The EC2 instance's id (`i-...`): PER_INSTANCE_METRIC is published with it. None: not published.
     instance_id: str | None = None
+    # The agent runs as a sidecar in vLLM's ECS task (awsvpc: one network namespace, vLLM at 127.0.0.1), with no
+    # GPU of its own: no GPU metrics, and the scrape config comes from the container's environment.
+    in_task: bool = False
 
     def __post_init__(self) -> None:
+        if self.in_task and self.vllm_address != TASK_LOCAL_ADDRESS:
+            raise ValueError(f"vllm_address {self.vllm_address}: a sidecar reaches vLLM at {TASK_LOCAL_ADDRESS}")
         # Loopback, link-local or a public address would be something else than the container on the bridge
         # (a published port, IMDS, the public endpoint).
         try:
             address = ipaddress.ip_address(self.vllm_address)
         except ValueError:
             address = None
-        if address is None or not any(address in network for network in _BRIDGE_RANGES):
+        if self.in_task:
+            pass
+        elif address is None or not any(address in network for network in _BRIDGE_RANGES):
             raise ValueError(f"vllm_address {self.vllm_address}: not a container address on a Docker bridge "
                              "network (an RFC 1918 IPv4 address)")
         if self.interval_s < SCRAPE_TIMEOUT_S:
@@ -150,7 +164,10 @@ def access_log_group(stack: str) -> str:
 
 
 def render_agent_config(inputs: AgentInputs, scrape_config_path: str = CLOUDWATCH_AGENT_SCRAPE_FILE) -> str:
-    """The agent's JSON configuration (`amazon-cloudwatch-agent-ctl -a fetch-config -c file:PATH`)."""
+    """The agent's JSON configuration (`amazon-cloudwatch-agent-ctl -a fetch-config -c file:PATH`; in a task, the
+    container's CW_CONFIG_CONTENT, with the scrape config in TASK_SCRAPE_CONFIG_ENV)."""
+    if inputs.in_task:
+        scrape_config_path = f"env:{TASK_SCRAPE_CONFIG_ENV}"
     config: dict[str, Any] = {
         "agent": {"metrics_collection_interval": inputs.interval_s},
         "metrics": {
@@ -185,6 +202,8 @@ def render_agent_config(inputs: AgentInputs, scrape_config_path: str = CLOUDWATC
             },
         },
     }
+    if inputs.in_task:
+        del config["metrics"]  # no GPU in the sidecar; Container Insights reports the task's CPU and memory
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 

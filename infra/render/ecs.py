@@ -1,7 +1,9 @@
 """Each container's one description (infra/plan/spec.py), rendered a third way: an Amazon ECS task definition.
 
 `ecs_task` turns the vLLM spec (and the proxy's, when the task runs it as a sidecar) into the container
-definitions and task-level fields of `aws.ecs.TaskDefinition` (EC2 launch type, a GPU capacity provider).
+definitions and task-level fields of `aws.ecs.TaskDefinition` (EC2 launch type, a GPU capacity provider);
+`plan_ecs_task` does it for a plan, and `task_secret_names` / `task_secret_values` say which SSM parameters the
+task reads and what each must hold.
 `ecs_to_docker_run` renders such a container definition back to the `docker run` argv the ECS agent's
 Docker calls amount to, so that a definition can be proven on a test host the way `docker_run_argv` is.
 
@@ -11,6 +13,7 @@ docs.aws.amazon.com/AmazonECS/latest/APIReference/, read 2026-12-02). The mappin
 spec field -> ECS key (note):
 - name, image -> name, image
 - args -> command (replaces CMD; the image's ENTRYPOINT stays, as with `docker run IMAGE ARGS`)
+  (the awsvpc task's proxy has an entryPoint of its own: PROXY)
 - env -> environment (a name given twice keeps its last value, as with `docker run`)
 - secret_env -> secrets [{name, valueFrom}] (an SSM parameter or Secrets Manager ARN per name; never a value)
 - gpus="all", or runtime nvidia + NVIDIA_VISIBLE_DEVICES -> resourceRequirements [{type GPU, value: count}] (GPU)
@@ -43,9 +46,20 @@ are reachable from the load balancer's security group only, and the target group
 task's containers share one network namespace: the proxy reaches vLLM at 127.0.0.1, with no Docker network,
 DNS alias or host port. `bridge` is supported for a proof on a plain Docker host: ports published on the
 host, containers on Docker's default bridge, and the proxy reaching vLLM's aliases through `links` (the ECS
-form of an alias in that mode). A user-defined Docker network has no ECS form in either mode. The proxy's
-nginx.conf resolves the vLLM container through Docker's DNS (127.0.0.11), which neither mode has: the ECS
-proxy needs 127.0.0.1 as its upstream (awsvpc), which is the VllmService's part, not this renderer's.
+form of an alias in that mode). A user-defined Docker network has no ECS form in either mode. Under awsvpc the
+proxy's nginx.conf has 127.0.0.1 as its upstream (PROXY); the single host's config, which resolves the vLLM
+container through Docker's DNS (127.0.0.11), is kept in bridge mode, whose default bridge has no such DNS.
+
+PROXY: on a single host the proxy reads nginx.conf and the key check from a host folder the deploy writes
+(infra/render/proxy.py `proxy_files`). Under awsvpc nothing writes a fleet instance's folders, so the task's
+proxy carries its files itself (`task_proxy`): nginx.conf, rendered from the same template with vLLM at the
+task's loopback (no resolver, the same pool, allowlist, key check and timeouts), in the plain environment
+variable PROXY_CONFIG_ENV; the key check, `render_key_check(key)`, in the secret PROXY_KEY_CHECK_ENV, which the
+agent reads from an SSM SecureString by ARN like the API key. Its entryPoint, infra/host/ecs-proxy-start,
+writes both to the proxy's /tmp tmpfs (its root filesystem stays read-only, its user non-root, its
+capabilities dropped) and execs nginx on them. Its host-folder mounts go; TLS is refused (no certificate
+files: the load balancer terminates TLS). Bridge mode, used for proofs of the definitions only, keeps the
+host-folder proxy of `proxy_spec`.
 
 HEALTH: ECS accepts interval 5-300 s, timeout 2-120 s, retries 1-10, startPeriod 0-300 s (API_HealthCheck).
 A value outside them is refused, except startPeriod: a cold model load (download, compile, CUDA graphs) takes
@@ -64,12 +78,30 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from vllm_endpoint.infra.catalog.names import (
+    PROXY_CONFIG_ENV,
+    PROXY_CONFIG_FILE,
+    PROXY_CONFIG_PATH,
+    PROXY_KEY_CHECK_ENV,
+    PROXY_KEY_CHECK_FILE,
+    PROXY_KEY_CHECK_PATH,
+    PROXY_TASK_CONFIG_DIR,
+    SECRET_API_KEY_ENV,
+    SECRET_HF_TOKEN_ENV,
+)
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck
-from vllm_endpoint.infra.render.proxy import proxy_spec
+from vllm_endpoint.infra.render.host_scripts import env_lines, read_host_file
+from vllm_endpoint.infra.render.proxy import (
+    CONFIG_DIGEST_LABEL,
+    IN_TASK,
+    proxy_spec,
+    render_key_check,
+    render_nginx_conf,
+)
 
 NetworkMode = Literal["awsvpc", "bridge"]
 
@@ -100,6 +132,10 @@ GPU_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
 SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(ssm|secretsmanager):[a-z0-9-]+:[0-9]{12}:(parameter/\S+|secret:\S+)$")
 # The proxy starts once vLLM answers its health check (ContainerDependency.condition).
 HEALTHY = "HEALTHY"
+# The task's proxy: its entry point (infra/host/) and where it writes its files (module docstring, PROXY).
+PROXY_START_SCRIPT = "ecs-proxy-start"
+TASK_PROXY_CONFIG = f"{PROXY_TASK_CONFIG_DIR}/{PROXY_CONFIG_FILE}"
+TASK_PROXY_KEY_CHECK = f"{PROXY_TASK_CONFIG_DIR}/{PROXY_KEY_CHECK_FILE}"
 
 
 class EcsRenderError(ValueError):
@@ -153,12 +189,13 @@ class EcsTask:
 def ecs_container(spec: ContainerSpec, *, secret_arns: Mapping[str, str], network_mode: NetworkMode,
                   gpu_count: int | None = None, logs: AwsLogs | None = None,
                   tmpfs_size_mib: int = UNSIZED_TMPFS_MIB, essential: bool = True,
-                  depends_on: Sequence[tuple[str, str]] = ()) -> EcsContainer:
+                  depends_on: Sequence[tuple[str, str]] = (), entry_point: Sequence[str] = ()) -> EcsContainer:
     """The ECS container definition of `spec`.
 
     `secret_arns` maps each of `spec.secret_env` to the ARN of an SSM parameter or Secrets Manager secret that
     the agent injects (with the task's execution role); `gpu_count` is needed when the spec asks for `all`
-    GPUs; `depends_on` is (container name, condition) pairs.
+    GPUs; `depends_on` is (container name, condition) pairs; `entry_point` replaces the image's ENTRYPOINT
+    (none: the image's stays).
     """
     where = f"container {spec.name}"
     definition: dict[str, Any] = {
@@ -198,6 +235,8 @@ def ecs_container(spec: ContainerSpec, *, secret_arns: Mapping[str, str], networ
     linux = _linux_parameters(spec, tmpfs_size_mib, where)
     if linux:
         definition["linuxParameters"] = linux
+    if entry_point:
+        definition["entryPoint"] = list(entry_point)
     if depends_on:
         definition["dependsOn"] = [{"containerName": name, "condition": cond} for name, cond in depends_on]
     volumes = []
@@ -404,19 +443,25 @@ def _refuse_unexpressible(spec: ContainerSpec, network_mode: NetworkMode, where:
 
 def ecs_task(vllm: ContainerSpec, proxy: ContainerSpec | None = None, *, secret_arns: Mapping[str, str],
              network_mode: NetworkMode = "awsvpc", gpu_count: int | None = None, logs: AwsLogs | None = None,
-             tmpfs_size_mib: int = UNSIZED_TMPFS_MIB) -> EcsTask:
+             tmpfs_size_mib: int = UNSIZED_TMPFS_MIB, proxy_entry_point: Sequence[str] = ()) -> EcsTask:
     """The task of one replica. The proxy, when given, starts once vLLM is HEALTHY (it would answer 502 before)
     and is essential too: a replica without its proxy serves nothing. The agent waits for HEALTHY without a limit
     unless the dependency sets startTimeout (none is set: a cold load's length is the grace period's business),
-    and stops a task's containers in reverse: the proxy first, then vLLM (agent dependencygraph/graph.go)."""
-    containers = [ecs_container(vllm, secret_arns=secret_arns, network_mode=network_mode, gpu_count=gpu_count,
-                                logs=logs, tmpfs_size_mib=tmpfs_size_mib)]
+    and stops a task's containers in reverse: the proxy first, then vLLM (agent dependencygraph/graph.go).
+    `secret_arns` covers the secrets of both containers; each gets its own."""
+    taken = {name for spec in (vllm, proxy) if spec is not None for name in spec.secret_env}
+    unknown = sorted(set(secret_arns) - taken)
+    if unknown:
+        raise EcsRenderError(f"secret ARNs given for {unknown}, which no container of the task takes")
+    containers = [ecs_container(vllm, secret_arns=_own(secret_arns, vllm), network_mode=network_mode,
+                                gpu_count=gpu_count, logs=logs, tmpfs_size_mib=tmpfs_size_mib)]
     if proxy is not None:
         if vllm.health is None:
             raise EcsRenderError(f"container {vllm.name}: the proxy waits for it to be {HEALTHY}, so it needs a "
                                  "health check")
-        sidecar = ecs_container(proxy, secret_arns={}, network_mode=network_mode, logs=logs,
-                                tmpfs_size_mib=tmpfs_size_mib, depends_on=((vllm.name, HEALTHY),))
+        sidecar = ecs_container(proxy, secret_arns=_own(secret_arns, proxy), network_mode=network_mode, logs=logs,
+                                tmpfs_size_mib=tmpfs_size_mib, depends_on=((vllm.name, HEALTHY),),
+                                entry_point=proxy_entry_point)
         if network_mode == "bridge" and vllm.network_aliases:
             # On Docker's default bridge a link is the only way to give vLLM its alias (awsvpc: 127.0.0.1).
             sidecar.definition["links"] = [f"{vllm.name}:{alias}" for alias in vllm.network_aliases]
@@ -437,15 +482,96 @@ def ecs_task(vllm: ContainerSpec, proxy: ContainerSpec | None = None, *, secret_
                    health_check_grace_period_s=max(c.health_check_grace_period_s for c in containers))
 
 
+def _own(secret_arns: Mapping[str, str], spec: ContainerSpec) -> dict[str, str]:
+    return {name: arn for name, arn in secret_arns.items() if name in spec.secret_env}
+
+
 def plan_ecs_task(plan: DeploymentPlan, *, secret_arns: Mapping[str, str], logs: AwsLogs | None = None,
                   network_mode: NetworkMode = "awsvpc", with_proxy: bool = True,
                   gpu_count: int | None = None) -> EcsTask:
     """The plan's vLLM container (and proxy) as an ECS task; an `all` GPU request counts the instance type's GPUs
-    unless `gpu_count` says how many (a plan without an instance type: an existing host, this machine)."""
+    unless `gpu_count` says how many (a plan without an instance type: an existing host, this machine).
+    `secret_arns` maps each of `task_secret_names` to its parameter's ARN."""
     if gpu_count is None and plan.instance is not None and plan.vllm.gpus == "all":
         gpu_count = plan.instance.gpu_count
-    return ecs_task(plan.vllm, proxy_spec(plan) if with_proxy else None, secret_arns=secret_arns,
-                    network_mode=network_mode, gpu_count=gpu_count, logs=logs)
+    proxy = _task_proxy_or_none(plan, network_mode, with_proxy)
+    return ecs_task(plan.vllm, proxy.spec if proxy else None, secret_arns=secret_arns, network_mode=network_mode,
+                    gpu_count=gpu_count, logs=logs, proxy_entry_point=proxy.entry_point if proxy else ())
+
+
+# ----------------------------------------------------------------------------------------------
+# The task's proxy and secrets (module docstring, PROXY).
+
+@dataclass(frozen=True)
+class TaskProxy:
+    spec: ContainerSpec
+    entry_point: tuple[str, ...]  # the container definition's entryPoint (empty: the image's)
+
+
+def task_proxy(plan: DeploymentPlan) -> TaskProxy:
+    """The proxy as an awsvpc task runs it: its files in its environment, written to its tmpfs at start."""
+    where = f"container {plan.proxy.name}"
+    if plan.proxy_settings.tls:
+        raise EcsRenderError(f"{where}: tls: a task's proxy has no certificate files; the load balancer "
+                             "terminates TLS")
+    if not any(_holds(path, PROXY_TASK_CONFIG_DIR) for path, _ in plan.proxy.tmpfs):
+        raise EcsRenderError(f"{where}: no tmpfs holds {PROXY_TASK_CONFIG_DIR}, where its entry point writes its "
+                             "files (the root filesystem is read-only)")
+    conf = task_nginx_conf(plan)
+    digest = hashlib.sha256(conf.encode()).hexdigest()[:16]
+    host_files = (PROXY_CONFIG_PATH, PROXY_KEY_CHECK_PATH)
+    spec = replace(
+        plan.proxy,
+        args=(),  # the entry point starts nginx on the files it wrote
+        env=(*plan.proxy.env, (PROXY_CONFIG_ENV, conf)),
+        secret_env=(*plan.proxy.secret_env, PROXY_KEY_CHECK_ENV),
+        mounts=tuple(m for m in plan.proxy.mounts if m.target not in host_files),
+        labels=(*plan.proxy.labels, (CONFIG_DIGEST_LABEL, digest)),
+    )
+    # `sh -c`: the file's parameters, then its text; the file's name is its $0 (in its messages).
+    script = env_lines({"CONFIG_FILE": TASK_PROXY_CONFIG, "KEY_CHECK_FILE": TASK_PROXY_KEY_CHECK})
+    return TaskProxy(spec, ("/bin/sh", "-c", script + read_host_file(PROXY_START_SCRIPT), PROXY_START_SCRIPT))
+
+
+def task_nginx_conf(plan: DeploymentPlan) -> str:
+    """The task proxy's nginx.conf: the single host's, with vLLM on the task's loopback and the key check
+    where the entry point writes it."""
+    return render_nginx_conf(plan.proxy_settings, vllm=IN_TASK, key_check_path=TASK_PROXY_KEY_CHECK)
+
+
+def _holds(mount_path: str, path: str) -> bool:
+    return path == mount_path or path.startswith(mount_path.rstrip("/") + "/")
+
+
+def _task_proxy_or_none(plan: DeploymentPlan, network_mode: NetworkMode, with_proxy: bool) -> TaskProxy | None:
+    if not with_proxy:
+        return None
+    if network_mode == "awsvpc":
+        return task_proxy(plan)
+    return TaskProxy(proxy_spec(plan), ())  # bridge: the host folder's proxy, for proofs (module docstring)
+
+
+def task_secret_names(plan: DeploymentPlan, *, network_mode: NetworkMode = "awsvpc",
+                      with_proxy: bool = True) -> tuple[str, ...]:
+    """Every secret environment variable of the plan's task: each needs an SSM parameter (or Secrets Manager
+    secret) ARN in `plan_ecs_task`'s `secret_arns`."""
+    proxy = _task_proxy_or_none(plan, network_mode, with_proxy)
+    return (*plan.vllm.secret_env, *(proxy.spec.secret_env if proxy else ()))
+
+
+def task_secret_values(plan: DeploymentPlan, api_key: str, hf_token: str | None, *,
+                       network_mode: NetworkMode = "awsvpc", with_proxy: bool = True) -> dict[str, str]:
+    """What each of `task_secret_names` must hold (the SecureString's value), by name."""
+    known = {SECRET_API_KEY_ENV: api_key, PROXY_KEY_CHECK_ENV: render_key_check(api_key)}
+    if hf_token is not None:
+        known[SECRET_HF_TOKEN_ENV] = hf_token
+    names = task_secret_names(plan, network_mode=network_mode, with_proxy=with_proxy)
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise ValueError(f"the task takes {missing} as secrets and no value was given for them")
+    if hf_token is not None and SECRET_HF_TOKEN_ENV not in names:
+        raise ValueError(f"an {SECRET_HF_TOKEN_ENV} was given, but the plan's vLLM does not take one")
+    return {name: known[name] for name in names}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,7 +599,8 @@ def ecs_to_docker_run(definition: Mapping[str, Any], volumes: Sequence[Mapping[s
     value it fetched and no command line ever holds it. Left out, as the agent's own: its labels
     (com.amazonaws.ecs.*), its container name (ecs-FAMILY-REVISION-NAME-...), its restart handling
     (restartPolicy), `essential` (the agent stops the task when one exits) and dependsOn (the caller starts
-    containers in that order).
+    containers in that order). An entryPoint's first word is `--entrypoint` and the rest precede the command: the
+    CLI takes one word where the agent's API call takes the list, and the process started is the same.
     """
     unknown = sorted(set(definition) - _KNOWN_KEYS)
     if unknown:

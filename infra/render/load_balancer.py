@@ -32,7 +32,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from vllm_endpoint.infra.catalog.names import FORWARDED_PREFIX, HEALTH_PATH, PROXY_CONTAINER_PORT
+from vllm_endpoint.infra.catalog.names import (
+    ALB_DEREGISTRATION_DELAY_RANGE_S,
+    ALB_DEREGISTRATION_DELAY_S,
+    FORWARDED_PREFIX,
+    HEALTH_PATH,
+    PROXY_CONTAINER_PORT,
+)
 
 HTTP_PORT = 80
 HTTPS_PORT = 443
@@ -51,9 +57,10 @@ LOAD_BALANCING_ALGORITHM = "least_outstanding_requests"
 # The load balancer waits this long for a removed replica's requests in flight before it closes them. It
 # stops waiting as soon as none is left (AWS: a draining target with no in-flight requests and no active
 # connections is deregistered at once), so a long value costs time only while long requests run. ALB's own
-# default; the task's stop timeout comes after it (the service sets that).
-DEFAULT_DEREGISTRATION_DELAY_S = 300
-DEREGISTRATION_DELAY_RANGE_S = (0, 3600)
+# default (the value and ALB's bounds are the setting's, in infra/catalog/names.py); the task's stop timeout
+# comes after it (the service sets that).
+DEFAULT_DEREGISTRATION_DELAY_S = ALB_DEREGISTRATION_DELAY_S
+DEREGISTRATION_DELAY_RANGE_S = ALB_DEREGISTRATION_DELAY_RANGE_S
 
 API_RULE_PRIORITY = 10
 HEALTH_RULE_PRIORITY = 20

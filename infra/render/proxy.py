@@ -21,6 +21,9 @@ nginx from 1.27.3 (names.NGINX_UPSTREAM_RESOLVE_SINCE); an older proxy image get
 timeout stays below vLLM's own, or nginx could send a request on a connection vLLM is closing and
 answer 502 (a POST is not retried).
 
+In an ECS task (awsvpc) the proxy finds vLLM at a fixed address instead, the task's loopback
+(`IN_TASK`): no resolver, no `resolve`, the same pool on any nginx. Everything else is the same config.
+
 The config itself is infra/host/nginx.conf.template; this module only fills in its values.
 """
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vllm_endpoint.infra.catalog.names import (
@@ -50,6 +53,7 @@ from vllm_endpoint.infra.catalog.names import (
     PROXY_TLS_SUBDIR,
     VLLM_CONTAINER_PORT,
     VLLM_HTTP_KEEP_ALIVE_S,
+    VLLM_TASK_HOST,
     VLLM_UPSTREAM_HOST,
 )
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
@@ -64,6 +68,21 @@ from vllm_endpoint.infra.render.host_scripts import fill_template, read_host_fil
 
 CONFIG_DIGEST_LABEL = f"{LABEL_PREFIX}:config-digest"
 KEY_CHECK_VERSION_LABEL = f"{LABEL_PREFIX}:key-check-version"
+
+
+@dataclass(frozen=True)
+class VllmAddress:
+    """Where the proxy finds vLLM."""
+
+    host: str
+    # The DNS server that finds `host` again when vLLM is re-created; None: `host` is a fixed address.
+    resolver: str | None
+
+
+# A single host: the vLLM container's alias on the endpoint's Docker network.
+ON_DOCKER_NETWORK = VllmAddress(VLLM_UPSTREAM_HOST, DOCKER_DNS)
+# An ECS task (awsvpc): its containers share one network namespace.
+IN_TASK = VllmAddress(VLLM_TASK_HOST, None)
 
 
 def proxy_spec(plan: DeploymentPlan) -> ContainerSpec:
@@ -120,37 +139,55 @@ _TLS_DIRECTIVES = (
 # The upstream group's name: distinct from the container's name, so the proxy_pass that means the group
 # can never fall through to a DNS lookup of the container (that path has no pool).
 VLLM_POOL = "vllm_pool"
-def render_nginx_conf(settings: ProxySettings) -> str:
-    """infra/host/nginx.conf.template with this deployment's values."""
-    return fill_template(read_host_file(NGINX_TEMPLATE), _template_values(settings))
+def render_nginx_conf(settings: ProxySettings, *, vllm: VllmAddress = ON_DOCKER_NETWORK,
+                      key_check_path: str = PROXY_KEY_CHECK_PATH) -> str:
+    """infra/host/nginx.conf.template with this deployment's values: vLLM found at `vllm`, the key check
+    included from `key_check_path`."""
+    return fill_template(read_host_file(NGINX_TEMPLATE), _template_values(settings, vllm, key_check_path))
 
 
-def _pool_lines(limits: ConnectionLimits) -> tuple[str, ...]:
+def _pool_lines(limits: ConnectionLimits, vllm: VllmAddress) -> tuple[str, ...]:
+    if vllm.resolver is None:
+        server: tuple[str, ...] = (f"    server {vllm.host}:{VLLM_CONTAINER_PORT};",)
+    else:
+        # `resolve` keeps the group's addresses in shared memory, where every worker sees them change.
+        server = (f"    zone {VLLM_POOL} 64k;", f"    server {vllm.host}:{VLLM_CONTAINER_PORT} resolve;")
     return (
         f"upstream {VLLM_POOL} {{",
-        # `resolve` keeps the group's addresses in shared memory, where every worker sees them change.
-        f"    zone {VLLM_POOL} 64k;",
-        f"    server {VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT} resolve;",
+        *server,
         f"    keepalive {limits.keepalive};",
         f"    keepalive_timeout {VLLM_HTTP_KEEP_ALIVE_S - 1}s;",
         "}",
     )
 
 
-def _template_values(settings: ProxySettings) -> dict[str, str | tuple[str, ...]]:
+def _resolver_lines(vllm: VllmAddress) -> tuple[str, ...]:
+    if vllm.resolver is None:
+        return ()  # a fixed address: nothing to look up
+    return (
+        "# Docker's DNS, asked again every 10 s: a re-created vLLM container (a new address) is found",
+        "# without restarting the proxy.",
+        f"resolver {vllm.resolver} valid=10s ipv6=off;",
+    )
+
+
+def _template_values(settings: ProxySettings, vllm: VllmAddress,
+                     key_check_path: str) -> dict[str, str | tuple[str, ...]]:
     limits = connection_limits(settings.max_num_seqs)
+    # A fixed address needs no `resolve`, so any nginx keeps the pool (the version matters for a name only).
+    pooled = settings.pooled_upstream or vllm.resolver is None
     return {
         "WORKER_PROCESSES": str(WORKER_PROCESSES),
         "WORKER_CONNECTIONS": str(limits.worker_connections),
         "OPEN_FILES": str(limits.open_files),
-        "VLLM_POOL": _pool_lines(limits) if settings.pooled_upstream else (),
+        "VLLM_POOL": _pool_lines(limits, vllm) if pooled else (),
         "MAX_BODY_MB": str(settings.max_body_mb),
-        "KEY_CHECK": PROXY_KEY_CHECK_PATH,
-        "DOCKER_DNS": DOCKER_DNS,
+        "KEY_CHECK": key_check_path,
+        "RESOLVER": _resolver_lines(vllm),
         "LISTEN": f"{PROXY_CONTAINER_PORT} ssl" if settings.tls else str(PROXY_CONTAINER_PORT),
         "TLS_DIRECTIVES": tuple(f"{name} {value};" for name, value in _TLS_DIRECTIVES) if settings.tls else (),
-        "VLLM_UPSTREAM": VLLM_POOL if settings.pooled_upstream else f"{VLLM_UPSTREAM_HOST}:{VLLM_CONTAINER_PORT}",
-        "VLLM_UPSTREAM_HOST": VLLM_UPSTREAM_HOST,
+        "VLLM_UPSTREAM": VLLM_POOL if pooled else f"{vllm.host}:{VLLM_CONTAINER_PORT}",
+        "VLLM_UPSTREAM_HOST": vllm.host,
         "FORWARDED_PREFIX": FORWARDED_PREFIX,
         "HEALTH_PATH": HEALTH_PATH,
         "METRICS_PATH": METRICS_PATH,

@@ -24,6 +24,10 @@ NETWORK: Final = "network"  # security group rules added or removed
 # The cache volume is replaced (or adopted): the one attached so far is detached and kept in AWS.
 NEW_VOLUME: Final = "new-volume"
 NONE: Final = "none"  # plan-time checks only (fit check, readiness wait)
+# A fleet (`replicas` set): a new task definition revision, which the ECS service rolls out replica by replica.
+ROLLING: Final = "rolling"
+# A fleet's capacity, scaling or load balancer updated in place; no running replica is replaced.
+FLEET: Final = "fleet"
 
 DESCRIPTIONS: Final = {
     CONTAINER: "containers re-created (the gap is the new container's start; no download when only flags change)",
@@ -37,6 +41,9 @@ DESCRIPTIONS: Final = {
                 "previous one is detached and kept in AWS (adopt it again, or delete it); refused while "
                 "protectCacheVolume is true",
     NONE: "nothing re-created (plan-time checks, or the value is used by the next SSH connections)",
+    ROLLING: "fleet: a new task definition; the service replaces the replicas one by one behind the load "
+             "balancer (rolling deployment with circuit breaker and rollback)",
+    FLEET: "fleet: the capacity, scaling or load balancer updated in place; running replicas stay",
 }
 
 # The AWS provider replaces an instance when one of these changes (ForceNew in its schema);

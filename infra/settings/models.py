@@ -37,11 +37,14 @@ from pydantic.fields import FieldInfo
 
 from vllm_endpoint.infra.catalog.dtypes import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES
 from vllm_endpoint.infra.catalog.names import (
+    ALB_DEREGISTRATION_DELAY_RANGE_S,
+    ALB_DEREGISTRATION_DELAY_S,
     API_KEY_CHARACTERS,
     API_WORLD_OPT_IN,
     DEFAULT_API_PORT,
     DEFAULT_ENDPOINT_NAME,
     DEFAULT_VLLM_VERSION,
+    DEFAULT_WAITING_PER_REPLICA,
     ENDPOINT_NAME_PATTERN,
     HOST_CACHE_MOUNT,
     LOCAL_CACHE_DIR,
@@ -54,12 +57,14 @@ from vllm_endpoint.infra.catalog.reserved_networks import reserved_network
 from vllm_endpoint.infra.catalog.security import SECURITY_FLOOR
 from vllm_endpoint.infra.settings.effects import (
     CONTAINER,
+    FLEET,
     IN_PLACE,
     NETWORK,
     NEW_VOLUME,
     NONE,
     REPLACE,
     RESTART,
+    ROLLING,
     TAGS,
     VOLUME,
     effect,
@@ -675,6 +680,99 @@ def _capability_text(value: Any) -> Any:
     return repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
+# ----------------------------------------------------------------------------------------------
+# A fleet: replicas on Amazon ECS behind a load balancer (VllmService), chosen by setting `replicas`.
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,31}$")
+SubnetIds = Annotated[list[Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")]],
+                      BeforeValidator(_split_list)]
+InstanceTypes = Annotated[list[Annotated[str, _matching(_INSTANCE_TYPE, "an EC2 instance type", "g5.2xlarge")]],
+                          BeforeValidator(_split_list)]
+_REPLICAS = Annotated[int, Field(ge=1, le=100)]
+
+
+class FleetSettings(_Section):
+    """Set `replicas` and the stack is a VllmService: that many copies of the endpoint's task on ECS GPU
+    instances behind an Application Load Balancer. Unset: one VllmEndpoint on one GPU VM."""
+
+    replicas: _REPLICAS | None = Field(
+        None, description="Run the endpoint as a fleet of this many replicas on Amazon ECS behind an Application "
+        "Load Balancer (each replica takes all the GPUs of one `instanceType` instance). Unset: one GPU VM "
+        "(the single endpoint). Setting it on a stack that runs one VM replaces the VM with the fleet (the VM's "
+        "cache volume is kept in AWS, as by `pulumi destroy`); unsetting it replaces the fleet with one VM.",
+        json_schema_extra=effect(FLEET),
+    )
+    min_replicas: _REPLICAS | None = Field(
+        None, description="Fewest replicas autoscaling keeps (1 or more: vLLM's cold start takes minutes, so the "
+        "fleet never scales to zero). Default: `replicas`.",
+        json_schema_extra=effect(FLEET),
+    )
+    max_replicas: _REPLICAS | None = Field(
+        None, description="Most replicas autoscaling may run. Default: `replicas` (no autoscaling).",
+        json_schema_extra=effect(FLEET),
+    )
+    waiting_per_replica: Annotated[float, Field(gt=0, le=1000)] = Field(
+        DEFAULT_WAITING_PER_REPLICA, description="Autoscaling target: requests waiting in vLLM's queue per "
+        "replica (`vllm:num_requests_waiting`, averaged over the replicas). Above it replicas are added (60 s "
+        "cooldown), below it removed (600 s cooldown).",
+        json_schema_extra=effect(FLEET),
+    )
+    on_demand_base: Annotated[int, Field(ge=0, le=100)] = Field(
+        1, description="The first this many instances are on-demand, whatever the spot share.",
+        json_schema_extra=effect(FLEET),
+    )
+    spot_weight: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0, description="Above `onDemandBase`, instances are spot : on-demand as `spotWeight` : `onDemandWeight` "
+        "(0: no spot). Spot instances are drained by ECS on an interruption notice or a rebalance "
+        "recommendation, and replaced.",
+        json_schema_extra=effect(FLEET),
+    )
+    on_demand_weight: Annotated[int, Field(ge=0, le=1000)] = Field(
+        1, description="See `spotWeight`.", json_schema_extra=effect(FLEET),
+    )
+    extra_instance_types: InstanceTypes = Field(
+        default_factory=list, description="More instance types with the same GPUs as `instanceType` (more spot "
+        "pools, a fallback when one type is short), e.g. g5.2xlarge beside g5.xlarge.",
+        json_schema_extra=effect(FLEET),
+    )
+    subnet_ids: SubnetIds = Field(
+        default_factory=list, description="Subnets of the replicas (private ones recommended: the instances and "
+        "tasks get no public address, so they need a NAT gateway or VPC endpoints to pull the image and the "
+        "model). Default: the region's default VPC's default subnets.",
+        json_schema_extra=effect(ROLLING, FLEET),
+    )
+    load_balancer_subnet_ids: SubnetIds = Field(
+        default_factory=list, description="Public subnets of the load balancer, in at least two Availability "
+        "Zones, in the replicas' VPC. Default: `subnetIds` when given, else the default VPC's default subnets.",
+        json_schema_extra=effect(FLEET),
+    )
+    domain: Annotated[str, _matching(_DOMAIN, "a DNS name", "llm.example.com")] | None = Field(
+        None, description="Serve HTTPS at this name: an ACM certificate validated in `hostedZoneId`, an alias "
+        "record to the load balancer, and port 80 redirecting to 443. Unset: HTTP on the load balancer's own "
+        "DNS name, reachable from `apiAllowedCidrs` only.",
+        json_schema_extra=effect(FLEET),
+    )
+    hosted_zone_id: Annotated[str, _matching(_HOSTED_ZONE_ID, "a Route 53 hosted zone id",
+                                             "Z0123456789ABCDEFGHIJ")] | None = Field(
+        None, description="The Route 53 public hosted zone of `domain` (required with it).",
+        json_schema_extra=effect(FLEET),
+    )
+    deregistration_delay_seconds: Annotated[int, Field(ge=ALB_DEREGISTRATION_DELAY_RANGE_S[0],
+                                                       le=ALB_DEREGISTRATION_DELAY_RANGE_S[1])] = Field(
+        ALB_DEREGISTRATION_DELAY_S, description="How long the load balancer lets a removed replica finish the "
+        "requests it is answering (it stops waiting as soon as none is left). Raise it for very long "
+        "generations.",
+        json_schema_extra=effect(FLEET),
+    )
+    surge_on_deploy: bool = Field(
+        True, description="During a rolling update, start each new replica on an extra instance before its "
+        "predecessor stops (no capacity lost; up to twice the instances for a while). false: never an extra "
+        "instance; old replicas stop first (one at a time), and with one replica the update has a gap.",
+        json_schema_extra=effect(FLEET),
+    )
+
+
 class ExistingHostSettings(_Section):
     """A Docker host the user already has (the original scenario's shared GPU box)."""
 
@@ -759,7 +857,8 @@ class AccessSettings(_Section):
     )
     ssh_allowed_cidrs: CidrList = Field(
         default_factory=list, description="CIDRs allowed to SSH (the deploying machine: pulumi-docker "
-        f"and the readiness gate connect over SSH). Required on AWS: `{MY_ADDRESS_COMMAND}` prints your "
+        f"and the readiness gate connect over SSH). Required on AWS for one VM (a fleet has no SSH): "
+        f"`{MY_ADDRESS_COMMAND}` prints your "
         "address; add /32. Documentation and other reserved ranges are refused.",
         json_schema_extra=effect(NETWORK),
     )
@@ -871,6 +970,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "model": ModelSettings,
     "server": ServerSettings,
     "aws": AwsSettings,
+    "fleet": FleetSettings,
     "existing_host": ExistingHostSettings,
     "local": LocalSettings,
     "access": AccessSettings,
@@ -894,6 +994,7 @@ class StackConfig(BaseModel):
     model: ModelSettings = ModelSettings()
     server: ServerSettings = ServerSettings()
     aws: AwsSettings = AwsSettings()
+    fleet: FleetSettings = FleetSettings()
     existing_host: ExistingHostSettings = ExistingHostSettings()
     local: LocalSettings = LocalSettings()
     access: AccessSettings = AccessSettings()
@@ -912,6 +1013,10 @@ class StackConfig(BaseModel):
 def _aws_problems(cfg: StackConfig) -> list[str]:
     problems: list[str] = []
     a, acc, sec = cfg.aws, cfg.access, cfg.secrets
+    if cfg.fleet.replicas is not None:
+        return _fleet_problems(cfg)
+    problems += [f"{key}: sets up a fleet (a VllmService on ECS), which needs replicas; set replicas, or remove "
+                 f"{key}" for key in _set_keys(cfg.fleet)]
     if not acc.ssh_allowed_cidrs:
         problems.append(
             "sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set its "
@@ -952,6 +1057,84 @@ def _aws_problems(cfg: StackConfig) -> list[str]:
             + _set_outside_target(cfg, "local", LocalSettings))
 
 
+# Settings of the single endpoint's VM (SSH, its one cache volume, its alarms) with no meaning on a fleet,
+# and why; a fleet refuses them rather than ignoring them.
+_NOT_ON_A_FLEET = {
+    "ssh_allowed_cidrs": "a fleet has no SSH (ECS runs the replicas; logs and metrics are the way in)",
+    "dangerously_allow_ssh_from_internet": "a fleet has no SSH",
+    "ssh_user": "a fleet has no SSH", "ssh_key_pair_name": "a fleet has no SSH", "ssh_public_key": "a fleet has no SSH",
+    "ssh_private_key": "a fleet has no SSH",
+    "cache_volume_id": "each fleet instance has its own cache volume, created with it",
+    "protect_cache_volume": "each fleet instance's cache volume goes with the instance",
+    "subnet_id": "a fleet spreads over subnets: use subnetIds",
+    "availability_zone": "a fleet spreads over the zones of subnetIds",
+    "capacity": "a fleet mixes spot and on-demand by onDemandBase, spotWeight and onDemandWeight",
+    "idle_stop_minutes": "a fleet keeps minReplicas running (autoscaling, not idle stop)",
+    "alarm_email": "a fleet's alarms are not built yet",
+    "prefetch_at_boot": "ECS starts the replica, which downloads the model itself",
+    "docker_data_on_cache_volume": "a fleet instance keeps Docker's data on its root volume (rootVolumeSizeGb)",
+    "recovery_alarm": "the Auto Scaling group replaces an impaired fleet instance",
+    "detailed_monitoring": "fleet instances always have detailed monitoring",
+    "tls": "a fleet serves HTTPS from the load balancer: set domain and hostedZoneId",
+    "model_path": "a fleet cannot upload a local folder yet: bake the fine-tune into an image (FROM "
+                  "vllm/vllm-openai) in a registry the instances can pull from, and set image and imageTag",
+    "image_build_context": "a fleet cannot build on a host: push the image to a registry (e.g. ECR) and set "
+                           "image and imageTag",
+}
+
+
+def _fleet_problems(cfg: StackConfig) -> list[str]:
+    """target aws with replicas: a VllmService. The load balancer needs apiAllowedCidrs; nothing needs SSH."""
+    f, problems = cfg.fleet, []
+    if not cfg.access.api_allowed_cidrs:
+        problems.append("apiAllowedCidrs: required for a fleet: the networks of the apps that call its load "
+                        f"balancer (e.g. 10.20.0.0/16), or your own machine's address: `{MY_ADDRESS_COMMAND}` "
+                        "prints it; add /32")
+    given = {name for section in (cfg.aws, cfg.access, cfg.secrets, cfg.model, cfg.server)
+             for name in section.model_fields_set if _differs_from_default(section, name)}
+    for name, why in _NOT_ON_A_FLEET.items():
+        if name in given:
+            problems.append(f"{_key_of(name)}: has no effect on a fleet: {why}; remove it")
+    replicas = f.replicas if f.replicas is not None else 1
+    low = f.min_replicas if f.min_replicas is not None else min(replicas, f.max_replicas or replicas)
+    high = f.max_replicas if f.max_replicas is not None else max(replicas, low)
+    if not low <= replicas <= high:
+        problems.append(f"replicas: need minReplicas ({low}) <= replicas ({replicas}) <= maxReplicas ({high})")
+    if (f.domain is None) != (f.hosted_zone_id is None):
+        problems.append("domain and hostedZoneId: give both (the certificate is validated and the name recorded "
+                        "in that Route 53 zone), or neither for HTTP on the load balancer's own name")
+    if f.spot_weight + f.on_demand_weight == 0:
+        problems.append("spotWeight and onDemandWeight: both are 0; give one of them a weight")
+    if len(set(f.load_balancer_subnet_ids)) == 1:
+        problems.append("loadBalancerSubnetIds: an Application Load Balancer needs subnets in at least two "
+                        "Availability Zones; give two or more, or none for the default VPC's")
+    if cfg.server.gpus != "all":
+        problems.append("gpus: a fleet replica takes all the GPUs of its instance (ECS assigns them); unset gpus "
+                        "and choose instanceType by its GPU count")
+    if cfg.aws.cache_volume_type != "gp3":
+        problems.append(f"cacheVolumeType: a fleet's cache volumes are gp3 (got {cfg.aws.cache_volume_type}); "
+                        "unset it")
+    return (problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)
+            + _set_outside_target(cfg, "local", LocalSettings))
+
+
+def _differs_from_default(section: BaseModel, name: str) -> bool:
+    info = type(section).model_fields[name]
+    default = info.get_default(call_default_factory=True)
+    return bool(getattr(section, name) != default)
+
+
+def _set_keys(section: BaseModel) -> list[str]:
+    return sorted(_key_of(name) for name in section.model_fields_set)
+
+
+def _key_of(name: str) -> str:
+    for model in SECTIONS.values():
+        if name in model.model_fields:
+            return model.model_fields[name].alias or name
+    return name
+
+
 def _adopted_volume_problems(a: AwsSettings) -> list[str]:
     """Settings that describe a volume the stack creates mean nothing for one it adopts."""
     problems = []
@@ -988,7 +1171,8 @@ def _existing_host_problems(cfg: StackConfig) -> list[str]:
         problems.append(f"hostCacheDir: {h.host_cache_dir} is relative to a home; give the absolute path on "
                         "the host (e.g. /home/deploy/.cache/vllm-endpoint)")
     return problems + _gpu_description_problems(cfg, count_known=False) + \
-        _set_outside_target(cfg, "aws", AwsSettings) + _set_outside_target(cfg, "local", LocalSettings)
+        _set_outside_target(cfg, "aws", AwsSettings) + _set_outside_target(cfg, "local", LocalSettings) + \
+        _set_outside_target(cfg, "fleet", FleetSettings)
 
 
 def _local_problems(cfg: StackConfig) -> list[str]:
@@ -1007,7 +1191,8 @@ def _local_problems(cfg: StackConfig) -> list[str]:
         problems.append("hostGpuModel/hostGpuMemoryGib/hostGpuComputeCapability/hostGpuCount: describe a GPU, "
                         "but localDevice is cpu; remove them or set localDevice gpu")
     # nvidia-smi counts this machine's GPUs, so hostGpuCount is never required here.
-    return problems + _gpu_description_problems(cfg, count_known=True) + _set_outside_target(cfg, "aws", AwsSettings)
+    return (problems + _gpu_description_problems(cfg, count_known=True) + _set_outside_target(cfg, "aws", AwsSettings)
+            + _set_outside_target(cfg, "fleet", FleetSettings))
 
 
 def _gpu_description_problems(cfg: StackConfig, *, count_known: bool) -> list[str]:

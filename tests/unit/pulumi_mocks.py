@@ -18,6 +18,9 @@ MOCK_PUBLIC_IP = "198.51.100.7"
 MOCK_AMI = "ami-0a1b2c3d4e5f60718"
 MOCK_ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 # What the readiness gate prints (infra/host/readiness-gate.sh): progress while it waits, then its report.
+# What infra/host/service-ready.sh prints once the load balancer answered (a fleet's `ready` output).
+MOCK_SERVICE_READY_STDOUT = ('ready after 412 s: http://vllm-lb.example/v1/models answered 200 with the key\n'
+                             '{"object":"list","data":[{"id":"Qwen/Qwen2.5-1.5B-Instruct","object":"model"}]}\n')
 MOCK_GATE_CAPACITY = ("capacity: vLLM reports GPU KV cache size: 600,000 tokens, Maximum concurrency for 32,768 "
                       "tokens per request: 18.31x; the plan's fit estimate: 580,672 tokens, 17.72x for 32,768 "
                       "tokens per request")
@@ -28,7 +31,7 @@ MOCK_GATE_STDOUT = ("[+0 s] vLLM starting | container running, health starting, 
 MOCK_MISSING_VOLUME = "vol-0ffffffffffffffff"
 
 
-# ARNs of the fleet's resources (components/vllm_service.py), up to the name.
+# ARNs of the fleet's resources (components/fleet.py), up to the name.
 _FLEET_ARN_PREFIXES = {
     "aws:ecs/cluster:Cluster": "arn:aws:ecs:us-east-1:123456789012:cluster",
     "aws:ecs/capacityProvider:CapacityProvider": "arn:aws:ecs:us-east-1:123456789012:capacity-provider",
@@ -163,6 +166,8 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["image_id"] = mock_image_id(inputs["name"])
         elif typ == "command:remote:Command" and args.name.endswith("-readiness"):
             outputs |= {"stdout": MOCK_GATE_STDOUT, "stderr": ""}
+        elif typ == "command:local:Command" and args.name.endswith("-ready"):
+            outputs |= {"stdout": MOCK_SERVICE_READY_STDOUT, "stderr": ""}
         elif typ == "command:remote:Command":
             outputs |= {"stdout": f"{args.name} done\nserver_ready 1764000000.0", "stderr": ""}
         elif typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
@@ -187,8 +192,9 @@ class Mocks(pulumi.runtime.Mocks):
             return {"id": "offerings", "instanceTypes": ["g5.xlarge"] * len(MOCK_ZONES), "locations": MOCK_ZONES,
                     "locationTypes": ["availability-zone"] * len(MOCK_ZONES)}, []
         if token == "aws:ec2/getSubnets:getSubnets":
-            zone = next(f["values"][0] for f in args.args["filters"] if f["name"] == "availability-zone")
-            return {"id": "subnets", "ids": [f"subnet-0{zone[-1] * 16}"]}, []
+            zones = [f["values"][0] for f in args.args["filters"] if f["name"] == "availability-zone"]
+            # By zone (a single endpoint's subnet), or every default subnet of the default VPC (a fleet's).
+            return {"id": "subnets", "ids": [f"subnet-0{zone[-1] * 16}" for zone in zones or MOCK_ZONES]}, []
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": args.args["id"], "availabilityZone": "us-east-1b", "vpcId": "vpc-0fedcba9876543210"}, []
         if token == "aws:ebs/getVolume:getVolume":

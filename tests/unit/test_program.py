@@ -13,6 +13,7 @@ import pulumi
 import pytest
 import yaml
 
+from tests.unit.components.test_service_lb import LbMocks
 from tests.unit.pulumi_mocks import Mocks
 from vllm_endpoint.infra.plan import local_machine
 from vllm_endpoint.infra.plan.local_machine import LocalMachine
@@ -104,3 +105,24 @@ def test_the_shipped_dev_stack_asks_for_the_users_own_addresses_before_any_resou
     assert ("sshAllowedCidrs: required on AWS: the deploying machine connects over SSH; set its address: "
             '`pulumi config set sshAllowedCidrs "$(curl -s https://checkip.amazonaws.com)/32"`') in caplog.text
     assert "apiAllowedCidrs: required on AWS" in caplog.text
+
+
+def test_the_fleet_stack_builds_a_service_behind_the_load_balancer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {**stack_config("fleet"), "vllm-endpoint:apiAllowedCidrs": "93.184.215.14/32"}
+    mocks = run_program(config, [], tmp_path, monkeypatch, LbMocks())
+    assert not mocks.of_type("aws:ec2/instance:Instance") and not mocks.of_type("docker:index/container:Container")
+    assert mocks.one("aws:ecs/service:Service").inputs["desiredCount"] == 2
+    target = mocks.one("aws:appautoscaling/target:Target").inputs
+    assert (target["minCapacity"], target["maxCapacity"]) == (2, 4)
+    assert mocks.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["tagSpecifications"][0]["tags"][
+        "environment"] == "fleet"
+
+
+def test_the_shipped_fleet_stack_asks_for_the_apps_networks_before_any_resource(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    mocks = Mocks()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
+        run_program(stack_config("fleet"), [], tmp_path, monkeypatch, mocks)
+    assert mocks.resources == [] and mocks.calls == []
+    assert "apiAllowedCidrs: required for a fleet" in caplog.text and "sshAllowedCidrs" not in caplog.text

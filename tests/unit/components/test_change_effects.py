@@ -17,6 +17,7 @@ import pytest
 from pydantic import Field
 
 from tests.unit.components.test_components import AWS, EXISTING, HOST_KEY, LOCAL, OWN_SSH_KEY, Deployed, deploy
+from tests.unit.components.test_vllm_service import Service, deploy_service
 from tests.unit.model_folders import write_model_folder
 from vllm_endpoint.infra.settings import effects
 from vllm_endpoint.infra.settings.models import _Section, config_keys, declared_effects
@@ -85,6 +86,35 @@ def classify(before: Deployed, after: Deployed) -> frozenset[str]:
     if found & {effects.NEW_VOLUME}:
         # What the user must know first (and all Pulumi does while protectCacheVolume is on: refuse).
         return frozenset({effects.NEW_VOLUME})
+    return frozenset(found or {effects.NONE})
+
+
+# A fleet's resources: a new task definition, or new networking of the service, rolls the replicas; any other
+# change of these is made in place.
+FLEET_TASK = "aws:ecs/taskDefinition:TaskDefinition"
+FLEET_SERVICE = "aws:ecs/service:Service"
+ROLLING_SERVICE_FIELDS = frozenset({"networkConfiguration", "loadBalancers", "taskDefinition"})
+
+
+def classify_fleet(before: Service, after: Service) -> frozenset[str]:
+    def by_name(d: Service) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(r.typ, r.name): r.inputs for r in d.mocks.resources}
+
+    old, new = by_name(before), by_name(after)
+    found: set[str] = set()
+    for key in old.keys() | new.keys():
+        if key not in old or key not in new:
+            found.add(effects.FLEET)
+            continue
+        fields = {f.split(".")[0] for f in _changed(old[key], new[key])}
+        if not fields:
+            continue
+        typ = key[0]
+        if typ == FLEET_TASK or (typ == FLEET_SERVICE and fields & ROLLING_SERVICE_FIELDS):
+            found.add(effects.ROLLING)
+            fields -= ROLLING_SERVICE_FIELDS
+        if typ != FLEET_TASK and fields:
+            found.add(effects.FLEET)
     return frozenset(found or {effects.NONE})
 
 
@@ -196,7 +226,29 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "apiKey": ({"apiKey": "k" * 40}, {"apiKey": "j" * 40}),
         "hfToken": ({}, {"hfToken": "hf_" + "t" * 34}),
         "sshPrivateKey": ({}, {"sshPrivateKey": OWN_SSH_KEY.replace("USER-OWN-KEY", "ROTATED-KEY")}),
+        # A fleet (FLEET_BASE): replicas set.
+        "replicas": ({}, {"replicas": "3"}),
+        "minReplicas": ({}, {"minReplicas": "1"}),
+        "maxReplicas": ({}, {"maxReplicas": "6"}),
+        "waitingPerReplica": ({}, {"waitingPerReplica": "4"}),
+        "onDemandBase": ({}, {"onDemandBase": "2"}),
+        "spotWeight": ({}, {"spotWeight": "3"}),
+        "onDemandWeight": ({"spotWeight": "1"}, {"spotWeight": "1", "onDemandWeight": "3"}),
+        "extraInstanceTypes": ({}, {"extraInstanceTypes": "g5.2xlarge"}),
+        "subnetIds": ({}, {"subnetIds": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb"}),
+        "loadBalancerSubnetIds": ({}, {"loadBalancerSubnetIds": "subnet-0cccccccccccccccc,subnet-0dddddddddddddddd"}),
+        "domain": ({}, {"domain": "llm.example.com", "hostedZoneId": "Z0123456789ABCDEFGHIJ"}),
+        "hostedZoneId": ({"domain": "llm.example.com", "hostedZoneId": "Z0123456789ABCDEFGHIJ"},
+                         {"domain": "llm.example.com", "hostedZoneId": "Z9876543210ABCDEFGHIJ"}),
+        "deregistrationDelaySeconds": ({}, {"deregistrationDelaySeconds": "120"}),
+        "surgeOnDeploy": ({}, {"surgeOnDeploy": "false"}),
     }
+
+
+FLEET_BASE = {"replicas": "2", "apiAllowedCidrs": "93.184.216.0/24"}
+FLEET_KEYS = {"replicas", "minReplicas", "maxReplicas", "waitingPerReplica", "onDemandBase", "spotWeight",
+              "onDemandWeight", "extraInstanceTypes", "subnetIds", "loadBalancerSubnetIds", "domain", "hostedZoneId",
+              "deregistrationDelaySeconds", "surgeOnDeploy"}
 
 
 EXISTING_HOST_KEYS = {"endpointName", "hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir",
@@ -225,6 +277,11 @@ def test_a_setting_without_a_declared_effect_does_not_import() -> None:
 @pytest.mark.parametrize("key", sorted(set(config_keys())))
 def test_declared_effect_matches_what_the_program_changes(key: str, tmp_path: Path) -> None:
     baseline, changed = samples(tmp_path)[key]
+    if key in FLEET_KEYS:
+        observed = classify_fleet(deploy_service({**FLEET_BASE, **baseline}),
+                                  deploy_service({**FLEET_BASE, **changed}))
+        assert observed == declared_effects()[key], f"{key}: observed {sorted(observed)}"
+        return
     base = EXISTING if key in EXISTING_HOST_KEYS else LOCAL if key in LOCAL_KEYS else AWS
     if key in UNLISTED_GPU_KEYS:
         base = {k: v for k, v in EXISTING.items() if k != "hostGpuModel"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -13,12 +14,13 @@ from typing import Any, cast
 
 import pulumi
 import pytest
+import yaml
 
 from tests.unit.components.test_components import Deployed
 from tests.unit.infra.render.test_ecs import stack_plan
 from tests.unit.policy.test_policy_on_program import violations
 from tests.unit.pulumi_mocks import MOCK_AMI, Mocks, plaintext_occurrences
-from vllm_endpoint.components.vllm_service import (
+from vllm_endpoint.components.fleet import (
     ECS_MANAGED_TAG,
     SCALE_IN_COOLDOWN_S,
     SCALE_OUT_COOLDOWN_S,
@@ -27,18 +29,25 @@ from vllm_endpoint.components.vllm_service import (
 )
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES
 from vllm_endpoint.infra.catalog.names import (
+    CLOUDWATCH_AGENT_IMAGE,
+    CLOUDWATCH_AGENT_POLICY_ARN,
     ECS_GPU_AMI_SSM_PARAMETER,
     METRICS_NAMESPACE,
     PROXY_CONTAINER_PORT,
+    PROXY_KEY_CHECK_ENV,
     SECRET_API_KEY_ENV,
     SECRET_HF_TOKEN_ENV,
+    VLLM_CONTAINER_PORT,
 )
 from vllm_endpoint.infra.render.cloudwatch_agent import STACK_DIMENSION
+from vllm_endpoint.infra.render.ecs_metrics import METRICS_SIDECAR
 
 API_KEY = "k" * 40
 HF_TOKEN = "hf_" + "SeCrEt" * 6
 API_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/stack/api-key"
 HF_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/stack/hf-token"
+KEY_CHECK_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/stack/proxy-key-check"
+ARNS = {SECRET_API_KEY_ENV: API_ARN, SECRET_HF_TOKEN_ENV: HF_ARN, PROXY_KEY_CHECK_ENV: KEY_CHECK_ARN}
 KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/vllm/0123456789abcdef"
 SUBNETS = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
@@ -63,10 +72,15 @@ class Fleet:
         return self.mocks.one(typ).inputs
 
 
+def digest(name: str) -> str:
+    """The mocks' suffix of a name AWS generates (tests/unit/pulumi_mocks.py)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
 def fleet_args(**changes: Any) -> VllmFleetArgs:
     plan = stack_plan("dev", apiKey=API_KEY, hfToken=HF_TOKEN)
-    args = VllmFleetArgs(name="vllm", plan=plan, instance=G5, subnet_ids=SUBNETS, api_key_parameter_arn=API_ARN,
-                         hf_token_parameter_arn=HF_ARN, replicas=2, min_replicas=2, max_replicas=4,
+    args = VllmFleetArgs(name="vllm", plan=plan, instance=G5, subnet_ids=SUBNETS, secret_parameter_arns=ARNS,
+                         replicas=2, min_replicas=2, max_replicas=4,
                          on_demand_base=1, spot_weight=3, on_demand_weight=1,
                          extra_instance_types=(INSTANCE_TYPES["g5.2xlarge"],), kms_key_id=KMS,
                          target_group_arn=TG, task_security_group_id="sg-0123456789abcdef0")
@@ -129,16 +143,19 @@ def test_the_user_data_joins_this_cluster_and_mounts_the_cache_before_the_agent(
     # The cluster's name as AWS gave it (the mocks: the resource name and a digest).
     assert re.search(r"\nreadonly CLUSTER=vllm-cluster-[0-9a-f]{7}\n", script)
     assert "Before=ecs.service" in script and "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true" in script
-    assert "readonly -a CACHE_SUBDIRS=(proxy root-cache)" in script
+    # Only the vLLM caches: the proxy writes its config into its own tmpfs from the task (no host folder).
+    assert "readonly -a CACHE_SUBDIRS=(root-cache)" in script
     assert "readonly STOP_TIMEOUT=60" in script  # the vLLM container's stopTimeout
 
 
 def test_the_task_takes_its_secrets_by_reference_and_no_secret_value_is_anywhere(fleet: Fleet) -> None:
     task = fleet.inputs(TASK)
     definitions = json.loads(task["containerDefinitions"])
-    vllm = definitions[0]
+    vllm, proxy, agent = definitions
+    assert "secrets" not in agent
     assert vllm["secrets"] == [{"name": SECRET_API_KEY_ENV, "valueFrom": API_ARN},
                                {"name": SECRET_HF_TOKEN_ENV, "valueFrom": HF_ARN}]
+    assert proxy["secrets"] == [{"name": PROXY_KEY_CHECK_ENV, "valueFrom": KEY_CHECK_ARN}]
     assert (task["networkMode"], task["requiresCompatibilities"]) == ("awsvpc", ["EC2"])
     assert (task["cpu"], task["memory"]) == ("3584", "14720")  # g5.xlarge, the smaller of the two types
     for resource in fleet.mocks.resources:
@@ -146,11 +163,11 @@ def test_the_task_takes_its_secrets_by_reference_and_no_secret_value_is_anywhere
             assert plaintext_occurrences(resource.raw_inputs, needle) == [], resource.name
     policy = json.loads(fleet.inputs("aws:iam/rolePolicy:RolePolicy")["policy"])
     by_action = {json.dumps(s["Action"]): s["Resource"] for s in policy["Statement"]}
-    assert by_action['"ssm:GetParameters"'] == sorted([API_ARN, HF_ARN])
+    assert by_action['"ssm:GetParameters"'] == sorted(ARNS.values())
     assert by_action['"kms:Decrypt"'] == KMS
     assert by_action['["logs:CreateLogStream", "logs:PutLogEvents"]'] == \
         "arn:aws:logs:us-east-1:123456789012:log-group:/vllm-endpoint/stack/tasks:*"
-    assert fleet.inputs("aws:cloudwatch/logGroup:LogGroup")["retentionInDays"] == 30
+    assert {g.inputs["retentionInDays"] for g in fleet.mocks.of_type("aws:cloudwatch/logGroup:LogGroup")} == {30}
 
 
 def test_the_service_rolls_with_circuit_breaker_room_and_zone_spread(fleet: Fleet) -> None:
@@ -216,10 +233,43 @@ def test_scaling_tracks_waiting_requests_per_replica(fleet: Fleet) -> None:
     assert fleet.inputs(POLICY)["policyType"] == "TargetTrackingScaling"
 
 
-def test_the_instance_role_has_the_ecs_and_ssm_policies(fleet: Fleet) -> None:
-    attached = {r.inputs["policyArn"] for r in fleet.mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
-    assert attached == {"arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role",
-                        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+def test_the_instance_role_has_the_ecs_and_ssm_policies_and_the_task_role_the_agents(fleet: Fleet) -> None:
+    attachments = fleet.mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    by_role: dict[str, set[str]] = {}
+    for r in attachments:
+        by_role.setdefault(r.inputs["role"], set()).add(r.inputs["policyArn"])
+    instance_role, task_role = fleet.fleet.instance_role, fleet.fleet.task_role
+    assert task_role is not None
+    assert by_role == {
+        f"{instance_role._name}-{digest(instance_role._name)}": {
+            "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role",
+            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
+        f"{task_role._name}-{digest(task_role._name)}": {CLOUDWATCH_AGENT_POLICY_ARN}}
+    assert fleet.inputs(TASK)["taskRoleArn"].endswith(f"role/{task_role._name}-{digest(task_role._name)}")
+
+
+def test_each_task_publishes_vllms_metrics_from_an_agent_sidecar(fleet: Fleet) -> None:
+    agent = json.loads(fleet.inputs(TASK)["containerDefinitions"])[2]
+    assert (agent["name"], agent["image"], agent["essential"]) == (METRICS_SIDECAR, CLOUDWATCH_AGENT_IMAGE, False)
+    env = {e["name"]: e["value"] for e in agent["environment"]}
+    scrape = yaml.safe_load(env["PROMETHEUS_CONFIG_CONTENT"])["scrape_configs"][0]
+    assert scrape["static_configs"][0]["targets"] == [f"127.0.0.1:{VLLM_CONTAINER_PORT}"]
+    assert scrape["static_configs"][0]["labels"] == {STACK_DIMENSION: "stack"}  # what the scaling policy reads
+    assert re.search(re.escape("vllm:num_requests_waiting"), scrape["metric_relabel_configs"][0]["regex"])
+    config = json.loads(env["CW_CONFIG_CONTENT"])
+    prometheus = config["logs"]["metrics_collected"]["prometheus"]
+    assert prometheus["prometheus_config_path"] == "env:PROMETHEUS_CONFIG_CONTENT"
+    assert prometheus["emf_processor"]["metric_namespace"] == METRICS_NAMESPACE
+    assert "metrics" not in config  # no GPU in the sidecar
+    groups = {g.inputs["name"]: g.inputs["retentionInDays"]
+              for g in fleet.mocks.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert groups[prometheus["log_group_name"]] == 30
+
+
+def test_without_metrics_there_is_no_sidecar_and_no_task_role() -> None:
+    built = build(fleet_args(metrics=False))
+    assert [d["name"] for d in json.loads(built.inputs(TASK)["containerDefinitions"])] == ["vllm", "vllm-proxy"]
+    assert built.fleet.task_role is None and "taskRoleArn" not in built.inputs(TASK)
 
 
 def test_every_child_is_parented_to_the_fleet(fleet: Fleet) -> None:
@@ -228,9 +278,10 @@ def test_every_child_is_parented_to_the_fleet(fleet: Fleet) -> None:
             assert opts.parent is fleet.fleet, name
 
 
-def test_a_missing_hf_token_arn_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="HF_TOKEN"):
-        build(fleet_args(hf_token_parameter_arn=None))
+def test_a_missing_secret_arn_is_refused_by_name() -> None:
+    for env in ARNS:
+        with pytest.raises(ValueError, match=env):
+            build(fleet_args(secret_parameter_arns={e: a for e, a in ARNS.items() if e != env}))
 
 
 def test_the_policy_pack_passes_the_fleet(fleet: Fleet) -> None:

@@ -17,6 +17,7 @@ import pulumi
 import pytest
 import yaml
 
+from tests.unit.components.test_service_lb import ALB_DNS, LbMocks
 from tests.unit.pulumi_mocks import (
     MOCK_AMI,
     MOCK_PUBLIC_IP,
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 # Each example and the stack its stack file is for.
 STACKS = {"aws-dev": "dev", "aws-prod": "prod", "existing-host": "shared-gpu", "two-endpoints": "gpu-box",
-          "consumer": "dev"}
+          "consumer": "dev", "fleet": "dev"}
 FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "README.md")
 
 CONTAINER = "docker:index/container:Container"
@@ -425,3 +426,26 @@ def test_consumer_hands_the_endpoint_to_the_app_with_the_key_secret_end_to_end(
     assert json.loads(policy.inputs["policy"])["Statement"] == [
         {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": run.outputs["secret_arn"]}]
     assert run.outputs["secret_arn"].startswith("arn:aws:secretsmanager:")
+
+
+# fleet: 2-4 replicas on ECS behind the load balancer, open only to the user's networks.
+
+def test_fleet_serves_from_the_load_balancer_open_only_to_the_users_networks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_example("fleet", tmp_path, monkeypatch, {"apiAllowedCidrs": [API_CIDR]}, mocks=LbMocks())
+    assert run.outputs["endpoint_url"] == f"http://{ALB_DNS}/v1"
+    assert run.outputs["replicas"] == {"desired": 2, "min": 2, "max": 4}
+    assert "api_key" in run.secret_outputs
+    assert not run.mocks.of_type(INSTANCE) and not run.mocks.of_type(CONTAINER)  # no VM, no SSH, no pulumi-docker
+    listener_rules = {(r.inputs["fromPort"], r.inputs.get("cidrIpv4")) for r in run.mocks.of_type(INGRESS)
+                      if r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6")}
+    assert listener_rules == {(80, API_CIDR)}
+    distribution = run.mocks.one("aws:autoscaling/group:Group").inputs["mixedInstancesPolicy"]["instancesDistribution"]
+    assert (distribution["onDemandBaseCapacity"], distribution["onDemandPercentageAboveBaseCapacity"]) == (1, 50)
+    assert "at the maximum of 4 replicas" in run.outputs["plan"]
+    assert_nowhere_in_plaintext(run.mocks, run.outputs["api_key"])
+
+
+def test_fleet_without_the_users_networks_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(AssertionError, match=r"missing configuration values \['apiAllowedCidrs'\]"):
+        run_example("fleet", tmp_path, monkeypatch, {}, mocks=LbMocks())

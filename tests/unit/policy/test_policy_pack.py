@@ -229,6 +229,61 @@ def container(**changes: Any) -> dict[str, Any]:
     return props
 
 
+# A launch template as the product's VllmFleet writes it (booleans as strings, as the provider takes them).
+LAUNCH_TEMPLATE_OK: dict[str, Any] = {
+    "imageId": "ami-0abcdef1234567890",
+    "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1},
+    "monitoring": {"enabled": True},
+    "networkInterfaces": [{"deviceIndex": 0, "associatePublicIpAddress": "false", "securityGroups": ["sg-1"]}],
+    "blockDeviceMappings": [
+        {"deviceName": "/dev/xvda", "ebs": {"encrypted": "true", "volumeSize": 100, "volumeType": "gp3"}},
+        {"deviceName": "/dev/xvdb", "ebs": {"encrypted": "true", "volumeSize": 100, "kmsKeyId": "arn:aws:kms:x"}},
+    ],
+}
+
+
+def launch_template(**changes: Any) -> dict[str, Any]:
+    props = json.loads(json.dumps(LAUNCH_TEMPLATE_OK))
+    props.update(changes)
+    return props
+
+
+LISTENER = "aws:lb/listener:Listener"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+ALB_ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/svc/0123456789abcdef"
+CERT_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0123abcd-0000-4000-8000-0123456789ab"
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+NOT_FOUND = {"type": "fixed-response", "fixedResponse": {"statusCode": "404", "contentType": "text/plain"}}
+REDIRECT = {"type": "redirect", "redirect": {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"}}
+
+
+def listener(port: int, protocol: str, actions: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"loadBalancerArn": ALB_ARN, "port": port, "protocol": protocol,
+            "defaultActions": actions or [NOT_FOUND], **extra}
+
+
+HTTPS_LISTENER = listener(443, "HTTPS", sslPolicy=TLS_POLICY, certificateArn=CERT_ARN)
+ALB_OK: dict[str, Any] = {"loadBalancerType": "application", "dropInvalidHeaderFields": True,
+                          "desyncMitigationMode": "strictest", "internal": False}
+SSM_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/dev/api-key"
+SECRETS_MANAGER_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:vllm/hf-token-AbCdEf"
+
+
+def task_definition(environment: list[dict[str, str]] | None = None,
+                    secrets: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """An ECS task definition; containerDefinitions is a JSON text, as the provider takes it."""
+    vllm = {
+        "name": "vllm",
+        "image": "vllm/vllm-openai:v0.32.0",
+        "environment": environment if environment is not None else [{"name": "HF_HOME", "value": "/root/.cache/hf"}],
+        "secrets": secrets if secrets is not None else [
+            {"name": "VLLM_API_KEY", "valueFrom": SSM_ARN},
+            {"name": "HF_TOKEN", "valueFrom": SECRETS_MANAGER_ARN},
+        ],
+    }
+    return {"family": "vllm", "networkMode": "awsvpc", "containerDefinitions": json.dumps([vllm])}
+
+
 CASES = [
     # 1. no-ssh-from-internet
     Case(
@@ -420,6 +475,21 @@ CASES = [
         {"metadataOptions": {"httpTokens": "optional", "httpPutResponseHopLimit": 1}},
         ("httpTokens",),
     ),
+    Case("imds-launch-template-as-the-fleet-writes-it", "imdsv2-required", rules.LAUNCH_TEMPLATE, launch_template()),
+    Case(
+        "imds-launch-template-hop-2",
+        "imdsv2-required",
+        rules.LAUNCH_TEMPLATE,
+        launch_template(metadataOptions={"httpTokens": "required", "httpPutResponseHopLimit": 2}),
+        ("httpPutResponseHopLimit is 2", "CKV_AWS_79"),
+    ),
+    Case(
+        "imds-launch-template-unset",
+        "imdsv2-required",
+        rules.LAUNCH_TEMPLATE,
+        launch_template(metadataOptions=None),
+        ("metadataOptions is not set",),
+    ),
     # 4. ebs-encrypted
     Case(
         "ebs-instance-encrypted",
@@ -484,6 +554,15 @@ CASES = [
         {"blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"encrypted": "false"}}]},
         ("blockDeviceMappings[0].ebs.encrypted",),
     ),
+    Case("ebs-launch-template-as-the-fleet-writes-it", "ebs-encrypted", rules.LAUNCH_TEMPLATE, launch_template()),
+    Case(
+        "ebs-launch-template-cache-unencrypted",
+        "ebs-encrypted",
+        rules.LAUNCH_TEMPLATE,
+        launch_template(blockDeviceMappings=[
+            LAUNCH_TEMPLATE_OK["blockDeviceMappings"][0], {"deviceName": "/dev/xvdb", "ebs": {"volumeSize": 100}}]),
+        ("blockDeviceMappings[1].ebs.encrypted is not 'true'", "CKV_AWS_8"),
+    ),
     # 5. detailed-monitoring
     Case("monitoring-on", "detailed-monitoring", rules.INSTANCE, instance()),
     Case(
@@ -519,7 +598,21 @@ CASES = [
         "no-ephemeral-public-ip",
         rules.LAUNCH_TEMPLATE,
         {"networkInterfaces": [{"deviceIndex": 0, "associatePublicIpAddress": "true"}]},
-        ("networkInterfaces[0].associatePublicIpAddress is true",),
+        ("networkInterfaces[0].associatePublicIpAddress is true", "EC2.25"),
+    ),
+    Case("public-ip-launch-template-false", "no-ephemeral-public-ip", rules.LAUNCH_TEMPLATE, launch_template()),
+    Case(
+        "public-ip-launch-template-unset",
+        "no-ephemeral-public-ip",
+        rules.LAUNCH_TEMPLATE,
+        launch_template(networkInterfaces=[{"deviceIndex": 0, "securityGroups": ["sg-1"]}]),
+        ("networkInterfaces[0].associatePublicIpAddress is not set", "associatePublicIpAddress='false'"),
+    ),
+    Case(
+        "public-ip-launch-template-bool-false",
+        "no-ephemeral-public-ip",
+        rules.LAUNCH_TEMPLATE,
+        launch_template(networkInterfaces=[{"deviceIndex": 0, "associatePublicIpAddress": False}]),
     ),
     # 6. no-plaintext-credentials
     Case("creds-container-secret-envs", "no-plaintext-credentials", rules.CONTAINER, container()),
@@ -857,6 +950,97 @@ CASES = [
         ("is 16 characters long", "length=32", "CWE-521"),
         name="vllm-api-key",
     ),
+    # ecs-secrets-by-reference
+    Case("ecs-secrets-by-arn", "ecs-secrets-by-reference", rules.ECS_TASK_DEFINITION, task_definition()),
+    Case(
+        "ecs-token-in-environment",
+        "ecs-secrets-by-reference",
+        rules.ECS_TASK_DEFINITION,
+        task_definition(environment=[{"name": "HF_TOKEN", "value": HF_TOKEN}, {"name": "HF_HOME", "value": "/x"}]),
+        ("containerDefinitions[0] (vllm) sets HF_TOKEN in `environment`", "Move it to `secrets`", "ECS.8"),
+        absent=(HF_TOKEN, "HF_HOME"),
+    ),
+    Case(
+        "ecs-odd-credential-name-in-environment",
+        "ecs-secrets-by-reference",
+        rules.ECS_TASK_DEFINITION,
+        task_definition(environment=[{"name": "OPENAI_API_KEY", "value": "sk-plain"}]),
+        ("sets OPENAI_API_KEY in `environment`",),
+        absent=("sk-plain",),
+    ),
+    Case(
+        "ecs-empty-credential-env-passes",
+        "ecs-secrets-by-reference",
+        rules.ECS_TASK_DEFINITION,
+        task_definition(environment=[{"name": "HF_TOKEN", "value": ""}]),
+    ),
+    Case(
+        "ecs-secret-value-not-a-reference",
+        "ecs-secrets-by-reference",
+        rules.ECS_TASK_DEFINITION,
+        task_definition(secrets=[{"name": "VLLM_API_KEY", "valueFrom": "k" * 40},
+                                 {"name": "HF_TOKEN", "valueFrom": "arn:aws:s3:::bucket/token"}]),
+        ("secret 'VLLM_API_KEY' has a valueFrom that is not an SSM parameter ARN", "secret 'HF_TOKEN'"),
+        absent=("k" * 40, "bucket/token"),
+    ),
+    Case(
+        "ecs-definitions-unknown-at-preview",
+        "ecs-secrets-by-reference",
+        rules.ECS_TASK_DEFINITION,
+        {"family": "vllm", "containerDefinitions": UNKNOWN_STRING_VALUE},
+    ),
+    # alb-https-listener
+    Case("alb-https-with-tls13-policy", "alb-https-listener", LISTENER, HTTPS_LISTENER),
+    Case("alb-https-certificate-pending", "alb-https-listener", LISTENER,
+         {**HTTPS_LISTENER, "certificateArn": UNKNOWN_STRING_VALUE}),
+    Case("alb-http-on-80", "alb-https-listener", LISTENER, listener(80, "HTTP")),
+    Case(
+        "alb-http-on-443",
+        "alb-https-listener",
+        LISTENER,
+        listener(443, "HTTP"),
+        ("plain HTTP on port 443", "protocol='HTTPS'", "CKV_AWS_2"),
+    ),
+    Case(
+        "alb-https-old-policy",
+        "alb-https-listener",
+        LISTENER,
+        {**HTTPS_LISTENER, "sslPolicy": "ELBSecurityPolicy-2016-08"},
+        ("sslPolicy is 'ELBSecurityPolicy-2016-08'", f"sslPolicy='{TLS_POLICY}'", "CKV_AWS_103"),
+    ),
+    Case(
+        "alb-https-no-policy-no-certificate",
+        "alb-https-listener",
+        "aws:alb/listener:Listener",
+        listener(443, "HTTPS"),
+        ("no certificateArn", "sslPolicy is not set"),
+    ),
+    Case(
+        "alb-https-policy-allowed-by-config",
+        "alb-https-listener",
+        LISTENER,
+        {**HTTPS_LISTENER, "sslPolicy": "ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06"},
+        config={"allowedSslPolicies": ["ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06"]},
+    ),
+    Case("nlb-tls-ignored", "alb-https-listener", LISTENER, listener(443, "TCP")),
+    # alb-request-hygiene
+    Case("alb-drops-invalid-headers", "alb-request-hygiene", ALB, ALB_OK),
+    Case("alb-desync-default", "alb-request-hygiene", ALB, {**ALB_OK, "desyncMitigationMode": None}),
+    Case(
+        "alb-keeps-invalid-headers",
+        "alb-request-hygiene",
+        "aws:alb/loadBalancer:LoadBalancer",
+        {**ALB_OK, "dropInvalidHeaderFields": False},
+        ("dropInvalidHeaderFields is not true", "ELB.4"),
+    ),
+    Case(
+        "alb-desync-monitor",
+        "alb-request-hygiene",
+        ALB,
+        {**ALB_OK, "desyncMitigationMode": "monitor"},
+        ("desyncMitigationMode is 'monitor'", "desyncMitigationMode='strictest'", "ELB.12"),
+    ),
+    Case("nlb-not-an-alb", "alb-request-hygiene", ALB, {"loadBalancerType": "network"}),
     Case("other-password-short", "api-key-length", rules.RANDOM_PASSWORD, {"length": 8}, name="db-password"),
     Case(
         "api-key-config-floor",
@@ -1160,6 +1344,165 @@ def test_vllm_image_floor_checks_a_container_image_reference_and_survives_previe
 
 
 # --------------------------------------------------------------------------------------------------
+# Stack policies on the load balancer and the fleet: alb-http-redirects-to-https,
+# fleet-ingress-from-load-balancer-only
+
+
+def linked(
+    resource_type: str, name: str, props: Mapping[str, Any], links: Mapping[str, list[PolicyResource]] | None = None
+) -> PolicyResource:
+    """A stack resource with the engine's property dependencies (`securityGroupId` -> the group's resource)."""
+    resource = stack_resource(resource_type, name, props)
+    resource.property_dependencies = {key: list(deps) for key, deps in (links or {}).items()}
+    return resource
+
+
+def run_stack_policy(policy_name: str, resources: list[PolicyResource]) -> list[tuple[str, str]]:
+    policy = POLICIES[policy_name]
+    assert isinstance(policy, StackValidationPolicy)
+    found: list[tuple[str, str]] = []
+
+    def report(message: str, urn_: str | None = None) -> None:
+        found.append((urn_ or "", message))
+
+    assert policy.validate(StackValidationArgs(resources, {}, {}), report) is None
+    return found
+
+
+def _listeners(http_actions: list[dict[str, Any]], *, https: bool = True, arn: str = ALB_ARN) -> list[PolicyResource]:
+    plain = linked(LISTENER, "svc-http", {**listener(80, "HTTP", http_actions), "loadBalancerArn": arn})
+    return [plain, linked(LISTENER, "svc-https", HTTPS_LISTENER)] if https else [plain]
+
+
+REDIRECT_CASES = [
+    ("redirect-only", _listeners([REDIRECT]), ()),
+    ("http-only-stack", _listeners([NOT_FOUND], https=False), ()),
+    ("http-serves-beside-https", _listeners([NOT_FOUND]), ("'svc-http' does more than redirect", "ELB.1")),
+    (
+        "redirect-keeps-http",
+        _listeners([{"type": "redirect", "redirect": {"protocol": "#{protocol}", "port": "443"}}]),
+        ("does more than redirect",),
+    ),
+    ("other-load-balancer", _listeners([NOT_FOUND], arn=ALB_ARN.replace("svc", "other")), ()),
+    (
+        "load-balancer-unknown-at-preview",
+        _listeners([NOT_FOUND], arn=UNKNOWN_STRING_VALUE),
+        ("does more than redirect",),
+    ),
+]
+
+
+@pytest.mark.parametrize(("resources", "expect"), [c[1:] for c in REDIRECT_CASES], ids=[c[0] for c in REDIRECT_CASES])
+def test_alb_http_redirects_to_https(resources: list[PolicyResource], expect: tuple[str, ...]) -> None:
+    found = run_stack_policy("alb-http-redirects-to-https", resources)
+    if not expect:
+        assert found == []
+        return
+    assert [u for u, _ in found] == [resources[0].urn]
+    for fragment in expect:
+        assert fragment in found[0][1]
+    assert "[anchor: " in found[0][1]
+
+
+def test_the_redirect_check_groups_listeners_by_the_engines_link_at_preview() -> None:
+    other = linked(ALB, "other-alb", ALB_OK)
+    mine = linked(ALB, "svc-alb", ALB_OK)
+    unknown = {"loadBalancerArn": UNKNOWN_STRING_VALUE}
+    plain = linked(LISTENER, "other-http", {**listener(80, "HTTP"), **unknown}, {"loadBalancerArn": [other]})
+    https = linked(LISTENER, "svc-https", {**HTTPS_LISTENER, **unknown}, {"loadBalancerArn": [mine]})
+    assert run_stack_policy("alb-http-redirects-to-https", [other, mine, plain, https]) == []
+    same = linked(LISTENER, "svc-http", {**listener(80, "HTTP"), **unknown}, {"loadBalancerArn": [mine]})
+    assert [u for u, _ in run_stack_policy("alb-http-redirects-to-https", [mine, same, https])] == [same.urn]
+
+
+TASK_GROUP = linked(rules.SECURITY_GROUP, "svc-task-sg", {
+    "id": "sg-0task", "description": "vLLM service tasks: the proxy port from the load balancer only",
+    "tags": {"vllm-endpoint:role": "fleet-tasks"}})
+INSTANCE_GROUP = linked(rules.SECURITY_GROUP, "vllm-instances-sg", {
+    "description": "some group", "tags": {"vllm-endpoint:role": "fleet-instances"}})
+ALB_GROUP = linked(rules.SECURITY_GROUP, "svc-alb-sg", {
+    "id": "sg-0alb", "description": "vLLM service load balancer: listener ports from configured networks"})
+BALANCER = linked(ALB, "svc-alb", {**ALB_OK, "securityGroups": ["sg-0alb"]})
+
+
+def _into(group: PolicyResource, **rule: Any) -> PolicyResource:
+    props = {"ipProtocol": "tcp", "fromPort": 8080, "toPort": 8080, "securityGroupId": UNKNOWN_STRING_VALUE, **rule}
+    return linked(rules.VPC_INGRESS_RULE, "rule", props, {"securityGroupId": [group]})
+
+
+def _fleet_stack(*rules_: PolicyResource) -> list[PolicyResource]:
+    return [TASK_GROUP, INSTANCE_GROUP, ALB_GROUP, BALANCER, *rules_]
+
+
+FLEET_CASES = [
+    ("from-the-alb-group", _fleet_stack(_into(TASK_GROUP, referencedSecurityGroupId="sg-0alb")), ()),
+    ("from-a-group-unknown-at-preview",
+     _fleet_stack(_into(TASK_GROUP, referencedSecurityGroupId=UNKNOWN_STRING_VALUE)), ()),
+    ("cidr-into-the-alb-group-is-not-the-fleets", _fleet_stack(_into(ALB_GROUP, cidrIpv4="93.184.216.0/24")), ()),
+    (
+        "cidr-into-the-task-group",
+        _fleet_stack(_into(TASK_GROUP, cidrIpv4="10.0.0.0/8")),
+        ("admits the address range(s) 10.0.0.0/8", "'svc-task-sg'", "referencedSecurityGroupId"),
+    ),
+    (
+        "ipv6-into-the-instance-group-by-role-tag",
+        _fleet_stack(_into(INSTANCE_GROUP, cidrIpv6="2600:1f18::/32")),
+        ("2600:1f18::/32", "'vllm-instances-sg'"),
+    ),
+    (
+        "prefix-list-into-the-task-group",
+        _fleet_stack(_into(TASK_GROUP, prefixListId="pl-0123456789abcdef0")),
+        ("pl-0123456789abcdef0",),
+    ),
+    (
+        "another-group-into-the-task-group",
+        _fleet_stack(_into(TASK_GROUP, referencedSecurityGroupId="sg-0other")),
+        ("sg-0other, which is not a load balancer's",),
+    ),
+    (
+        "classic-rule-matched-by-id",
+        _fleet_stack(linked(rules.SECURITY_GROUP_RULE, "rule", {
+            "type": "ingress", "securityGroupId": "sg-0task", "protocol": "tcp", "fromPort": 8080, "toPort": 8080,
+            "cidrBlocks": ["172.16.0.0/12"]})),
+        ("172.16.0.0/12",),
+    ),
+    (
+        "classic-rule-from-the-alb-group",
+        _fleet_stack(linked(rules.SECURITY_GROUP_RULE, "rule", {
+            "type": "ingress", "securityGroupId": "sg-0task", "protocol": "tcp", "fromPort": 8080, "toPort": 8080,
+            "sourceSecurityGroupId": "sg-0alb"})),
+        (),
+    ),
+    (
+        "inline-ingress-on-a-fleet-group",
+        [linked(rules.SECURITY_GROUP, "vllm-tasks-sg", {
+            "description": "vLLM fleet tasks: no inbound without a load balancer",
+            "tags": {"vllm-endpoint:role": "fleet-tasks"},
+            "ingress": [{"protocol": "tcp", "fromPort": 8080, "toPort": 8080, "cidrBlocks": ["10.1.0.0/16"]}]})],
+        ("inline ingress[0] of 'vllm-tasks-sg' admits the address range(s) 10.1.0.0/16",),
+    ),
+]
+
+
+@pytest.mark.parametrize(("resources", "expect"), [c[1:] for c in FLEET_CASES], ids=[c[0] for c in FLEET_CASES])
+def test_fleet_ingress_from_load_balancer_only(resources: list[PolicyResource], expect: tuple[str, ...]) -> None:
+    found = run_stack_policy("fleet-ingress-from-load-balancer-only", resources)
+    if not expect:
+        assert found == []
+        return
+    assert [u for u, _ in found] == [resources[-1].urn]
+    for fragment in expect:
+        assert fragment in found[0][1]
+    assert "[anchor: " in found[0][1]
+
+
+def test_every_stack_policy_has_cases() -> None:
+    stack_policies = {n for n, p in POLICIES.items() if isinstance(p, StackValidationPolicy)}
+    assert stack_policies == {
+        "vllm-image-floor", "alb-http-redirects-to-https", "fleet-ingress-from-load-balancer-only"}
+
+
+# --------------------------------------------------------------------------------------------------
 # The pack as a whole
 
 EXPECTED_LEVELS = {
@@ -1179,6 +1522,11 @@ EXPECTED_LEVELS = {
     "ssh-host-key-verified": EnforcementLevel.MANDATORY,
     "container-isolation": EnforcementLevel.MANDATORY,
     "api-key-length": EnforcementLevel.MANDATORY,
+    "alb-https-listener": EnforcementLevel.MANDATORY,
+    "alb-http-redirects-to-https": EnforcementLevel.MANDATORY,
+    "alb-request-hygiene": EnforcementLevel.MANDATORY,
+    "fleet-ingress-from-load-balancer-only": EnforcementLevel.MANDATORY,
+    "ecs-secrets-by-reference": EnforcementLevel.MANDATORY,
 }
 
 

@@ -97,10 +97,12 @@ def test_every_shell_file_but_boots_is_run_by_some_command() -> None:
     run = {f for _, files in COMMANDS.values() for f in files}
     # The boot files run by cloud-init, the supervisor and the spot handler by their systemd units
     # (tests/unit/infra/render/test_userdata.py), the CloudWatch agent's by boot.sh and the agent's step, the
-    # ECS fleet's instance set-up as its launch template's user-data (tests/unit/infra/render/test_ecs_host.py).
+    # ECS fleet's instance set-up as its launch template's user-data (tests/unit/infra/render/test_ecs_host.py),
+    # the fleet's wait on the deploying machine with its environment (tests/unit/infra/host/test_service_ready.py).
     assert {p.name for p in HOST_DIR.glob("*.sh")} - run == {"boot.sh", "prepare-cache-volume.sh",
                                                              "supervise-containers.sh", "spot-interruption.sh",
-                                                             "cloudwatch-agent.sh", "ecs-host.sh"}
+                                                             "cloudwatch-agent.sh", "ecs-host.sh",
+                                                             "service-ready.sh"}
 
 
 def test_boot_env_holds_exactly_what_the_boot_files_require() -> None:

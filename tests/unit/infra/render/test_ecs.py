@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vllm_endpoint.infra.catalog.names import PROJECT, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.catalog.names import PROJECT, PROXY_KEY_CHECK_ENV, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
 from vllm_endpoint.infra.plan.local_machine import LocalGpu, LocalMachine
 from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck, Mount, PortMapping, Ulimit, gpu_request
@@ -35,6 +35,8 @@ from vllm_endpoint.infra.render.ecs import (
     ecs_task,
     ecs_to_docker_run,
     plan_ecs_task,
+    task_proxy,
+    task_secret_names,
 )
 from vllm_endpoint.infra.render.proxy import proxy_spec
 from vllm_endpoint.infra.settings.models import load_stack_config
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[4]
 ARNS = {
     SECRET_API_KEY_ENV: "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/dev/api-key",
     SECRET_HF_TOKEN_ENV: "arn:aws:secretsmanager:us-east-1:123456789012:secret:vllm-endpoint/hf-token-AbCdEf",
+    PROXY_KEY_CHECK_ENV: "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/dev/proxy-key-check",
 }
 PAUSE = "container:ecs-pause"  # the awsvpc task's network namespace on a test host
 # What the user sets before a first deploy of the AWS stack (Pulumi.dev.yaml's header).
@@ -138,6 +141,21 @@ def ecs_run(definition: dict[str, Any], volumes: tuple[dict[str, Any], ...], *, 
     return Counter(options), tail
 
 
+def task_arns(plan: DeploymentPlan, network_mode: NetworkMode = "awsvpc") -> dict[str, str]:
+    return {name: ARNS[name] for name in task_secret_names(plan, network_mode=network_mode)}
+
+
+def proxy_as_run(plan: DeploymentPlan, definition: dict[str, Any],
+                 network_mode: NetworkMode) -> tuple[ContainerSpec, dict[str, Any]]:
+    """The proxy's spec in the task, and its definition without the entry point the awsvpc task adds (which
+    test_ecs_proxy.py checks): what the rest of the definition must run like."""
+    if network_mode == "bridge":
+        return proxy_spec(plan), definition
+    proxy = task_proxy(plan)
+    assert definition["entryPoint"] == list(proxy.entry_point)
+    return proxy.spec, {k: v for k, v in definition.items() if k != "entryPoint"}
+
+
 def assert_same_run(spec: ContainerSpec, definition: dict[str, Any], volumes: tuple[dict[str, Any], ...], *,
                     network_mode: NetworkMode, ipc_mode: str | None, gpu_ids: list[str], links: Sequence[str] = (),
                     logs: AwsLogs | None = None) -> None:
@@ -153,22 +171,25 @@ def assert_same_run(spec: ContainerSpec, definition: dict[str, Any], volumes: tu
 def test_a_stacks_task_runs_what_its_docker_run_runs_up_to_what_ecs_forces(stack: str,
                                                                           network_mode: NetworkMode) -> None:
     plan = stack_plan(stack)
-    task = plan_ecs_task(plan, secret_arns={k: ARNS[k] for k in plan.secret_env}, network_mode=network_mode)
+    task = plan_ecs_task(plan, secret_arns=task_arns(plan, network_mode), network_mode=network_mode)
     vllm_def, proxy_def = task.container_definitions
     # dev: `--gpus all` on a g5.xlarge (1 GPU); shared-gpu: device "1" of the host, which the agent assigns.
     gpu_ids = ["0"] if plan.vllm.gpus == "all" else plan.vllm.env_dict()["NVIDIA_VISIBLE_DEVICES"].split(",")
     assert_same_run(plan.vllm, vllm_def, task.volumes, network_mode=network_mode, ipc_mode=task.ipc_mode,
                     gpu_ids=gpu_ids)
     links = [f"{plan.vllm.name}:{alias}" for alias in plan.vllm.network_aliases]
-    assert_same_run(proxy_spec(plan), proxy_def, task.volumes, network_mode=network_mode, ipc_mode=task.ipc_mode,
+    proxy, proxy_def = proxy_as_run(plan, proxy_def, network_mode)
+    assert_same_run(proxy, proxy_def, task.volumes, network_mode=network_mode, ipc_mode=task.ipc_mode,
                     gpu_ids=[], links=links)
 
 
 def test_the_dev_stack_with_cloudwatch_logs() -> None:
     plan = stack_plan("dev")
     logs = AwsLogs("/vllm-endpoint/dev", "us-east-1", "replica")
-    task = plan_ecs_task(plan, secret_arns={SECRET_API_KEY_ENV: ARNS[SECRET_API_KEY_ENV]}, logs=logs)
-    for spec, definition in zip((plan.vllm, proxy_spec(plan)), task.container_definitions, strict=True):
+    task = plan_ecs_task(plan, secret_arns=task_arns(plan), logs=logs)
+    vllm_def, proxy_def = task.container_definitions
+    proxy, proxy_def = proxy_as_run(plan, proxy_def, "awsvpc")
+    for spec, definition in ((plan.vllm, vllm_def), (proxy, proxy_def)):
         assert definition["logConfiguration"] == {"logDriver": "awslogs", "options": {
             "awslogs-group": "/vllm-endpoint/dev", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "replica"}}
         assert_same_run(spec, definition, task.volumes, network_mode="awsvpc", ipc_mode=None,
@@ -177,7 +198,7 @@ def test_the_dev_stack_with_cloudwatch_logs() -> None:
 
 def test_the_dev_task_as_the_service_will_register_it() -> None:
     plan = stack_plan("dev")
-    task = plan_ecs_task(plan, secret_arns={SECRET_API_KEY_ENV: ARNS[SECRET_API_KEY_ENV]})
+    task = plan_ecs_task(plan, secret_arns=task_arns(plan))
     vllm_def, proxy_def = task.container_definitions
     assert task.network_mode == "awsvpc" and task.ipc_mode is None
     assert vllm_def["resourceRequirements"] == [{"type": "GPU", "value": "1"}]  # g5.xlarge: one A10G
@@ -197,8 +218,9 @@ def test_the_dev_task_as_the_service_will_register_it() -> None:
     args = task.task_definition_args()
     assert json.loads(args["container_definitions"]) == [vllm_def, proxy_def]
     assert args["requires_compatibilities"] == ["EC2"] and args["network_mode"] == "awsvpc"
-    assert {v["host_path"] for v in args["volumes"]} == {m.source for s in (plan.vllm, proxy_spec(plan))
-                                                         for m in s.mounts}
+    # The proxy's files come with the task (test_ecs_proxy.py): only vLLM's host folders are volumes.
+    assert proxy_def["mountPoints"] == []
+    assert {v["host_path"] for v in args["volumes"]} == {m.source for m in plan.vllm.mounts}
     mounted = {p["sourceVolume"] for d in task.container_definitions for p in d["mountPoints"]}
     assert mounted == {v["name"] for v in args["volumes"]}
 
@@ -207,9 +229,9 @@ def test_the_local_stack_is_refused_with_its_loopback_port() -> None:
     # target=local publishes the API on 127.0.0.1 only; ECS cannot bind one address.
     plan = stack_plan("local")
     with pytest.raises(EcsRenderError, match=r"gpus=all.*give gpu_count"):  # no instance type says how many
-        plan_ecs_task(plan, secret_arns={SECRET_API_KEY_ENV: ARNS[SECRET_API_KEY_ENV]})
+        plan_ecs_task(plan, secret_arns=task_arns(plan))
     with pytest.raises(EcsRenderError, match=r"port 30005 is bound to 127\.0\.0\.1 only"):
-        plan_ecs_task(plan, secret_arns={SECRET_API_KEY_ENV: ARNS[SECRET_API_KEY_ENV]}, gpu_count=1)
+        plan_ecs_task(plan, secret_arns=task_arns(plan), gpu_count=1)
 
 
 def test_secret_values_never_reach_the_task_definition() -> None:
@@ -221,6 +243,8 @@ def test_secret_values_never_reach_the_task_definition() -> None:
     assert api_key not in text and hf_token not in text
     vllm_def = task.container_definitions[0]
     assert vllm_def["secrets"] == [{"name": k, "valueFrom": ARNS[k]} for k in plan.secret_env]
+    assert task.container_definitions[1]["secrets"] == [
+        {"name": PROXY_KEY_CHECK_ENV, "valueFrom": ARNS[PROXY_KEY_CHECK_ENV]}]
     assert not {e["name"] for e in vllm_def["environment"]} & set(plan.secret_env)
     argv = ecs_to_docker_run(vllm_def, task.volumes, task_network=PAUSE, network_mode="awsvpc")
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--env" and argv[i + 1] in plan.secret_env] == \
@@ -236,6 +260,8 @@ def test_a_secret_needs_an_arn_and_an_arn_is_all_it_takes() -> None:
     assert "sk-the-key-itself" not in str(info.value)
     with pytest.raises(EcsRenderError, match=SECRET_HF_TOKEN_ENV):
         plan_ecs_task(plan, secret_arns=ARNS)  # an ARN for a secret this stack does not use
+    with pytest.raises(EcsRenderError, match=f"{PROXY_KEY_CHECK_ENV}.*by reference only"):
+        plan_ecs_task(plan, secret_arns={SECRET_API_KEY_ENV: ARNS[SECRET_API_KEY_ENV]})  # the proxy's is missing
 
 
 # ----------------------------------------------------------------------------------------------

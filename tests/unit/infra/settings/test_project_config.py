@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[4]
 PULUMI_TYPES = {"string", "integer", "boolean", "array", "object"}
 STACKS = sorted(p.name for p in ROOT.glob("Pulumi.*.yaml"))
 AWS = {"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24"}
+FLEET = {"replicas": "2", "apiAllowedCidrs": "93.184.216.0/24"}
 EXISTING = {
     "target": "existing-host", "hostAddress": "gpu-box.internal", "hostSshUser": "deploy",
     "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5xk0pJl1ZkZ4bH2v0b3dJq5s0aQy7Ff2k0Vd7J8yO",
@@ -95,10 +96,10 @@ def test_declared_type_and_default(key: str, type_: str | None, default: Any) ->
 
 def test_each_declared_default_as_the_cli_passes_it_loads_as_the_models_default() -> None:
     keys = config_keys()
-    bases = {"aws": AWS, "existing_host": EXISTING, "local": {"target": "local"}}
+    bases = {"aws": AWS, "fleet": FLEET, "existing_host": EXISTING, "local": {"target": "local"}}
     checked = 0
     for key, declaration in declarations().items():
-        if declaration.default == UNSET or key in AWS or key in EXISTING:
+        if declaration.default == UNSET or key in AWS or key in EXISTING or key in FLEET:
             continue
         base = bases.get(keys[key][0], AWS) if key in keys else AWS
         with_default = load_stack_config({**base, key: declaration.passed_default()})

@@ -1,0 +1,185 @@
+"""VllmService under mocks, from stack settings as __main__.py builds it: the whole graph of a fleet stack (the
+secrets as SecureString parameters referenced by the task, the load balancer in front of the fleet, the wait on
+the load balancer), its outputs, and the policy pack over it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pulumi
+import pytest
+
+from tests.unit.components.test_components import Deployed
+from tests.unit.components.test_service_lb import ALB_DNS, LbMocks
+from tests.unit.policy.test_policy_on_program import violations
+from tests.unit.pulumi_mocks import MOCK_SERVICE_READY_STDOUT, Mocks, plaintext_occurrences
+from vllm_endpoint import VllmEndpoint, VllmEndpointArgs, VllmService, VllmServiceArgs
+from vllm_endpoint.infra.catalog.names import PROXY_KEY_CHECK_ENV, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.render.proxy import render_key_check
+from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
+from vllm_endpoint.infra.settings.models import ConfigError
+from vllm_endpoint.infra.settings.pulumi_config import load_stack_config
+
+API_KEY = "s" * 40
+HF_TOKEN = "hf_" + "FleetToken" * 4
+FLEET = {"replicas": "2", "maxReplicas": "4", "spotWeight": "1", "apiAllowedCidrs": "93.184.216.0/24"}
+PARAMETER = "aws:ssm/parameter:Parameter"
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+SERVICE = "aws:ecs/service:Service"
+OUTPUTS = ("endpoint_url", "api_key", "model", "load_balancer_dns_name", "cluster_name", "service_name",
+           "log_group_name", "replicas", "plan_summary", "ready")
+
+
+@dataclass
+class Service:
+    mocks: Mocks
+    service: VllmService
+    values: dict[str, Any] = field(default_factory=dict)
+    secret: dict[str, bool] = field(default_factory=dict)
+    options: dict[str, pulumi.ResourceOptions] = field(default_factory=dict)
+
+    def inputs(self, typ: str) -> dict[str, Any]:
+        return self.mocks.one(typ).inputs
+
+
+def deploy_service(raw: dict[str, str]) -> Service:
+    """The stack config `raw` deployed as __main__.py does when it sets replicas."""
+    mocks = LbMocks()  # the project's mocks with what AWS reports for the load balancer
+    pulumi.runtime.set_mocks(mocks, preview=False)
+    config = load_stack_config(raw)
+    settings: Any = settings_kwargs(config)
+    holder: dict[str, Service] = {}
+    options: dict[str, pulumi.ResourceOptions] = {}
+
+    def capture(args: pulumi.ResourceTransformationArgs) -> None:
+        options[args.name] = args.opts
+
+    @pulumi.runtime.test
+    def run() -> Any:
+        service = VllmService(config.stack.endpoint_name, VllmServiceArgs(**settings),
+                              opts=pulumi.ResourceOptions(transformations=[capture]))
+        deployed = holder.setdefault("s", Service(mocks, service, options=options))
+
+        async def collect() -> None:
+            for name in OUTPUTS:
+                output = getattr(service, name)
+                deployed.values[name] = await output.future()
+                deployed.secret[name] = await output.is_secret()
+            for env, parameter in service.parameters.items():
+                deployed.secret[f"parameter:{env}"] = await parameter.value.is_secret()
+            deployed.secret["ready.stdin"] = await service.readiness.stdin.is_secret()
+
+        return collect()
+
+    run()
+    return holder["s"]
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Service:
+    return deploy_service({**FLEET, "apiKey": API_KEY, "hfToken": HF_TOKEN})
+
+
+def test_every_secret_of_the_task_is_a_secure_string_it_references_by_arn(fleet: Service) -> None:
+    parameters = {p.inputs["name"]: p.inputs for p in fleet.mocks.of_type(PARAMETER)}
+    assert sorted(parameters) == sorted(f"/vllm-endpoint/project/stack/vllm/{s}"
+                                        for s in ("vllm-api-key", "hf-token", "proxy-key-check"))
+    assert {p["type"] for p in parameters.values()} == {"SecureString"}
+    by_env = {"vllm-api-key": API_KEY, "hf-token": HF_TOKEN, "proxy-key-check": render_key_check(API_KEY)}
+    for name, value in by_env.items():
+        assert parameters[f"/vllm-endpoint/project/stack/vllm/{name}"]["value"] == value
+    containers = json.loads(fleet.inputs(TASK)["containerDefinitions"])
+    referenced = {s["name"]: s["valueFrom"] for c in containers for s in c.get("secrets", ())}
+    assert set(referenced) == {SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV, PROXY_KEY_CHECK_ENV}
+    assert all(arn.startswith("arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/") for arn in
+               referenced.values())
+
+
+def test_no_secret_value_is_in_any_resource_but_its_parameter_and_all_are_secret(fleet: Service) -> None:
+    for resource in fleet.mocks.resources:
+        if resource.typ == PARAMETER:
+            continue
+        for needle in (API_KEY, HF_TOKEN):
+            assert plaintext_occurrences(resource.raw_inputs, needle) == [], resource.name
+    assert all(fleet.secret[f"parameter:{env}"] for env in fleet.service.parameters)
+    assert fleet.secret["api_key"] and fleet.secret["ready.stdin"]
+
+
+def test_the_service_sits_behind_the_load_balancer_and_waits_for_its_listener(fleet: Service) -> None:
+    service = fleet.inputs(SERVICE)
+    target_group = fleet.mocks.one("aws:lb/targetGroup:TargetGroup")
+    assert service["loadBalancers"][0]["containerPort"] == target_group.inputs["port"]
+    depends = fleet.options["vllm-fleet-service"].depends_on
+    assert fleet.service.load_balancer.listener in cast(list[Any], depends)
+    # Only the load balancer's security group reaches the tasks.
+    assert service["networkConfiguration"]["securityGroups"] == ["vllm-task-sg-id"]
+
+
+def test_default_vpc_subnets_are_used_when_none_are_given(fleet: Service) -> None:
+    service = fleet.inputs(SERVICE)
+    assert service["networkConfiguration"]["subnets"] == [f"subnet-0{z * 16}" for z in "abc"]
+    assert fleet.inputs("aws:lb/loadBalancer:LoadBalancer")["subnets"] == [f"subnet-0{z * 16}" for z in "abc"]
+
+
+def test_given_subnets_place_replicas_and_load_balancer_apart() -> None:
+    private = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
+    public = ["subnet-0cccccccccccccccc", "subnet-0dddddddddddddddd"]
+    fleet = deploy_service({**FLEET, "subnetIds": ",".join(private), "loadBalancerSubnetIds": ",".join(public)})
+    assert fleet.inputs(SERVICE)["networkConfiguration"]["subnets"] == private
+    assert fleet.inputs("aws:lb/loadBalancer:LoadBalancer")["subnets"] == public
+    assert fleet.inputs("aws:lb/targetGroup:TargetGroup")["vpcId"] == "vpc-0fedcba9876543210"  # the subnets' VPC
+
+
+def test_outputs_are_what_apps_and_operators_read(fleet: Service) -> None:
+    values = fleet.values
+    assert values["endpoint_url"] == f"http://{ALB_DNS}/v1"
+    assert values["load_balancer_dns_name"] == ALB_DNS
+    assert values["api_key"] == API_KEY
+    assert values["model"] == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert values["replicas"] == {"desired": 2, "min": 2, "max": 4}
+    assert values["ready"] == MOCK_SERVICE_READY_STDOUT
+    assert "at the minimum of 2 replicas" in values["plan_summary"]
+    assert "at the maximum of 4 replicas" in values["plan_summary"]
+    assert values["cluster_name"] and values["service_name"] and values["log_group_name"]
+
+
+def test_the_wait_probes_the_load_balancer_with_the_key_on_stdin_only(fleet: Service) -> None:
+    ready = fleet.mocks.one("command:local:Command").inputs
+    assert ready["stdin"] == API_KEY + "\n"
+    assert ready["environment"]["PROBE_URL"] == fleet.values["endpoint_url"] + "/models"
+    assert API_KEY not in json.dumps({k: v for k, v in ready.items() if k != "stdin"})
+    assert int(ready["environment"]["TIMEOUT_S"]) > 900
+
+
+def test_a_generated_key_is_kept_secret_and_reaches_the_parameters() -> None:
+    fleet = deploy_service(FLEET)
+    assert fleet.secret["api_key"]
+    key = fleet.values["api_key"]
+    values = {p.inputs["name"].rsplit("/", 1)[1]: p.inputs["value"] for p in fleet.mocks.of_type(PARAMETER)}
+    assert values["vllm-api-key"] == key and values["proxy-key-check"] == render_key_check(key)
+    assert "hf-token" not in values
+
+
+def test_https_with_a_domain() -> None:
+    fleet = deploy_service({**FLEET, "domain": "llm.example.com", "hostedZoneId": "Z0123456789ABCDEFGHIJ"})
+    assert fleet.values["endpoint_url"] == "https://llm.example.com/v1"
+    assert fleet.mocks.of_type("aws:acm/certificate:Certificate")
+
+
+def test_every_child_is_parented_and_the_policy_pack_passes(fleet: Service) -> None:
+    for name, opts in fleet.options.items():
+        if name != "vllm":
+            assert opts.parent is not None, name
+    assert violations(Deployed(fleet.mocks, cast(Any, None), options=fleet.options)) == []
+
+
+def test_a_fleet_is_not_an_endpoint_and_an_endpoint_is_not_a_fleet(tmp_path: Path) -> None:
+    pulumi.runtime.set_mocks(Mocks(), preview=False)
+    with pytest.raises(ConfigError, match="VllmService"):
+        VllmEndpoint("vllm", VllmEndpointArgs(replicas=2, api_allowed_cidrs=["93.184.216.0/24"]))
+    with pytest.raises(ConfigError, match="replicas"):
+        VllmService("single", VllmServiceArgs(api_allowed_cidrs=["93.184.216.0/24"],
+                                            ssh_allowed_cidrs=["93.184.216.0/24"]))
