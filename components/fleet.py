@@ -132,6 +132,9 @@ class VllmFleetArgs:
     metrics_scope: str = ""  # the metrics' `stack` dimension value (cloudwatch_agent.metrics_scope); "": stack
     # What the service waits for: ECS refuses a target group that no listener uses yet.
     service_depends_on: Sequence[pulumi.Resource] = ()
+    # A snapshot of a warm cache each new instance's cache volume starts from, and the rate EBS fills it at.
+    cache_snapshot_id: str | None = None
+    cache_initialization_rate_mib_s: int = 300
     # Each task's CloudWatch agent sidecar publishes vLLM's metrics (infra/render/ecs_metrics.py); the scaling
     # policy reads them. False: no sidecar, no task role, and the scaling policy has no data.
     metrics: bool = True
@@ -345,12 +348,12 @@ class VllmFleet(pulumi.ComponentResource):
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(device_name="/dev/xvda",
                                                              ebs=encrypted(args.root_volume_size_gb)),
-                # The model cache, per instance and gone with it: a replacement downloads the model again (a
-                # snapshot of a warm cache is the remedy, not a volume that outlives instances). Its speed is
-                # the plan's, sized to the instance's EBS bandwidth.
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(device_name=ECS_CACHE_DEVICE, ebs=encrypted(
-                    args.cache_volume_size_gb, cache.iops if gp3 and cache else None,
-                    cache.throughput_mib_s if gp3 and cache else None)),
+                # The model cache, per instance and gone with it: a replacement downloads the model again
+                # unless it starts from a snapshot of a warm cache (cache_snapshot_id). Its speed is the plan's,
+                # sized to the instance's EBS bandwidth.
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(device_name=ECS_CACHE_DEVICE, ebs=_cache_device(
+                    encrypted(args.cache_volume_size_gb, cache.iops if gp3 and cache else None,
+                              cache.throughput_mib_s if gp3 and cache else None), args)),
             ],
             user_data=self.cluster.name.apply(lambda cluster: ecs_host_user_data(
                 EcsHostSettings(cluster=cluster, cache_mount_point=host.cache_mount_point,
@@ -509,6 +512,20 @@ class VllmFleet(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         return target, policy
+
+
+def _cache_device(blank: aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs,
+                  args: VllmFleetArgs) -> aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs:
+    """The cache volume's mapping: blank and encrypted, or from the warm-cache snapshot. EC2 refuses an
+    encryption value with a snapshot (the volume takes the snapshot's: scripts/snapshot-cache.sh snapshots only
+    encrypted volumes), and fills it at the provisioned rate before the instance reads it, instead of fetching
+    each block from S3 on its first read (the model load would run at S3's pace)."""
+    if args.cache_snapshot_id is None:
+        return blank
+    return aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+        snapshot_id=args.cache_snapshot_id, volume_initialization_rate=args.cache_initialization_rate_mib_s,
+        volume_type="gp3", delete_on_termination="true", volume_size=args.cache_volume_size_gb,
+        iops=blank.iops, throughput=blank.throughput)
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,16 @@ class VllmEndpointArgs(TypedDict, total=False):
     ("How long the load balancer lets a removed replica finish the requests it is answering (it stops waiting "
      "as soon as none is left). Raise it for very long generations. Default: `300`. (Stack setting "
      "`deregistrationDelaySeconds`.)")
+    cache_snapshot_id: str
+    ("Start each new instance's cache volume from this snapshot of a warm cache (the model and vLLM's compile "
+     "cache), made by `scripts/snapshot-cache.sh <stack>` from a running endpoint: a new replica loads the "
+     "model from its volume instead of downloading it. Only instances launched afterwards use it. The snapshot"
+     " must be of an encrypted volume, no larger than `cacheVolumeSizeGb`. (Stack setting `cacheSnapshotId`.)")
+    cache_initialization_rate: int
+    ("With `cacheSnapshotId`: MiB/s at which EBS writes the snapshot's blocks into a new volume before it is "
+     "used (EBS Provisioned Rate for Volume Initialization, 100-300; billed per GiB initialized), so the model"
+     " loads at the volume's speed instead of fetching each block from S3 on its first read. Default: `300`. "
+     "(Stack setting `cacheInitializationRate`.)")
     surge_on_deploy: bool
     ("During a rolling update, start each new replica on an extra instance before its predecessor stops (no "
      "capacity lost; up to twice the instances for a while). false: never an extra instance; old replicas stop"

@@ -114,6 +114,8 @@ class VllmService(pulumi.ComponentResource):
                 target_group_arn=self.load_balancer.target_group_arn,
                 task_security_group_id=self.load_balancer.task_security_group_id, vpc_id=network.vpc_id,
                 ami_id=aws_settings.ami_id, ami_ssm_parameter=_ami_parameter(aws_settings),
+                cache_snapshot_id=fleet.cache_snapshot_id,
+                cache_initialization_rate_mib_s=fleet.cache_initialization_rate,
                 surge_on_deploy=fleet.surge_on_deploy, waiting_per_replica=fleet.waiting_per_replica,
                 metrics_scope=metrics_scope(pulumi.get_stack(), name), metrics=aws_settings.metrics,
                 service_depends_on=[self.load_balancer.listener, *self.load_balancer.listener_rules],

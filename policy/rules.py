@@ -446,7 +446,11 @@ def check_ebs_encryption(resource_type: str, props: Props) -> list[str]:
     elif resource_type == LAUNCH_TEMPLATE:
         for i, mapping in enumerate(_seq(props.get("blockDeviceMappings"))):
             ebs = mapping.get("ebs") if isinstance(mapping, Mapping) else None
-            if isinstance(ebs, Mapping) and not _is_true(ebs.get("encrypted")):
+            # A volume made from a snapshot takes the snapshot's encryption, and EC2 refuses an encryption
+            # value with a snapshot: the fleet's warm-cache snapshots are taken only of encrypted volumes
+            # (scripts/snapshot-cache.sh refuses others).
+            from_snapshot = isinstance(ebs, Mapping) and bool(raw(ebs.get("snapshotId")))
+            if isinstance(ebs, Mapping) and not from_snapshot and not _is_true(ebs.get("encrypted")):
                 messages.append(
                     f"blockDeviceMappings[{i}].ebs.encrypted is not 'true'. Set it on every EBS "
                     f"mapping. {instance_tail}"

@@ -63,6 +63,8 @@ CACHE_ROLE: Final = "cache"  # ROLE_TAG of the cache volume (the policy pack fin
 # balancer reaches them).
 FLEET_INSTANCES_ROLE: Final = "fleet-instances"
 FLEET_TASKS_ROLE: Final = "fleet-tasks"
+# ROLE_TAG of a warm-cache snapshot (scripts/snapshot-cache.sh), for whoever lists the account's snapshots.
+WARM_CACHE_ROLE: Final = "warm-cache"
 # What `pulumi destroy` does to a resource, as a tag: policy packs cannot see the retain_on_delete option
 # (the engine hands them only `protect`), and after a destroy `aws ec2 describe-volumes` finds the kept volume by it.
 ON_DESTROY_TAG: Final = f"{LABEL_PREFIX}:on-destroy"

@@ -84,6 +84,14 @@ class LoadBalancerPrices:
     lcu_hour: _Price
 
 
+@dataclass(frozen=True, config=STRICT_ENTRY)
+class SnapshotPrices:
+    """The us-east-1 list price of EBS snapshot storage, standard tier (the sources entry says where from)."""
+
+    checked: datetime.date
+    snapshot_gb_month: _Price
+
+
 class PricesFile(DataFile):
     hours_per_month: Annotated[int, Field(gt=0)]
     fallback_region: str
@@ -94,6 +102,7 @@ class PricesFile(DataFile):
     spot_prices: tuple[SpotPrice, ...] = ()
     cloudwatch: CloudWatchPrices
     load_balancer: LoadBalancerPrices
+    ebs_snapshots: SnapshotPrices
 
     _unique = field_validator("regions")(unique_names)
 
@@ -127,6 +136,7 @@ IO2_IOPS_TIER_LIMITS: Final = _DATA.io2_iops_tier_limits
 PRICES_CHECKED: Final[datetime.date] = _DATA.checked
 CLOUDWATCH: Final = _DATA.cloudwatch
 LOAD_BALANCER: Final = _DATA.load_balancer
+EBS_SNAPSHOTS: Final = _DATA.ebs_snapshots
 SPOT_PRICES: Mapping[tuple[str, str], SpotPrice] = MappingProxyType(
     {(s.instance, s.region): s for s in _DATA.spot_prices})
 

@@ -685,6 +685,7 @@ def _capability_text(value: Any) -> Any:
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,31}$")
+_SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$")
 SubnetIds = Annotated[list[Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")]],
                       BeforeValidator(_split_list)]
 InstanceTypes = Annotated[list[Annotated[str, _matching(_INSTANCE_TYPE, "an EC2 instance type", "g5.2xlarge")]],
@@ -763,6 +764,21 @@ class FleetSettings(_Section):
         ALB_DEREGISTRATION_DELAY_S, description="How long the load balancer lets a removed replica finish the "
         "requests it is answering (it stops waiting as soon as none is left). Raise it for very long "
         "generations.",
+        json_schema_extra=effect(FLEET),
+    )
+    cache_snapshot_id: Annotated[str, _matching(_SNAPSHOT_ID, "an EBS snapshot id",
+                                                "snap-0123456789abcdef0")] | None = Field(
+        None, description="Start each new instance's cache volume from this snapshot of a warm cache (the model "
+        "and vLLM's compile cache), made by `scripts/snapshot-cache.sh <stack>` from a running endpoint: a new "
+        "replica loads the model from its volume instead of downloading it. Only instances launched afterwards "
+        "use it. The snapshot must be of an encrypted volume, no larger than `cacheVolumeSizeGb`.",
+        json_schema_extra=effect(FLEET),
+    )
+    cache_initialization_rate: Annotated[int, Field(ge=100, le=300)] = Field(
+        300, description="With `cacheSnapshotId`: MiB/s at which EBS writes the snapshot's blocks into a new "
+        "volume before it is used (EBS Provisioned Rate for Volume Initialization, 100-300; billed per GiB "
+        "initialized), so the model loads at the volume's speed instead of fetching each block from S3 on its "
+        "first read.",
         json_schema_extra=effect(FLEET),
     )
     surge_on_deploy: bool = Field(
@@ -1076,6 +1092,10 @@ _NOT_ON_A_FLEET = {
     "recovery_alarm": "the Auto Scaling group replaces an impaired fleet instance",
     "detailed_monitoring": "fleet instances always have detailed monitoring",
     "tls": "a fleet serves HTTPS from the load balancer: set domain and hostedZoneId",
+    # Behind the load balancer every request comes from its addresses, so an allowlist could not tell a
+    # monitoring system from the internet; each task's agent sidecar reads /metrics from vLLM directly.
+    "metrics_allowed_cidrs": "each replica's metrics are read inside its task by the CloudWatch agent sidecar, "
+                             "and behind the load balancer the proxy cannot tell who asks",
     "model_path": "a fleet cannot upload a local folder yet: bake the fine-tune into an image (FROM "
                   "vllm/vllm-openai) in a registry the instances can pull from, and set image and imageTag",
     "image_build_context": "a fleet cannot build on a host: push the image to a registry (e.g. ECR) and set "
@@ -1114,6 +1134,9 @@ def _fleet_problems(cfg: StackConfig) -> list[str]:
     if cfg.aws.cache_volume_type != "gp3":
         problems.append(f"cacheVolumeType: a fleet's cache volumes are gp3 (got {cfg.aws.cache_volume_type}); "
                         "unset it")
+    if _differs_from_default(f, "cache_initialization_rate") and f.cache_snapshot_id is None:
+        problems.append("cacheInitializationRate: applies to volumes made from cacheSnapshotId; set that, or "
+                        "remove cacheInitializationRate")
     return (problems + _set_outside_target(cfg, "existing_host", ExistingHostSettings)
             + _set_outside_target(cfg, "local", LocalSettings))
 

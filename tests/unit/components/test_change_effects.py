@@ -242,13 +242,16 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
                          {"domain": "llm.example.com", "hostedZoneId": "Z9876543210ABCDEFGHIJ"}),
         "deregistrationDelaySeconds": ({}, {"deregistrationDelaySeconds": "120"}),
         "surgeOnDeploy": ({}, {"surgeOnDeploy": "false"}),
+        "cacheSnapshotId": ({}, {"cacheSnapshotId": "snap-0123456789abcdef0"}),
+        "cacheInitializationRate": ({"cacheSnapshotId": "snap-0123456789abcdef0"},
+                                    {"cacheSnapshotId": "snap-0123456789abcdef0", "cacheInitializationRate": "150"}),
     }
 
 
 FLEET_BASE = {"replicas": "2", "apiAllowedCidrs": "93.184.216.0/24"}
 FLEET_KEYS = {"replicas", "minReplicas", "maxReplicas", "waitingPerReplica", "onDemandBase", "spotWeight",
               "onDemandWeight", "extraInstanceTypes", "subnetIds", "loadBalancerSubnetIds", "domain", "hostedZoneId",
-              "deregistrationDelaySeconds", "surgeOnDeploy"}
+              "deregistrationDelaySeconds", "surgeOnDeploy", "cacheSnapshotId", "cacheInitializationRate"}
 
 
 EXISTING_HOST_KEYS = {"endpointName", "hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir",

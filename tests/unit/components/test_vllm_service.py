@@ -183,3 +183,41 @@ def test_a_fleet_is_not_an_endpoint_and_an_endpoint_is_not_a_fleet(tmp_path: Pat
     with pytest.raises(ConfigError, match="replicas"):
         VllmService("single", VllmServiceArgs(api_allowed_cidrs=["93.184.216.0/24"],
                                             ssh_allowed_cidrs=["93.184.216.0/24"]))
+
+
+def test_a_warm_cache_snapshot_seeds_new_instances_cache_volumes() -> None:
+    fleet = deploy_service({**FLEET, "cacheSnapshotId": "snap-0123456789abcdef0"})
+    mappings = fleet.inputs("aws:ec2/launchTemplate:LaunchTemplate")["blockDeviceMappings"]
+    cache = next(m["ebs"] for m in mappings if m["deviceName"] == "/dev/xvdf")
+    assert (cache["snapshotId"], cache["volumeInitializationRate"]) == ("snap-0123456789abcdef0", 300)
+    assert "encrypted" not in cache  # EC2 refuses it with a snapshot: the volume takes the snapshot's
+    root = next(m["ebs"] for m in mappings if m["deviceName"] == "/dev/xvda")
+    assert root["encrypted"] == "true"
+    assert violations(Deployed(fleet.mocks, cast(Any, None), options=fleet.options)) == []
+
+
+def test_an_initialization_rate_without_a_snapshot_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cacheInitializationRate: applies to volumes made from cacheSnapshotId"):
+        deploy_service({**FLEET, "cacheInitializationRate": "200"})
+
+
+def test_settings_of_one_vm_are_refused_on_a_fleet_each_with_its_reason() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_stack_config({**FLEET, "sshAllowedCidrs": "93.184.215.14/32", "capacity": "spot",
+                           "metricsAllowedCidrs": "10.1.0.0/16", "tls": "self-signed", "gpus": "0"})
+    problems = info.value.problems
+    assert any(p.startswith("sshAllowedCidrs: has no effect on a fleet: a fleet has no SSH") for p in problems)
+    assert any(p.startswith("capacity: has no effect on a fleet: a fleet mixes spot") for p in problems)
+    assert any(p.startswith("metricsAllowedCidrs: has no effect on a fleet") for p in problems)
+    assert any(p.startswith("tls: has no effect on a fleet") and "domain and hostedZoneId" in p for p in problems)
+    assert any(p.startswith("gpus: a fleet replica takes all the GPUs") for p in problems)
+
+
+def test_fleet_settings_without_replicas_are_refused_before_anything() -> None:
+    with pytest.raises(ConfigError, match=r"maxReplicas: sets up a fleet .* set replicas"):
+        load_stack_config({"sshAllowedCidrs": "93.184.215.14/32", "apiAllowedCidrs": "93.184.216.0/24",
+                           "maxReplicas": "4"})
+    with pytest.raises(ConfigError, match=r"replicas: need minReplicas \(3\) <= replicas \(2\)"):
+        load_stack_config({**FLEET, "minReplicas": "3"})
+    with pytest.raises(ConfigError, match="domain and hostedZoneId: give both"):
+        load_stack_config({**FLEET, "domain": "llm.example.com"})

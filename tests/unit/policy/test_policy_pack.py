@@ -563,6 +563,15 @@ CASES = [
             LAUNCH_TEMPLATE_OK["blockDeviceMappings"][0], {"deviceName": "/dev/xvdb", "ebs": {"volumeSize": 100}}]),
         ("blockDeviceMappings[1].ebs.encrypted is not 'true'", "CKV_AWS_8"),
     ),
+    # A cache volume from a warm-cache snapshot takes the snapshot's encryption (EC2 refuses a value with it).
+    Case(
+        "ebs-launch-template-cache-from-a-snapshot",
+        "ebs-encrypted",
+        rules.LAUNCH_TEMPLATE,
+        launch_template(blockDeviceMappings=[
+            LAUNCH_TEMPLATE_OK["blockDeviceMappings"][0],
+            {"deviceName": "/dev/xvdf", "ebs": {"snapshotId": "snap-0123456789abcdef0", "volumeSize": 100}}]),
+    ),
     # 5. detailed-monitoring
     Case("monitoring-on", "detailed-monitoring", rules.INSTANCE, instance()),
     Case(
