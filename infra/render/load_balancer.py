@@ -147,11 +147,16 @@ class LoadBalancerSpec:
         return str(self.default_response.status_code)
 
 
+def path_pattern_regex(pattern: str) -> str:
+    """An ALB path pattern as an anchored regex: `*` any run (slashes included), `?` one character, the rest
+    literal (the real-parts test gives it to HAProxy)."""
+    return "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+
+
 def path_pattern_matches(pattern: str, path: str) -> bool:
     """ALB's path-pattern comparison: the whole path, case-sensitive, `*` any run (slashes included), `?`
     one character, nothing decoded or normalised."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, path, flags=re.DOTALL) is not None
+    return re.search(path_pattern_regex(pattern), path, flags=re.DOTALL) is not None
 
 
 def forward_rules() -> tuple[ForwardRule, ...]:

@@ -34,6 +34,7 @@ from tests.real.harness.deployer import (
     DEFAULT_STACK,
     TEST_PROJECT,
     StageTimes,
+    assert_client_served,
     cpu_adapt,
     existing_host_config,
     prepare_host,
@@ -119,12 +120,7 @@ def direct_proxy(task: Task) -> int:
 
 
 def test_the_task_serves_the_model_to_the_official_client_with_the_key(task: Task) -> None:
-    client = openai.OpenAI(base_url=task.url, api_key=task.api_key, max_retries=0, timeout=60)
-    assert [m.id for m in client.models.list().data] == [SERVED_NAME]
-    reply = client.chat.completions.create(
-        model=SERVED_NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
-    assert reply.choices[0].message.content is not None
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert_client_served(task.url, task.api_key, SERVED_NAME)
 
 
 def test_without_the_key_or_with_another_the_task_answers_401(task: Task) -> None:

@@ -310,9 +310,15 @@ class StageTimes:
 def assert_serves(deployment: Deployment, served_name: str) -> None:
     """The official openai client, at the exported URL with the exported key, lists exactly the served
     model and gets a chat completion from it."""
+    assert_client_served(deployment.endpoint_url, deployment.api_key, served_name)
+
+
+def assert_client_served(base_url: str, api_key: str, served_name: str) -> None:
+    """The official openai client, at `base_url` with `api_key`, lists exactly the served model and gets a chat
+    completion from it."""
     import openai
 
-    client = openai.OpenAI(base_url=deployment.endpoint_url, api_key=deployment.api_key, max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [served_name]
     reply = client.chat.completions.create(
         model=served_name, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)

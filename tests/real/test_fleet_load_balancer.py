@@ -1,0 +1,474 @@
+"""The fleet's load balancer on real parts: two replicas of the endpoint (vLLM + the nginx proxy, from the same
+container specs as the ECS task), each on its own test host, behind a real HAProxy configured from the same
+`load_balancer_spec()` as the ALB's target group and listener (tests/real/harness/alb_haproxy.py maps each
+setting and says what differs). The target port is the endpoint's API port on each host, as one target group
+port serves every task.
+
+What it proves, through the official openai client at the load balancer:
+- the metric the scaling policy tracks is a gauge on the real server, kept by name by the CloudWatch agent's
+  rendered config, and it rises when requests queue (max-num-seqs 1);
+- a replica that joins (registered as soon as its containers run, as ECS does) gets no request while vLLM
+  loads, is put in service interval x healthy threshold after it is ready, then takes its share; the clients
+  see no failure and their longest wait between answers is printed;
+- a replica removed during a burst of streams loses nothing: it is drained (no new request, those in flight
+  finish), then stopped as ECS stops a task, and the service keeps answering.
+Together the last two are a rolling update's two halves (one replica leaves, a new one joins). Where each
+request went is read on the replicas themselves: vLLM's request counter (where the CloudWatch agent scrapes it)
+and the proxy's access log. Two vLLM starts in all: the first replica's, and the second's while the first serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from tests.real.harness import images
+from tests.real.harness.alb_haproxy import Drained, Haproxy, Target, running_haproxy
+from tests.real.harness.common import BUILD_DIR, prerequisite_problem, wait_for
+from tests.real.harness.deployer import (
+    DEFAULT_NAMES,
+    DEFAULT_STACK,
+    Deployment,
+    StageTimes,
+    deploy,
+    existing_host_config,
+    make_cache_dir,
+    run_gate,
+)
+from tests.real.harness.testhost import TestHost, start_test_host
+from vllm_endpoint.infra.catalog.names import FORWARDED_PREFIX, HEALTH_PATH, METRICS_NAMESPACE
+from vllm_endpoint.infra.render.alarms import WAITING
+from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, render_agent_config, render_scrape_config
+from vllm_endpoint.infra.render.load_balancer import load_balancer_spec
+from vllm_endpoint.infra.settings.models import StackConfig
+
+pytestmark = pytest.mark.real
+
+SERVED_NAME = "tiny-fleet"
+API_PORT = 30021
+# One sequence at a time: a few concurrent requests queue (the scaling metric) and a burst keeps each replica
+# busy long enough to be removed in the middle of it.
+MAX_NUM_SEQS = 1
+# Short, so that a drain that did not end by itself would show within the test (ALB's default is 300 s).
+DRAIN_DELAY_S = 30
+ANSWER_TOKENS = 8  # the steady clients' short answers
+BURST_WORKERS, STREAMS_PER_WORKER, STREAM_TOKENS = 4, 4, 48
+# Long answers, so that the queue lasts several samples.
+QUEUED_REQUESTS, QUEUED_TOKENS, QUEUE_SAMPLES = 6, 256, 40
+NOT_READY_REQUESTS = 8  # at least this many answered while the joining replica loads
+# Polling the stats and /health every 0.1-0.5 s, and a check's own duration.
+CHECK_SLACK_S = 1.5
+START_TIMEOUT_S = 600  # a vLLM start on a busy 2-core machine
+
+
+@dataclass
+class Answer:
+    started: float  # monotonic
+    ended: float
+    error: str = ""  # empty: answered
+    tokens: int = 0
+    finish_reason: str | None = None
+    max_chunk_gap: float = 0.0  # streams: the longest wait between two chunks
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+@dataclass
+class Fleet:
+    lb: Haproxy
+    hosts: dict[str, TestHost]
+    configs: dict[str, StackConfig]
+    replicas: dict[str, Deployment]  # running and registered
+    api_key: str
+
+    def client(self) -> openai.OpenAI:
+        # No retries: a failed request must show as one.
+        return openai.OpenAI(base_url=self.lb.url + FORWARDED_PREFIX.rstrip("/"), api_key=self.api_key,
+                             max_retries=0, timeout=300)
+
+    def remove(self, name: str, before_stop: Callable[[Deployment], None] | None = None) -> Removed:
+        """What ECS does to a task leaving the service: deregister (drain), then stop its containers."""
+        drained = self.lb.deregister(name)
+        deployment = self.replicas.pop(name)
+        if before_stop is not None:
+            before_stop(deployment)
+        return Removed(drained, stop_replica(deployment))
+
+
+@dataclass(frozen=True)
+class Removed:
+    drained: Drained
+    stop_seconds: dict[str, float]  # by container, in the order stopped
+
+
+def stop_replica(deployment: Deployment) -> dict[str, float]:
+    """ECS stops a task's containers in reverse dependency order, the proxy first, then vLLM; `docker stop` uses
+    each container's own stop timeout (its spec's --stop-timeout): SIGTERM, then SIGKILL. Returns the seconds
+    each took to stop."""
+    took = {}
+    for spec in reversed(deployment.specs):
+        start = time.monotonic()
+        # On a loaded machine the engine may answer that the killed container sent no exit event in its 10 s;
+        # it is stopped when it no longer runs.
+        deployment.host.docker("stop", spec.name, timeout=300, check=False)
+        wait_for(lambda name=spec.name: not running(deployment.host, name), timeout=120,
+                 what=f"{spec.name} stopped")
+        took[spec.name] = time.monotonic() - start
+    return took
+
+
+def running(host: TestHost, name: str) -> bool:
+    return host.docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+
+
+def replica_config(host: TestHost, cache_dir: Path, model: Path, core: int) -> StackConfig:
+    # Each replica of a fleet has its instance to itself. Here two vLLM CPU engines share 2 cores, and each
+    # binds its worker to core 0 by default (vLLM reserves the other): the second would load while the first's
+    # busy worker holds that core. So each gets its own core, with the product's own extraEnv setting (what a
+    # user of a CPU host would set).
+    return existing_host_config(host, cache_dir, modelPath=str(model), servedModelName=SERVED_NAME,
+                                maxModelLen="512", apiPort=str(API_PORT), maxNumSeqs=str(MAX_NUM_SEQS),
+                                extraEnv=json.dumps({"VLLM_CPU_OMP_THREADS_BIND": str(core)}))
+
+
+def wall(monotonic: float) -> float:
+    return time.time() - (time.monotonic() - monotonic)
+
+
+# --- reading the replicas themselves ---------------------------------------------------------------------
+
+def scrape_job(deployment: Deployment) -> tuple[str, dict[str, Any], AgentInputs]:
+    """The URL the CloudWatch agent scrapes on this replica (the rendered scrape config's target: vLLM on the
+    endpoint's private network, from the host), that job, and the agent's inputs."""
+    networks = json.loads(deployment.host.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}",
+                                                 deployment.plan.vllm.name).stdout)
+    inputs = AgentInputs(stack=DEFAULT_STACK, namespace=METRICS_NAMESPACE,
+                         vllm_address=networks[deployment.plan.network]["IPAddress"])
+    job = yaml.safe_load(render_scrape_config(inputs))["scrape_configs"][0]
+    (target,) = job["static_configs"][0]["targets"]
+    return f"{job['scheme']}://{target}{job['metrics_path']}", job, inputs
+
+
+def served(deployment: Deployment) -> float:
+    """Requests vLLM answered since it started (vllm:request_success_total, summed over its labels)."""
+    url, _, _ = scrape_job(deployment)
+    text = deployment.host.ssh(f"curl -sS --fail --max-time 10 {shlex.quote(url)}").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:request_success_total"))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A replica's served count, and when (monotonic) the reading began and ended."""
+
+    value: float
+    start: float
+    end: float
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> Reading:
+        start = time.monotonic()
+        value = served(deployment)
+        return cls(value, start, time.monotonic())
+
+
+def api_requests_logged(deployment: Deployment, since: float) -> list[float]:
+    """Wall-clock times of the API requests the replica's proxy logged (its access log, one line per request;
+    Docker's timestamp), since `since`. Health checks are not API requests."""
+    logs = deployment.host.docker("logs", "--timestamps", "--since", f"{since:.3f}",
+                                  deployment.plan.names.proxy_container)
+    times = []
+    for line in logs.stdout.splitlines():
+        stamp, _, entry = line.partition(" ")
+        if f" {FORWARDED_PREFIX}" in entry:
+            # RFC 3339 with nanoseconds; Python reads microseconds.
+            times.append(datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp)).timestamp())
+    return times
+
+
+# --- clients ------------------------------------------------------------------------------------------------
+
+def chat(client: openai.OpenAI, tokens: int) -> Answer:
+    started = time.monotonic()
+    try:
+        reply = client.chat.completions.create(
+            model=SERVED_NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=tokens,
+            temperature=0, extra_body={"ignore_eos": True})
+    except openai.OpenAIError as exc:
+        return Answer(started, time.monotonic(), error=repr(exc))
+    usage = reply.usage.completion_tokens if reply.usage else 0
+    return Answer(started, time.monotonic(), tokens=usage, finish_reason=reply.choices[0].finish_reason)
+
+
+def stream(client: openai.OpenAI, tokens: int) -> Answer:
+    """A streamed chat completion, read to its end (usage in the last chunk: the whole answer arrived)."""
+    started = last = time.monotonic()
+    answer = Answer(started, started)
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model=SERVED_NAME, messages=[{"role": "user", "content": "tell me a story"}], max_tokens=tokens,
+            temperature=0, stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+        if raw.status_code != 200:
+            answer.error = f"HTTP {raw.status_code}"
+        for chunk in raw.parse():
+            now = time.monotonic()
+            answer.max_chunk_gap, last = max(answer.max_chunk_gap, now - last), now
+            if chunk.choices and chunk.choices[0].finish_reason:
+                answer.finish_reason = chunk.choices[0].finish_reason
+            if chunk.usage is not None:
+                answer.tokens = chunk.usage.completion_tokens
+    except openai.OpenAIError as exc:
+        answer.error = repr(exc)
+    answer.ended = time.monotonic()
+    return answer
+
+
+@dataclass
+class SteadyClient:
+    """Workers sending short chat completions through the load balancer one after another: the service as its
+    users see it while a replica leaves or joins."""
+
+    fleet: Fleet
+    workers: int = 2
+    pause_s: float = 0.2
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _work(self) -> None:
+        client = self.fleet.client()
+        while not self._stop.is_set():
+            self.answers.append(chat(client, ANSWER_TOKENS))
+            self._stop.wait(self.pause_s)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[SteadyClient]:
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            for thread in self._threads:
+                thread.join(timeout=330)
+
+    def answered_after(self, moment: float) -> int:
+        return sum(1 for a in list(self.answers) if a.ok and a.started > moment)
+
+    def max_gap(self) -> float:
+        """The longest time between two successive answers."""
+        ends = sorted(a.ended for a in self.answers if a.ok)
+        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+
+
+# --- the fleet ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fleet(test_host: TestHost, vllm_image: str, tiny_model: Path, times: StageTimes,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    problem = prerequisite_problem(("haproxy", "curl"))
+    if problem:
+        pytest.skip(problem)
+    with contextlib.ExitStack() as stack:
+        started = time.monotonic()
+        second = stack.enter_context(start_test_host())
+        hosts = {"a": test_host, "b": second}
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        for var in ("no_proxy", "NO_PROXY"):
+            patch.setenv(var, ",".join(filter(None, [os.environ.get(var, ""), second.address])))
+        caches = {n: make_cache_dir(h, BUILD_DIR / "host-cache" / f"{h.name}-fleet") for n, h in hosts.items()}
+        stack.callback(_clean_up, hosts, caches)
+        configs = {n: replica_config(h, caches[n], tiny_model, core) for core, (n, h) in enumerate(hosts.items())}
+        api_key = secrets.token_urlsafe(36)  # one secret for every task of the service
+        images.build_nginx_image(test_host, tag=configs["a"].access.proxy_image)
+        first = deploy(test_host, configs["a"], api_key, gate=False)
+        # The second host's images while the first replica loads.
+        image_start = time.monotonic()
+        images.build_vllm_image(second)
+        images.build_nginx_image(second, tag=configs["b"].access.proxy_image)
+        times.add("fleet_second_host_images", time.monotonic() - image_start)
+        spec = load_balancer_spec(target_port=API_PORT, deregistration_delay_s=DRAIN_DELAY_S)
+        lb = stack.enter_context(running_haproxy(spec, [Target(n, h.address) for n, h in hosts.items()],
+                                                 tmp_path_factory.mktemp("fleet-lb")))
+        # ECS registers a task once it runs; the load balancer's checks keep it out until vLLM is ready.
+        lb.register("a")
+        first.gate_seconds, first.gate_output = run_gate(first)
+        first.timings["readiness_gate"] = first.gate_seconds
+        times.add_deploy(first, "replica a")
+        times.add("fleet_first_replica_ready", time.monotonic() - started)
+        yield Fleet(lb, hosts, configs, {"a": first}, api_key)
+
+
+def _clean_up(hosts: dict[str, TestHost], caches: dict[str, Path]) -> None:
+    for name, host in hosts.items():
+        host.remove_all_containers()
+        host.docker("network", "rm", DEFAULT_NAMES.network, check=False)
+        shutil.rmtree(caches[name], ignore_errors=True)
+
+
+def in_service(fleet: Fleet, name: str) -> None:
+    """Waits until the load balancer has `name` in service (its checks pass from when it is ready)."""
+    check = fleet.lb.spec.target_group.health_check
+    fleet.lb.wait_status(name, "UP", timeout=check.seconds_to_healthy + check.interval_s + CHECK_SLACK_S)
+
+
+@dataclass(frozen=True)
+class Joined:
+    deployment: Deployment
+    deployed: float  # monotonic: its containers were started and it was registered
+    ready: float  # its /health first answered 200, asked directly
+    up: float  # the load balancer put it in service
+    staying_before: Reading  # the other replica's served count after `deployed`
+    staying_after: Reading  # ... and after `ready`
+
+
+def join(fleet: Fleet, name: str, staying: str) -> Joined:
+    """A new replica on its host, registered once its containers run (before vLLM is ready), as ECS does."""
+    lb, host = fleet.lb, fleet.hosts[name]
+    check = lb.spec.target_group.health_check
+    deployment = deploy(host, fleet.configs[name], fleet.api_key, gate=False)
+    lb.register(name)
+    deployed = time.monotonic()
+    before = Reading.of(fleet.replicas[staying])
+    health = f"http://{host.address}:{API_PORT}{HEALTH_PATH}"
+    polling = time.monotonic()
+    ready = polling + host.wait_http(health, timeout=START_TIMEOUT_S, container=deployment.plan.vllm.name,
+                                     status=int(check.matcher))
+    after = Reading.of(fleet.replicas[staying])
+    up = lb.wait_status(name, "UP", timeout=check.seconds_to_healthy + check.interval_s + CHECK_SLACK_S)
+    fleet.replicas[name] = deployment
+    return Joined(deployment, deployed, ready, up, before, after)
+
+
+# --- the tests --------------------------------------------------------------------------------------------------
+
+def test_the_scaling_policy_tracks_a_gauge_the_real_server_raises_when_requests_queue(fleet: Fleet) -> None:
+    """The target tracking policy's metric (components/vllm_service.py) is the real server's gauge, published
+    under the same name by the CloudWatch agent's rendered config, and it counts the queue."""
+    replica = fleet.replicas["a"]
+    url, job, inputs = scrape_job(replica)
+    direct = openai.OpenAI(base_url=replica.endpoint_url, api_key=fleet.api_key, max_retries=0, timeout=300)
+    # POSIX sh (the SSH user's shell): a fixed number of samples, each line of the metric kept.
+    sampler = (f"i=0; while [ $i -lt {QUEUE_SAMPLES} ]; do i=$((i + 1)); curl -sS --max-time 5 {shlex.quote(url)} "
+               f"| grep -E {shlex.quote('^(# TYPE )?' + WAITING + '[ {]')}; sleep 0.1; done")
+    with ThreadPoolExecutor(QUEUED_REQUESTS + 1) as pool:
+        sampling = pool.submit(replica.host.ssh, sampler, timeout=QUEUE_SAMPLES * 5 + 60)
+        time.sleep(1)  # the sampler's SSH connection is up: it sees the queue from its start
+        answers = [pool.submit(chat, direct, QUEUED_TOKENS) for _ in range(QUEUED_REQUESTS)]
+        lines = sampling.result().stdout.splitlines()
+        assert all(a.result().ok for a in answers)
+    types = {line.split()[2]: line.split()[3] for line in lines if line.startswith("# TYPE ")}
+    samples = [float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")]
+    print(f"{WAITING}: {len(samples)} samples during {QUEUED_REQUESTS} concurrent requests at max-num-seqs "
+          f"{MAX_NUM_SEQS}, max {max(samples, default=0):.0f}")
+    assert types == {WAITING: "gauge"}
+    assert samples and max(samples) > 0
+    # The agent keeps it (Prometheus anchors the relabel regex) and publishes it under its own name: WAITING is
+    # what components/vllm_service.py gives the policy as metric_name (tests/unit/components/test_vllm_fleet.py
+    # checks the policy's arguments).
+    assert re.fullmatch(job["metric_relabel_configs"][0]["regex"], WAITING)
+    agent = json.loads(render_agent_config(inputs))
+    declarations = agent["logs"]["metrics_collected"]["prometheus"]["emf_processor"]["metric_declaration"]
+    assert any(re.fullmatch(selector, WAITING) for d in declarations for selector in d["metric_selectors"])
+
+
+def test_a_joining_replica_gets_no_traffic_until_it_passes_the_health_checks(fleet: Fleet, times: StageTimes) -> None:
+    """b joins while a serves: nothing reaches it while vLLM loads, it is in service interval x healthy
+    threshold after it is ready, then takes its share; no client request fails meanwhile."""
+    if "b" in fleet.replicas:  # run after the removal test's own join: leave first
+        fleet.remove("b")
+    check = fleet.lb.spec.target_group.health_check
+    in_service(fleet, "a")
+    # One request a second: the users of a meanwhile, without starving b's start on this 2-core machine.
+    with SteadyClient(fleet, workers=1, pause_s=1.0).running() as steady:
+        wait_for(lambda: steady.answered_after(0) >= 2, timeout=120, what="the first answers")
+        joined = join(fleet, "b", staying="a")
+        since = wall(joined.deployed)
+        wait_for(lambda: len(api_requests_logged(joined.deployment, since)) >= 2, timeout=60,
+                 what="requests reaching b")
+    times.add("fleet_join_ready", joined.ready - joined.deployed)
+    logged = api_requests_logged(joined.deployment, since)
+    failed = [a for a in steady.answers if not a.ok]
+    # Answered between the two readings of a's counter: surely counted (started after the first reading ended,
+    # answered before the second began), or possibly (overlapping the readings at all).
+    before, after = joined.staying_before, joined.staying_after
+    surely = sum(1 for a in steady.answers if a.ok and a.started > before.end and a.ended < after.start)
+    possibly = sum(1 for a in steady.answers if a.ok and a.ended > before.start and a.started < after.end)
+    a_served = after.value - before.value
+    print(f"join: {len(steady.answers)} answers; b loaded for {joined.ready - joined.deployed:.0f} s, meanwhile "
+          f"a answered {a_served:.0f} (clients got {surely}-{possibly}); b UP {joined.up - joined.ready:.1f} s "
+          f"after ready (interval x healthy threshold = {check.seconds_to_healthy} s); {len(logged)} requests "
+          f"reached b since; max gap between answers {steady.max_gap():.2f} s; failed {len(failed)}")
+    assert not failed, failed[:3]
+    assert surely >= NOT_READY_REQUESTS
+    # Every request answered while b loaded went to a, and b logged none before it was in service.
+    assert surely <= a_served <= possibly
+    assert logged and min(logged) >= wall(joined.up) - CHECK_SLACK_S
+    # Ready -> in service: the first passing check comes within one interval, then threshold - 1 more.
+    assert (check.healthy_threshold - 1) * check.interval_s - CHECK_SLACK_S <= joined.up - joined.ready
+    assert joined.up - joined.ready <= check.seconds_to_healthy + CHECK_SLACK_S
+
+
+def test_a_replica_removed_during_a_burst_loses_no_request(fleet: Fleet) -> None:
+    in_service(fleet, "a")
+    if "b" not in fleet.replicas:  # run on its own: b joins first
+        join(fleet, "b", staying="a")
+    lb, leaving = fleet.lb, fleet.replicas["b"]
+    before = served(leaving)
+    counted: dict[str, float] = {}
+
+    def streams() -> list[Answer]:
+        client = fleet.client()
+        return [stream(client, STREAM_TOKENS) for _ in range(STREAMS_PER_WORKER)]
+
+    def count_served(deployment: Deployment) -> None:
+        counted["served"] = served(deployment) - before
+
+    with SteadyClient(fleet).running() as steady, ThreadPoolExecutor(BURST_WORKERS) as pool:
+        burst_futures = [pool.submit(streams) for _ in range(BURST_WORKERS)]
+        # b running one stream and queueing another (max-num-seqs 1): the drain has work to wait for.
+        wait_for(lambda: lb.in_flight("b") >= 2, timeout=60, interval=0.05, what="requests in flight on b")
+        removal_started = time.monotonic()
+        removal = fleet.remove("b", before_stop=count_served)
+        removed = time.monotonic()
+        burst = [answer for future in burst_futures for answer in future.result()]
+        wait_for(lambda: steady.answered_after(removed) >= 3, timeout=120, what="answers after the removal")
+
+    failed = [a for a in burst + steady.answers if not a.ok]
+    drained = removal.drained
+    stops = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in removal.stop_seconds.items())
+    print(f"removal: {len(burst)} streams of {STREAM_TOKENS} tokens, {sum(a.started > removal_started for a in burst)} "
+          f"started after the drain began; b had {drained.in_flight_at_start} in flight when it began and answered "
+          f"{counted['served']:.0f} before its stop; drained in {drained.seconds:.1f} s (delay {DRAIN_DELAY_S} s), "
+          f"stopped {stops}; steady: {len(steady.answers)} answers, max gap between answers "
+          f"{steady.max_gap():.2f} s; max gap between stream chunks {max(a.max_chunk_gap for a in burst):.2f} s; "
+          f"failed {len(failed)}")
+    assert not failed, failed[:3]
+    assert all(a.tokens == STREAM_TOKENS and a.finish_reason == "length" for a in burst)
+    # b had requests in flight when it left, and the drain ended because they finished, not by the delay.
+    assert drained.in_flight_at_start >= 2 and drained.left_in_flight == 0
+    assert drained.seconds < DRAIN_DELAY_S
+    assert counted["served"] >= drained.in_flight_at_start
+    assert any(a.started > removal_started for a in burst), "the burst was over before the removal"
+    assert steady.answered_after(removed) >= 3
