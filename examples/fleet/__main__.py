@@ -12,29 +12,31 @@ from vllm_endpoint import VllmService, VllmServiceArgs
 # Pulumi.yaml declares each key with its default; the CLI passes the defaults, so `require` never states one
 # a second time.
 config = pulumi.Config()
-domain = config.require("domain") or None  # '' (the default): HTTP on the load balancer's own name
 
-service = VllmService(
-    "chat",
-    VllmServiceArgs(
-        model=config.require("model"),
-        instance_type=config.require("instanceType"),
-        replicas=config.require_int("minReplicas"),
-        min_replicas=config.require_int("minReplicas"),
-        max_replicas=config.require_int("maxReplicas"),
-        # One replica always on demand; above it, one spot instance for each on-demand one.
-        on_demand_base=1,
-        spot_weight=1,
-        on_demand_weight=1,
-        # Required, with no default: the API only from your apps (the load balancer's listeners).
-        api_allowed_cidrs=config.require_object("apiAllowedCidrs"),
-        subnet_ids=config.require_object("subnetIds") or None,
-        load_balancer_subnet_ids=config.require_object("loadBalancerSubnetIds") or None,
-        domain=domain,
-        hosted_zone_id=config.require("hostedZoneId") if domain else None,
-        tags={"environment": pulumi.get_stack(), **config.require_object("tags")},
-    ),
+args = VllmServiceArgs(
+    model=config.require("model"),
+    instance_type=config.require("instanceType"),
+    replicas=config.require_int("minReplicas"),
+    min_replicas=config.require_int("minReplicas"),
+    max_replicas=config.require_int("maxReplicas"),
+    # One replica always on demand; above it, one spot instance for each on-demand one.
+    on_demand_base=1,
+    spot_weight=1,
+    on_demand_weight=1,
+    # Required, with no default: the API only from your apps (the load balancer's listeners).
+    api_allowed_cidrs=config.require_object("apiAllowedCidrs"),
+    tags={"environment": pulumi.get_stack(), **config.require_object("tags")},
 )
+# Empty (the defaults): the default VPC's subnets, and HTTP on the load balancer's own name.
+if subnet_ids := config.require_object("subnetIds"):
+    args["subnet_ids"] = subnet_ids
+if load_balancer_subnet_ids := config.require_object("loadBalancerSubnetIds"):
+    args["load_balancer_subnet_ids"] = load_balancer_subnet_ids
+if domain := config.require("domain"):
+    args["domain"] = domain
+    args["hosted_zone_id"] = config.require("hostedZoneId")
+
+service = VllmService("chat", args)
 
 pulumi.export("endpoint_url", service.endpoint_url)
 pulumi.export("api_key", service.api_key)
