@@ -196,11 +196,13 @@ def test_a_stack_without_a_cache_volume_is_refused(tmp_path: Path) -> None:
 
 def test_progress_is_printed_until_the_timeout_then_exit_4_says_it_goes_on(tmp_path: Path) -> None:
     result, calls = _run(tmp_path, SINGLE, [_volume(VOLUME, "2026-12-01T10:00:00+00:00")],
-                         SNAPSHOT_STATES="pending:12%", SNAPSHOT_TIMEOUT_SECONDS="1", SNAPSHOT_POLL_SECONDS="0.2")
+                         # bash counts SECONDS in whole seconds from a fraction of one: 4 s leaves room for
+                         # two polls even on a busy machine.
+                         SNAPSHOT_STATES="pending:12%", SNAPSHOT_TIMEOUT_SECONDS="4", SNAPSHOT_POLL_SECONDS="0.2")
     assert result.returncode == 4
     assert f"{SNAPSHOT} pending, 12%" in result.stdout
     assert len(_aws(calls, "describe-snapshots")) >= 2
-    assert f"{SNAPSHOT} is not completed after" in result.stderr and "SNAPSHOT_TIMEOUT_SECONDS=1" in result.stderr
+    assert f"{SNAPSHOT} is not completed after" in result.stderr and "SNAPSHOT_TIMEOUT_SECONDS=4" in result.stderr
     assert f"pulumi config set cacheSnapshotId {SNAPSHOT}" in result.stderr
     assert "pulumi up" not in result.stdout
 
