@@ -43,10 +43,9 @@ from vllm_endpoint.infra.render.load_balancer import (
     LoadBalancerSpec,
     load_balancer_spec,
 )
-from vllm_endpoint.infra.settings.models import ConfigError
+from vllm_endpoint.infra.settings.models import DOMAIN_PATTERN, ConfigError
 
 _LB_NAME_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
-_DOMAIN_PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 @dataclass(frozen=True)
@@ -397,7 +396,7 @@ def args_problems(args: ServiceLoadBalancerArgs) -> list[str]:
     if world and not args.dangerously_allow_api_from_internet:
         problems.append("apiAllowedCidrs: 0.0.0.0/0 or ::/0 exposes the GPU endpoint to the whole internet; list "
                         f"your apps' networks or set {API_WORLD_OPT_IN}=true")
-    if args.domain is not None and not _DOMAIN_PATTERN.match(args.domain):
+    if args.domain is not None and not DOMAIN_PATTERN.match(args.domain):
         problems.append(f"domain: {args.domain!r} is not a lowercase DNS name such as api.example.com")
     if (args.domain is None) != (args.hosted_zone_id is None):
         problems.append("domain and hostedZoneId: set both (the certificate is validated and the name published "

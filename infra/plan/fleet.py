@@ -238,10 +238,7 @@ def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_pe
             problems.append(f"extraInstanceTypes: {name} is not in the GPU catalog (docs/gpu-catalog.md)")
         else:
             extra.append(found)
-    desired = settings.replicas
-    minimum = settings.min_replicas if settings.min_replicas is not None else min(
-        desired, settings.max_replicas or desired)
-    maximum = settings.max_replicas if settings.max_replicas is not None else max(desired, minimum)
+    desired, minimum, maximum = settings.replica_counts()
     try:
         types = fleet_instance_types(primary, extra)
         bounds = replica_bounds(desired, minimum, maximum)

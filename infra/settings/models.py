@@ -683,7 +683,8 @@ def _capability_text(value: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # A fleet: replicas on Amazon ECS behind a load balancer (VllmService), chosen by setting `replicas`.
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# A public DNS name in lower case (the fleet's `domain`; components/service_lb.py checks its argument with it).
+DOMAIN_PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,31}$")
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$")
 SubnetIds = Annotated[list[Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")]],
@@ -748,7 +749,7 @@ class FleetSettings(_Section):
         "Zones, in the replicas' VPC. Default: `subnetIds` when given, else the default VPC's default subnets.",
         json_schema_extra=effect(FLEET),
     )
-    domain: Annotated[str, _matching(_DOMAIN, "a DNS name", "llm.example.com")] | None = Field(
+    domain: Annotated[str, _matching(DOMAIN_PATTERN, "a DNS name", "llm.example.com")] | None = Field(
         None, description="Serve HTTPS at this name: an ACM certificate validated in `hostedZoneId`, an alias "
         "record to the load balancer, and port 80 redirecting to 443. Unset: HTTP on the load balancer's own "
         "DNS name, reachable from `apiAllowedCidrs` only.",
@@ -787,6 +788,14 @@ class FleetSettings(_Section):
         "instance; old replicas stop first (one at a time), and with one replica the update has a gap.",
         json_schema_extra=effect(FLEET),
     )
+
+    def replica_counts(self) -> tuple[int, int, int]:
+        """(replicas, minReplicas, maxReplicas) with their defaults: the bounds follow `replicas`, and an unset
+        one follows the other bound where `replicas` lies outside it."""
+        desired = self.replicas if self.replicas is not None else 1
+        minimum = self.min_replicas if self.min_replicas is not None else min(desired, self.max_replicas or desired)
+        maximum = self.max_replicas if self.max_replicas is not None else max(desired, minimum)
+        return desired, minimum, maximum
 
 
 class ExistingHostSettings(_Section):
@@ -1115,9 +1124,7 @@ def _fleet_problems(cfg: StackConfig) -> list[str]:
     for name, why in _NOT_ON_A_FLEET.items():
         if name in given:
             problems.append(f"{_key_of(name)}: has no effect on a fleet: {why}; remove it")
-    replicas = f.replicas if f.replicas is not None else 1
-    low = f.min_replicas if f.min_replicas is not None else min(replicas, f.max_replicas or replicas)
-    high = f.max_replicas if f.max_replicas is not None else max(replicas, low)
+    replicas, low, high = f.replica_counts()
     if not low <= replicas <= high:
         problems.append(f"replicas: need minReplicas ({low}) <= replicas ({replicas}) <= maxReplicas ({high})")
     if (f.domain is None) != (f.hosted_zone_id is None):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.stand_ins import install_stand_ins
 from vllm_endpoint.infra.catalog.names import DEFAULT_ENDPOINT_NAME, ENDPOINT_TAG, ROLE_TAG, STACK_TAG
 from vllm_endpoint.infra.catalog.prices import EBS_SNAPSHOTS
 from vllm_endpoint.infra.render.ecs_host import ECS_CACHE_DEVICE
@@ -82,11 +82,7 @@ def _volume(volume_id: str, attached: str, encrypted: bool = True, size: int = 1
 
 def _run(tmp_path: Path, outputs: Mapping[str, object], volumes: list[dict[str, object]], *args: str,
          stack: str = "dev", **env: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, text in (("pulumi", FAKE_PULUMI), ("aws", FAKE_AWS)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(stat.S_IRWXU)
+    bin_dir = install_stand_ins(tmp_path, {"pulumi": FAKE_PULUMI, "aws": FAKE_AWS})
     (tmp_path / "outputs.json").write_text(json.dumps(outputs))
     (tmp_path / "volumes.json").write_text(json.dumps({"Volumes": volumes}))
     log = tmp_path / "calls.log"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.unit.stand_ins import install_stand_ins
 
 ROOT = Path(__file__).resolve().parents[1].parent
 WAKE = ROOT / "scripts" / "wake.sh"
@@ -76,11 +77,7 @@ def models_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, _Models
 
 
 def _wake(tmp_path: Path, outputs: dict[str, object], **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, text in (("pulumi", FAKE_PULUMI), ("aws", FAKE_AWS)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(stat.S_IRWXU)
+    bin_dir = install_stand_ins(tmp_path, {"pulumi": FAKE_PULUMI, "aws": FAKE_AWS})
     (tmp_path / "outputs.json").write_text(json.dumps(outputs))
     log = tmp_path / "wake.log"
     log.write_text("")
