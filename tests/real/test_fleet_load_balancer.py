@@ -27,6 +27,7 @@ import re
 import secrets
 import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,11 +72,13 @@ MAX_NUM_SEQS = 1
 DRAIN_DELAY_S = 30
 ANSWER_TOKENS = 8  # the steady clients' short answers
 BURST_WORKERS, STREAMS_PER_WORKER, STREAM_TOKENS = 4, 4, 48
-# Long answers, so that the queue lasts several samples.
-QUEUED_REQUESTS, QUEUED_TOKENS, QUEUE_SAMPLES = 6, 256, 40
+# Long answers (the model's whole length less the prompt), so that the queue outlasts several samples even when
+# the tiny model answers fast; at most QUEUE_SAMPLES samples (about 0.2 s each) in all.
+QUEUED_REQUESTS, QUEUED_TOKENS, QUEUE_SAMPLES = 8, 448, 600
 NOT_READY_REQUESTS = 8  # at least this many answered while the joining replica loads
 # Polling the stats and /health every 0.1-0.5 s, and a check's own duration.
 CHECK_SLACK_S = 1.5
+SAMPLE_END = "sample-end"  # the queue sampler's line after each sample
 START_TIMEOUT_S = 600  # a vLLM start on a busy 2-core machine
 
 
@@ -204,6 +207,42 @@ def api_requests_logged(deployment: Deployment, since: float) -> list[float]:
             # RFC 3339 with nanoseconds; Python reads microseconds.
             times.append(datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp)).timestamp())
     return times
+
+
+@contextlib.contextmanager
+def queue_sampler(host: TestHost, url: str) -> Iterator[list[str]]:
+    """Samples the queue gauge on `host` (where the agent scrapes it) until the block ends; yields the list the
+    gauge's lines are collected into. The block starts once the first sample is in, so the sampler sees the
+    requests the block sends from their start."""
+    gauge = shlex.quote("^(# TYPE )?" + WAITING + "[ {]")
+    # POSIX sh (the SSH user's shell). The shell's own `echo` after each sample ends the loop once the test has
+    # closed the connection (SIGPIPE), so no sampler outlives the block.
+    script = (f"i=0; while [ $i -lt {QUEUE_SAMPLES} ]; do i=$((i + 1)); "
+              f"curl -sS --max-time 5 {shlex.quote(url)} | grep -E {gauge}; echo {SAMPLE_END}; sleep 0.1; done")
+    sampler = subprocess.Popen(host.ssh_argv(script), stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert sampler.stdout is not None
+
+    def read_rest() -> None:
+        for line in sampler.stdout or ():
+            lines.append(line.strip())
+
+    reader = threading.Thread(target=read_rest, daemon=True)
+    try:
+        first = sampler.stdout.readline()
+        assert first, "the queue sampler ended before its first sample"
+        lines.append(first.strip())
+        reader.start()
+        yield lines
+        # Two more samples after the last answer, then the sampler is stopped.
+        seen = lines.count(SAMPLE_END)
+        wait_for(lambda: lines.count(SAMPLE_END) >= seen + 2 or sampler.poll() is not None, timeout=30,
+                 what="the queue sampler's last samples")
+    finally:
+        sampler.kill()
+        sampler.wait(timeout=10)
+        if reader.is_alive():
+            reader.join(timeout=10)
 
 
 # --- clients ------------------------------------------------------------------------------------------------
@@ -369,19 +408,17 @@ def test_the_scaling_policy_tracks_a_gauge_the_real_server_raises_when_requests_
     replica = fleet.replicas["a"]
     url, job, inputs = scrape_job(replica)
     direct = openai.OpenAI(base_url=replica.endpoint_url, api_key=fleet.api_key, max_retries=0, timeout=300)
-    # POSIX sh (the SSH user's shell): a fixed number of samples, each line of the metric kept.
-    sampler = (f"i=0; while [ $i -lt {QUEUE_SAMPLES} ]; do i=$((i + 1)); curl -sS --max-time 5 {shlex.quote(url)} "
-               f"| grep -E {shlex.quote('^(# TYPE )?' + WAITING + '[ {]')}; sleep 0.1; done")
-    with ThreadPoolExecutor(QUEUED_REQUESTS + 1) as pool:
-        sampling = pool.submit(replica.host.ssh, sampler, timeout=QUEUE_SAMPLES * 5 + 60)
-        time.sleep(1)  # the sampler's SSH connection is up: it sees the queue from its start
-        answers = [pool.submit(chat, direct, QUEUED_TOKENS) for _ in range(QUEUED_REQUESTS)]
-        lines = sampling.result().stdout.splitlines()
-        assert all(a.result().ok for a in answers)
+    with queue_sampler(replica.host, url) as lines:
+        started = time.monotonic()
+        with ThreadPoolExecutor(QUEUED_REQUESTS) as pool:
+            answers = list(pool.map(lambda _: chat(direct, QUEUED_TOKENS), range(QUEUED_REQUESTS)))
+        answered_in = time.monotonic() - started
+    assert all(a.ok for a in answers), [a.error for a in answers if not a.ok]
     types = {line.split()[2]: line.split()[3] for line in lines if line.startswith("# TYPE ")}
-    samples = [float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")]
-    print(f"{WAITING}: {len(samples)} samples during {QUEUED_REQUESTS} concurrent requests at max-num-seqs "
-          f"{MAX_NUM_SEQS}, max {max(samples, default=0):.0f}")
+    samples = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(WAITING)]
+    print(f"{WAITING}: {len(samples)} samples while {QUEUED_REQUESTS} concurrent requests of {QUEUED_TOKENS} "
+          f"tokens were answered in {answered_in:.1f} s at max-num-seqs {MAX_NUM_SEQS}, "
+          f"max {max(samples, default=0):.0f}")
     assert types == {WAITING: "gauge"}
     assert samples and max(samples) > 0
     # The agent keeps it (Prometheus anchors the relabel regex) and publishes it under its own name: WAITING is
