@@ -38,6 +38,7 @@ def export_service(service: VllmService) -> None:
     pulumi.export("log_group_name", service.log_group_name)
     pulumi.export("replicas", service.replicas)
     pulumi.export("ready", service.ready)
+    pulumi.export("dashboard_url", service.dashboard_url)
 
 
 try:

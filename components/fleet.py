@@ -40,7 +40,6 @@ from vllm_endpoint.infra.catalog.names import (
     ENDPOINT_TAG,
     FLEET_INSTANCES_ROLE,
     FLEET_TASKS_ROLE,
-    HOST_CACHE_MOUNT,
     LOG_GROUP_PREFIX,
     METRICS_NAMESPACE,
     PROJECT,
@@ -63,14 +62,8 @@ from vllm_endpoint.infra.plan.fleet import (
 )
 from vllm_endpoint.infra.render.alarms import WAITING
 from vllm_endpoint.infra.render.cloudwatch_agent import STACK_DIMENSION, prometheus_log_group
-from vllm_endpoint.infra.render.ecs import STOP_TIMEOUT_MAX_S, AwsLogs, EcsTask, plan_ecs_task, task_secret_names
-from vllm_endpoint.infra.render.ecs_host import (
-    ECS_AGENT_STOP_TIMEOUT_S,
-    ECS_CACHE_DEVICE,
-    EcsHostSettings,
-    cache_subdirs,
-    ecs_host_user_data,
-)
+from vllm_endpoint.infra.render.ecs import AwsLogs, plan_ecs_task, task_secret_names
+from vllm_endpoint.infra.render.ecs_host import ECS_CACHE_DEVICE, ecs_host_settings, ecs_host_user_data
 from vllm_endpoint.infra.render.ecs_metrics import metrics_sidecar, with_sidecar
 from vllm_endpoint.infra.render.proxy import proxy_spec
 
@@ -315,7 +308,6 @@ class VllmFleet(pulumi.ComponentResource):
         # instances launched afterwards use (running replicas are never replaced by it).
         ami: pulumi.Input[str] = args.ami_id or aws.ssm.get_parameter_output(name=args.ami_ssm_parameter).value
         cache = args.plan.cache_volume
-        host = _host_settings(args, self.task)
         gp3 = cache is not None and cache.type == "gp3"
 
         def encrypted(size_gb: int, iops: int | None = None, throughput: int | None = None,
@@ -355,10 +347,8 @@ class VllmFleet(pulumi.ComponentResource):
                     encrypted(args.cache_volume_size_gb, cache.iops if gp3 and cache else None,
                               cache.throughput_mib_s if gp3 and cache else None), args)),
             ],
-            user_data=self.cluster.name.apply(lambda cluster: ecs_host_user_data(
-                EcsHostSettings(cluster=cluster, cache_mount_point=host.cache_mount_point,
-                                cache_subdirs=host.cache_subdirs, cache_owner=host.cache_owner,
-                                stop_timeout_s=host.stop_timeout_s))),
+            user_data=self.cluster.name.apply(
+                lambda cluster: ecs_host_user_data(ecs_host_settings(args.plan, self.task, cluster))),
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": f"{name}-replica"})
                 for kind in ("instance", "volume", "network-interface")],
@@ -526,24 +516,6 @@ def _cache_device(blank: aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs,
         snapshot_id=args.cache_snapshot_id, volume_initialization_rate=args.cache_initialization_rate_mib_s,
         volume_type="gp3", delete_on_termination="true", volume_size=args.cache_volume_size_gb,
         iops=blank.iops, throughput=blank.throughput)
-
-
-@dataclass(frozen=True)
-class _HostSettings:
-    cache_mount_point: str
-    cache_subdirs: tuple[str, ...]
-    cache_owner: str
-    stop_timeout_s: int
-
-
-def _host_settings(args: VllmFleetArgs, task: EcsTask) -> _HostSettings:
-    """What the instance's boot script needs from the task: the folders it bind-mounts below the cache mount,
-    their owner (the vLLM container's user), and the agent's default stop timeout (the longest container's)."""
-    mount = args.plan.host_cache_dir or HOST_CACHE_MOUNT
-    subdirs = cache_subdirs(mount, [v["host"]["sourcePath"] for v in task.volumes])
-    stops = [int(d["stopTimeout"]) for d in task.container_definitions if "stopTimeout" in d]
-    stop = min(STOP_TIMEOUT_MAX_S, max([ECS_AGENT_STOP_TIMEOUT_S, *stops]))
-    return _HostSettings(mount, subdirs, args.plan.vllm.user or "root", stop)
 
 
 def _secret_arns(args: VllmFleetArgs) -> dict[str, pulumi.Input[str]]:

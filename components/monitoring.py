@@ -1,4 +1,5 @@
-"""EndpointMonitoring: the CloudWatch dashboard and alarms of an AWS endpoint, and what they notify or do.
+"""EndpointMonitoring: the CloudWatch dashboard and alarms of an AWS endpoint, and what they notify or do;
+ServiceMonitoring: a fleet's (infra/render/fleet_monitoring.py says what each alarm and graph reads).
 
 The dashboard and the alarms read what the host's CloudWatch agent publishes (infra/render/cloudwatch_agent.py),
 and two metrics this component makes from the proxy's access log with CloudWatch Logs metric filters (5xx
@@ -28,6 +29,13 @@ import pulumi_aws as aws
 from vllm_endpoint.infra.catalog.names import METRICS_NAMESPACE, PROJECT
 from vllm_endpoint.infra.render.alarms import AlarmSpec, endpoint_alarms, idle_stop_alarm, stop_action_arn
 from vllm_endpoint.infra.render.dashboard import DashboardInputs, dashboard_url, render_dashboard
+from vllm_endpoint.infra.render.fleet_monitoring import (
+    LOAD_BALANCER_DIMENSION,
+    TARGET_GROUP_DIMENSION,
+    FleetDashboardInputs,
+    fleet_alarms,
+    render_fleet_dashboard,
+)
 from vllm_endpoint.infra.render.log_metrics import LogMetricFilterSpec, access_log_metric_filters
 
 
@@ -56,18 +64,19 @@ class EndpointMonitoring(pulumi.ComponentResource):
         self.topic: aws.sns.Topic | None = None
         self.subscription: aws.sns.TopicSubscription | None = None
         if args.alarm_email is not None:
-            self.topic_key, self.topic, self.subscription = self._create_topic(name, args.alarm_email, tags)
+            self.topic_key, self.topic, self.subscription = alarm_topic(self, name, args.alarm_email, tags)
         notify = [self.topic.arn] if self.topic is not None else []
         self.log_metric_filters = {spec.key: self._create_log_metric_filter(name, args, spec)
                                    for spec in access_log_metric_filters(args.scope, METRICS_NAMESPACE)}
-        self.alarms = {spec.key: self._create_alarm(name, args, spec, spec.metric.dimensions, notify, tags)
+        self.alarms = {spec.key: metric_alarm(self, name, args.name, args.region, spec, spec.metric.dimensions,
+                                              notify, tags)
                        for spec in endpoint_alarms(METRICS_NAMESPACE, args.scope)}
         self.idle_stop_alarm: aws.cloudwatch.MetricAlarm | None = None
         if args.idle_stop_minutes is not None:
             spec = idle_stop_alarm(METRICS_NAMESPACE, "", args.idle_stop_minutes)
             # The instance's id is known only once it exists: the dimension's value is an Output.
             dimensions = tuple((key, args.instance_id) for key, _ in spec.metric.dimensions)
-            self.idle_stop_alarm = self._create_alarm(name, args, spec, dimensions, notify, tags)
+            self.idle_stop_alarm = metric_alarm(self, name, args.name, args.region, spec, dimensions, notify, tags)
         every = [*self.alarms.values(), *([self.idle_stop_alarm] if self.idle_stop_alarm else [])]
         body = pulumi.Output.all(args.instance_id, *(a.arn for a in every)).apply(
             lambda values: render_dashboard(DashboardInputs(
@@ -81,34 +90,6 @@ class EndpointMonitoring(pulumi.ComponentResource):
         self.alarm_topic_arn = (self.topic.arn if self.topic is not None
                                 else pulumi.Output.from_input(None))
         self.register_outputs({"dashboard_url": self.dashboard_url, "alarm_topic_arn": self.alarm_topic_arn})
-
-    def _create_topic(self, name: str, email: str, tags: dict[str, str]) -> tuple[
-            aws.kms.Key, aws.sns.Topic, aws.sns.TopicSubscription]:
-        opts = pulumi.ResourceOptions(parent=self)
-        account = aws.get_caller_identity_output().account_id
-        key = aws.kms.Key(
-            f"{name}-alarms-key",
-            description="vLLM endpoint: encrypts the alarm notifications' SNS topic",
-            enable_key_rotation=True,
-            deletion_window_in_days=7,
-            policy=account.apply(lambda acct: json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [
-                    {"Sid": "AccountAdministersTheKey", "Effect": "Allow",
-                     "Principal": {"AWS": f"arn:aws:iam::{acct}:root"}, "Action": "kms:*", "Resource": "*"},
-                    {"Sid": "CloudWatchAlarmsPublishToTheTopic", "Effect": "Allow",
-                     "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                     "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
-                     "Condition": {"StringEquals": {"aws:SourceAccount": acct}}},
-                ],
-            })),
-            tags=tags,
-            opts=opts,
-        )
-        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=tags, opts=opts)
-        subscription = aws.sns.TopicSubscription(f"{name}-alarms-email", topic=topic.arn, protocol="email",
-                                                 endpoint=email, opts=opts)
-        return key, topic, subscription
 
     def _create_log_metric_filter(self, name: str, args: EndpointMonitoringArgs,
                                   spec: LogMetricFilterSpec) -> aws.cloudwatch.LogMetricFilter:
@@ -129,27 +110,112 @@ class EndpointMonitoring(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _create_alarm(self, name: str, args: EndpointMonitoringArgs, spec: AlarmSpec,
-                      dimensions: tuple[tuple[str, pulumi.Input[str]], ...], notify: list[pulumi.Output[str]],
-                      tags: dict[str, str]) -> aws.cloudwatch.MetricAlarm:
-        stop = [stop_action_arn(args.region)] if spec.action == "stop" else []
-        return aws.cloudwatch.MetricAlarm(
-            f"{name}-{spec.key}",
-            name=f"{args.name}-{spec.key}",
-            alarm_description=spec.description,
-            namespace=spec.metric.namespace,
-            metric_name=spec.metric.metric_name,
-            dimensions=dict(dimensions),
-            statistic=spec.metric.statistic,
-            period=spec.period_s,
-            evaluation_periods=spec.evaluation_periods,
-            datapoints_to_alarm=spec.datapoints_to_alarm,
-            comparison_operator=spec.comparison,
-            threshold=spec.threshold,
-            treat_missing_data=spec.treat_missing_data,
-            alarm_actions=[*stop, *notify],
-            # Back to OK is news for the notifying alarms; for the stop, the stopped instance's OK is not.
-            ok_actions=notify if spec.action == "notify" else [],
-            tags=tags,
+
+
+@dataclass(frozen=True)
+class ServiceMonitoringArgs:
+    region: str
+    scope: str  # the `stack` dimension's value the agent sidecars publish with
+    name: str  # the dashboard's name, and the prefix of the alarms' names
+    load_balancer: pulumi.Input[str]  # the load balancer's ARN suffix (its metrics' LoadBalancer dimension)
+    target_group: pulumi.Input[str]  # the target group's ARN suffix (TargetGroup)
+    cluster_name: pulumi.Input[str]
+    service_name: pulumi.Input[str]
+    waiting_per_replica: float
+    min_replicas: int
+    max_replicas: int
+    alarm_email: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ServiceMonitoring(pulumi.ComponentResource):
+    """A fleet's dashboard and alarms (infra/render/fleet_monitoring.py), and the alarm e-mail's topic."""
+
+    dashboard_url: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str | None]
+
+    def __init__(self, name: str, args: ServiceMonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PROJECT}:aws:ServiceMonitoring", name, None, opts)
+        tags = dict(args.tags)
+        self.topic_key: aws.kms.Key | None = None
+        self.topic: aws.sns.Topic | None = None
+        self.subscription: aws.sns.TopicSubscription | None = None
+        if args.alarm_email is not None:
+            self.topic_key, self.topic, self.subscription = alarm_topic(self, name, args.alarm_email, tags)
+        notify = [self.topic.arn] if self.topic is not None else []
+        resources: dict[str, pulumi.Input[str]] = {LOAD_BALANCER_DIMENSION: args.load_balancer,
+                                                   TARGET_GROUP_DIMENSION: args.target_group}
+        self.alarms = {
+            spec.key: metric_alarm(self, name, args.name, args.region, spec,
+                                   tuple((key, resources.get(key, value)) for key, value in spec.metric.dimensions),
+                                   notify, tags)
+            for spec in fleet_alarms(METRICS_NAMESPACE, args.scope)}
+        body = pulumi.Output.all(args.load_balancer, args.target_group, args.cluster_name, args.service_name,
+                                 *(a.arn for a in self.alarms.values())).apply(
+            lambda v: render_fleet_dashboard(FleetDashboardInputs(
+                region=args.region, namespace=METRICS_NAMESPACE, stack=args.scope, load_balancer=v[0],
+                target_group=v[1], cluster=v[2], service=v[3], waiting_per_replica=args.waiting_per_replica,
+                min_replicas=args.min_replicas, max_replicas=args.max_replicas, alarm_arns=tuple(v[4:]))))
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=args.name, dashboard_body=body,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.dashboard_url = self.dashboard.dashboard_name.apply(lambda n: dashboard_url(args.region, n))
+        self.alarm_topic_arn = self.topic.arn if self.topic is not None else pulumi.Output.from_input(None)
+        self.register_outputs({"dashboard_url": self.dashboard_url, "alarm_topic_arn": self.alarm_topic_arn})
+
+def alarm_topic(parent: pulumi.Resource, name: str, email: str, tags: dict[str, str]) -> tuple[
+        aws.kms.Key, aws.sns.Topic, aws.sns.TopicSubscription]:
+    """The alarms' SNS topic with its own key (the module's docstring says why) and the e-mail subscription."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    account = aws.get_caller_identity_output().account_id
+    key = aws.kms.Key(
+        f"{name}-alarms-key",
+        description="vLLM endpoint: encrypts the alarm notifications' SNS topic",
+        enable_key_rotation=True,
+        deletion_window_in_days=7,
+        policy=account.apply(lambda acct: json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "AccountAdministersTheKey", "Effect": "Allow",
+                 "Principal": {"AWS": f"arn:aws:iam::{acct}:root"}, "Action": "kms:*", "Resource": "*"},
+                {"Sid": "CloudWatchAlarmsPublishToTheTopic", "Effect": "Allow",
+                 "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                 "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+                 "Condition": {"StringEquals": {"aws:SourceAccount": acct}}},
+            ],
+        })),
+        tags=tags,
+        opts=opts,
+    )
+    topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=tags, opts=opts)
+    subscription = aws.sns.TopicSubscription(f"{name}-alarms-email", topic=topic.arn, protocol="email",
+                                             endpoint=email, opts=opts)
+    return key, topic, subscription
+
+
+def metric_alarm(parent: pulumi.Resource, name: str, prefix: str, region: str, spec: AlarmSpec,
+                 dimensions: tuple[tuple[str, pulumi.Input[str]], ...], notify: list[pulumi.Output[str]],
+                 tags: dict[str, str]) -> aws.cloudwatch.MetricAlarm:
+    """The alarm `spec` says, named `<prefix>-<key>` in the account, notifying `notify`."""
+    stop = [stop_action_arn(region)] if spec.action == "stop" else []
+    return aws.cloudwatch.MetricAlarm(
+        f"{name}-{spec.key}",
+        name=f"{prefix}-{spec.key}",
+        alarm_description=spec.description,
+        namespace=spec.metric.namespace,
+        metric_name=spec.metric.metric_name,
+        dimensions=dict(dimensions),
+        statistic=spec.metric.statistic,
+        period=spec.period_s,
+        evaluation_periods=spec.evaluation_periods,
+        datapoints_to_alarm=spec.datapoints_to_alarm,
+        comparison_operator=spec.comparison,
+        threshold=spec.threshold,
+        treat_missing_data=spec.treat_missing_data,
+        alarm_actions=[*stop, *notify],
+        # Back to OK is news for the notifying alarms; for the stop, the stopped instance's OK is not.
+        ok_actions=notify if spec.action == "notify" else [],
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

@@ -111,6 +111,9 @@ class ServiceLoadBalancer(pulumi.ComponentResource):
         scheme = "https" if https else "http"
         self.url = pulumi.Output.concat(f"{scheme}://", host, FORWARDED_PREFIX.rstrip("/"))
         self.target_group_arn = self.target_group.arn
+        # Their metrics' LoadBalancer and TargetGroup dimensions (AWS/ApplicationELB).
+        self.load_balancer_arn_suffix = self.load_balancer.arn_suffix
+        self.target_group_arn_suffix = self.target_group.arn_suffix
         self.task_security_group_id = self.task_security_group.id
         self.alb_security_group_id = self.alb_security_group.id
         self.listener_arn = self.listener.arn

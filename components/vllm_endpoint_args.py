@@ -211,8 +211,9 @@ class VllmEndpointArgs(TypedDict, total=False):
      "KV-cache usage) and the GPU's, the proxy's access log goes to CloudWatch Logs, and the stack gets a "
      "dashboard (output `dashboard_url`) and alarms. The instance gets a role with AWS's "
      "CloudWatchAgentServerPolicy. Changing it re-creates the proxy (its log driver), changes the instance's "
-     "role and tags in place (no restart), and installs or stops the agent. Default: `true`. (Stack setting "
-     "`metrics`.)")
+     "role and tags in place (no restart), and installs or stops the agent. On a fleet: the agent runs beside "
+     "vLLM in each task (its metrics drive autoscaling), and the fleet gets its own dashboard and alarms (the "
+     "load balancer's health and 5xx as well). Default: `true`. (Stack setting `metrics`.)")
     alarm_email: str
     ("Send the alarms to this address through an SNS topic (AWS mails a confirmation link first). Unset: the "
      "alarms only show on the dashboard. (Stack setting `alarmEmail`.)")

@@ -24,11 +24,13 @@ import pulumi_command as command
 from vllm_endpoint.components._endpoint_settings import EndpointSettings, load_settings
 from vllm_endpoint.components._support import endpoint_api_key, secret
 from vllm_endpoint.components.fleet import VllmFleet, VllmFleetArgs
+from vllm_endpoint.components.monitoring import ServiceMonitoring, ServiceMonitoringArgs
 from vllm_endpoint.components.service_lb import ServiceLoadBalancer, ServiceLoadBalancerArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
 from vllm_endpoint.infra.catalog.names import ECS_GPU_AMI_SSM_PARAMETER, ENDPOINT_TAG, PROJECT, STACK_TAG
 from vllm_endpoint.infra.plan.fleet import FleetPlan
 from vllm_endpoint.infra.render.cloudwatch_agent import metrics_scope
+from vllm_endpoint.infra.render.dashboard import dashboard_name
 from vllm_endpoint.infra.render.ecs import task_secret_names, task_secret_values
 from vllm_endpoint.infra.render.service_ready import (
     service_ready_environment,
@@ -69,6 +71,8 @@ class VllmService(pulumi.ComponentResource):
     """The replicas' logs in CloudWatch Logs."""
     replicas: pulumi.Output[dict[str, int]]
     """desired (at creation), min and max replicas."""
+    dashboard_url: pulumi.Output[str | None]
+    """The fleet's CloudWatch dashboard (`metrics` on; None otherwise)."""
     plan_summary: pulumi.Output[str]
     """What runs, how much fits on the GPU, and what the fleet costs at its minimum and maximum."""
     ready: pulumi.Output[str]
@@ -122,6 +126,7 @@ class VllmService(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.monitoring = self._create_monitoring(name, settings, fleet_plan) if aws_settings.metrics else None
         self.readiness = self._create_readiness_wait(name, settings)
         self._set_outputs(settings, fleet_plan)
         self.register_outputs({
@@ -133,6 +138,7 @@ class VllmService(pulumi.ComponentResource):
             "service_name": self.service_name,
             "log_group_name": self.log_group_name,
             "replicas": self.replicas,
+            "dashboard_url": self.dashboard_url,
             "plan": self.plan_summary,
             "ready": self.ready,
         })
@@ -196,6 +202,26 @@ class VllmService(pulumi.ComponentResource):
         self.replicas = pulumi.Output.from_input(
             {"desired": bounds.desired, "min": bounds.minimum, "max": bounds.maximum})
         self.plan_summary = pulumi.Output.from_input(plan.summary)
+        self.dashboard_url = (self.monitoring.dashboard_url if self.monitoring is not None
+                              else pulumi.Output.from_input(None))
+
+    def _create_monitoring(self, name: str, settings: EndpointSettings, fleet_plan: FleetPlan) -> ServiceMonitoring:
+        """The dashboard and the alarms (with their e-mail): they read the agent sidecars' metrics."""
+        aws_settings, fleet = settings.plan.config.aws, settings.plan.config.fleet
+        return ServiceMonitoring(
+            f"{name}-monitoring",
+            ServiceMonitoringArgs(
+                region=aws.get_region().region, scope=metrics_scope(pulumi.get_stack(), name),
+                name=dashboard_name(pulumi.get_project(), pulumi.get_stack(), name),
+                load_balancer=self.load_balancer.load_balancer_arn_suffix,
+                target_group=self.load_balancer.target_group_arn_suffix,
+                cluster_name=self.fleet.cluster_name, service_name=self.fleet.service_name,
+                waiting_per_replica=fleet.waiting_per_replica, min_replicas=fleet_plan.bounds.minimum,
+                max_replicas=fleet_plan.bounds.maximum, alarm_email=aws_settings.alarm_email,
+                tags={**aws_settings.tags, STACK_TAG: pulumi.get_stack(), ENDPOINT_TAG: name},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
 
 def _fleet_plan(settings: EndpointSettings) -> FleetPlan:

@@ -128,6 +128,7 @@ class MonitoringCounts:
     latency_metrics: int  # the host's TTFT and e2e percentiles (latency.latency_metric_names())
     log_metrics: int  # the access log's metric filters (log_metrics.access_log_metric_filters())
     endpoint_alarms: int  # alarms.endpoint_alarms(), besides the idle stop and the host's recovery alarm
+    fleet_alarms: int  # fleet_monitoring.fleet_alarms(); a fleet publishes only the vLLM metrics (its sidecars')
 
     def usage(self, gpus: int, *, idle_stop: bool, alarm_email: bool, recovery_alarm: bool) -> MonitoringUsage:
         metrics = (self.vllm_metrics + self.per_instance_metrics + self.gpu_measurements * (gpus + 1)
@@ -136,8 +137,15 @@ class MonitoringCounts:
         return MonitoringUsage(custom_metrics=metrics, dashboards=1, alarms=alarms, kms_keys=int(alarm_email))
 
 
+    def fleet_usage(self, *, alarm_email: bool) -> MonitoringUsage:
+        """A fleet's: the sidecars publish the vLLM metrics with the `stack` dimension all replicas share (one
+        custom metric each, whatever the replica count); the load balancer's metrics are AWS's own (free)."""
+        return MonitoringUsage(custom_metrics=self.vllm_metrics, dashboards=1, alarms=self.fleet_alarms,
+                               kms_keys=int(alarm_email))
+
+
 MONITORING: Final = MonitoringCounts(vllm_metrics=5, per_instance_metrics=1, gpu_measurements=3,
-                                     latency_metrics=6, log_metrics=2, endpoint_alarms=4)
+                                     latency_metrics=6, log_metrics=2, endpoint_alarms=4, fleet_alarms=5)
 
 
 @dataclass(frozen=True)

@@ -454,7 +454,8 @@ def _fleet(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volum
     prices = prices_for(region).prices
     volumes = (volume_usd_per_month(VolumeSpec("gp3", volume.size_gb, volume.iops, volume.throughput_mib_s), prices)
                + volume_usd_per_month(VolumeSpec("gp3", cfg.aws.root_volume_size_gb), prices))
-    return plan_fleet(cfg.fleet, instance, volumes, region or gpu_catalog.PRICE_REGION, problems)
+    monitoring = MONITORING.fleet_usage(alarm_email=cfg.aws.alarm_email is not None) if cfg.aws.metrics else None
+    return plan_fleet(cfg.fleet, instance, volumes, region or gpu_catalog.PRICE_REGION, problems, monitoring)
 
 
 def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volume: CacheVolume | None,

@@ -15,6 +15,7 @@ from typing import Final
 
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES, GpuInstanceType, hourly_price
 from vllm_endpoint.infra.catalog.prices import HOURS_PER_MONTH, LOAD_BALANCER, spot_price
+from vllm_endpoint.infra.plan.costs import MonitoringUsage
 from vllm_endpoint.infra.settings.models import FleetSettings
 
 # ECS counts CPU in units of 1/1024 vCPU (RegisterTaskDefinition `cpu`).
@@ -179,12 +180,18 @@ class FleetCosts:
     volumes_usd_per_month: float  # one instance's root and cache volumes
     load_balancer_usd_per_month: float
     split: SpotSplit
+    monitoring: MonitoringUsage | None = None  # `metrics` on: the dashboard, the alarms, the sidecars' metrics
+
+    @property
+    def monitoring_usd_per_month(self) -> float:
+        return self.monitoring.line().usd_per_month if self.monitoring is not None else 0.0
 
     def usd_per_month(self, replicas: int) -> float:
         on_demand = on_demand_count(replicas, self.split)
         spot_hourly = self.spot_usd_per_hour if self.spot_usd_per_hour is not None else self.on_demand_usd_per_hour
         instances = (on_demand * self.on_demand_usd_per_hour + (replicas - on_demand) * spot_hourly) * HOURS_PER_MONTH
-        return instances + replicas * self.volumes_usd_per_month + self.load_balancer_usd_per_month
+        return (instances + replicas * self.volumes_usd_per_month + self.load_balancer_usd_per_month
+                + self.monitoring_usd_per_month)
 
     def line(self, label: str, replicas: int) -> str:
         on_demand = on_demand_count(replicas, self.split)
@@ -209,7 +216,7 @@ class FleetPlan:
                  f"Balancer, in {c.region}; per replica: the instance on demand ${c.on_demand_usd_per_hour:,.3f}/h "
                  f"or {spot_note}, its root and cache volumes ${c.volumes_usd_per_month:,.2f}/month; the load "
                  f"balancer ${c.load_balancer_usd_per_month:,.2f}/month ({COUNTED_LCUS} LCU counted; more traffic "
-                 "bills more):"]
+                 "bills more)" + (f"; {_monitoring_note(c.monitoring)}" if c.monitoring is not None else "") + ":"]
         lines.append(c.line("the minimum of", b.minimum))
         if b.maximum != b.minimum:
             lines.append(c.line("the maximum of", b.maximum))
@@ -218,17 +225,25 @@ class FleetPlan:
         return lines
 
 
-def fleet_costs(instance: GpuInstanceType, volumes_usd_per_month: float, region: str, split: SpotSplit) -> FleetCosts:
+def _monitoring_note(usage: MonitoringUsage) -> str:
+    line = usage.line()
+    return (f"{line.what}: ${line.usd_per_month:,.2f}/month (Container Insights' own metrics, billed as custom "
+            "metrics too, not counted)")
+
+
+def fleet_costs(instance: GpuInstanceType, volumes_usd_per_month: float, region: str, split: SpotSplit,
+                monitoring: MonitoringUsage | None = None) -> FleetCosts:
     price, _ = hourly_price(instance, region)
     spot = spot_price(instance.name, region)
     alb = (LOAD_BALANCER.alb_hour + COUNTED_LCUS * LOAD_BALANCER.lcu_hour) * HOURS_PER_MONTH
     return FleetCosts(region=region, on_demand_usd_per_hour=price or 0.0,
                       spot_usd_per_hour=spot.typical if spot is not None else None,
-                      volumes_usd_per_month=volumes_usd_per_month, load_balancer_usd_per_month=alb, split=split)
+                      volumes_usd_per_month=volumes_usd_per_month, load_balancer_usd_per_month=alb, split=split,
+                      monitoring=monitoring)
 
 
 def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_per_month: float, region: str,
-               problems: list[str]) -> FleetPlan | None:
+               problems: list[str], monitoring: MonitoringUsage | None = None) -> FleetPlan | None:
     """The fleet the settings describe (`replicas` set), or None with the problems appended."""
     assert settings.replicas is not None
     extra = []
@@ -247,4 +262,4 @@ def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_pe
     except FleetError as err:
         problems.append(str(err))
         return None
-    return FleetPlan(types, bounds, split, fleet_costs(primary, volumes_usd_per_month, region, split))
+    return FleetPlan(types, bounds, split, fleet_costs(primary, volumes_usd_per_month, region, split, monitoring))

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Final
 
-from vllm_endpoint.infra.catalog.names import PROJECT
+from vllm_endpoint.infra.catalog.names import HOST_CACHE_MOUNT, PROJECT
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan
+from vllm_endpoint.infra.render.ecs import STOP_TIMEOUT_MAX_S, EcsTask
 from vllm_endpoint.infra.render.host_scripts import fill_template, read_host_file
 
 ECS_HOST_FILE: Final = "ecs-host.sh"
@@ -55,6 +57,16 @@ def cache_subdirs(mount_point: str, host_paths: Sequence[str]) -> tuple[str, ...
             raise ValueError(f"task volume {path} is not below the cache volume's mount point {mount_point}")
         found.add(pure.relative_to(mount).parts[0])
     return tuple(sorted(found))
+
+
+def ecs_host_settings(plan: DeploymentPlan, task: EcsTask, cluster: str) -> EcsHostSettings:
+    """What the instance's boot script needs from the task: the folders it bind-mounts below the cache mount,
+    their owner (the vLLM container's user), and the agent's default stop timeout (the longest container's)."""
+    mount = plan.host_cache_dir or HOST_CACHE_MOUNT
+    subdirs = cache_subdirs(mount, [v["host"]["sourcePath"] for v in task.volumes])
+    stops = [int(d["stopTimeout"]) for d in task.container_definitions if "stopTimeout" in d]
+    stop = min(STOP_TIMEOUT_MAX_S, max([ECS_AGENT_STOP_TIMEOUT_S, *stops]))
+    return EcsHostSettings(cluster, mount, subdirs, plan.vllm.user or "root", stop)
 
 
 def render_ecs_host_script(settings: EcsHostSettings) -> str:

@@ -614,7 +614,9 @@ class AwsSettings(_Section):
         "waiting, tokens, KV-cache usage) and the GPU's, the proxy's access log goes to CloudWatch Logs, and the "
         "stack gets a dashboard (output `dashboard_url`) and alarms. The instance gets a role with AWS's "
         "CloudWatchAgentServerPolicy. Changing it re-creates the proxy (its log driver), changes the instance's "
-        "role and tags in place (no restart), and installs or stops the agent.",
+        "role and tags in place (no restart), and installs or stops the agent. On a fleet: the agent runs beside "
+        "vLLM in each task (its metrics drive autoscaling), and the fleet gets its own dashboard and alarms (the "
+        "load balancer's health and 5xx as well).",
         json_schema_extra=effect(CONTAINER, TAGS, IN_PLACE),
     )
     alarm_email: Annotated[str, _matching(_EMAIL, "an e-mail address", "oncall@example.com")] | None = Field(
@@ -1095,7 +1097,6 @@ _NOT_ON_A_FLEET = {
     "availability_zone": "a fleet spreads over the zones of subnetIds",
     "capacity": "a fleet mixes spot and on-demand by onDemandBase, spotWeight and onDemandWeight",
     "idle_stop_minutes": "a fleet keeps minReplicas running (autoscaling, not idle stop)",
-    "alarm_email": "a fleet's alarms are not built yet",
     "prefetch_at_boot": "ECS starts the replica, which downloads the model itself",
     "docker_data_on_cache_volume": "a fleet instance keeps Docker's data on its root volume (rootVolumeSizeGb)",
     "recovery_alarm": "the Auto Scaling group replaces an impaired fleet instance",

@@ -20,7 +20,6 @@ and the proxy's access log. Two vLLM starts in all: the first replica's, and the
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -30,23 +29,20 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-import yaml
 
 from tests.real.harness import images
-from tests.real.harness.alb_haproxy import Drained, Haproxy, Target, running_haproxy
+from tests.real.harness.alb_haproxy import Target, running_haproxy
 from tests.real.harness.common import BUILD_DIR, prerequisite_problem, wait_for
 from tests.real.harness.deployer import (
     DEFAULT_NAMES,
-    DEFAULT_STACK,
     Deployment,
     StageTimes,
     deploy,
@@ -54,10 +50,11 @@ from tests.real.harness.deployer import (
     make_cache_dir,
     run_gate,
 )
+from tests.real.harness.fleet import Answer, Fleet, Reading, SteadyClient, chat, scrape_job, served, stream, wall
 from tests.real.harness.testhost import TestHost, start_test_host
-from vllm_endpoint.infra.catalog.names import FORWARDED_PREFIX, HEALTH_PATH, METRICS_NAMESPACE
+from vllm_endpoint.infra.catalog.names import FORWARDED_PREFIX, HEALTH_PATH
 from vllm_endpoint.infra.render.alarms import WAITING
-from vllm_endpoint.infra.render.cloudwatch_agent import AgentInputs, render_agent_config, render_scrape_config
+from vllm_endpoint.infra.render.cloudwatch_agent import render_agent_config
 from vllm_endpoint.infra.render.load_balancer import load_balancer_spec
 from vllm_endpoint.infra.settings.models import StackConfig
 
@@ -82,68 +79,6 @@ SAMPLE_END = "sample-end"  # the queue sampler's line after each sample
 START_TIMEOUT_S = 600  # a vLLM start on a busy 2-core machine
 
 
-@dataclass
-class Answer:
-    started: float  # monotonic
-    ended: float
-    error: str = ""  # empty: answered
-    tokens: int = 0
-    finish_reason: str | None = None
-    max_chunk_gap: float = 0.0  # streams: the longest wait between two chunks
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-
-@dataclass
-class Fleet:
-    lb: Haproxy
-    hosts: dict[str, TestHost]
-    configs: dict[str, StackConfig]
-    replicas: dict[str, Deployment]  # running and registered
-    api_key: str
-
-    def client(self) -> openai.OpenAI:
-        # No retries: a failed request must show as one.
-        return openai.OpenAI(base_url=self.lb.url + FORWARDED_PREFIX.rstrip("/"), api_key=self.api_key,
-                             max_retries=0, timeout=300)
-
-    def remove(self, name: str, before_stop: Callable[[Deployment], None] | None = None) -> Removed:
-        """What ECS does to a task leaving the service: deregister (drain), then stop its containers."""
-        drained = self.lb.deregister(name)
-        deployment = self.replicas.pop(name)
-        if before_stop is not None:
-            before_stop(deployment)
-        return Removed(drained, stop_replica(deployment))
-
-
-@dataclass(frozen=True)
-class Removed:
-    drained: Drained
-    stop_seconds: dict[str, float]  # by container, in the order stopped
-
-
-def stop_replica(deployment: Deployment) -> dict[str, float]:
-    """ECS stops a task's containers in reverse dependency order, the proxy first, then vLLM; `docker stop` uses
-    each container's own stop timeout (its spec's --stop-timeout): SIGTERM, then SIGKILL. Returns the seconds
-    each took to stop."""
-    took = {}
-    for spec in reversed(deployment.specs):
-        start = time.monotonic()
-        # On a loaded machine the engine may answer that the killed container sent no exit event in its 10 s;
-        # it is stopped when it no longer runs.
-        deployment.host.docker("stop", spec.name, timeout=300, check=False)
-        wait_for(lambda name=spec.name: not running(deployment.host, name), timeout=120,
-                 what=f"{spec.name} stopped")
-        took[spec.name] = time.monotonic() - start
-    return took
-
-
-def running(host: TestHost, name: str) -> bool:
-    return host.docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
-
-
 def replica_config(host: TestHost, cache_dir: Path, model: Path, core: int) -> StackConfig:
     # Each replica of a fleet has its instance to itself. Here two vLLM CPU engines share 2 cores, and each
     # binds its worker to core 0 by default (vLLM reserves the other): the second would load while the first's
@@ -152,47 +87,6 @@ def replica_config(host: TestHost, cache_dir: Path, model: Path, core: int) -> S
     return existing_host_config(host, cache_dir, modelPath=str(model), servedModelName=SERVED_NAME,
                                 maxModelLen="512", apiPort=str(API_PORT), maxNumSeqs=str(MAX_NUM_SEQS),
                                 extraEnv=json.dumps({"VLLM_CPU_OMP_THREADS_BIND": str(core)}))
-
-
-def wall(monotonic: float) -> float:
-    return time.time() - (time.monotonic() - monotonic)
-
-
-# --- reading the replicas themselves ---------------------------------------------------------------------
-
-def scrape_job(deployment: Deployment) -> tuple[str, dict[str, Any], AgentInputs]:
-    """The URL the CloudWatch agent scrapes on this replica (the rendered scrape config's target: vLLM on the
-    endpoint's private network, from the host), that job, and the agent's inputs."""
-    networks = json.loads(deployment.host.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}",
-                                                 deployment.plan.vllm.name).stdout)
-    inputs = AgentInputs(stack=DEFAULT_STACK, namespace=METRICS_NAMESPACE,
-                         vllm_address=networks[deployment.plan.network]["IPAddress"])
-    job = yaml.safe_load(render_scrape_config(inputs))["scrape_configs"][0]
-    (target,) = job["static_configs"][0]["targets"]
-    return f"{job['scheme']}://{target}{job['metrics_path']}", job, inputs
-
-
-def served(deployment: Deployment) -> float:
-    """Requests vLLM answered since it started (vllm:request_success_total, summed over its labels)."""
-    url, _, _ = scrape_job(deployment)
-    text = deployment.host.ssh(f"curl -sS --fail --max-time 10 {shlex.quote(url)}").stdout
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:request_success_total"))
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A replica's served count, and when (monotonic) the reading began and ended."""
-
-    value: float
-    start: float
-    end: float
-
-    @classmethod
-    def of(cls, deployment: Deployment) -> Reading:
-        start = time.monotonic()
-        value = served(deployment)
-        return cls(value, start, time.monotonic())
 
 
 def api_requests_logged(deployment: Deployment, since: float) -> list[float]:
@@ -245,84 +139,6 @@ def queue_sampler(host: TestHost, url: str) -> Iterator[list[str]]:
             reader.join(timeout=10)
 
 
-# --- clients ------------------------------------------------------------------------------------------------
-
-def chat(client: openai.OpenAI, tokens: int) -> Answer:
-    started = time.monotonic()
-    try:
-        reply = client.chat.completions.create(
-            model=SERVED_NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=tokens,
-            temperature=0, extra_body={"ignore_eos": True})
-    except openai.OpenAIError as exc:
-        return Answer(started, time.monotonic(), error=repr(exc))
-    usage = reply.usage.completion_tokens if reply.usage else 0
-    return Answer(started, time.monotonic(), tokens=usage, finish_reason=reply.choices[0].finish_reason)
-
-
-def stream(client: openai.OpenAI, tokens: int) -> Answer:
-    """A streamed chat completion, read to its end (usage in the last chunk: the whole answer arrived)."""
-    started = last = time.monotonic()
-    answer = Answer(started, started)
-    try:
-        raw = client.chat.completions.with_raw_response.create(
-            model=SERVED_NAME, messages=[{"role": "user", "content": "tell me a story"}], max_tokens=tokens,
-            temperature=0, stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
-        if raw.status_code != 200:
-            answer.error = f"HTTP {raw.status_code}"
-        for chunk in raw.parse():
-            now = time.monotonic()
-            answer.max_chunk_gap, last = max(answer.max_chunk_gap, now - last), now
-            if chunk.choices and chunk.choices[0].finish_reason:
-                answer.finish_reason = chunk.choices[0].finish_reason
-            if chunk.usage is not None:
-                answer.tokens = chunk.usage.completion_tokens
-    except openai.OpenAIError as exc:
-        answer.error = repr(exc)
-    answer.ended = time.monotonic()
-    return answer
-
-
-@dataclass
-class SteadyClient:
-    """Workers sending short chat completions through the load balancer one after another: the service as its
-    users see it while a replica leaves or joins."""
-
-    fleet: Fleet
-    workers: int = 2
-    pause_s: float = 0.2
-    answers: list[Answer] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def _work(self) -> None:
-        client = self.fleet.client()
-        while not self._stop.is_set():
-            self.answers.append(chat(client, ANSWER_TOKENS))
-            self._stop.wait(self.pause_s)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[SteadyClient]:
-        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(self.workers)]
-        for thread in self._threads:
-            thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            for thread in self._threads:
-                thread.join(timeout=330)
-
-    def answered_after(self, moment: float) -> int:
-        return sum(1 for a in list(self.answers) if a.ok and a.started > moment)
-
-    def max_gap(self) -> float:
-        """The longest time between two successive answers."""
-        ends = sorted(a.ended for a in self.answers if a.ok)
-        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
-
-
-# --- the fleet ------------------------------------------------------------------------------------------------
-
 @pytest.fixture(scope="module")
 def fleet(test_host: TestHost, vllm_image: str, tiny_model: Path, times: StageTimes,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -356,7 +172,7 @@ def fleet(test_host: TestHost, vllm_image: str, tiny_model: Path, times: StageTi
         first.timings["readiness_gate"] = first.gate_seconds
         times.add_deploy(first, "replica a")
         times.add("fleet_first_replica_ready", time.monotonic() - started)
-        yield Fleet(lb, hosts, configs, {"a": first}, api_key)
+        yield Fleet(lb, hosts, configs, {"a": first}, api_key, SERVED_NAME)
 
 
 def _clean_up(hosts: dict[str, TestHost], caches: dict[str, Path]) -> None:
@@ -411,7 +227,7 @@ def test_the_scaling_policy_tracks_a_gauge_the_real_server_raises_when_requests_
     with queue_sampler(replica.host, url) as lines:
         started = time.monotonic()
         with ThreadPoolExecutor(QUEUED_REQUESTS) as pool:
-            answers = list(pool.map(lambda _: chat(direct, QUEUED_TOKENS), range(QUEUED_REQUESTS)))
+            answers = list(pool.map(lambda _: chat(direct, SERVED_NAME, QUEUED_TOKENS), range(QUEUED_REQUESTS)))
         answered_in = time.monotonic() - started
     assert all(a.ok for a in answers), [a.error for a in answers if not a.ok]
     types = {line.split()[2]: line.split()[3] for line in lines if line.startswith("# TYPE ")}
@@ -477,12 +293,12 @@ def test_a_replica_removed_during_a_burst_loses_no_request(fleet: Fleet) -> None
 
     def streams() -> list[Answer]:
         client = fleet.client()
-        return [stream(client, STREAM_TOKENS) for _ in range(STREAMS_PER_WORKER)]
+        return [stream(client, SERVED_NAME, STREAM_TOKENS) for _ in range(STREAMS_PER_WORKER)]
 
     def count_served(deployment: Deployment) -> None:
         counted["served"] = served(deployment) - before
 
-    with SteadyClient(fleet).running() as steady, ThreadPoolExecutor(BURST_WORKERS) as pool:
+    with SteadyClient(fleet, tokens=ANSWER_TOKENS).running() as steady, ThreadPoolExecutor(BURST_WORKERS) as pool:
         burst_futures = [pool.submit(streams) for _ in range(BURST_WORKERS)]
         # b running one stream and queueing another (max-num-seqs 1): the drain has work to wait for.
         wait_for(lambda: lb.in_flight("b") >= 2, timeout=60, interval=0.05, what="requests in flight on b")

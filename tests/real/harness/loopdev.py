@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from .common import BUILD_DIR, run
 
@@ -62,3 +63,38 @@ def loop_device(size_mib: int = 64) -> Iterator[str]:
         if device:
             detach(device)
         backing.unlink(missing_ok=True)
+
+
+def snapshot(device: str) -> Path:
+    """A block-level copy of `device` in a file, as an EBS snapshot holds a volume's blocks (sparse: unwritten
+    blocks stay holes). Take it with the filesystem frozen or unmounted: a snapshot is only as consistent as the
+    filesystem was. `restored` attaches it (and deletes it afterwards)."""
+    LOOP_DIR.mkdir(parents=True, exist_ok=True)
+    backing = LOOP_DIR / f"snap-{os.getpid()}-{os.urandom(4).hex()}.img"
+    run(["dd", f"if={device}", f"of={backing}", "bs=1M", "conv=sparse", "status=none"], timeout=1800)
+    return backing
+
+
+@contextlib.contextmanager
+def restored(snapshot_file: Path) -> Iterator[str]:
+    """A device holding the snapshot's blocks, as a volume created from a snapshot; detached and the file
+    deleted afterwards."""
+    device = ""
+    try:
+        device = run(["losetup", "--find", "--show", str(snapshot_file)]).stdout.strip()
+        yield device
+    finally:
+        if device:
+            detach(device)
+        snapshot_file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def frozen(mount_point: str) -> Iterator[None]:
+    """The filesystem at `mount_point` flushed and frozen (fsfreeze), as for a consistent snapshot of a volume in
+    use; thawed afterwards."""
+    run(["fsfreeze", "--freeze", mount_point])
+    try:
+        yield
+    finally:
+        run(["fsfreeze", "--unfreeze", mount_point])

@@ -45,6 +45,13 @@ ARGS = ServiceLoadBalancerArgs(
     api_allowed_cidrs=["93.184.216.0/24", "2600:1f18:1::/48"], tags={"team": "ml"})
 
 
+def arn_suffix(typ: str, name: str) -> str:
+    """What AWS reports as a load balancer's (app/<name>/<id>) or target group's (targetgroup/<name>/<id>) ARN
+    suffix, the dimension values of their CloudWatch metrics."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{'app' if typ == ALB else 'targetgroup'}/{name}/{digest}"
+
+
 class LbMocks(Mocks):
     """The project's mocks, plus what AWS reports for the load balancer's resources (ARNs, the ALB's name
     and zone, the certificate's validation record, a record's FQDN)."""
@@ -55,6 +62,8 @@ class LbMocks(Mocks):
         if args.typ.startswith("aws:lb/"):
             kind = args.typ.split(":")[-1].lower()
             outputs["arn"] = f"arn:aws:elasticloadbalancing:us-east-1:123456789012:{kind}/{args.name}/{digest}"
+        if args.typ in (ALB, TARGET_GROUP):
+            outputs["arnSuffix"] = arn_suffix(args.typ, args.name)
         if args.typ == ALB:
             outputs |= {"dnsName": ALB_DNS, "zoneId": ALB_ZONE}
         elif args.typ == CERTIFICATE:

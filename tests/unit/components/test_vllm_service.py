@@ -13,11 +13,22 @@ import pulumi
 import pytest
 
 from tests.unit.components.test_components import Deployed
-from tests.unit.components.test_service_lb import ALB_DNS, LbMocks
+from tests.unit.components.test_service_lb import ALB as ALB_TYPE
+from tests.unit.components.test_service_lb import ALB_DNS, LbMocks, arn_suffix
+from tests.unit.components.test_service_lb import TARGET_GROUP as TARGET_GROUP_TYPE
 from tests.unit.policy.test_policy_on_program import violations
 from tests.unit.pulumi_mocks import MOCK_SERVICE_READY_STDOUT, Mocks, plaintext_occurrences
 from vllm_endpoint import VllmEndpoint, VllmEndpointArgs, VllmService, VllmServiceArgs
-from vllm_endpoint.infra.catalog.names import PROXY_KEY_CHECK_ENV, SECRET_API_KEY_ENV, SECRET_HF_TOKEN_ENV
+from vllm_endpoint.infra.catalog.names import (
+    DEFAULT_ENDPOINT_NAME,
+    METRICS_NAMESPACE,
+    PROXY_KEY_CHECK_ENV,
+    SECRET_API_KEY_ENV,
+    SECRET_HF_TOKEN_ENV,
+)
+from vllm_endpoint.infra.plan.costs import MONITORING
+from vllm_endpoint.infra.render.cloudwatch_agent import metrics_scope
+from vllm_endpoint.infra.render.fleet_monitoring import LOAD_BALANCER_DIMENSION, TARGET_GROUP_DIMENSION, fleet_alarms
 from vllm_endpoint.infra.render.proxy import render_key_check
 from vllm_endpoint.infra.settings.endpoint_args import settings_kwargs
 from vllm_endpoint.infra.settings.models import ConfigError
@@ -30,7 +41,10 @@ PARAMETER = "aws:ssm/parameter:Parameter"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
 SERVICE = "aws:ecs/service:Service"
 OUTPUTS = ("endpoint_url", "api_key", "model", "load_balancer_dns_name", "cluster_name", "service_name",
-           "log_group_name", "replicas", "plan_summary", "ready")
+           "log_group_name", "replicas", "plan_summary", "ready", "dashboard_url")
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
+TOPIC = "aws:sns/topic:Topic"
 
 
 @dataclass
@@ -221,3 +235,36 @@ def test_fleet_settings_without_replicas_are_refused_before_anything() -> None:
         load_stack_config({**FLEET, "minReplicas": "3"})
     with pytest.raises(ConfigError, match="domain and hostedZoneId: give both"):
         load_stack_config({**FLEET, "domain": "llm.example.com"})
+
+
+def test_the_fleet_alarms_read_its_own_load_balancer_and_replicas_and_the_dashboard_links_them(fleet: Service) -> None:
+    suffixes = {TARGET_GROUP_DIMENSION: arn_suffix(TARGET_GROUP_TYPE, fleet.mocks.one(TARGET_GROUP_TYPE).name),
+                LOAD_BALANCER_DIMENSION: arn_suffix(ALB_TYPE, fleet.mocks.one(ALB_TYPE).name)}
+    alarms = [a.inputs for a in fleet.mocks.of_type(ALARM)]
+    # The scope the task's sidecar publishes with (the stack's name for its default endpoint).
+    specs = fleet_alarms(METRICS_NAMESPACE, metrics_scope(pulumi.get_stack(), DEFAULT_ENDPOINT_NAME))
+    assert len(alarms) == len(specs) == MONITORING.fleet_alarms
+    for spec in specs:
+        (alarm,) = [a for a in alarms if a["name"].endswith(f"-{spec.key}")]
+        assert (alarm["namespace"], alarm["metricName"]) == (spec.metric.namespace, spec.metric.metric_name)
+        assert alarm["dimensions"] == {k: suffixes.get(k, v) for k, v in spec.metric.dimensions}, spec.key
+        assert all(alarm["dimensions"].values())
+        assert alarm["alarmActions"] == []  # no alarmEmail
+    text = fleet.mocks.one(DASHBOARD).inputs["dashboardBody"]
+    assert all(suffix in text for suffix in suffixes.values()) and fleet.values["cluster_name"] in text
+    assert fleet.values["dashboard_url"].startswith("https://us-east-1.console.aws.amazon.com/cloudwatch/")
+
+
+def test_an_alarm_email_gets_the_fleet_alarms_through_an_encrypted_topic() -> None:
+    deployed = deploy_service({**FLEET, "apiKey": API_KEY, "alarmEmail": "oncall@example.com"})
+    topic = deployed.mocks.one(TOPIC)
+    assert topic.inputs["kmsMasterKeyId"]
+    assert all(a.inputs["alarmActions"] and a.inputs["okActions"] for a in deployed.mocks.of_type(ALARM))
+    assert "5 alarms, 1 KMS key" in deployed.values["plan_summary"]
+
+
+def test_without_metrics_there_is_no_sidecar_dashboard_or_alarm() -> None:
+    deployed = deploy_service({**FLEET, "apiKey": API_KEY, "metrics": "false"})
+    assert deployed.mocks.of_type(ALARM) == [] and deployed.mocks.of_type(DASHBOARD) == []
+    assert deployed.values["dashboard_url"] is None
+    assert "CloudWatch" not in deployed.values["plan_summary"]

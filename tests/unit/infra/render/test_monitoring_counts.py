@@ -11,10 +11,12 @@ from vllm_endpoint.infra.render.alarms import endpoint_alarms
 from vllm_endpoint.infra.render.cloudwatch_agent import (
     GPU_MEASUREMENTS,
     INSTANCE_DIMENSION,
+    TASK_LOCAL_ADDRESS,
     AgentInputs,
     agent_metrics,
     render_agent_config,
 )
+from vllm_endpoint.infra.render.fleet_monitoring import fleet_alarms
 from vllm_endpoint.infra.render.latency import latency_metric_names
 from vllm_endpoint.infra.render.log_metrics import access_log_metric_filters
 
@@ -31,6 +33,14 @@ def test_the_counts_the_plan_prices_are_what_the_renderers_publish() -> None:
     assert MONITORING.latency_metrics == len(latency_metric_names())
     assert MONITORING.log_metrics == len(access_log_metric_filters("dev", "NS"))
     assert MONITORING.endpoint_alarms == len(endpoint_alarms("NS", "dev"))
+    assert MONITORING.fleet_alarms == len(fleet_alarms("NS", "dev"))
+    # A task's sidecar publishes the vLLM metrics only, by the stack alone (no GPU, no instance).
+    sidecar = json.loads(render_agent_config(AgentInputs("dev", "NS", TASK_LOCAL_ADDRESS, in_task=True)))
+    declarations = sidecar["logs"]["metrics_collected"]["prometheus"]["emf_processor"]["metric_declaration"]
+    assert "metrics" not in sidecar
+    assert [d["dimensions"] for d in declarations] == [[["stack"]]] * len(declarations)
+    assert MONITORING.fleet_usage(alarm_email=False).custom_metrics == sum(
+        len(d["metric_selectors"]) for d in declarations)
 
 
 def test_a_one_gpu_stack_with_every_option() -> None:
@@ -38,3 +48,9 @@ def test_a_one_gpu_stack_with_every_option() -> None:
     # 5 vLLM + 1 per instance + 3 GPU x (1 GPU + the roll-up) + 6 latency + 2 from the access log
     assert (usage.custom_metrics, usage.dashboards, usage.alarms, usage.kms_keys) == (20, 1, 6, 1)
     assert usage.line().usd_per_month == 20 * 0.30 + 3.00 + 6 * 0.10 + 1.00
+
+
+def test_a_fleet_with_an_alarm_email() -> None:
+    usage = MONITORING.fleet_usage(alarm_email=True)
+    assert (usage.custom_metrics, usage.dashboards, usage.alarms, usage.kms_keys) == (5, 1, 5, 1)
+    assert usage.line().usd_per_month == 5 * 0.30 + 3.00 + 5 * 0.10 + 1.00
