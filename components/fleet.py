@@ -131,6 +131,9 @@ class VllmFleetArgs:
     # Each task's CloudWatch agent sidecar publishes vLLM's metrics (infra/render/ecs_metrics.py); the scaling
     # policy reads them. False: no sidecar, no task role, and the scaling policy has no data.
     metrics: bool = True
+    # The networks the load balancer's nodes are in (the VPC's CIDRs): the task's proxy takes the client's
+    # address from their X-Forwarded-For (infra/render/proxy.py `_real_ip_lines`). Empty: the peer's address.
+    trusted_proxy_cidrs: pulumi.Input[Sequence[str]] = ()
 
 
 @dataclass(frozen=True)
@@ -534,12 +537,14 @@ def _container_definitions(args: VllmFleetArgs, logs: AwsLogs, scope: str) -> pu
     needed = list(_secret_arns(args).items())
     names = [env for env, _ in needed]
 
-    def render(arns: list[str]) -> str:
-        task = plan_ecs_task(args.plan, secret_arns=dict(zip(names, arns, strict=True)), logs=logs)
+    def render(values: list[Any]) -> str:
+        *arns, trusted = values
+        task = plan_ecs_task(args.plan, secret_arns=dict(zip(names, arns, strict=True)), logs=logs,
+                             trusted_proxies=list(trusted))
         definitions = task.container_definitions_json()
         return with_sidecar(definitions, metrics_sidecar(scope, logs)) if args.metrics else definitions
 
-    return pulumi.Output.all(*(arn for _, arn in needed)).apply(render)
+    return pulumi.Output.all(*(arn for _, arn in needed), args.trusted_proxy_cidrs).apply(render)
 
 
 def _execution_policy(parameter_arns: Sequence[Any], kms_key_id: Any, log_group_arn: str, account: str) -> str:

@@ -122,6 +122,7 @@ class VllmService(pulumi.ComponentResource):
                 cache_initialization_rate_mib_s=fleet.cache_initialization_rate,
                 surge_on_deploy=fleet.surge_on_deploy, waiting_per_replica=fleet.waiting_per_replica,
                 metrics_scope=metrics_scope(pulumi.get_stack(), name), metrics=aws_settings.metrics,
+                trusted_proxy_cidrs=_vpc_cidrs(network.vpc_id),
                 service_depends_on=[self.load_balancer.listener, *self.load_balancer.listener_rules],
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -222,6 +223,13 @@ class VllmService(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def _vpc_cidrs(vpc_id: pulumi.Input[str]) -> pulumi.Output[list[str]]:
+    """Every IPv4 CIDR of the VPC (its primary and any secondary): the load balancer's nodes have their addresses
+    in it, and the replicas' security group admits only the load balancer's."""
+    associations = aws.ec2.get_vpc_output(id=vpc_id).cidr_block_associations
+    return associations.apply(lambda found: sorted({a.cidr_block for a in found}))
 
 
 def _fleet_plan(settings: EndpointSettings) -> FleetPlan:

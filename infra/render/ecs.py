@@ -488,13 +488,14 @@ def _own(secret_arns: Mapping[str, str], spec: ContainerSpec) -> dict[str, str]:
 
 def plan_ecs_task(plan: DeploymentPlan, *, secret_arns: Mapping[str, str], logs: AwsLogs | None = None,
                   network_mode: NetworkMode = "awsvpc", with_proxy: bool = True,
-                  gpu_count: int | None = None) -> EcsTask:
+                  gpu_count: int | None = None, trusted_proxies: Sequence[str] = ()) -> EcsTask:
     """The plan's vLLM container (and proxy) as an ECS task; an `all` GPU request counts the instance type's GPUs
     unless `gpu_count` says how many (a plan without an instance type: an existing host, this machine).
-    `secret_arns` maps each of `task_secret_names` to its parameter's ARN."""
+    `secret_arns` maps each of `task_secret_names` to its parameter's ARN; `trusted_proxies`: the networks of
+    the load balancer in front (CIDRs), whose X-Forwarded-For the proxy takes as the client's address."""
     if gpu_count is None and plan.instance is not None and plan.vllm.gpus == "all":
         gpu_count = plan.instance.gpu_count
-    proxy = _task_proxy_or_none(plan, network_mode, with_proxy)
+    proxy = _task_proxy_or_none(plan, network_mode, with_proxy, trusted_proxies)
     return ecs_task(plan.vllm, proxy.spec if proxy else None, secret_arns=secret_arns, network_mode=network_mode,
                     gpu_count=gpu_count, logs=logs, proxy_entry_point=proxy.entry_point if proxy else ())
 
@@ -508,7 +509,7 @@ class TaskProxy:
     entry_point: tuple[str, ...]  # the container definition's entryPoint (empty: the image's)
 
 
-def task_proxy(plan: DeploymentPlan) -> TaskProxy:
+def task_proxy(plan: DeploymentPlan, trusted_proxies: Sequence[str] = ()) -> TaskProxy:
     """The proxy as an awsvpc task runs it: its files in its environment, written to its tmpfs at start."""
     where = f"container {plan.proxy.name}"
     if plan.proxy_settings.tls:
@@ -517,7 +518,7 @@ def task_proxy(plan: DeploymentPlan) -> TaskProxy:
     if not any(_holds(path, PROXY_TASK_CONFIG_DIR) for path, _ in plan.proxy.tmpfs):
         raise EcsRenderError(f"{where}: no tmpfs holds {PROXY_TASK_CONFIG_DIR}, where its entry point writes its "
                              "files (the root filesystem is read-only)")
-    conf = task_nginx_conf(plan)
+    conf = task_nginx_conf(plan, trusted_proxies)
     digest = hashlib.sha256(conf.encode()).hexdigest()[:16]
     host_files = (PROXY_CONFIG_PATH, PROXY_KEY_CHECK_PATH)
     spec = replace(
@@ -533,21 +534,23 @@ def task_proxy(plan: DeploymentPlan) -> TaskProxy:
     return TaskProxy(spec, ("/bin/sh", "-c", script + read_host_file(PROXY_START_SCRIPT), PROXY_START_SCRIPT))
 
 
-def task_nginx_conf(plan: DeploymentPlan) -> str:
-    """The task proxy's nginx.conf: the single host's, with vLLM on the task's loopback and the key check
-    where the entry point writes it."""
-    return render_nginx_conf(plan.proxy_settings, vllm=IN_TASK, key_check_path=TASK_PROXY_KEY_CHECK)
+def task_nginx_conf(plan: DeploymentPlan, trusted_proxies: Sequence[str] = ()) -> str:
+    """The task proxy's nginx.conf: the single host's, with vLLM on the task's loopback, the key check where the
+    entry point writes it, and the client's address from the load balancer's X-Forwarded-For."""
+    return render_nginx_conf(plan.proxy_settings, vllm=IN_TASK, key_check_path=TASK_PROXY_KEY_CHECK,
+                             trusted_proxies=trusted_proxies)
 
 
 def _holds(mount_path: str, path: str) -> bool:
     return path == mount_path or path.startswith(mount_path.rstrip("/") + "/")
 
 
-def _task_proxy_or_none(plan: DeploymentPlan, network_mode: NetworkMode, with_proxy: bool) -> TaskProxy | None:
+def _task_proxy_or_none(plan: DeploymentPlan, network_mode: NetworkMode, with_proxy: bool,
+                        trusted_proxies: Sequence[str] = ()) -> TaskProxy | None:
     if not with_proxy:
         return None
     if network_mode == "awsvpc":
-        return task_proxy(plan)
+        return task_proxy(plan, trusted_proxies)
     return TaskProxy(proxy_spec(plan), ())  # bridge: the host folder's proxy, for proofs (module docstring)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -140,10 +141,28 @@ _TLS_DIRECTIVES = (
 # can never fall through to a DNS lookup of the container (that path has no pool).
 VLLM_POOL = "vllm_pool"
 def render_nginx_conf(settings: ProxySettings, *, vllm: VllmAddress = ON_DOCKER_NETWORK,
-                      key_check_path: str = PROXY_KEY_CHECK_PATH) -> str:
+                      key_check_path: str = PROXY_KEY_CHECK_PATH, trusted_proxies: Sequence[str] = ()) -> str:
     """infra/host/nginx.conf.template with this deployment's values: vLLM found at `vllm`, the key check
-    included from `key_check_path`."""
-    return fill_template(read_host_file(NGINX_TEMPLATE), _template_values(settings, vllm, key_check_path))
+    included from `key_check_path`; behind a load balancer in `trusted_proxies` (CIDRs), each request's client
+    is the address the load balancer put in X-Forwarded-For (`_real_ip_lines`)."""
+    values = _template_values(settings, vllm, key_check_path) | {"REAL_IP": _real_ip_lines(trusted_proxies)}
+    return fill_template(read_host_file(NGINX_TEMPLATE), values)
+
+
+def _real_ip_lines(trusted_proxies: Sequence[str]) -> tuple[str, ...]:
+    """Behind an Application Load Balancer every connection comes from one of its nodes, and it appends the
+    client's address to X-Forwarded-For. From a trusted peer, nginx's realip module makes the last address of
+    that header $remote_addr (not recursive: an address the client wrote itself further left is never taken),
+    so the access log, the per-request X-Forwarded-For sent to vLLM and the 5xx lines name the client, not a
+    load balancer node. From any other peer the header is ignored."""
+    if not trusted_proxies:
+        return ()
+    return (
+        "# Behind the load balancer (its nodes are in these networks): the client's address is the last one",
+        "# it appended to X-Forwarded-For.",
+        *(f"set_real_ip_from {_cidr(cidr)};" for cidr in trusted_proxies),
+        "real_ip_header X-Forwarded-For;",
+    )
 
 
 def _pool_lines(limits: ConnectionLimits, vllm: VllmAddress) -> tuple[str, ...]:

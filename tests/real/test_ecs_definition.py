@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import ipaddress
 import json
 import secrets
 import time
@@ -30,6 +31,7 @@ import openai
 import pytest
 
 from tests.real.harness import images
+from tests.real.harness.common import wait_for
 from tests.real.harness.deployer import (
     DEFAULT_STACK,
     TEST_PROJECT,
@@ -62,6 +64,9 @@ ECS_PORT = 30022
 SERVED_NAME = "tiny-ecs"
 TASK_NAME = "ecs-task"
 ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/test/{}"
+# The load balancer's networks as the fleet renders them (there: the VPC's CIDRs). Here the proxy's peer is an
+# address of the test machine's private networks (Docker's bridge, the test host's link).
+TRUSTED_PROXIES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 # Paths sent as written (no client-side normalisation): the allowlist, its tricks, and what it refuses.
 PATHS = ["/health", "/v1/models", "/v1/../metrics", "/metrics", "/", "/invocations", "/tokenize", "/v1/%2e%2e/metrics",
          "/v1/models%0d%0aX:y", "/docs", "/v2/models"]
@@ -94,7 +99,8 @@ def task(test_host: TestHost, vllm_image: str, busybox_image: str, tiny_model: P
     # The instance's part (on ECS: its boot script and the cache volume): the cache folders and the model.
     prepare_host(host, plan, Owner(TEST_PROJECT, DEFAULT_STACK, plan.names.endpoint))
     upload_model(host, plan)
-    ecs = plan_ecs_task(plan, secret_arns={name: ARN.format(name) for name in task_secret_names(plan)})
+    ecs = plan_ecs_task(plan, secret_arns={name: ARN.format(name) for name in task_secret_names(plan)},
+                        trusted_proxies=TRUSTED_PROXIES)
     start = time.monotonic()
     running = run_task(host, ecs, name=TASK_NAME, pause_image=busybox_image,
                        secrets=task_secret_values(plan, api_key, None), publish={ECS_PORT: PROXY_CONTAINER_PORT})
@@ -140,6 +146,26 @@ def test_the_proxy_holds_its_files_itself_and_nginx_not_the_secret(task: Task) -
     environ = task.host.docker("exec", proxy, "cat", "/proc/1/environ").stdout
     assert PROXY_KEY_CHECK_ENV not in environ and task.api_key not in environ
     assert "nginx" in task.host.docker("exec", proxy, "cat", "/proc/1/cmdline").stdout
+
+
+def test_behind_the_load_balancer_the_proxy_logs_the_client_the_load_balancer_named(task: Task) -> None:
+    """ALB appends the client's address to X-Forwarded-For; the proxy takes that last address as the client's
+    (its access log's first field), not one the client wrote itself, and its own peer without the header."""
+
+    def health_lines() -> list[str]:
+        return [x for x in task.running.logs(task.plan.proxy.name).splitlines() if '"GET /health ' in x]
+
+    def logged_client(headers: dict[str, str]) -> str:
+        before = len(health_lines())
+        assert answer(task.host, ECS_PORT, "GET", "/health", headers)[0] == 200
+        wait_for(lambda: len(health_lines()) > before, timeout=10, what="the proxy's access log line")
+        return health_lines()[-1].split(" ", 1)[0]
+
+    peer = ipaddress.ip_address(logged_client({}))
+    assert any(peer in ipaddress.ip_network(cidr) for cidr in TRUSTED_PROXIES), peer
+    assert logged_client({"X-Forwarded-For": "198.51.100.7"}) == "198.51.100.7"
+    # A client that sends its own X-Forwarded-For: ALB appends the real address after it.
+    assert logged_client({"X-Forwarded-For": "203.0.113.9, 198.51.100.8"}) == "198.51.100.8"
 
 
 def answer(host: TestHost, port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:

@@ -93,6 +93,10 @@ class Recorded:
     provider: str | None
 
 
+# A VPC's IPv4 CIDRs (getVpc): its primary and a secondary one.
+MOCK_VPC_CIDRS = ("172.31.0.0/16", "100.64.0.0/16")
+
+
 class Mocks(pulumi.runtime.Mocks):
     # What every new Mocks starts with in `instances` (a test sets it with monkeypatch).
     default_instances: tuple[tuple[str, str, str], ...] = ()
@@ -187,7 +191,12 @@ class Mocks(pulumi.runtime.Mocks):
             return {"name": args.args["name"], "value": MOCK_AMI, "type": "String", "arn": "arn", "id": "p",
                     "insecureValue": MOCK_AMI, "version": 1, "withDecryption": True}, []
         if token == "aws:ec2/getVpc:getVpc":
-            return {"id": "vpc-0123456789abcdef0", "cidrBlock": "172.31.0.0/16", "default": True}, []
+            # The default VPC's, or the one of a given subnet (by id): its primary CIDR and a secondary one.
+            vpc = args.args.get("id", "vpc-0123456789abcdef0")
+            return {"id": vpc, "cidrBlock": "172.31.0.0/16", "default": "id" not in args.args,
+                    "cidrBlockAssociations": [
+                        {"associationId": f"vpc-cidr-assoc-{n}", "cidrBlock": cidr, "state": "associated"}
+                        for n, cidr in enumerate(MOCK_VPC_CIDRS)]}, []
         if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
             return {"id": "offerings", "instanceTypes": ["g5.xlarge"] * len(MOCK_ZONES), "locations": MOCK_ZONES,
                     "locationTypes": ["availability-zone"] * len(MOCK_ZONES)}, []

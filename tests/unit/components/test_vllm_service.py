@@ -17,11 +17,12 @@ from tests.unit.components.test_service_lb import ALB as ALB_TYPE
 from tests.unit.components.test_service_lb import ALB_DNS, LbMocks, arn_suffix
 from tests.unit.components.test_service_lb import TARGET_GROUP as TARGET_GROUP_TYPE
 from tests.unit.policy.test_policy_on_program import violations
-from tests.unit.pulumi_mocks import MOCK_SERVICE_READY_STDOUT, Mocks, plaintext_occurrences
+from tests.unit.pulumi_mocks import MOCK_SERVICE_READY_STDOUT, MOCK_VPC_CIDRS, Mocks, plaintext_occurrences
 from vllm_endpoint import VllmEndpoint, VllmEndpointArgs, VllmService, VllmServiceArgs
 from vllm_endpoint.infra.catalog.names import (
     DEFAULT_ENDPOINT_NAME,
     METRICS_NAMESPACE,
+    PROXY_CONFIG_ENV,
     PROXY_KEY_CHECK_ENV,
     SECRET_API_KEY_ENV,
     SECRET_HF_TOKEN_ENV,
@@ -268,3 +269,11 @@ def test_without_metrics_there_is_no_sidecar_dashboard_or_alarm() -> None:
     assert deployed.mocks.of_type(ALARM) == [] and deployed.mocks.of_type(DASHBOARD) == []
     assert deployed.values["dashboard_url"] is None
     assert "CloudWatch" not in deployed.values["plan_summary"]
+
+
+def test_the_task_proxy_trusts_the_load_balancers_x_forwarded_for_from_the_vpc_only(fleet: Service) -> None:
+    definitions = json.loads(fleet.inputs(TASK)["containerDefinitions"])
+    (conf,) = [e["value"] for d in definitions for e in d.get("environment", []) if e["name"] == PROXY_CONFIG_ENV]
+    trusted = [line.split()[1].rstrip(";") for line in conf.splitlines() if line.strip().startswith("set_real_ip_from")]
+    assert sorted(trusted) == sorted(MOCK_VPC_CIDRS)  # the VPC's primary and secondary CIDRs
+    assert "real_ip_header X-Forwarded-For;" in conf

@@ -199,3 +199,21 @@ def test_the_entry_point_passes_shellcheck_as_posix_sh(tmp_path: Path) -> None:
         result = subprocess.run([shellcheck, "-S", "style", "--shell", "sh", str(path)], capture_output=True,
                                 text=True)
         assert result.returncode == 0, result.stdout
+
+
+def test_behind_a_load_balancer_the_task_proxy_takes_the_client_from_its_networks_x_forwarded_for() -> None:
+    plan = stack_plan("dev")
+    trusted = ("172.31.0.0/16", "100.64.0.0/16")
+    changed = [line[2:].strip() for line in difflib.ndiff(task_nginx_conf(plan).splitlines(),
+                                                          task_nginx_conf(plan, trusted).splitlines())
+               if line[:2] in ("- ", "+ ")]
+    directives = [line for line in changed if not line.startswith("#")]
+    # Only these: the last address of the header is the client (real_ip_recursive stays off, nginx's default).
+    assert directives == ["set_real_ip_from 172.31.0.0/16;", "set_real_ip_from 100.64.0.0/16;",
+                          "real_ip_header X-Forwarded-For;"]
+    assert "real_ip" not in render_nginx_conf(plan.proxy_settings)  # the single host has no load balancer
+    task = plan_ecs_task(plan, secret_arns=task_arns(plan), trusted_proxies=trusted)
+    environment = {e["name"]: e["value"] for e in task.container_definitions[1]["environment"]}
+    assert environment[PROXY_CONFIG_ENV] == task_nginx_conf(plan, trusted)
+    with pytest.raises(ValueError, match="not-a-cidr"):
+        task_nginx_conf(plan, ("not-a-cidr",))
