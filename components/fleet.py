@@ -22,6 +22,7 @@ measured per model (a replica's sustainable requests per minute at the wanted la
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -134,6 +135,8 @@ class VllmFleetArgs:
     # The networks the load balancer's nodes are in (the VPC's CIDRs): the task's proxy takes the client's
     # address from their X-Forwarded-For (infra/render/proxy.py `_real_ip_lines`). Empty: the peer's address.
     trusted_proxy_cidrs: pulumi.Input[Sequence[str]] = ()
+    # The vLLM image the task runs instead of the plan's (a custom image pushed to ECR: FleetImage's image_ref).
+    vllm_image: pulumi.Input[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -538,13 +541,15 @@ def _container_definitions(args: VllmFleetArgs, logs: AwsLogs, scope: str) -> pu
     names = [env for env, _ in needed]
 
     def render(values: list[Any]) -> str:
-        *arns, trusted = values
-        task = plan_ecs_task(args.plan, secret_arns=dict(zip(names, arns, strict=True)), logs=logs,
+        *arns, trusted, image = values
+        plan = args.plan if image is None else dataclasses.replace(
+            args.plan, vllm=dataclasses.replace(args.plan.vllm, image=image))
+        task = plan_ecs_task(plan, secret_arns=dict(zip(names, arns, strict=True)), logs=logs,
                              trusted_proxies=list(trusted))
         definitions = task.container_definitions_json()
         return with_sidecar(definitions, metrics_sidecar(scope, logs)) if args.metrics else definitions
 
-    return pulumi.Output.all(*(arn for _, arn in needed), args.trusted_proxy_cidrs).apply(render)
+    return pulumi.Output.all(*(arn for _, arn in needed), args.trusted_proxy_cidrs, args.vllm_image).apply(render)
 
 
 def _execution_policy(parameter_arns: Sequence[Any], kms_key_id: Any, log_group_arn: str, account: str) -> str:

@@ -56,7 +56,9 @@ class VllmEndpointArgs(TypedDict, total=False):
      "checked against it. (Stack setting `vllmVersion`.)")
     image_build_context: str
     ("Folder with a Dockerfile `FROM vllm/vllm-openai:<tag>` (e.g. a fine-tune baked in at /app/model); built "
-     "on the host and run instead of the stock image. (Stack setting `imageBuildContext`.)")
+     "on the host and run instead of the stock image. On a fleet: built on the deploying machine (it needs "
+     "Docker) and pushed to a private ECR repository of the stack, which the replicas pull it from by digest. "
+     "(Stack setting `imageBuildContext`.)")
     gpus: list[str]
     ("GPUs the container gets: `all`, or device indexes/UUIDs such as [\"1\"] or \"0,1\" (the original command's "
      "`--gpus '\"device=1\"'`). Default: `all`. (Stack setting `gpus`.)")

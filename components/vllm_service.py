@@ -24,6 +24,7 @@ import pulumi_command as command
 from vllm_endpoint.components._endpoint_settings import EndpointSettings, load_settings
 from vllm_endpoint.components._support import endpoint_api_key, secret
 from vllm_endpoint.components.fleet import VllmFleet, VllmFleetArgs
+from vllm_endpoint.components.fleet_image import FleetImage, FleetImageArgs
 from vllm_endpoint.components.monitoring import ServiceMonitoring, ServiceMonitoringArgs
 from vllm_endpoint.components.service_lb import ServiceLoadBalancer, ServiceLoadBalancerArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
@@ -91,6 +92,10 @@ class VllmService(pulumi.ComponentResource):
         self.api_key, self.generated_api_key = endpoint_api_key(self, name, settings.inputs.api_key)
         self.parameters = self._create_secret_parameters(name, settings, tags)
         network = _network(settings)
+        self.image = None if plan.image_build is None else FleetImage(
+            f"{name}-image", FleetImageArgs(name=name, build=plan.image_build, kms_key_id=settings.inputs.kms_key_id,
+                                            tags=aws_settings.tags),
+            opts=pulumi.ResourceOptions(parent=self))
         self.load_balancer = ServiceLoadBalancer(
             _load_balancer_name(name),
             ServiceLoadBalancerArgs(
@@ -123,6 +128,7 @@ class VllmService(pulumi.ComponentResource):
                 surge_on_deploy=fleet.surge_on_deploy, waiting_per_replica=fleet.waiting_per_replica,
                 metrics_scope=metrics_scope(pulumi.get_stack(), name), metrics=aws_settings.metrics,
                 trusted_proxy_cidrs=_vpc_cidrs(network.vpc_id),
+                vllm_image=self.image.image_ref if self.image is not None else None,
                 service_depends_on=[self.load_balancer.listener, *self.load_balancer.listener_rules],
             ),
             opts=pulumi.ResourceOptions(parent=self),

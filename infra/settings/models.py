@@ -357,7 +357,9 @@ class ServerSettings(_Section):
     )
     image_build_context: Path | None = Field(
         None, description="Folder with a Dockerfile `FROM vllm/vllm-openai:<tag>` (e.g. a fine-tune "
-        "baked in at /app/model); built on the host and run instead of the stock image.",
+        "baked in at /app/model); built on the host and run instead of the stock image. On a fleet: built on "
+        "the deploying machine (it needs Docker) and pushed to a private ECR repository of the stack, which the "
+        "replicas pull it from by digest.",
         json_schema_extra=effect(CONTAINER, TAGS),
     )
     gpus: GpuSelection = Field(
@@ -1106,10 +1108,9 @@ _NOT_ON_A_FLEET = {
     # monitoring system from the internet; each task's agent sidecar reads /metrics from vLLM directly.
     "metrics_allowed_cidrs": "each replica's metrics are read inside its task by the CloudWatch agent sidecar, "
                              "and behind the load balancer the proxy cannot tell who asks",
-    "model_path": "a fleet cannot upload a local folder yet: bake the fine-tune into an image (FROM "
-                  "vllm/vllm-openai) in a registry the instances can pull from, and set image and imageTag",
-    "image_build_context": "a fleet cannot build on a host: push the image to a registry (e.g. ECR) and set "
-                           "image and imageTag",
+    "model_path": "a fleet cannot upload a local folder yet: bake the fine-tune into an image (a folder with a "
+                  "Dockerfile FROM vllm/vllm-openai that copies it in) and set imageBuildContext: it is built here "
+                  "and pushed to the stack's ECR repository",
 }
 
 

@@ -93,6 +93,8 @@ class Recorded:
     provider: str | None
 
 
+MOCK_ECR_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+MOCK_ECR_PASSWORD = "ecr-password-" + "x" * 24
 # A VPC's IPv4 CIDRs (getVpc): its primary and a secondary one.
 MOCK_VPC_CIDRS = ("172.31.0.0/16", "100.64.0.0/16")
 
@@ -168,6 +170,13 @@ class Mocks(pulumi.runtime.Mocks):
                                        for i, network in enumerate(networks)]
         elif typ == "docker:index/remoteImage:RemoteImage":
             outputs["image_id"] = mock_image_id(inputs["name"])
+        elif typ == "aws:ecr/repository:Repository":
+            outputs |= {"repositoryUrl": f"{MOCK_ECR_REGISTRY}/{inputs['name']}", "registryId": "123456789012",
+                        "arn": f"arn:aws:ecr:us-east-1:123456789012:repository/{inputs['name']}"}
+        elif typ == "docker:index/image:Image" and inputs.get("registry"):
+            # A pushed image: the registry's reference by digest (of what was built).
+            name = str(inputs["imageName"])
+            outputs["repoDigest"] = f"{name.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(name.encode()).hexdigest()}"
         elif typ == "command:remote:Command" and args.name.endswith("-readiness"):
             outputs |= {"stdout": MOCK_GATE_STDOUT, "stderr": ""}
         elif typ == "command:local:Command" and args.name.endswith("-ready"):
@@ -190,6 +199,10 @@ class Mocks(pulumi.runtime.Mocks):
         if token == "aws:ssm/getParameter:getParameter":
             return {"name": args.args["name"], "value": MOCK_AMI, "type": "String", "arn": "arn", "id": "p",
                     "insecureValue": MOCK_AMI, "version": 1, "withDecryption": True}, []
+        if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {"id": "token", "userName": "AWS", "password": MOCK_ECR_PASSWORD,
+                    "authorizationToken": base64.b64encode(f"AWS:{MOCK_ECR_PASSWORD}".encode()).decode(),
+                    "proxyEndpoint": f"https://{MOCK_ECR_REGISTRY}", "expiresAt": "2026-12-03T00:00:00Z"}, []
         if token == "aws:ec2/getVpc:getVpc":
             # The default VPC's, or the one of a given subnet (by id): its primary CIDR and a secondary one.
             vpc = args.args.get("id", "vpc-0123456789abcdef0")

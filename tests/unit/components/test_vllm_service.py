@@ -17,7 +17,15 @@ from tests.unit.components.test_service_lb import ALB as ALB_TYPE
 from tests.unit.components.test_service_lb import ALB_DNS, LbMocks, arn_suffix
 from tests.unit.components.test_service_lb import TARGET_GROUP as TARGET_GROUP_TYPE
 from tests.unit.policy.test_policy_on_program import violations
-from tests.unit.pulumi_mocks import MOCK_SERVICE_READY_STDOUT, MOCK_VPC_CIDRS, Mocks, plaintext_occurrences
+from tests.unit.pulumi_mocks import (
+    MOCK_ECR_PASSWORD,
+    MOCK_ECR_REGISTRY,
+    MOCK_SERVICE_READY_STDOUT,
+    MOCK_VPC_CIDRS,
+    Mocks,
+    is_secret_value,
+    plaintext_occurrences,
+)
 from vllm_endpoint import VllmEndpoint, VllmEndpointArgs, VllmService, VllmServiceArgs
 from vllm_endpoint.infra.catalog.names import (
     DEFAULT_ENDPOINT_NAME,
@@ -277,3 +285,34 @@ def test_the_task_proxy_trusts_the_load_balancers_x_forwarded_for_from_the_vpc_o
     trusted = [line.split()[1].rstrip(";") for line in conf.splitlines() if line.strip().startswith("set_real_ip_from")]
     assert sorted(trusted) == sorted(MOCK_VPC_CIDRS)  # the VPC's primary and secondary CIDRs
     assert "real_ip_header X-Forwarded-For;" in conf
+
+
+def test_a_custom_image_is_built_here_pushed_to_the_stacks_ecr_repository_and_run_by_digest(tmp_path: Path) -> None:
+    context = tmp_path / "finetune"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM vllm/vllm-openai:v0.32.0\nCOPY model /app/model\n")
+    key = "arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d-0000-4000-8000-0a1b2c3d4e5f"
+    deployed = deploy_service({**FLEET, "apiKey": API_KEY, "imageBuildContext": str(context), "model": "/app/model",
+                               "kmsKeyId": key})
+    repository = deployed.inputs("aws:ecr/repository:Repository")
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repository["encryptionConfigurations"] == [{"encryptionType": "KMS", "kmsKey": key}]
+    assert json.loads(deployed.inputs("aws:ecr/lifecyclePolicy:LifecyclePolicy")["policy"])["rules"][0]["action"] == {
+        "type": "expire"}
+    image = deployed.mocks.one("docker:index/image:Image")
+    assert image.inputs["build"]["context"] == str(context) and image.inputs["build"]["platform"] == "linux/amd64"
+    assert image.inputs["imageName"].startswith(f"{MOCK_ECR_REGISTRY}/{repository['name']}:")
+    registry = image.raw_inputs["registry"]
+    assert is_secret_value(registry) or is_secret_value(registry["password"])
+    definitions = json.loads(deployed.inputs(TASK)["containerDefinitions"])
+    (vllm,) = [d for d in definitions if d["name"] == "vllm"]
+    assert vllm["image"].startswith(f"{MOCK_ECR_REGISTRY}/{repository['name']}@sha256:")
+    assert [p for r in deployed.mocks.resources for p in plaintext_occurrences(r.raw_inputs, MOCK_ECR_PASSWORD)] == []
+    assert all(opts.parent is not None for name, opts in deployed.options.items() if name != "vllm")
+    assert violations(Deployed(deployed.mocks, cast(Any, None), options=deployed.options)) == []
+
+
+def test_a_fleet_refuses_a_local_model_folder_and_says_to_bake_it_into_an_image() -> None:
+    with pytest.raises(ConfigError, match=r"modelPath: .*set imageBuildContext"):
+        deploy_service({**FLEET, "apiKey": API_KEY, "modelPath": "/tmp"})
