@@ -68,6 +68,11 @@ API_PORT = 30022
 # its compile-cache key, a recompile on a cache that has only the previous value's).
 MAX_NUM_SEQS = (2, 4, 8)
 DRAIN_DELAY_S = 60
+# The clients during the updates: one short request after another, a pause between. Gentle on purpose: here
+# the replicas share 2 cores, and vLLM's CPU build pins a starting engine's core process to the core the other
+# replica's worker uses; under a heavy load that start waits minutes for CPU (measured: 464 s instead of 71 s).
+# On AWS each replica has its own instance.
+CLIENT_WORKERS, CLIENT_PAUSE_S = 1, 1.0
 VOLUME_GIB = 2  # sparse: only what the cache holds is written
 START_TIMEOUT_S = 900
 ONLINE_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -160,7 +165,7 @@ def update_without_room(fleet: Fleet, replicas: dict[str, Replica], max_num_seqs
     """minimumHealthyPercent 50 / maximumPercent 100 with 2 replicas: one task at a time stops, then its
     successor starts on the freed instance."""
     steps = []
-    with SteadyClient(fleet).running() as steady:
+    with SteadyClient(fleet, workers=CLIENT_WORKERS, pause_s=CLIENT_PAUSE_S).running() as steady:
         began = time.monotonic()
         for name, replica in replicas.items():
             out_at = time.monotonic()
@@ -176,7 +181,7 @@ def update_without_room(fleet: Fleet, replicas: dict[str, Replica], max_num_seqs
 def update_with_room(fleet: Fleet, old: str, new: Replica, max_num_seqs: int) -> dict[str, Any]:
     """minimumHealthyPercent 100 / maximumPercent 200 (the default): the new task on another instance, in
     service before the old one is drained and stopped."""
-    with SteadyClient(fleet).running() as steady:
+    with SteadyClient(fleet, workers=CLIENT_WORKERS, pause_s=CLIENT_PAUSE_S).running() as steady:
         began = time.monotonic()
         joined = start(fleet, new, max_num_seqs, f"with room: {new.name} with maxNumSeqs {max_num_seqs}")
         gone = leave(fleet, old)
@@ -213,18 +218,21 @@ def bench(stack: contextlib.ExitStack, model: Path, results: dict[str, Any]) -> 
     fleet = Fleet(lb, hosts, {}, {}, "bench-" + "k" * 40, SERVED_NAME)
     results["cold"] = start(fleet, a, MAX_NUM_SEQS[0], "cold: a on a new volume")
 
-    with SteadyClient(fleet).running() as steady:
+    with SteadyClient(fleet, workers=CLIENT_WORKERS, pause_s=CLIENT_PAUSE_S).running() as steady:
         took = time.monotonic()
         with loopdev.frozen(str(a.mount_point)):
             snapshot = loopdev.snapshot(volume_a)
         took = time.monotonic() - took
-        allocated = int(run(["du", "-B1", "--", str(snapshot)]).stdout.split()[0])
-        log(f"snapshot of a's volume while it serves: {took:.1f} s, {allocated:,} B allocated")
-        volume_b = stack.enter_context(loopdev.restored(snapshot))
-        b = replica_on(stack, "b", hosts["b"], volume_b, 1, model)
-        results["restored"] = start(fleet, b, MAX_NUM_SEQS[0], "restored: b on a copy of a's volume")
+        time.sleep(3)  # a few answers after the thaw
+    allocated = int(run(["du", "-B1", "--", str(snapshot)]).stdout.split()[0])
+    log(f"snapshot of a's volume while it serves: {took:.1f} s, {allocated:,} B allocated")
     results["snapshot"] = {"seconds": round(took, 2), "allocated_bytes": allocated,
                            "clients_meanwhile": client_view(steady, 0.0)}
+    # The scale-out, without client load: its start is compared with a's, which had none either.
+    volume_b = stack.enter_context(loopdev.restored(snapshot))
+    b = replica_on(stack, "b", hosts["b"], volume_b, 1, model)
+    stack.callback(hosts["b"].remove_all_containers)  # before its volume is detached (LIFO)
+    results["restored"] = start(fleet, b, MAX_NUM_SEQS[0], "restored: b on a copy of a's volume")
     replicas = {"a": a, "b": b}
     results["update_without_room"] = update_without_room(fleet, replicas, MAX_NUM_SEQS[1])
     # One replica left (a scale-in), then the default update moves it to b's instance.
@@ -269,10 +277,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"The copy of a's volume (the snapshot) took {r['snapshot']['seconds']:.1f} s for "
         f"{r['snapshot']['allocated_bytes']:,} B written, with the filesystem frozen meanwhile; a kept serving: "
         f"{r['snapshot']['clients_meanwhile']['failed']} of {r['snapshot']['clients_meanwhile']['answers']} "
-        "requests failed while it was taken and b started.",
+        f"requests failed while it was taken (longest gap between answers "
+        f"{r['snapshot']['clients_meanwhile']['max_gap_s']:.2f} s). b started with no client load, as a did.",
         "",
-        "The clients during each rolling update (2 workers, one short chat completion after another through the "
-        "load balancer, no retries):",
+        f"The clients during each rolling update ({CLIENT_WORKERS} worker, a short chat completion through the load "
+        f"balancer every {CLIENT_PAUSE_S:g} s or so, no retries; the update's starts ran beside a serving replica on "
+        "the same 2 cores, so their times above are longer than on separate instances):",
         "",
         "| strategy | update (s) | answers | failed | longest gap between answers (s) | median gap (s) | "
         "slowest answer (s) |",
