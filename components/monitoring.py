@@ -60,11 +60,8 @@ class EndpointMonitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: EndpointMonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"{PROJECT}:aws:EndpointMonitoring", name, None, opts)
         tags = dict(args.tags)
-        self.topic_key: aws.kms.Key | None = None
-        self.topic: aws.sns.Topic | None = None
-        self.subscription: aws.sns.TopicSubscription | None = None
-        if args.alarm_email is not None:
-            self.topic_key, self.topic, self.subscription = alarm_topic(self, name, args.alarm_email, tags)
+        self.topic_key, self.topic, self.subscription = (
+            alarm_topic(self, name, args.alarm_email, tags) if args.alarm_email is not None else (None, None, None))
         notify = [self.topic.arn] if self.topic is not None else []
         self.log_metric_filters = {spec.key: self._create_log_metric_filter(name, args, spec)
                                    for spec in access_log_metric_filters(args.scope, METRICS_NAMESPACE)}
@@ -137,11 +134,8 @@ class ServiceMonitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServiceMonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"{PROJECT}:aws:ServiceMonitoring", name, None, opts)
         tags = dict(args.tags)
-        self.topic_key: aws.kms.Key | None = None
-        self.topic: aws.sns.Topic | None = None
-        self.subscription: aws.sns.TopicSubscription | None = None
-        if args.alarm_email is not None:
-            self.topic_key, self.topic, self.subscription = alarm_topic(self, name, args.alarm_email, tags)
+        self.topic_key, self.topic, self.subscription = (
+            alarm_topic(self, name, args.alarm_email, tags) if args.alarm_email is not None else (None, None, None))
         notify = [self.topic.arn] if self.topic is not None else []
         resources: dict[str, pulumi.Input[str]] = {LOAD_BALANCER_DIMENSION: args.load_balancer,
                                                    TARGET_GROUP_DIMENSION: args.target_group}
@@ -165,7 +159,7 @@ class ServiceMonitoring(pulumi.ComponentResource):
         self.register_outputs({"dashboard_url": self.dashboard_url, "alarm_topic_arn": self.alarm_topic_arn})
 
 def alarm_topic(parent: pulumi.Resource, name: str, email: str, tags: dict[str, str]) -> tuple[
-        aws.kms.Key, aws.sns.Topic, aws.sns.TopicSubscription]:
+        aws.kms.Key | None, aws.sns.Topic | None, aws.sns.TopicSubscription | None]:
     """The alarms' SNS topic with its own key (the module's docstring says why) and the e-mail subscription."""
     opts = pulumi.ResourceOptions(parent=parent)
     account = aws.get_caller_identity_output().account_id

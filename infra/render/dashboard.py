@@ -70,14 +70,29 @@ def gpu_metric_name(measurement: str) -> str:
     return f"nvidia_smi_{measurement}"
 
 
-def _metric(inputs: DashboardInputs, name: str, stat: str, label: str, metric_id: str | None = None,
-            visible: bool = True) -> list[Any]:
+def stack_metric(namespace: str, stack: str, name: str, stat: str, label: str, metric_id: str | None = None,
+                 visible: bool = True) -> list[Any]:
+    """A graph's line of a metric the agent publishes with the `stack` dimension (the fleet's dashboard too)."""
     options: dict[str, Any] = {"stat": stat, "label": label}
     if metric_id is not None:
         options["id"] = metric_id
     if not visible:
         options["visible"] = False
-    return [inputs.namespace, name, STACK_DIMENSION, inputs.stack, options]
+    return [namespace, name, STACK_DIMENSION, stack, options]
+
+
+def token_rate_metrics(namespace: str, stack: str) -> list[list[Any]]:
+    """Prompt and generated tokens per second: each period's increase of the counters over its seconds."""
+    return [
+        stack_metric(namespace, stack, PROMPT_TOKENS, "Sum", "prompt tokens", "prompt", visible=False),
+        stack_metric(namespace, stack, GENERATION_TOKENS, "Sum", "generated tokens", "generation", visible=False),
+        [{"expression": "prompt / PERIOD(prompt)", "label": "prompt tokens/s", "id": "prompt_rate"}],
+        [{"expression": "generation / PERIOD(generation)", "label": "generated tokens/s", "id": "generation_rate"}],
+    ]
+
+
+def _metric(inputs: DashboardInputs, name: str, stat: str, label: str) -> list[Any]:
+    return stack_metric(inputs.namespace, inputs.stack, name, stat, label)
 
 
 def _log_metric(inputs: DashboardInputs, name: str, stat: str, label: str) -> list[Any]:
@@ -129,13 +144,8 @@ def render_dashboard(inputs: DashboardInputs) -> str:
             _metric(inputs, RUNNING, "Maximum", "running"),
             _metric(inputs, WAITING, "Maximum", "waiting"),
         ], 0, _TEXT_HEIGHT, gauge_axis),
-        _graph(inputs, "Tokens per second", [
-            _metric(inputs, PROMPT_TOKENS, "Sum", "prompt tokens", "prompt", visible=False),
-            _metric(inputs, GENERATION_TOKENS, "Sum", "generated tokens", "generation", visible=False),
-            [{"expression": "prompt / PERIOD(prompt)", "label": "prompt tokens/s", "id": "prompt_rate"}],
-            [{"expression": "generation / PERIOD(generation)", "label": "generated tokens/s",
-              "id": "generation_rate"}],
-        ], _HALF, _TEXT_HEIGHT, gauge_axis),
+        _graph(inputs, "Tokens per second", token_rate_metrics(inputs.namespace, inputs.stack), _HALF, _TEXT_HEIGHT,
+               gauge_axis),
         _graph(inputs, "KV cache usage (1 = full)", [
             _metric(inputs, KV_CACHE, "Maximum", "KV cache in use"),
         ], 0, _TEXT_HEIGHT + _HEIGHT, {"min": 0, "max": 1},

@@ -30,11 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from vllm_endpoint.infra.render.alarms import (
-    GENERATION_TOKENS,
     KV_CACHE,
     KV_CACHE_FULL_THRESHOLD,
     PERIOD_S,
-    PROMPT_TOKENS,
     PROXY_5XX_MINUTES,
     PROXY_5XX_PER_MINUTE,
     RUNNING,
@@ -46,6 +44,7 @@ from vllm_endpoint.infra.render.alarms import (
     endpoint_alarms,
 )
 from vllm_endpoint.infra.render.cloudwatch_agent import STACK_DIMENSION
+from vllm_endpoint.infra.render.dashboard import stack_metric, token_rate_metrics
 
 ALB_NAMESPACE: Final = "AWS/ApplicationELB"
 LOAD_BALANCER_DIMENSION: Final = "LoadBalancer"  # the load balancer's ARN suffix, app/<name>/<id>
@@ -115,14 +114,8 @@ class FleetDashboardInputs:
     alarm_arns: Sequence[str] = field(default_factory=tuple)
 
 
-def _vllm(i: FleetDashboardInputs, name: str, stat: str, label: str, metric_id: str | None = None,
-          visible: bool = True) -> list[Any]:
-    options: dict[str, Any] = {"stat": stat, "label": label}
-    if metric_id is not None:
-        options["id"] = metric_id
-    if not visible:
-        options["visible"] = False
-    return [i.namespace, name, STACK_DIMENSION, i.stack, options]
+def _vllm(i: FleetDashboardInputs, name: str, stat: str, label: str) -> list[Any]:
+    return stack_metric(i.namespace, i.stack, name, stat, label)
 
 
 def _lb(i: FleetDashboardInputs, name: str, stat: str, label: str, target_group: bool = True) -> list[Any]:
@@ -167,13 +160,7 @@ def render_fleet_dashboard(i: FleetDashboardInputs) -> str:
             _vllm(i, WAITING, "Sum", "waiting, all replicas"),
             _vllm(i, RUNNING, "Sum", "running, all replicas"),
         ], _HALF, row[0], {"min": 0}, [("scaling target", i.waiting_per_replica)]),
-        _graph(i, "Tokens per second, all replicas", [
-            _vllm(i, PROMPT_TOKENS, "Sum", "prompt tokens", "prompt", visible=False),
-            _vllm(i, GENERATION_TOKENS, "Sum", "generated tokens", "generation", visible=False),
-            [{"expression": "prompt / PERIOD(prompt)", "label": "prompt tokens/s", "id": "prompt_rate"}],
-            [{"expression": "generation / PERIOD(generation)", "label": "generated tokens/s",
-              "id": "generation_rate"}],
-        ], 0, row[1]),
+        _graph(i, "Tokens per second, all replicas", token_rate_metrics(i.namespace, i.stack), 0, row[1]),
         _graph(i, "KV cache usage, busiest replica (1 = full)", [
             _vllm(i, KV_CACHE, "Maximum", "KV cache in use"),
         ], _HALF, row[1], {"min": 0, "max": 1}, [("kv-cache-full alarm", KV_CACHE_FULL_THRESHOLD)]),
