@@ -63,9 +63,10 @@ from vllm_endpoint.infra.plan.fleet import (
 )
 from vllm_endpoint.infra.render.alarms import WAITING
 from vllm_endpoint.infra.render.cloudwatch_agent import STACK_DIMENSION, prometheus_log_group
-from vllm_endpoint.infra.render.ecs import AwsLogs, plan_ecs_task, task_secret_names
+from vllm_endpoint.infra.render.ecs import AwsLogs, check_definitions_size, plan_ecs_task, task_secret_names
 from vllm_endpoint.infra.render.ecs_host import ECS_CACHE_DEVICE, ecs_host_settings, ecs_host_user_data
 from vllm_endpoint.infra.render.ecs_metrics import metrics_sidecar, with_sidecar
+from vllm_endpoint.infra.render.model_sync import ModelSource, model_prefix, model_read_policy
 from vllm_endpoint.infra.render.proxy import proxy_spec
 
 # AWS managed policies of the instance role: the ECS agent's (register the instance, poll for tasks, pull from
@@ -90,6 +91,7 @@ STREAM_PREFIX = "replica"
 # Stand-ins for the secret ARNs while the task's shape (volumes, grace period, names) is read: the real
 # ARNs may be Outputs, and only the container definitions need them.
 _PLACEHOLDER_ARN = "arn:aws:ssm:us-east-1:000000000000:parameter/placeholder/{}"
+_PLACEHOLDER_BUCKET = "placeholder"
 _LaunchTemplateSpecification = aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs
 
 
@@ -137,6 +139,10 @@ class VllmFleetArgs:
     trusted_proxy_cidrs: pulumi.Input[Sequence[str]] = ()
     # The vLLM image the task runs instead of the plan's (a custom image pushed to ECR: FleetImage's image_ref).
     vllm_image: pulumi.Input[str] | None = None
+    # The bucket the plan's modelPath was uploaded to (FleetModel): each task copies it (model_sync.py), with
+    # a task role that reads exactly those objects. Required with a modelPath.
+    model_bucket: pulumi.Input[str] | None = None
+    model_bucket_arn: pulumi.Input[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,9 +180,15 @@ class VllmFleet(pulumi.ComponentResource):
         account = aws.get_caller_identity().account_id
         scope = args.metrics_scope or pulumi.get_stack()
         logs = AwsLogs(f"{LOG_GROUP_PREFIX}/{scope}/tasks", region, STREAM_PREFIX)
+        if (args.plan.model_upload is None) != (args.model_bucket is None):
+            raise ValueError(f"VllmFleet {args.name}: give model_bucket (FleetModel's) exactly when the plan has a "
+                             "modelPath")
         # The task's shape; the container definitions are rendered again with the real ARNs (_container_definitions).
         self.task = plan_ecs_task(args.plan, logs=logs, secret_arns={
-            n: _PLACEHOLDER_ARN.format(n) for n in task_secret_names(args.plan)})
+            n: _PLACEHOLDER_ARN.format(n) for n in task_secret_names(args.plan)},
+            model_source=_model_source(args.plan, _PLACEHOLDER_BUCKET, region))
+        if args.metrics:  # the sidecar counts towards the task definition's size too
+            check_definitions_size(with_sidecar(self.task.container_definitions_json(), metrics_sidecar(scope, logs)))
 
         vpc_id = args.vpc_id if args.vpc_id is not None else aws.ec2.get_subnet_output(
             id=pulumi.Output.from_input(args.subnet_ids).apply(lambda ids: ids[0])).vpc_id
@@ -205,9 +217,16 @@ class VllmFleet(pulumi.ComponentResource):
         self.instance_role, self.instance_profile = roles.instance_role, roles.instance_profile
         self.execution_role, self.execution_policy = roles.execution_role, roles.execution_policy
         self.task_role: aws.iam.Role | None = None
+        if args.metrics or args.model_bucket is not None:
+            self.task_role = aws.iam.Role(
+                f"{name}-task-role", assume_role_policy=_assume_role("ecs-tasks.amazonaws.com"), tags=tags,
+                opts=pulumi.ResourceOptions(parent=self))
         self.metrics_log_group: aws.cloudwatch.LogGroup | None = None
-        if args.metrics:
-            self.task_role, self.metrics_log_group = self._create_metrics_publishing(name, args, scope, tags)
+        if self.task_role is not None and args.metrics:
+            self.metrics_log_group = self._create_metrics_publishing(name, args, self.task_role, scope, tags)
+        self.model_read_policy: aws.iam.RolePolicy | None = None
+        if self.task_role is not None and args.model_bucket_arn is not None:
+            self.model_read_policy = self._create_model_read_policy(name, args, self.task_role)
 
         self.cluster = aws.ecs.Cluster(
             f"{name}-cluster",
@@ -264,18 +283,25 @@ class VllmFleet(pulumi.ComponentResource):
         egress_anywhere(f"{name}-egress", group.id, "outbound: ECS, image pulls and model downloads", tags, self)
         return group
 
-    def _create_metrics_publishing(self, name: str, args: VllmFleetArgs, scope: str, tags: dict[str, str]) -> tuple[
-            aws.iam.Role, aws.cloudwatch.LogGroup]:
-        """The task role the metrics sidecar writes with, and the log group its scraped samples go to (CloudWatch
-        extracts the metrics from them; kept as long as the task logs)."""
+    def _create_metrics_publishing(self, name: str, args: VllmFleetArgs, role: aws.iam.Role, scope: str,
+                                   tags: dict[str, str]) -> aws.cloudwatch.LogGroup:
+        """The task role's right to publish (the metrics sidecar writes with it), and the log group its scraped
+        samples go to (CloudWatch extracts the metrics from them; kept as long as the task logs)."""
         opts = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-task-role", assume_role_policy=_assume_role("ecs-tasks.amazonaws.com"),
-                            tags=tags, opts=opts)
         self.task_role_policy = aws.iam.RolePolicyAttachment(
             f"{name}-task-cloudwatch-agent", role=role.name, policy_arn=CLOUDWATCH_AGENT_POLICY_ARN, opts=opts)
-        group = aws.cloudwatch.LogGroup(f"{name}-prometheus-log", name=prometheus_log_group(scope),
-                                        retention_in_days=args.log_retention_days, tags=tags, opts=opts)
-        return role, group
+        return aws.cloudwatch.LogGroup(f"{name}-prometheus-log", name=prometheus_log_group(scope),
+                                       retention_in_days=args.log_retention_days, tags=tags, opts=opts)
+
+    def _create_model_read_policy(self, name: str, args: VllmFleetArgs, role: aws.iam.Role) -> aws.iam.RolePolicy:
+        """The sync container reads the fine-tune's objects with the task role: this folder version's only."""
+        assert args.plan.model_upload is not None
+        prefix = model_prefix(args.plan.model_upload)
+        return aws.iam.RolePolicy(
+            f"{name}-task-model-read", role=role.id,
+            policy=pulumi.Output.all(args.model_bucket_arn, args.kms_key_id).apply(
+                lambda v: model_read_policy(v[0], prefix, v[1])),
+            opts=pulumi.ResourceOptions(parent=self))
 
     def _create_roles(self, name: str, args: VllmFleetArgs, log_group_arn: str, account: str,
                       tags: dict[str, str]) -> _Roles:
@@ -541,15 +567,22 @@ def _container_definitions(args: VllmFleetArgs, logs: AwsLogs, scope: str) -> pu
     names = [env for env, _ in needed]
 
     def render(values: list[Any]) -> str:
-        *arns, trusted, image = values
+        *arns, trusted, image, bucket = values
         plan = args.plan if image is None else dataclasses.replace(
             args.plan, vllm=dataclasses.replace(args.plan.vllm, image=image))
         task = plan_ecs_task(plan, secret_arns=dict(zip(names, arns, strict=True)), logs=logs,
-                             trusted_proxies=list(trusted))
+                             trusted_proxies=list(trusted), model_source=_model_source(plan, bucket, logs.region))
         definitions = task.container_definitions_json()
         return with_sidecar(definitions, metrics_sidecar(scope, logs)) if args.metrics else definitions
 
-    return pulumi.Output.all(*(arn for _, arn in needed), args.trusted_proxy_cidrs, args.vllm_image).apply(render)
+    return pulumi.Output.all(*(arn for _, arn in needed), args.trusted_proxy_cidrs, args.vllm_image,
+                             args.model_bucket).apply(render)
+
+
+def _model_source(plan: DeploymentPlan, bucket: str | None, region: str) -> ModelSource | None:
+    if plan.model_upload is None or bucket is None:
+        return None
+    return ModelSource(bucket, model_prefix(plan.model_upload), region)
 
 
 def _execution_policy(parameter_arns: Sequence[Any], kms_key_id: Any, log_group_arn: str, account: str) -> str:

@@ -35,7 +35,8 @@ class VllmEndpointArgs(TypedDict, total=False):
     model_path: str
     ("Local folder on the deploying machine holding a merged fine-tune (config.json, weights, tokenizer). "
      "Uploaded to the cache volume (again only when its content changes), mounted read-only and served from "
-     "/app/model. (Stack setting `modelPath`.)")
+     "/app/model. On a fleet: uploaded to a private S3 bucket of the stack, and each task copies it into its "
+     "instance's cache before vLLM starts. (Stack setting `modelPath`.)")
     served_model_name: str
     ("The name apps put in requests (`model`). Default: the repo id; for `modelPath` the folder's name; for a "
      "custom image the model path's last part. (Stack setting `servedModelName`.)")

@@ -25,6 +25,7 @@ from vllm_endpoint.components._endpoint_settings import EndpointSettings, load_s
 from vllm_endpoint.components._support import endpoint_api_key, secret
 from vllm_endpoint.components.fleet import VllmFleet, VllmFleetArgs
 from vllm_endpoint.components.fleet_image import FleetImage, FleetImageArgs
+from vllm_endpoint.components.fleet_model import FleetModel, FleetModelArgs
 from vllm_endpoint.components.monitoring import ServiceMonitoring, ServiceMonitoringArgs
 from vllm_endpoint.components.service_lb import ServiceLoadBalancer, ServiceLoadBalancerArgs
 from vllm_endpoint.components.vllm_endpoint_args import VllmEndpointArgs
@@ -96,6 +97,10 @@ class VllmService(pulumi.ComponentResource):
             f"{name}-image", FleetImageArgs(name=name, build=plan.image_build, kms_key_id=settings.inputs.kms_key_id,
                                             tags=aws_settings.tags),
             opts=pulumi.ResourceOptions(parent=self))
+        self.model_upload = None if plan.model_upload is None else FleetModel(
+            f"{name}-model", FleetModelArgs(upload=plan.model_upload, kms_key_id=settings.inputs.kms_key_id,
+                                            tags=aws_settings.tags),
+            opts=pulumi.ResourceOptions(parent=self))
         self.load_balancer = ServiceLoadBalancer(
             _load_balancer_name(name),
             ServiceLoadBalancerArgs(
@@ -129,7 +134,11 @@ class VllmService(pulumi.ComponentResource):
                 metrics_scope=metrics_scope(pulumi.get_stack(), name), metrics=aws_settings.metrics,
                 trusted_proxy_cidrs=_vpc_cidrs(network.vpc_id),
                 vllm_image=self.image.image_ref if self.image is not None else None,
-                service_depends_on=[self.load_balancer.listener, *self.load_balancer.listener_rules],
+                model_bucket=self.model_upload.bucket_name if self.model_upload is not None else None,
+                model_bucket_arn=self.model_upload.bucket_arn if self.model_upload is not None else None,
+                # The tasks start once the listener routes to them and the fine-tune's objects are all there.
+                service_depends_on=[self.load_balancer.listener, *self.load_balancer.listener_rules,
+                                    *(self.model_upload.objects if self.model_upload is not None else ())],
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

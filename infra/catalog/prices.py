@@ -92,6 +92,14 @@ class SnapshotPrices:
     snapshot_gb_month: _Price
 
 
+@dataclass(frozen=True, config=STRICT_ENTRY)
+class S3Prices:
+    """The us-east-1 list price of S3 Standard storage (the sources entry says where from)."""
+
+    checked: datetime.date
+    standard_gb_month: _Price
+
+
 class PricesFile(DataFile):
     hours_per_month: Annotated[int, Field(gt=0)]
     fallback_region: str
@@ -103,6 +111,7 @@ class PricesFile(DataFile):
     cloudwatch: CloudWatchPrices
     load_balancer: LoadBalancerPrices
     ebs_snapshots: SnapshotPrices
+    s3_storage: S3Prices
 
     _unique = field_validator("regions")(unique_names)
 
@@ -137,6 +146,7 @@ PRICES_CHECKED: Final[datetime.date] = _DATA.checked
 CLOUDWATCH: Final = _DATA.cloudwatch
 LOAD_BALANCER: Final = _DATA.load_balancer
 EBS_SNAPSHOTS: Final = _DATA.ebs_snapshots
+S3_STORAGE: Final = _DATA.s3_storage
 SPOT_PRICES: Mapping[tuple[str, str], SpotPrice] = MappingProxyType(
     {(s.instance, s.region): s for s in _DATA.spot_prices})
 

@@ -373,7 +373,7 @@ def build_plan(cfg: StackConfig, endpoint: str = DEFAULT_ENDPOINT_NAME, *,
         problems += _flag_problems(argv, len(s.extra_args), version)
 
     volume = cache_volume(cfg.aws, instance) if instance is not None and cfg.target == "aws" else None
-    fleet = _fleet(cfg, instance, volume, region, problems)
+    fleet = _fleet(cfg, instance, volume, region, problems, model_upload)
     if problems:
         raise ConfigError(problems)
     assert version is not None  # a missing version is a problem above
@@ -447,7 +447,7 @@ def _tensor_parallel_size(s: ServerSettings, gpus_for_container: int | None, pro
 
 
 def _fleet(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volume: CacheVolume | None,
-           region: str | None, problems: list[str]) -> FleetPlan | None:
+           region: str | None, problems: list[str], model_upload: ModelUpload | None) -> FleetPlan | None:
     """`replicas` set on AWS: the fleet's numbers and costs (each instance has a cache and a root volume)."""
     if cfg.target != "aws" or cfg.fleet.replicas is None or instance is None or volume is None:
         return None
@@ -455,7 +455,8 @@ def _fleet(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volum
     volumes = (volume_usd_per_month(VolumeSpec("gp3", volume.size_gb, volume.iops, volume.throughput_mib_s), prices)
                + volume_usd_per_month(VolumeSpec("gp3", cfg.aws.root_volume_size_gb), prices))
     monitoring = MONITORING.fleet_usage(alarm_email=cfg.aws.alarm_email is not None) if cfg.aws.metrics else None
-    return plan_fleet(cfg.fleet, instance, volumes, region or gpu_catalog.PRICE_REGION, problems, monitoring)
+    copy = model_upload.contents.total_bytes if model_upload is not None else 0
+    return plan_fleet(cfg.fleet, instance, volumes, region or gpu_catalog.PRICE_REGION, problems, monitoring, copy)
 
 
 def _costs(cfg: StackConfig, instance: gpu_catalog.GpuInstanceType | None, volume: CacheVolume | None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from vllm_endpoint.infra.catalog.gpus import INSTANCE_TYPES, GpuInstanceType, hourly_price
-from vllm_endpoint.infra.catalog.prices import HOURS_PER_MONTH, LOAD_BALANCER, spot_price
+from vllm_endpoint.infra.catalog.prices import HOURS_PER_MONTH, LOAD_BALANCER, S3_STORAGE, spot_price
 from vllm_endpoint.infra.plan.costs import MonitoringUsage
 from vllm_endpoint.infra.settings.models import FleetSettings
 
@@ -181,17 +181,22 @@ class FleetCosts:
     load_balancer_usd_per_month: float
     split: SpotSplit
     monitoring: MonitoringUsage | None = None  # `metrics` on: the dashboard, the alarms, the sidecars' metrics
+    model_copy_bytes: int = 0  # modelPath: the folder's copy in the stack's S3 bucket
 
     @property
     def monitoring_usd_per_month(self) -> float:
         return self.monitoring.line().usd_per_month if self.monitoring is not None else 0.0
+
+    @property
+    def model_copy_usd_per_month(self) -> float:
+        return self.model_copy_bytes / 1e9 * S3_STORAGE.standard_gb_month
 
     def usd_per_month(self, replicas: int) -> float:
         on_demand = on_demand_count(replicas, self.split)
         spot_hourly = self.spot_usd_per_hour if self.spot_usd_per_hour is not None else self.on_demand_usd_per_hour
         instances = (on_demand * self.on_demand_usd_per_hour + (replicas - on_demand) * spot_hourly) * HOURS_PER_MONTH
         return (instances + replicas * self.volumes_usd_per_month + self.load_balancer_usd_per_month
-                + self.monitoring_usd_per_month)
+                + self.monitoring_usd_per_month + self.model_copy_usd_per_month)
 
     def line(self, label: str, replicas: int) -> str:
         on_demand = on_demand_count(replicas, self.split)
@@ -216,7 +221,9 @@ class FleetPlan:
                  f"Balancer, in {c.region}; per replica: the instance on demand ${c.on_demand_usd_per_hour:,.3f}/h "
                  f"or {spot_note}, its root and cache volumes ${c.volumes_usd_per_month:,.2f}/month; the load "
                  f"balancer ${c.load_balancer_usd_per_month:,.2f}/month ({COUNTED_LCUS} LCU counted; more traffic "
-                 "bills more)" + (f"; {_monitoring_note(c.monitoring)}" if c.monitoring is not None else "") + ":"]
+                 "bills more)" + (f"; {_monitoring_note(c.monitoring)}" if c.monitoring is not None else "")
+                 + (f"; the modelPath folder's copy in S3 ({c.model_copy_bytes / 1e9:,.2f} GB) "
+                    f"${c.model_copy_usd_per_month:,.2f}/month" if c.model_copy_bytes else "") + ":"]
         lines.append(c.line("the minimum of", b.minimum))
         if b.maximum != b.minimum:
             lines.append(c.line("the maximum of", b.maximum))
@@ -232,18 +239,19 @@ def _monitoring_note(usage: MonitoringUsage) -> str:
 
 
 def fleet_costs(instance: GpuInstanceType, volumes_usd_per_month: float, region: str, split: SpotSplit,
-                monitoring: MonitoringUsage | None = None) -> FleetCosts:
+                monitoring: MonitoringUsage | None = None, model_copy_bytes: int = 0) -> FleetCosts:
     price, _ = hourly_price(instance, region)
     spot = spot_price(instance.name, region)
     alb = (LOAD_BALANCER.alb_hour + COUNTED_LCUS * LOAD_BALANCER.lcu_hour) * HOURS_PER_MONTH
     return FleetCosts(region=region, on_demand_usd_per_hour=price or 0.0,
                       spot_usd_per_hour=spot.typical if spot is not None else None,
                       volumes_usd_per_month=volumes_usd_per_month, load_balancer_usd_per_month=alb, split=split,
-                      monitoring=monitoring)
+                      monitoring=monitoring, model_copy_bytes=model_copy_bytes)
 
 
 def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_per_month: float, region: str,
-               problems: list[str], monitoring: MonitoringUsage | None = None) -> FleetPlan | None:
+               problems: list[str], monitoring: MonitoringUsage | None = None,
+               model_copy_bytes: int = 0) -> FleetPlan | None:
     """The fleet the settings describe (`replicas` set), or None with the problems appended."""
     assert settings.replicas is not None
     extra = []
@@ -262,4 +270,5 @@ def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_pe
     except FleetError as err:
         problems.append(str(err))
         return None
-    return FleetPlan(types, bounds, split, fleet_costs(primary, volumes_usd_per_month, region, split, monitoring))
+    return FleetPlan(types, bounds, split, fleet_costs(primary, volumes_usd_per_month, region, split, monitoring,
+                                                       model_copy_bytes))

@@ -61,6 +61,11 @@ capabilities dropped) and execs nginx on them. Its host-folder mounts go; TLS is
 files: the load balancer terminates TLS). Bridge mode, used for proofs of the definitions only, keeps the
 host-folder proxy of `proxy_spec`.
 
+MODEL: a plan with modelPath mounts its folder's cache copy read-only into vLLM, as on one host; on a fleet no
+deploy copies it there, so the task's first container does (infra/render/model_sync.py) and vLLM depends on its
+SUCCESS. The sync container's script travels in its command (`python3 -c`) and the manifest in its
+environment, so a task definition stays under ECS's 64 KiB (TASK_DEFINITION_MAX_BYTES, checked).
+
 HEALTH: ECS accepts interval 5-300 s, timeout 2-120 s, retries 1-10, startPeriod 0-300 s (API_HealthCheck).
 A value outside them is refused, except startPeriod: a cold model load (download, compile, CUDA graphs) takes
 longer than 300 s, and ECS has a setting made for it, the service's healthCheckGracePeriodSeconds, during
@@ -95,6 +100,7 @@ from vllm_endpoint.infra.catalog.names import (
 from vllm_endpoint.infra.plan.deployment import DeploymentPlan
 from vllm_endpoint.infra.plan.spec import ContainerSpec, HealthCheck
 from vllm_endpoint.infra.render.host_scripts import env_lines, read_host_file
+from vllm_endpoint.infra.render.model_sync import SUCCESS, SYNC_ENTRY_POINT, ModelSource, model_sync_spec
 from vllm_endpoint.infra.render.proxy import (
     CONFIG_DIGEST_LABEL,
     IN_TASK,
@@ -132,6 +138,8 @@ GPU_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
 SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:(ssm|secretsmanager):[a-z0-9-]+:[0-9]{12}:(parameter/\S+|secret:\S+)$")
 # The proxy starts once vLLM answers its health check (ContainerDependency.condition).
 HEALTHY = "HEALTHY"
+# RegisterTaskDefinition's limit on a whole task definition (ECS service quotas, "Task definition size").
+TASK_DEFINITION_MAX_BYTES = 64 * 1024
 # The task's proxy: its entry point (infra/host/) and where it writes its files (module docstring, PROXY).
 PROXY_START_SCRIPT = "ecs-proxy-start"
 TASK_PROXY_CONFIG = f"{PROXY_TASK_CONFIG_DIR}/{PROXY_CONFIG_FILE}"
@@ -443,18 +451,27 @@ def _refuse_unexpressible(spec: ContainerSpec, network_mode: NetworkMode, where:
 
 def ecs_task(vllm: ContainerSpec, proxy: ContainerSpec | None = None, *, secret_arns: Mapping[str, str],
              network_mode: NetworkMode = "awsvpc", gpu_count: int | None = None, logs: AwsLogs | None = None,
-             tmpfs_size_mib: int = UNSIZED_TMPFS_MIB, proxy_entry_point: Sequence[str] = ()) -> EcsTask:
+             tmpfs_size_mib: int = UNSIZED_TMPFS_MIB, proxy_entry_point: Sequence[str] = (),
+             model_sync: ContainerSpec | None = None) -> EcsTask:
     """The task of one replica. The proxy, when given, starts once vLLM is HEALTHY (it would answer 502 before)
     and is essential too: a replica without its proxy serves nothing. The agent waits for HEALTHY without a limit
     unless the dependency sets startTimeout (none is set: a cold load's length is the grace period's business),
     and stops a task's containers in reverse: the proxy first, then vLLM (agent dependencygraph/graph.go).
-    `secret_arns` covers the secrets of both containers; each gets its own."""
-    taken = {name for spec in (vllm, proxy) if spec is not None for name in spec.secret_env}
+    `model_sync`, when given, copies the fine-tune into the cache first (infra/render/model_sync.py): not
+    essential (it exits when done), and vLLM starts only once it exited 0.
+    `secret_arns` covers the secrets of every container; each gets its own."""
+    taken = {name for spec in (vllm, proxy, model_sync) if spec is not None for name in spec.secret_env}
     unknown = sorted(set(secret_arns) - taken)
     if unknown:
         raise EcsRenderError(f"secret ARNs given for {unknown}, which no container of the task takes")
-    containers = [ecs_container(vllm, secret_arns=_own(secret_arns, vllm), network_mode=network_mode,
-                                gpu_count=gpu_count, logs=logs, tmpfs_size_mib=tmpfs_size_mib)]
+    containers = []
+    if model_sync is not None:
+        containers.append(ecs_container(model_sync, secret_arns=_own(secret_arns, model_sync),
+                                        network_mode=network_mode, logs=logs, tmpfs_size_mib=tmpfs_size_mib,
+                                        essential=False, entry_point=SYNC_ENTRY_POINT))
+    containers.append(ecs_container(vllm, secret_arns=_own(secret_arns, vllm), network_mode=network_mode,
+                                    gpu_count=gpu_count, logs=logs, tmpfs_size_mib=tmpfs_size_mib,
+                                    depends_on=((model_sync.name, SUCCESS),) if model_sync is not None else ()))
     if proxy is not None:
         if vllm.health is None:
             raise EcsRenderError(f"container {vllm.name}: the proxy waits for it to be {HEALTHY}, so it needs a "
@@ -477,9 +494,20 @@ def ecs_task(vllm: ContainerSpec, proxy: ContainerSpec | None = None, *, secret_
         for volume in container.volumes:
             volumes.setdefault(volume["name"], volume)
     ipc: Literal["host"] | None = "host" if any(c.ipc_mode == "host" for c in containers) else None
+    check_definitions_size(json.dumps([c.definition for c in containers]))
     return EcsTask(network_mode=network_mode, ipc_mode=ipc,
                    container_definitions=tuple(c.definition for c in containers), volumes=tuple(volumes.values()),
                    health_check_grace_period_s=max(c.health_check_grace_period_s for c in containers))
+
+
+def check_definitions_size(container_definitions_json: str) -> None:
+    """Refuses container definitions RegisterTaskDefinition would refuse for their size (a sidecar added later
+    is checked again with it)."""
+    size = len(container_definitions_json.encode())
+    if size > TASK_DEFINITION_MAX_BYTES:
+        raise EcsRenderError(f"the task's container definitions take {size:,} bytes; ECS takes at most "
+                             f"{TASK_DEFINITION_MAX_BYTES:,} per task definition (modelPath: its manifest has a "
+                             "line per file; a folder of very many files fits in an image: imageBuildContext)")
 
 
 def _own(secret_arns: Mapping[str, str], spec: ContainerSpec) -> dict[str, str]:
@@ -488,16 +516,24 @@ def _own(secret_arns: Mapping[str, str], spec: ContainerSpec) -> dict[str, str]:
 
 def plan_ecs_task(plan: DeploymentPlan, *, secret_arns: Mapping[str, str], logs: AwsLogs | None = None,
                   network_mode: NetworkMode = "awsvpc", with_proxy: bool = True,
-                  gpu_count: int | None = None, trusted_proxies: Sequence[str] = ()) -> EcsTask:
+                  gpu_count: int | None = None, trusted_proxies: Sequence[str] = (),
+                  model_source: ModelSource | None = None) -> EcsTask:
     """The plan's vLLM container (and proxy) as an ECS task; an `all` GPU request counts the instance type's GPUs
     unless `gpu_count` says how many (a plan without an instance type: an existing host, this machine).
     `secret_arns` maps each of `task_secret_names` to its parameter's ARN; `trusted_proxies`: the networks of
-    the load balancer in front (CIDRs), whose X-Forwarded-For the proxy takes as the client's address."""
+    the load balancer in front (CIDRs), whose X-Forwarded-For the proxy takes as the client's address;
+    `model_source`: where the plan's modelPath was uploaded (required with a modelPath: the task copies it)."""
     if gpu_count is None and plan.instance is not None and plan.vllm.gpus == "all":
         gpu_count = plan.instance.gpu_count
+    if (plan.model_upload is None) != (model_source is None):
+        raise EcsRenderError("modelPath: the task copies the uploaded folder from S3; give model_source (its "
+                             "bucket, prefix and region)" if plan.model_upload is not None else
+                             "model_source given for a plan without modelPath: the task has nothing to copy")
     proxy = _task_proxy_or_none(plan, network_mode, with_proxy, trusted_proxies)
+    sync = model_sync_spec(plan, model_source) if model_source is not None else None
     return ecs_task(plan.vllm, proxy.spec if proxy else None, secret_arns=secret_arns, network_mode=network_mode,
-                    gpu_count=gpu_count, logs=logs, proxy_entry_point=proxy.entry_point if proxy else ())
+                    gpu_count=gpu_count, logs=logs, proxy_entry_point=proxy.entry_point if proxy else (),
+                    model_sync=sync)
 
 
 # ----------------------------------------------------------------------------------------------

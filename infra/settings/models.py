@@ -310,7 +310,8 @@ class ModelSettings(_Section):
     model_path: Path | None = Field(
         None, description="Local folder on the deploying machine holding a merged fine-tune "
         "(config.json, weights, tokenizer). Uploaded to the cache volume (again only when its content "
-        "changes), mounted read-only and served from /app/model.",
+        "changes), mounted read-only and served from /app/model. On a fleet: uploaded to a private S3 bucket "
+        "of the stack, and each task copies it into its instance's cache before vLLM starts.",
         json_schema_extra=effect(CONTAINER, TAGS),
     )
     served_model_name: Annotated[str, _matching(_SERVED_NAME, "a model name", "my-finetune")] | None = Field(
@@ -1108,9 +1109,6 @@ _NOT_ON_A_FLEET = {
     # monitoring system from the internet; each task's agent sidecar reads /metrics from vLLM directly.
     "metrics_allowed_cidrs": "each replica's metrics are read inside its task by the CloudWatch agent sidecar, "
                              "and behind the load balancer the proxy cannot tell who asks",
-    "model_path": "a fleet cannot upload a local folder yet: bake the fine-tune into an image (a folder with a "
-                  "Dockerfile FROM vllm/vllm-openai that copies it in) and set imageBuildContext: it is built here "
-                  "and pushed to the stack's ECR repository",
 }
 
 

@@ -10,6 +10,14 @@ name as the agent passes what it read from SSM, and it reaches vLLM at 127.0.0.1
 openai client lists the model and chats with the key, and a request without the key is refused; then the
 single endpoint's proxy, run directly from its own spec in front of the same vLLM, answers every path of PATHS
 as the task's proxy does. One vLLM start for the module.
+
+The model is the fleet's fine-tune path: a folder uploaded to S3 (here a stand-in that checks every request's
+SigV4 signature with botocore, harness/fakes3.py, in the test host's namespace), copied into the cache by the
+task's first container (infra/render/model_sync.py: the vLLM image running infra/host/s3-model-sync.py) with
+the credentials the ECS agent serves a task at 169.254.170.2 (the stand-in listens there, as the agent's
+endpoint does on an instance), and vLLM started only once that container exited 0. The same definition run
+again copies nothing; one that finds an object damaged, or whose credentials S3 refuses, exits non-zero and
+leaves the cache as it was.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import http.client
 import ipaddress
 import json
 import secrets
+import shlex
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +40,7 @@ import openai
 import pytest
 
 from tests.real.harness import images
-from tests.real.harness.common import wait_for
+from tests.real.harness.common import run, wait_for
 from tests.real.harness.deployer import (
     DEFAULT_STACK,
     TEST_PROJECT,
@@ -40,21 +49,30 @@ from tests.real.harness.deployer import (
     cpu_adapt,
     existing_host_config,
     prepare_host,
-    upload_model,
 )
 from tests.real.harness.ecs_task import RunningTask, run_task
+from tests.real.harness.fakes3 import Counters, FakeS3
 from tests.real.harness.testhost import TestHost
 from vllm_endpoint.infra.catalog.names import PROXY_CONTAINER_PORT, PROXY_KEY_CHECK_ENV, VLLM_UPSTREAM_HOST
-from vllm_endpoint.infra.plan.deployment import DeploymentPlan, build_plan
+from vllm_endpoint.infra.plan.deployment import DeploymentPlan, ModelUpload, build_plan
 from vllm_endpoint.infra.plan.spec import Owner
 from vllm_endpoint.infra.render.container import docker_run_argv
 from vllm_endpoint.infra.render.ecs import (
     TASK_PROXY_KEY_CHECK,
+    EcsTask,
+    ecs_to_docker_run,
     plan_ecs_task,
     task_secret_names,
     task_secret_values,
 )
 from vllm_endpoint.infra.render.host_scripts import write_files_script, write_files_stdin
+from vllm_endpoint.infra.render.model_sync import (
+    MODEL_SYNC_CONTAINER,
+    SYNC_MODELS_MOUNT,
+    ModelSource,
+    model_object_keys,
+    model_prefix,
+)
 from vllm_endpoint.infra.render.proxy import proxy_files, proxy_spec, render_key_check
 
 pytestmark = pytest.mark.real
@@ -62,6 +80,7 @@ pytestmark = pytest.mark.real
 DIRECT_PORT = 30021
 ECS_PORT = 30022
 SERVED_NAME = "tiny-ecs"
+ECS_CREDENTIALS_ADDRESS = "169.254.170.2"  # where the ECS agent serves a task its role's credentials
 TASK_NAME = "ecs-task"
 ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/vllm-endpoint/test/{}"
 # The load balancer's networks as the fleet renders them (there: the VPC's CIDRs). Here the proxy's peer is an
@@ -78,6 +97,8 @@ class Task:
     plan: DeploymentPlan  # as run: vLLM adapted for CPU
     api_key: str
     running: RunningTask
+    s3: FakeS3  # the stack's bucket, which the sync container copied the model from
+    copied: Counters  # the stand-in's requests while the task started
 
     @property
     def url(self) -> str:
@@ -96,20 +117,51 @@ def task(test_host: TestHost, vllm_image: str, busybox_image: str, tiny_model: P
     plan = dataclasses.replace(plan, vllm=cpu_adapt(plan.vllm))
     api_key = secrets.token_urlsafe(36)
     images.build_nginx_image(host, tag=plan.config.access.proxy_image)
-    # The instance's part (on ECS: its boot script and the cache volume): the cache folders and the model.
+    # The instance's part (on ECS: its boot script and the cache volume): the cache folders, none of the model.
     prepare_host(host, plan, Owner(TEST_PROJECT, DEFAULT_STACK, plan.names.endpoint))
-    upload_model(host, plan)
-    ecs = plan_ecs_task(plan, secret_arns={name: ARN.format(name) for name in task_secret_names(plan)},
-                        trusted_proxies=TRUSTED_PROXIES)
+    upload = plan.model_upload
+    assert upload is not None
+    host.ssh(f"rm -rf {shlex.quote(upload.remote_dir)} && mkdir -p {shlex.quote(str(Path(upload.remote_dir).parent))}")
+    s3 = stack_s3(host, tiny_model, upload)
+    ecs = pointed_at(plan_ecs_task(plan, secret_arns={name: ARN.format(name) for name in task_secret_names(plan)},
+                                   trusted_proxies=TRUSTED_PROXIES,
+                                   model_source=ModelSource(s3.bucket, model_prefix(upload), s3.region)), s3)
     start = time.monotonic()
     running = run_task(host, ecs, name=TASK_NAME, pause_image=busybox_image,
                        secrets=task_secret_values(plan, api_key, None), publish={ECS_PORT: PROXY_CONTAINER_PORT})
     host.wait_http(f"http://{host.address}:{ECS_PORT}/health", timeout=120,
                    container=running.containers[plan.proxy.name])
     times.add("ecs_task_start_to_serving", time.monotonic() - start)
-    yield Task(host, plan, api_key, running)
+    yield Task(host, plan, api_key, running, s3, s3.reset_counters())
+    s3.stop()
+    host.ssh(f"rm -rf {shlex.quote(upload.remote_dir)}")  # the next module's upload starts from nothing
     # cache_dir removes the containers and the network.
 
+
+def stack_s3(host: TestHost, model: Path, upload: ModelUpload) -> FakeS3:
+    """The stack's bucket with the folder's objects, as FleetModel uploads them, and the ECS agent's
+    credentials endpoint, both in the test host's namespace (the agent's at its link-local address)."""
+    run(["ip", "-n", host.name, "address", "replace", f"{ECS_CREDENTIALS_ADDRESS}/32", "dev", "lo"])
+    s3 = FakeS3(address=host.address, netns=host.name, credentials_address=ECS_CREDENTIALS_ADDRESS,
+                credentials_port=80, bucket="vllm-endpoint-ecs-models-0123", region="eu-west-1").start()
+    keys = model_object_keys(upload)
+    assert s3.add_folder(model_prefix(upload), model) == {key: model / path for path, key in keys.items()}
+    return s3
+
+
+def pointed_at(task: EcsTask, s3: FakeS3) -> EcsTask:
+    """The task as the agent runs it with a task role (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI in every
+    container), the sync container reaching the stand-in (AWS_ENDPOINT_URL_S3, the SDKs' own variable) where
+    on AWS it reaches S3's regional endpoint."""
+    agent = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": s3.credentials_relative_uri}
+    test = {"AWS_ENDPOINT_URL_S3": s3.endpoint}
+
+    def with_env(definition: dict[str, Any]) -> dict[str, Any]:
+        extra = {**agent, **(test if definition["name"] == MODEL_SYNC_CONTAINER else {})}
+        return {**definition, "environment": [*definition["environment"],
+                                              *({"name": k, "value": v} for k, v in extra.items())]}
+
+    return dataclasses.replace(task, container_definitions=tuple(with_env(d) for d in task.container_definitions))
 
 @pytest.fixture(scope="module")
 def direct_proxy(task: Task) -> int:
@@ -127,6 +179,87 @@ def direct_proxy(task: Task) -> int:
 
 def test_the_task_serves_the_model_to_the_official_client_with_the_key(task: Task) -> None:
     assert_client_served(task.url, task.api_key, SERVED_NAME)
+
+
+def test_the_sync_container_copied_each_object_once_and_vllm_started_after_it_succeeded(task: Task) -> None:
+    upload = task.plan.model_upload
+    assert upload is not None
+    keys = model_object_keys(upload)
+    copied = task.copied
+    assert sorted(r.key for r in copied.requests) == sorted(keys.values())
+    assert {(r.method, r.status) for r in copied.requests} == {("GET", 200)} and copied.signature_failures == 0
+    assert copied.bytes_sent == upload.contents.total_bytes and copied.credential_requests >= 1
+    assert {r.access_key for r in copied.requests} <= {k.access_key for k in task.s3.issued_keys()}
+    sync, vllm = (state(task, name) for name in (MODEL_SYNC_CONTAINER, task.plan.vllm.name))
+    assert sync["ExitCode"] == 0 and sync["FinishedAt"] <= vllm["StartedAt"]
+    log = task.running.logs(MODEL_SYNC_CONTAINER)
+    assert f"done: {len(keys)} files, {upload.contents.total_bytes} bytes" in log
+    marker = task.host.ssh(f"cat {shlex.quote(upload.remote_dir)}/.vllm-endpoint-verified").stdout.strip()
+    assert marker == upload.digest
+
+
+def test_a_second_task_on_the_instance_copies_nothing(task: Task) -> None:
+    task.s3.reset_counters()
+    status, log = run_sync(task, "sync-again")
+    assert status == 0 and "already in the cache" in log, log
+    assert task.s3.reset_counters().requests == []
+
+
+def test_a_damaged_object_fails_the_copy_and_leaves_the_cache_as_it_was(task: Task) -> None:
+    upload = task.plan.model_upload
+    assert upload is not None
+    key = model_object_keys(upload)["config.json"]
+    original = (upload.local_dir / "config.json").read_bytes()
+    task.s3.corrupt[key] = bytes([original[0] ^ 1]) + original[1:]  # the same size, one bit off
+    task.s3.reset_counters()
+    try:
+        status, log = run_sync(task, "sync-damaged", MODEL_DIR=f"{SYNC_MODELS_MOUNT}/damaged", MODEL_SYNC_ATTEMPTS="2")
+    finally:
+        del task.s3.corrupt[key]
+    assert status == 1 and "config.json" in log and "sha256" in log, log
+    models = shlex.quote(str(Path(upload.remote_dir).parent))
+    left = task.host.ssh(f"ls -A {models}").stdout.split()
+    assert sorted(left) == sorted([Path(upload.remote_dir).name, f"{Path(upload.remote_dir).name}.lock",
+                                   "damaged.lock"]), left
+    assert len(task.s3.reset_counters().requests_for(key)) == 2
+
+
+def test_an_object_the_role_may_not_read_fails_at_once_naming_the_permission(task: Task) -> None:
+    upload = task.plan.model_upload
+    assert upload is not None
+    key = model_object_keys(upload)["config.json"]
+    task.s3.deny(key)
+    task.s3.reset_counters()
+    try:
+        status, log = run_sync(task, "sync-denied", MODEL_DIR=f"{SYNC_MODELS_MOUNT}/denied")
+    finally:
+        task.s3.denied.discard(key)
+    assert status == 1 and "s3:GetObject" in log and key in log, log
+    assert len(task.s3.reset_counters().requests_for(key)) == 1  # a 403 is not retried
+
+
+def state(task: Task, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(task.host.docker("inspect", "--format", "{{json .State}}",
+                                                        task.running.containers[name]).stdout)
+    return found
+
+
+def run_sync(task: Task, name: str, **env: str) -> tuple[int, str]:
+    """The task's sync container started alone from its definition (as the next task on the instance starts it),
+    with `env` changed; its exit status and log."""
+    definition = task.running.task.container_definitions[0]
+    assert definition["name"] == MODEL_SYNC_CONTAINER
+    values = {e["name"]: e["value"] for e in definition["environment"]} | env
+    as_run = {**definition, "name": name, "environment": [{"name": k, "value": v} for k, v in values.items()]}
+    argv = ecs_to_docker_run(as_run, task.running.task.volumes, network_mode="awsvpc",
+                             task_network=f"container:{task.running.pause}")
+    task.host.docker(*argv[1:])
+    try:
+        status = int(task.host.docker("wait", name).stdout.strip())
+        logged = task.host.docker("logs", name)
+        return status, logged.stdout + logged.stderr
+    finally:
+        task.host.docker("rm", "--force", name, check=False)
 
 
 def test_without_the_key_or_with_another_the_task_answers_401(task: Task) -> None:
@@ -212,8 +345,8 @@ def test_what_the_task_definition_asks_for_is_what_docker_runs(task: Task) -> No
         assert hc["SecurityOpt"] == definition["dockerSecurityOptions"]
         assert {u["Name"]: (u["Soft"], u["Hard"]) for u in hc["Ulimits"]} == {
             u["name"]: (u["softLimit"], u["hardLimit"]) for u in definition["ulimits"]}
-        assert hc["Tmpfs"] == {t["containerPath"]: ",".join([*t["mountOptions"], f"size={t['size']}m"])
-                               for t in linux["tmpfs"]}
+        assert (hc.get("Tmpfs") or {}) == {t["containerPath"]: ",".join([*t["mountOptions"], f"size={t['size']}m"])
+                                           for t in linux.get("tmpfs", ())}
         sources = {v["name"]: v["host"]["sourcePath"] for v in task.running.task.volumes}
         assert sorted(hc["Binds"] or []) == sorted(
             f"{sources[p['sourceVolume']]}:{p['containerPath']}" + (":ro" if p["readOnly"] else "")
@@ -225,3 +358,7 @@ def test_what_the_task_definition_asks_for_is_what_docker_runs(task: Task) -> No
     # What runs: the entry point, then the command (the CLI's --entrypoint takes one word, the agent's API call a
     # list; the process started is the same).
     assert [inspected["Path"], *inspected["Args"]] == [*proxy["entryPoint"], *proxy["command"]]
+    sync = definitions[MODEL_SYNC_CONTAINER]
+    inspected = json.loads(task.host.docker("inspect", task.container(MODEL_SYNC_CONTAINER)).stdout)[0]
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is sync["readonlyRootFilesystem"] is True
+    assert [inspected["Path"], *inspected["Args"]] == [*sync["entryPoint"], *sync["command"]]

@@ -173,6 +173,10 @@ class Mocks(pulumi.runtime.Mocks):
         elif typ == "aws:ecr/repository:Repository":
             outputs |= {"repositoryUrl": f"{MOCK_ECR_REGISTRY}/{inputs['name']}", "registryId": "123456789012",
                         "arn": f"arn:aws:ecr:us-east-1:123456789012:repository/{inputs['name']}"}
+        elif typ == "aws:s3/bucket:Bucket":
+            # AWS (the provider) names a bucket from its prefix and a unique suffix.
+            name = inputs.get("bucket") or f"{inputs['bucketPrefix']}{digest[:26]}"
+            return name, outputs | {"bucket": name, "arn": f"arn:aws:s3:::{name}"}
         elif typ == "docker:index/image:Image" and inputs.get("registry"):
             # A pushed image: the registry's reference by digest (of what was built).
             name = str(inputs["imageName"])

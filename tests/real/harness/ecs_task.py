@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from vllm_endpoint.infra.render.ecs import HEALTHY, EcsTask, ecs_to_docker_run
+from vllm_endpoint.infra.render.model_sync import SUCCESS
 
-from .common import run
+from .common import run, wait_for
 from .testhost import TestHost
 
-# ContainerDependency conditions this runner waits for (START: the container was started, nothing more).
-_CONDITIONS = (HEALTHY, "START")
+# ContainerDependency conditions this runner waits for (START: the container was started, nothing more;
+# SUCCESS: it exited 0).
+_CONDITIONS = (HEALTHY, "START", SUCCESS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ def _start(running: RunningTask, definition: Mapping[str, Any], secrets: Mapping
 def _wait_for(running: RunningTask, name: str, condition: str, timeout_s: float) -> None:
     if condition not in _CONDITIONS:
         raise ValueError(f"dependsOn condition {condition}: run_task waits for {_CONDITIONS} only")
+    if condition == SUCCESS:
+        _wait_exit_0(running, name, timeout_s)
+        return
     if condition != HEALTHY:
         return  # started already: containers start in order
     deadline = time.monotonic() + timeout_s
@@ -85,3 +90,19 @@ def _wait_for(running: RunningTask, name: str, condition: str, timeout_s: float)
             raise RuntimeError(f"{name} is not {HEALTHY} (state {state.get('Status')}, health "
                                f"{state.get('Health', {}).get('Status')}); its log ends:\n{running.logs(name)[-4000:]}")
         time.sleep(2)
+
+
+def _wait_exit_0(running: RunningTask, name: str, timeout_s: float) -> None:
+    """As the agent resolves a SUCCESS dependency: the container exited with status 0. Any other status is
+    terminal (the agent stops the dependent container, and with it the task)."""
+    wait_for(lambda: _exit_code(running, name) is not None, timeout=timeout_s, interval=0.5,
+             what=f"{name} to exit")
+    status = _exit_code(running, name)
+    if status != 0:
+        raise RuntimeError(f"{name} exited with {status}, so the containers depending on its {SUCCESS} do not "
+                           f"start; its log ends:\n{running.logs(name)[-4000:]}")
+
+
+def _exit_code(running: RunningTask, name: str) -> int | None:
+    state = json.loads(running.host.docker("inspect", "--format", "{{json .State}}", running.containers[name]).stdout)
+    return None if state["Running"] or state["Status"] == "created" else int(state["ExitCode"])

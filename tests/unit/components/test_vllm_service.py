@@ -16,6 +16,7 @@ from tests.unit.components.test_components import Deployed
 from tests.unit.components.test_service_lb import ALB as ALB_TYPE
 from tests.unit.components.test_service_lb import ALB_DNS, LbMocks, arn_suffix
 from tests.unit.components.test_service_lb import TARGET_GROUP as TARGET_GROUP_TYPE
+from tests.unit.model_folders import write_model_folder
 from tests.unit.policy.test_policy_on_program import violations
 from tests.unit.pulumi_mocks import (
     MOCK_ECR_PASSWORD,
@@ -36,6 +37,7 @@ from vllm_endpoint.infra.catalog.names import (
     SECRET_HF_TOKEN_ENV,
 )
 from vllm_endpoint.infra.plan.costs import MONITORING
+from vllm_endpoint.infra.plan.model_files import folder_contents
 from vllm_endpoint.infra.render.cloudwatch_agent import metrics_scope
 from vllm_endpoint.infra.render.fleet_monitoring import LOAD_BALANCER_DIMENSION, TARGET_GROUP_DIMENSION, fleet_alarms
 from vllm_endpoint.infra.render.proxy import render_key_check
@@ -313,6 +315,42 @@ def test_a_custom_image_is_built_here_pushed_to_the_stacks_ecr_repository_and_ru
     assert violations(Deployed(deployed.mocks, cast(Any, None), options=deployed.options)) == []
 
 
-def test_a_fleet_refuses_a_local_model_folder_and_says_to_bake_it_into_an_image() -> None:
-    with pytest.raises(ConfigError, match=r"modelPath: .*set imageBuildContext"):
-        deploy_service({**FLEET, "apiKey": API_KEY, "modelPath": "/tmp"})
+def test_a_fine_tune_folder_goes_to_a_private_bucket_and_each_task_copies_exactly_it(tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path, "my-finetune")
+    key = "arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d-0000-4000-8000-0a1b2c3d4e5f"
+    deployed = deploy_service({**FLEET, "apiKey": API_KEY, "modelPath": str(folder), "kmsKeyId": key})
+    contents = folder_contents(folder)
+    bucket = deployed.mocks.one("aws:s3/bucket:Bucket")
+    name = bucket.inputs["bucketPrefix"]
+    assert bucket.inputs["forceDestroy"] is True and name.startswith("vllm-endpoint-stack-models-")
+    assert deployed.inputs("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock") | {"bucket": None} == {
+        "bucket": None, "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
+        "restrictPublicBuckets": True}
+    (rule,) = deployed.inputs("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+                              )["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
+    (deny,) = json.loads(deployed.inputs("aws:s3/bucketPolicy:BucketPolicy")["policy"])["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    prefix = f"models/{contents.digest}"
+    objects = {o.inputs["key"]: o.raw_inputs["source"]
+               for o in deployed.mocks.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
+    assert sorted(objects) == sorted(f"{prefix}/{e.path}" for e in contents.files)
+    assert all(Path(asset.path) == folder / k.removeprefix(f"{prefix}/") for k, asset in objects.items())
+    # The task: the sync container first, vLLM after its SUCCESS, reading this version's objects only.
+    definitions = json.loads(deployed.inputs(TASK)["containerDefinitions"])
+    sync, vllm = definitions[0], definitions[1]
+    assert (sync["name"], sync["essential"], vllm["name"]) == ("model-sync", False, "vllm")
+    assert vllm["dependsOn"] == [{"containerName": "model-sync", "condition": "SUCCESS"}]
+    env = {e["name"]: e["value"] for e in sync["environment"]}
+    assert env["MODEL_BUCKET"].startswith(name) and env["MODEL_PREFIX"] == prefix
+    assert env["MANIFEST"] == contents.manifest() and env["DIGEST"] == contents.digest
+    policies = {p.name: json.loads(p.inputs["policy"]) for p in deployed.mocks.of_type("aws:iam/rolePolicy:RolePolicy")}
+    (read,) = [p for n, p in policies.items() if n.endswith("-task-model-read")]
+    assert read["Statement"] == [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{env['MODEL_BUCKET']}/{prefix}/*"},
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}]
+    service = deployed.options[next(n for n in deployed.options if n.endswith("-service"))]
+    assert {r._name for r in service.depends_on if hasattr(r, "_name")} >= {  # type: ignore[union-attr]
+        f"vllm-model-{contents.digest[:16]}-{e.path}" for e in contents.files}
+    assert all(opts.parent is not None for n, opts in deployed.options.items() if n != "vllm")
+    assert violations(Deployed(deployed.mocks, cast(Any, None), options=deployed.options)) == []
