@@ -150,6 +150,34 @@ class NoLookupHTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(host), int(port)
 
 
+def serve(netns: str | None, bindings: list[tuple[str, int, type[BaseHTTPRequestHandler]]],
+          name: str) -> list[NoLookupHTTPServer]:
+    """A stand-in's listeners: each (address, port, handler) bound in `netns` (or here; port 0: any), each served
+    on a daemon thread of its own. stop_serving ends them."""
+    servers: list[NoLookupHTTPServer] = []
+    with in_netns(netns):
+        for address, port, handler in bindings:
+            server = NoLookupHTTPServer((address, port), handler, bind_and_activate=False)
+            try:
+                server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.server_bind()
+                server.server_activate()
+            except OSError:
+                server.server_close()
+                stop_serving(servers)
+                raise
+            servers.append(server)
+    for server in servers:
+        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return servers
+
+
+def stop_serving(servers: list[NoLookupHTTPServer]) -> None:
+    for server in servers:
+        server.shutdown()  # returns once its serve_forever loop has ended
+        server.server_close()
+
+
 class FakeHub:
     def __init__(self, address: str = "127.0.0.1", netns: str | None = None) -> None:
         self.address = address
@@ -161,7 +189,6 @@ class FakeHub:
         # When set, LFS content is sent at this rate: a download that lasts long enough to overlap another.
         self.lfs_rate_bytes_per_s: float | None = None
         self._servers: list[NoLookupHTTPServer] = []
-        self._threads: list[threading.Thread] = []
 
     # --- content ----------------------------------------------------------------------------
     def add_repo(self, repo_id: str, folder: Path, *, token: str | None = None,
@@ -187,31 +214,13 @@ class FakeHub:
 
     def start(self) -> FakeHub:
         handler = _handler_for(self)
-        with in_netns(self.netns):
-            for _ in range(2):  # the Hub, then the LFS storage host
-                server = NoLookupHTTPServer((self.address, 0), handler, bind_and_activate=False)
-                try:
-                    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    server.server_bind()
-                    server.server_activate()
-                except OSError:
-                    server.server_close()
-                    raise
-                self._servers.append(server)
-        for server in self._servers:
-            thread = threading.Thread(target=server.serve_forever, name="fakehub", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        # The Hub, then the LFS storage host.
+        self._servers = serve(self.netns, [(self.address, 0, handler), (self.address, 0, handler)], "fakehub")
         return self
 
     def stop(self) -> None:
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._servers.clear()
-        self._threads.clear()
+        stop_serving(self._servers)
+        self._servers = []
 
     def __enter__(self) -> FakeHub:
         return self.start()

@@ -28,7 +28,6 @@ import hmac
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 import urllib.parse
@@ -41,7 +40,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from .fakehub import NoLookupHTTPServer, in_netns
+from .fakehub import NoLookupHTTPServer, serve, stop_serving
 
 CHUNK = 1 << 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -122,7 +121,6 @@ class FakeS3:
         self._keys: dict[str, IssuedKey] = {}
         self._lock = threading.Lock()
         self._servers: list[NoLookupHTTPServer] = []
-        self._threads: list[threading.Thread] = []
 
     # --- content and keys ---------------------------------------------------------------------
     def add_folder(self, prefix: str, folder: Path) -> dict[str, Path]:
@@ -173,32 +171,14 @@ class FakeS3:
         return f"http://{self.credentials_address}:{self._servers[1].server_port}{self.credentials_relative_uri}"
 
     def start(self) -> FakeS3:
-        with in_netns(self.netns):
-            for address, port, handler in ((self.address, self.port, _s3_handler(self)),
-                                           (self.credentials_address, self.credentials_port, _ecs_handler(self))):
-                server = NoLookupHTTPServer((address, port), handler, bind_and_activate=False)
-                try:
-                    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    server.server_bind()
-                    server.server_activate()
-                except OSError:
-                    server.server_close()
-                    raise
-                self._servers.append(server)
-        for server in self._servers:
-            thread = threading.Thread(target=server.serve_forever, name="fakes3", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._servers = serve(self.netns, [(self.address, self.port, _s3_handler(self)),
+                                           (self.credentials_address, self.credentials_port, _ecs_handler(self))],
+                              "fakes3")
         return self
 
     def stop(self) -> None:
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._servers.clear()
-        self._threads.clear()
+        stop_serving(self._servers)
+        self._servers = []
 
     def __enter__(self) -> FakeS3:
         return self.start()
