@@ -124,6 +124,8 @@ class VllmFleetArgs:
     ami_ssm_parameter: str = ECS_GPU_AMI_SSM_PARAMETER
     # True: the group may double the fleet during a deployment (no capacity lost); False: never an extra instance.
     surge_on_deploy: bool = True
+    # Stopped on-demand instances kept ready beside the fleet (an EC2 Auto Scaling warm pool); 0: none.
+    warm_pool_size: int = 0
     waiting_per_replica: float = DEFAULT_WAITING_PER_REPLICA
     metrics_scope: str = ""  # the metrics' `stack` dimension value (cloudwatch_agent.metrics_scope); "": stack
     # What the service waits for: ECS refuses a target group that no listener uses yet.
@@ -176,6 +178,9 @@ class VllmFleet(pulumi.ComponentResource):
         self.percents = deployment_percents(self.bounds, self.max_instances)
         self.reservations = task_reservations(self.instance_types)
         self.spot = spot_split(args.on_demand_base, args.spot_weight, args.on_demand_weight)
+        if args.warm_pool_size and (args.spot_weight or args.extra_instance_types):
+            raise ValueError(f"VllmFleet {args.name}: warm_pool_size: EC2 Auto Scaling keeps no warm pool for a "
+                             "group that buys spot or mixes instance types")
         region = aws.get_region().region
         account = aws.get_caller_identity().account_id
         scope = args.metrics_scope or pulumi.get_stack()
@@ -352,6 +357,8 @@ class VllmFleet(pulumi.ComponentResource):
             f"{name}-launch-template",
             description=f"vLLM fleet {args.name}: ECS GPU instances",
             image_id=ami,
+            # The type comes from the group's overrides, except with a warm pool (no mixed instances policy).
+            instance_type=args.instance.name if args.warm_pool_size else None,
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=roles.instance_profile.arn),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
                 http_endpoint="enabled",
@@ -380,7 +387,8 @@ class VllmFleet(pulumi.ComponentResource):
                               cache.throughput_mib_s if gp3 and cache else None), args)),
             ],
             user_data=self.cluster.name.apply(
-                lambda cluster: ecs_host_user_data(ecs_host_settings(args.plan, self.task, cluster))),
+                lambda cluster: ecs_host_user_data(ecs_host_settings(args.plan, self.task, cluster,
+                                                                     warm_pool=args.warm_pool_size > 0))),
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": f"{name}-replica"})
                 for kind in ("instance", "volume", "network-interface")],
@@ -395,7 +403,40 @@ class VllmFleet(pulumi.ComponentResource):
             min_size=0,  # managed scaling sets the desired capacity from the tasks
             max_size=self.max_instances,
             vpc_zone_identifiers=args.subnet_ids,
-            mixed_instances_policy=aws.autoscaling.GroupMixedInstancesPolicyArgs(
+            **self._instances(args),
+            # A spot instance at elevated risk of interruption is replaced before the notice; ECS drains it.
+            capacity_rebalance=args.warm_pool_size == 0,
+            # Managed termination protection needs it: ECS lifts the protection from instances without tasks.
+            protect_from_scale_in=True,
+            health_check_type="EC2",
+            default_instance_warmup=INSTANCE_WARMUP_S,
+            tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
+                  for k, v in {ECS_MANAGED_TAG: "true", **tags}.items()],
+            # `pulumi destroy` must end protected instances too (the service is deleted first, so they hold no task).
+            force_delete=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # ECS managed scaling owns the desired capacity; a deploy must not reset it.
+                ignore_changes=["desiredCapacity"],
+            ),
+        )
+
+    def _instances(self, args: VllmFleetArgs) -> dict[str, Any]:
+        """What the group launches: with a warm pool, the template itself (its instance type; EC2 Auto Scaling
+        keeps no warm pool for a mixed instances policy) and exactly `warm_pool_size` stopped instances (the
+        pool holds max_group_prepared_capacity less the group's desired capacity, at least min_size). Not
+        returned to the pool on scale-in: ECS does not allow it (its warm pool page)."""
+        if args.warm_pool_size:
+            return {
+                "launch_template": aws.autoscaling.GroupLaunchTemplateArgs(
+                    id=self.launch_template.id, version="$Latest"),
+                "warm_pool": aws.autoscaling.GroupWarmPoolArgs(
+                    pool_state="Stopped", min_size=args.warm_pool_size,
+                    max_group_prepared_capacity=args.warm_pool_size,
+                    instance_reuse_policy=aws.autoscaling.GroupWarmPoolInstanceReusePolicyArgs(
+                        reuse_on_scale_in=False)),
+            }
+        return {"mixed_instances_policy": aws.autoscaling.GroupMixedInstancesPolicyArgs(
                 launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
                     # $Latest: instances launched after a template change use it; running ones keep theirs.
                     launch_template_specification=_LaunchTemplateSpecification(
@@ -411,23 +452,7 @@ class VllmFleet(pulumi.ComponentResource):
                     # Pools with spare capacity first, then the cheapest: fewer interruptions than lowest-price.
                     spot_allocation_strategy="price-capacity-optimized",
                 ),
-            ),
-            # A spot instance at elevated risk of interruption is replaced before the notice; ECS drains it.
-            capacity_rebalance=True,
-            # Managed termination protection needs it: ECS lifts the protection from instances without tasks.
-            protect_from_scale_in=True,
-            health_check_type="EC2",
-            default_instance_warmup=INSTANCE_WARMUP_S,
-            tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-                  for k, v in {ECS_MANAGED_TAG: "true", **tags}.items()],
-            # `pulumi destroy` must end protected instances too (the service is deleted first, so they hold no task).
-            force_delete=True,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                # ECS managed scaling owns the desired capacity; a deploy must not reset it.
-                ignore_changes=["desiredCapacity"],
-            ),
-        )
+            )}
 
     def _create_capacity_provider(self, name: str, tags: dict[str, str]) -> aws.ecs.CapacityProvider:
         return aws.ecs.CapacityProvider(

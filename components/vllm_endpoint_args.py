@@ -286,6 +286,12 @@ class VllmEndpointArgs(TypedDict, total=False):
      "used (EBS Provisioned Rate for Volume Initialization, 100-300; billed per GiB initialized), so the model"
      " loads at the volume's speed instead of fetching each block from S3 on its first read. Default: `300`. "
      "(Stack setting `cacheInitializationRate`.)")
+    warm_pool_size: int
+    ("Keep this many stopped instances ready beside the fleet (an EC2 Auto Scaling warm pool): a scale-out "
+     "starts one (its first boot, cache volume and `cacheSnapshotId`'s initialization already done) instead of"
+     " launching a new one. Stopped instances bill only their volumes. On-demand only: EC2 Auto Scaling keeps "
+     "no warm pool for spot or several instance types (`spotWeight` 0, no `extraInstanceTypes`). 0: none. "
+     "Default: `0`. (Stack setting `warmPoolSize`.)")
     surge_on_deploy: bool
     ("During a rolling update, start each new replica on an extra instance before its predecessor stops (no "
      "capacity lost; up to twice the instances for a while). false: never an extra instance; old replicas stop"

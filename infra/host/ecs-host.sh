@@ -3,9 +3,12 @@
 # Scaling group): joins the ECS cluster, and mounts the model cache volume before the ECS agent starts.
 #
 # Two modes, one file:
-#   (no argument)  cloud-init runs it once, at the instance's first boot, as user data: writes the agent's
-#                  /etc/ecs/ecs.config, installs itself as MOUNT_SCRIPT and the systemd unit MOUNT_UNIT, and
-#                  starts that unit (the mount).
+#   (no argument)  cloud-init runs it as user data: once, at the instance's first boot; with a warm pool
+#                  (WARM_POOL), at every boot (infra/render/ecs_host.py warm_pool_user_data). It writes its
+#                  settings into the agent's /etc/ecs/ecs.config (replacing its own lines of an earlier run:
+#                  it may run again after being cut short), installs itself as MOUNT_SCRIPT and the systemd
+#                  unit MOUNT_UNIT, and starts that unit (the mount).
+#   agent-config   the first of those steps alone (tests; ECS_CONFIG_FILE names another file).
 #   mount          the unit runs it at every boot (Type=oneshot, Before=ecs.service, RequiredBy=ecs.service):
 #                  waits for the cache volume's device, formats it only when it is blank, mounts it at
 #                  CACHE_MOUNT_POINT and creates the folders the task bind-mounts, owned by the task's user.
@@ -30,7 +33,8 @@ readonly CACHE_WAIT_SECONDS=@@CACHE_WAIT_SECONDS@@
 readonly STOP_TIMEOUT=@@STOP_TIMEOUT@@
 readonly MOUNT_SCRIPT=@@MOUNT_SCRIPT@@
 readonly MOUNT_UNIT=@@MOUNT_UNIT@@
-readonly ECS_CONFIG=/etc/ecs/ecs.config
+readonly WARM_POOL=@@WARM_POOL@@
+readonly ECS_CONFIG=${ECS_CONFIG_FILE:-/etc/ecs/ecs.config}
 readonly FS_TYPE=ext4
 readonly FS_LABEL=vllm-cache
 
@@ -97,17 +101,32 @@ mount_cache() {
   log "ready: ${device} at ${CACHE_MOUNT_POINT} (${CACHE_SUBDIRS[*]})"
 }
 
+# The agent's settings this script owns, one per line.
+agent_settings() {
+  printf '%s\n' "ECS_CLUSTER=${CLUSTER}" ECS_ENABLE_GPU_SUPPORT=true ECS_ENABLE_SPOT_INSTANCE_DRAINING=true \
+    "ECS_CONTAINER_STOP_TIMEOUT=${STOP_TIMEOUT}s" ECS_AWSVPC_BLOCK_IMDS=true ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
+  # In the warm pool the agent must not join the cluster: it waits until the instance is in service (1.59+).
+  if [[ $WARM_POOL == true ]]; then
+    echo ECS_WARM_POOLS_CHECK=true
+  fi
+}
+
+# Writes agent_settings into ECS_CONFIG, keeping the file's other lines and dropping this script's earlier
+# ones, with one rename (a run cut short leaves the old file or the new one, never half of one).
+write_agent_config() {
+  local settings keys tmp
+  settings=$(agent_settings)
+  keys=$(sed -n 's/=.*//p' <<<"$settings" | paste -sd'|')
+  install -d -m 0755 -- "$(dirname -- "$ECS_CONFIG")"
+  tmp=$(mktemp -- "${ECS_CONFIG}.XXXXXX")
+  { grep -Ev "^(${keys})=" -- "$ECS_CONFIG" 2>/dev/null || true; printf '%s\n' "$settings"; } >"$tmp"
+  chmod 0644 -- "$tmp"
+  mv -f -- "$tmp" "$ECS_CONFIG"
+}
+
 setup() {
-  install -d -m 0755 /etc/ecs
   # The agent reads this file when it starts (after cloud-final, so after this script).
-  cat >>"$ECS_CONFIG" <<EOF
-ECS_CLUSTER=${CLUSTER}
-ECS_ENABLE_GPU_SUPPORT=true
-ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
-ECS_CONTAINER_STOP_TIMEOUT=${STOP_TIMEOUT}s
-ECS_AWSVPC_BLOCK_IMDS=true
-ECS_IMAGE_PULL_BEHAVIOR=prefer-cached
-EOF
+  write_agent_config
   install -m 0755 -- "$0" "$MOUNT_SCRIPT"
   cat >"/etc/systemd/system/${MOUNT_UNIT}" <<EOF
 [Unit]
@@ -139,5 +158,6 @@ EOF
 case ${1:-setup} in
   setup) setup ;;
   mount) mount_cache ;;
-  *) die "unknown mode '$1' (setup or mount)" ;;
+  agent-config) write_agent_config ;;
+  *) die "unknown mode '$1' (setup, mount or agent-config)" ;;
 esac

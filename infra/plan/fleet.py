@@ -182,6 +182,7 @@ class FleetCosts:
     split: SpotSplit
     monitoring: MonitoringUsage | None = None  # `metrics` on: the dashboard, the alarms, the sidecars' metrics
     model_copy_bytes: int = 0  # modelPath: the folder's copy in the stack's S3 bucket
+    warm_pool_size: int = 0  # stopped instances: their volumes bill, their hours do not
 
     @property
     def monitoring_usd_per_month(self) -> float:
@@ -195,8 +196,8 @@ class FleetCosts:
         on_demand = on_demand_count(replicas, self.split)
         spot_hourly = self.spot_usd_per_hour if self.spot_usd_per_hour is not None else self.on_demand_usd_per_hour
         instances = (on_demand * self.on_demand_usd_per_hour + (replicas - on_demand) * spot_hourly) * HOURS_PER_MONTH
-        return (instances + replicas * self.volumes_usd_per_month + self.load_balancer_usd_per_month
-                + self.monitoring_usd_per_month + self.model_copy_usd_per_month)
+        return (instances + (replicas + self.warm_pool_size) * self.volumes_usd_per_month
+                + self.load_balancer_usd_per_month + self.monitoring_usd_per_month + self.model_copy_usd_per_month)
 
     def line(self, label: str, replicas: int) -> str:
         on_demand = on_demand_count(replicas, self.split)
@@ -223,7 +224,10 @@ class FleetPlan:
                  f"balancer ${c.load_balancer_usd_per_month:,.2f}/month ({COUNTED_LCUS} LCU counted; more traffic "
                  "bills more)" + (f"; {_monitoring_note(c.monitoring)}" if c.monitoring is not None else "")
                  + (f"; the modelPath folder's copy in S3 ({c.model_copy_bytes / 1e9:,.2f} GB) "
-                    f"${c.model_copy_usd_per_month:,.2f}/month" if c.model_copy_bytes else "") + ":"]
+                    f"${c.model_copy_usd_per_month:,.2f}/month" if c.model_copy_bytes else "")
+                 + (f"; a warm pool of {c.warm_pool_size} stopped instance{'s' if c.warm_pool_size > 1 else ''} "
+                    f"(their volumes only: ${c.warm_pool_size * c.volumes_usd_per_month:,.2f}/month)"
+                    if c.warm_pool_size else "") + ":"]
         lines.append(c.line("the minimum of", b.minimum))
         if b.maximum != b.minimum:
             lines.append(c.line("the maximum of", b.maximum))
@@ -239,14 +243,15 @@ def _monitoring_note(usage: MonitoringUsage) -> str:
 
 
 def fleet_costs(instance: GpuInstanceType, volumes_usd_per_month: float, region: str, split: SpotSplit,
-                monitoring: MonitoringUsage | None = None, model_copy_bytes: int = 0) -> FleetCosts:
+                monitoring: MonitoringUsage | None = None, model_copy_bytes: int = 0,
+                warm_pool_size: int = 0) -> FleetCosts:
     price, _ = hourly_price(instance, region)
     spot = spot_price(instance.name, region)
     alb = (LOAD_BALANCER.alb_hour + COUNTED_LCUS * LOAD_BALANCER.lcu_hour) * HOURS_PER_MONTH
     return FleetCosts(region=region, on_demand_usd_per_hour=price or 0.0,
                       spot_usd_per_hour=spot.typical if spot is not None else None,
                       volumes_usd_per_month=volumes_usd_per_month, load_balancer_usd_per_month=alb, split=split,
-                      monitoring=monitoring, model_copy_bytes=model_copy_bytes)
+                      monitoring=monitoring, model_copy_bytes=model_copy_bytes, warm_pool_size=warm_pool_size)
 
 
 def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_per_month: float, region: str,
@@ -271,4 +276,4 @@ def plan_fleet(settings: FleetSettings, primary: GpuInstanceType, volumes_usd_pe
         problems.append(str(err))
         return None
     return FleetPlan(types, bounds, split, fleet_costs(primary, volumes_usd_per_month, region, split, monitoring,
-                                                       model_copy_bytes))
+                                                       model_copy_bytes, settings.warm_pool_size))

@@ -2,7 +2,8 @@
 
 The script joins the ECS cluster (the agent's /etc/ecs/ecs.config) and mounts the model cache volume, through
 a systemd unit ordered before the agent, at every boot; its header says why a unit and not cloud-init's
-bootcmd. Pure: the caller passes the cluster's name once it is known.
+bootcmd. With a warm pool the user data is a MIME multi-part that runs the script at every boot
+(warm_pool_user_data says why). Pure: the caller passes the cluster's name once it is known.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ ECS_AGENT_STOP_TIMEOUT_S: Final = 30
 _CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBDIR: Final = re.compile(r"^[A-Za-z0-9._-]+$")
 _OWNER: Final = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$")
+# With a warm pool: cloud-init's final stage runs user scripts at every boot, not once per instance.
+WARM_POOL_CLOUD_CONFIG: Final = "#cloud-config\ncloud_final_modules:\n- [scripts-user, always]\n"
+_BOUNDARY: Final = "==vllm-endpoint-user-data=="
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class EcsHostSettings:
     cache_owner: str  # user[:group] of the task's containers (numeric in the product: 1000:1000)
     stop_timeout_s: int = ECS_AGENT_STOP_TIMEOUT_S
     cache_device: str = ECS_CACHE_DEVICE
+    # The group keeps a warm pool: the agent waits until the instance is in service (ECS_WARM_POOLS_CHECK), and
+    # the script runs at every boot (an instance is stopped into the pool without waiting for it to finish).
+    warm_pool: bool = False
 
 
 def cache_subdirs(mount_point: str, host_paths: Sequence[str]) -> tuple[str, ...]:
@@ -59,14 +66,15 @@ def cache_subdirs(mount_point: str, host_paths: Sequence[str]) -> tuple[str, ...
     return tuple(sorted(found))
 
 
-def ecs_host_settings(plan: DeploymentPlan, task: EcsTask, cluster: str) -> EcsHostSettings:
+def ecs_host_settings(plan: DeploymentPlan, task: EcsTask, cluster: str, warm_pool: bool = False) -> EcsHostSettings:
     """What the instance's boot script needs from the task: the folders it bind-mounts below the cache mount,
-    their owner (the vLLM container's user), and the agent's default stop timeout (the longest container's)."""
+    their owner (the vLLM container's user), and the agent's default stop timeout (the longest container's);
+    `warm_pool`: the group keeps one."""
     mount = plan.host_cache_dir or HOST_CACHE_MOUNT
     subdirs = cache_subdirs(mount, [v["host"]["sourcePath"] for v in task.volumes])
     stops = [int(d["stopTimeout"]) for d in task.container_definitions if "stopTimeout" in d]
     stop = min(STOP_TIMEOUT_MAX_S, max([ECS_AGENT_STOP_TIMEOUT_S, *stops]))
-    return EcsHostSettings(cluster, mount, subdirs, plan.vllm.user or "root", stop)
+    return EcsHostSettings(cluster, mount, subdirs, plan.vllm.user or "root", stop, warm_pool=warm_pool)
 
 
 def render_ecs_host_script(settings: EcsHostSettings) -> str:
@@ -91,10 +99,29 @@ def render_ecs_host_script(settings: EcsHostSettings) -> str:
         "STOP_TIMEOUT": str(settings.stop_timeout_s),
         "MOUNT_SCRIPT": shlex.quote(ECS_MOUNT_SCRIPT),
         "MOUNT_UNIT": shlex.quote(ECS_MOUNT_UNIT),
+        "WARM_POOL": "true" if settings.warm_pool else "false",
     })
 
 
 def ecs_host_user_data(settings: EcsHostSettings) -> str:
-    """The script, base64-encoded as a launch template's `user_data` takes it (cloud-init runs a user data
-    that starts with #! as a script, once per instance)."""
-    return base64.b64encode(render_ecs_host_script(settings).encode()).decode()
+    """The user data, base64-encoded as a launch template's `user_data` takes it: the script (cloud-init runs a
+    user data that starts with #! once per instance), or with a warm pool the script in a MIME multi-part
+    whose cloud-config part makes cloud-init run it at every boot (warm_pool_user_data)."""
+    script = render_ecs_host_script(settings)
+    return base64.b64encode((warm_pool_user_data(script) if settings.warm_pool else script).encode()).decode()
+
+
+def warm_pool_user_data(script: str) -> str:
+    """EC2 Auto Scaling stops an instance launched into a warm pool as soon as it runs, without waiting for its
+    user data (Amazon EC2 Auto Scaling User Guide, "Use lifecycle hooks with a warm pool": it "can interrupt a
+    script that is still running"), and cloud-init runs user data once per instance. Of the guide's remedies
+    this takes "run user data at every boot" (its warm pool prerequisites: the `scripts-user` module with
+    frequency `always`), which needs no lifecycle hook and no API call from the instance: the script is
+    idempotent, and at the boot that takes the instance out of the pool it runs whole before the agent starts
+    (ecs.service is ordered after cloud-final.service, where user scripts run)."""
+    parts = [("text/cloud-config", WARM_POOL_CLOUD_CONFIG), ("text/x-shellscript", script)]
+    lines = ["MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{_BOUNDARY}"', ""]
+    for content_type, body in parts:
+        lines += [f"--{_BOUNDARY}", f'Content-Type: {content_type}; charset="us-ascii"', "MIME-Version: 1.0",
+                  "Content-Transfer-Encoding: 7bit", "", body.rstrip("\n"), ""]
+    return "\n".join([*lines, f"--{_BOUNDARY}--", ""])

@@ -787,6 +787,14 @@ class FleetSettings(_Section):
         "first read.",
         json_schema_extra=effect(FLEET),
     )
+    warm_pool_size: Annotated[int, Field(ge=0, le=100)] = Field(
+        0, description="Keep this many stopped instances ready beside the fleet (an EC2 Auto Scaling warm pool): "
+        "a scale-out starts one (its first boot, cache volume and `cacheSnapshotId`'s initialization already "
+        "done) instead of launching a new one. Stopped instances bill only their volumes. On-demand only: EC2 "
+        "Auto Scaling keeps no warm pool for spot or several instance types (`spotWeight` 0, no "
+        "`extraInstanceTypes`). 0: none.",
+        json_schema_extra=effect(FLEET),
+    )
     surge_on_deploy: bool = Field(
         True, description="During a rolling update, start each new replica on an extra instance before its "
         "predecessor stops (no capacity lost; up to twice the instances for a while). false: never an extra "
@@ -1132,6 +1140,9 @@ def _fleet_problems(cfg: StackConfig) -> list[str]:
                         "in that Route 53 zone), or neither for HTTP on the load balancer's own name")
     if f.spot_weight + f.on_demand_weight == 0:
         problems.append("spotWeight and onDemandWeight: both are 0; give one of them a weight")
+    if f.warm_pool_size and (f.spot_weight or f.extra_instance_types):
+        problems.append("warmPoolSize: EC2 Auto Scaling keeps no warm pool for a group that buys spot or mixes "
+                        "instance types; set spotWeight to 0 and remove extraInstanceTypes, or warmPoolSize to 0")
     if len(set(f.load_balancer_subnet_ids)) == 1:
         problems.append("loadBalancerSubnetIds: an Application Load Balancer needs subnets in at least two "
                         "Availability Zones; give two or more, or none for the default VPC's")

@@ -143,3 +143,27 @@ def test_a_device_with_something_else_on_it_is_refused_and_left_untouched(new_vo
     assert refused.returncode != 0
     assert "holds 'swap', expected ext4 or nothing" in refused.stderr
     assert run(["blkid", "-p", "-o", "value", "-s", "TYPE", new_volume]).stdout.strip() == "swap"
+
+
+@pytest.mark.parametrize("warm_pool", [False, True])
+def test_the_agents_settings_are_written_again_not_appended_and_other_lines_are_kept(
+        tmp_path: Path, warm_pool: bool) -> None:
+    """With a warm pool the script runs at every boot (it may have been cut short by the stop into the pool):
+    each run leaves exactly its own settings in the agent's file, whatever an earlier run wrote, and the
+    lines others wrote there."""
+    settings = dataclasses.replace(fleet_host_settings(), warm_pool=warm_pool)
+    script = tmp_path / "ecs-host.sh"
+    script.write_text(render_ecs_host_script(settings))
+    config = tmp_path / "etc-ecs" / "ecs.config"
+    env = {**os.environ, "ECS_CONFIG_FILE": str(config)}
+    config.parent.mkdir()
+    config.write_text("ECS_LOGLEVEL=debug\nECS_CLUSTER=a-cluster-of-an-earlier-deploy\n")
+    runs = [run(["bash", str(script), "agent-config"], env=env, check=False, timeout=30) for _ in range(3)]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    lines = config.read_text().splitlines()
+    assert lines[0] == "ECS_LOGLEVEL=debug"  # not this script's
+    assert lines.count(f"ECS_CLUSTER={settings.cluster}") == 1 and len([x for x in lines if "CLUSTER" in x]) == 1
+    assert lines.count(f"ECS_CONTAINER_STOP_TIMEOUT={settings.stop_timeout_s}s") == 1
+    assert ("ECS_WARM_POOLS_CHECK=true" in lines) is warm_pool
+    assert len(lines) == len(set(lines)) and oct(config.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in config.parent.iterdir()) == ["ecs.config"]  # no temporary file left

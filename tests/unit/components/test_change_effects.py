@@ -245,13 +245,15 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "cacheSnapshotId": ({}, {"cacheSnapshotId": "snap-0123456789abcdef0"}),
         "cacheInitializationRate": ({"cacheSnapshotId": "snap-0123456789abcdef0"},
                                     {"cacheSnapshotId": "snap-0123456789abcdef0", "cacheInitializationRate": "150"}),
+        "warmPoolSize": ({}, {"warmPoolSize": "1"}),
     }
 
 
 FLEET_BASE = {"replicas": "2", "apiAllowedCidrs": "93.184.216.0/24"}
 FLEET_KEYS = {"replicas", "minReplicas", "maxReplicas", "waitingPerReplica", "onDemandBase", "spotWeight",
               "onDemandWeight", "extraInstanceTypes", "subnetIds", "loadBalancerSubnetIds", "domain", "hostedZoneId",
-              "deregistrationDelaySeconds", "surgeOnDeploy", "cacheSnapshotId", "cacheInitializationRate"}
+              "deregistrationDelaySeconds", "surgeOnDeploy", "cacheSnapshotId", "cacheInitializationRate",
+              "warmPoolSize"}
 
 
 EXISTING_HOST_KEYS = {"endpointName", "hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir",

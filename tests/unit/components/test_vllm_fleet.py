@@ -298,3 +298,26 @@ def test_the_policy_pack_sees_the_launch_template(fleet: Fleet) -> None:
     found = violations(Deployed(bad, cast(Any, None), options=fleet.options))
     assert any(v.startswith("imdsv2-required on vllm-launch-template") for v in found), found
     assert any(v.startswith("no-ephemeral-public-ip on vllm-launch-template") for v in found), found
+
+
+def test_a_warm_pool_keeps_stopped_on_demand_instances_that_join_the_cluster_only_in_service() -> None:
+    warm = build(fleet_args(spot_weight=0, extra_instance_types=(), warm_pool_size=2))
+    group = warm.inputs(ASG)
+    assert "mixedInstancesPolicy" not in group  # EC2 Auto Scaling keeps no warm pool for one
+    assert group["launchTemplate"]["version"] == "$Latest" and group["capacityRebalance"] is False
+    assert group["warmPool"] == {"poolState": "Stopped", "minSize": 2, "maxGroupPreparedCapacity": 2,
+                                 "instanceReusePolicy": {"reuseOnScaleIn": False}}
+    template = warm.inputs(LAUNCH_TEMPLATE)
+    assert template["instanceType"] == "g5.xlarge"
+    user_data = base64.b64decode(template["userData"]).decode()
+    assert "cloud_final_modules:\n- [scripts-user, always]" in user_data  # the script at every boot
+    assert "\nreadonly WARM_POOL=true\n" in user_data and "echo ECS_WARM_POOLS_CHECK=true" in user_data
+    # Without a pool: the mixed instances policy, no instance type in the template, the script alone.
+    group = build(fleet_args()).inputs(ASG)
+    assert "warmPool" not in group and "mixedInstancesPolicy" in group
+
+
+def test_a_warm_pool_with_spot_or_several_types_is_refused() -> None:
+    for changes in ({"spot_weight": 3}, {"spot_weight": 0}):
+        with pytest.raises(ValueError, match="warm_pool_size: EC2 Auto Scaling keeps no warm pool"):
+            build(fleet_args(warm_pool_size=1, **changes))

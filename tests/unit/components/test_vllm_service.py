@@ -37,6 +37,7 @@ from vllm_endpoint.infra.catalog.names import (
     SECRET_HF_TOKEN_ENV,
 )
 from vllm_endpoint.infra.plan.costs import MONITORING
+from vllm_endpoint.infra.plan.deployment import build_plan
 from vllm_endpoint.infra.plan.model_files import folder_contents
 from vllm_endpoint.infra.render.cloudwatch_agent import metrics_scope
 from vllm_endpoint.infra.render.fleet_monitoring import LOAD_BALANCER_DIMENSION, TARGET_GROUP_DIMENSION, fleet_alarms
@@ -354,3 +355,21 @@ def test_a_fine_tune_folder_goes_to_a_private_bucket_and_each_task_copies_exactl
         f"vllm-model-{contents.digest[:16]}-{e.path}" for e in contents.files}
     assert all(opts.parent is not None for n, opts in deployed.options.items() if n != "vllm")
     assert violations(Deployed(deployed.mocks, cast(Any, None), options=deployed.options)) == []
+
+
+def test_a_warm_pool_is_on_demand_only_priced_by_its_volumes_and_reaches_the_group() -> None:
+    with pytest.raises(ConfigError, match=r"warmPoolSize: EC2 Auto Scaling keeps no warm pool .* spotWeight to 0"):
+        load_stack_config({**FLEET, "warmPoolSize": "1"})  # FLEET buys spot
+    with pytest.raises(ConfigError, match="warmPoolSize"):
+        load_stack_config({**FLEET, "spotWeight": "0", "extraInstanceTypes": '["g5.2xlarge"]', "warmPoolSize": "1"})
+    deployed = deploy_service({**FLEET, "apiKey": API_KEY, "spotWeight": "0", "warmPoolSize": "2"})
+    group = deployed.inputs("aws:autoscaling/group:Group")
+    assert group["warmPool"]["minSize"] == group["warmPool"]["maxGroupPreparedCapacity"] == 2
+    summary = deployed.values["plan_summary"]
+    assert "a warm pool of 2 stopped instances (their volumes only: $" in summary
+    on_demand = {**FLEET, "apiKey": API_KEY, "spotWeight": "0"}
+    without, warm = (build_plan(load_stack_config(raw), hub_fetcher=None).fleet
+                     for raw in (on_demand, {**on_demand, "warmPoolSize": "2"}))
+    assert without is not None and warm is not None
+    assert warm.costs.usd_per_month(2) - without.costs.usd_per_month(2) == pytest.approx(
+        2 * warm.costs.volumes_usd_per_month)

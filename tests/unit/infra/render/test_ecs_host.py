@@ -5,11 +5,14 @@ mount unit ordered before the agent, values quoted and checked, and the rendered
 from __future__ import annotations
 
 import base64
+import dataclasses
+import email
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vllm_endpoint.infra.catalog.names import HOST_CACHE_MOUNT
 from vllm_endpoint.infra.render.ecs_host import (
@@ -28,9 +31,11 @@ SETTINGS = EcsHostSettings(cluster="vllm-cluster-1a2b3c4", cache_mount_point=HOS
 def test_the_agent_joins_the_cluster_with_gpus_spot_draining_and_the_stop_timeout() -> None:
     script = render_ecs_host_script(SETTINGS)
     assert script.startswith("#!/usr/bin/env bash\n")
-    for line in ("ECS_CLUSTER=${CLUSTER}", "ECS_ENABLE_GPU_SUPPORT=true", "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true",
-                 "ECS_CONTAINER_STOP_TIMEOUT=${STOP_TIMEOUT}s", "ECS_AWSVPC_BLOCK_IMDS=true"):
-        assert f"\n{line}\n" in script, line
+    settings = script.split("agent_settings() {\n", 1)[1].split("\n}\n", 1)[0]
+    for line in ('"ECS_CLUSTER=${CLUSTER}"', "ECS_ENABLE_GPU_SUPPORT=true", "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true",
+                 '"ECS_CONTAINER_STOP_TIMEOUT=${STOP_TIMEOUT}s"', "ECS_AWSVPC_BLOCK_IMDS=true"):
+        assert line in settings, line
+    assert "\nreadonly WARM_POOL=false\n" in script
     assert "\nreadonly CLUSTER=vllm-cluster-1a2b3c4\n" in script
     assert "\nreadonly STOP_TIMEOUT=60\n" in script
     assert "\nreadonly -a CACHE_SUBDIRS=(proxy root-cache)\n" in script
@@ -88,3 +93,23 @@ def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     assert result.returncode != 0
     # Not root in CI: the script stops before doing anything, saying why.
     assert "must run as root" in result.stderr or "unknown mode 'bogus'" in result.stderr
+
+
+def test_with_a_warm_pool_the_script_runs_at_every_boot_and_the_agent_waits_for_service(tmp_path: Path) -> None:
+    settings = dataclasses.replace(SETTINGS, warm_pool=True)
+    script = render_ecs_host_script(settings)
+    assert "\nreadonly WARM_POOL=true\n" in script
+    message = email.message_from_string(base64.b64decode(ecs_host_user_data(settings)).decode())
+    assert message.is_multipart() and message.get_content_type() == "multipart/mixed"
+    parts = [(part.get_content_type(), str(part.get_payload())) for part in message.walk()][1:]
+    assert [kind for kind, _ in parts] == ["text/cloud-config", "text/x-shellscript"]
+    (_, config), (_, shell) = parts
+    assert shell == script
+    assert yaml.safe_load(config) == {"cloud_final_modules": [["scripts-user", "always"]]}
+    path = tmp_path / "cloud-config"
+    path.write_text(config)
+    tool = shutil.which("cloud-init")
+    if tool is None:
+        pytest.skip("cloud-init is not installed (scripts/setup.sh installs it)")
+    result = subprocess.run([tool, "schema", "--config-file", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
