@@ -6,30 +6,20 @@ install) are exercised for real in tests/real/test_prefetch.py."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.unit.infra.host.host_scripts import HOST_DIR, load_host_script
 from vllm_endpoint.infra.render.host_scripts import prefetch_wait_script, read_host_file
 from vllm_endpoint.infra.render.userdata import shipped_script
 
-SCRIPT = Path(__file__).resolve().parents[4] / "infra" / "host" / "hf-prefetch.py"
+SCRIPT = HOST_DIR / "hf-prefetch.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hf_prefetch", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hf_prefetch"] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-prefetch = _load()
+prefetch = load_host_script("hf-prefetch.py", "hf_prefetch")
 
 
 def select(files: list[str], index: object = None) -> tuple[list[str], list[str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
-import importlib.util
 import os
 import signal
 import stat
@@ -19,28 +18,19 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.real.harness.fakes3 import FakeS3, IssuedKey, botocore_signature
+from tests.unit.infra.host.host_scripts import HOST_DIR, load_host_script
 from vllm_endpoint.infra.plan.model_files import FolderContents, folder_contents
 
-SCRIPT = Path(__file__).resolve().parents[4] / "infra" / "host" / "s3-model-sync.py"
+SCRIPT = HOST_DIR / "s3-model-sync.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("s3_model_sync", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s3_model_sync"] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-sync = _load()
+sync = load_host_script("s3-model-sync.py", "s3_model_sync")
 
 # --- the signer ---------------------------------------------------------------------------------------
 
