@@ -3,8 +3,10 @@ each replica's task to copy into its instance's cache (infra/render/model_sync.p
 
 The single endpoint copies the folder to its host over SSH; a fleet has no SSH and its instances come and go,
 so the folder goes where every instance can read it. One object per file under `models/<content digest>/`: the
-same folder is the same keys (nothing is uploaded again), a changed one is new keys and a new task definition,
-and the keys of the previous version are deleted only once the update that replaced them is done. The bucket
+same folder is the same keys (nothing is uploaded again), a changed one is new keys and a new task definition.
+A replaced version's objects stay in the bucket (`retain_on_delete`): `pulumi up` does not wait for the rollout,
+and a task of the previous revision (an ECS circuit-breaker rollback, or a scale-out before the new revision is
+steady) must still find its files. They go with the bucket at `pulumi destroy`. The bucket
 refuses public access and plain HTTP, owns its objects (no ACLs), and is encrypted with `kmsKeyId` when set
 (else SSE-S3). `pulumi destroy` deletes it with its objects: they are copies of the user's folder.
 """
@@ -59,10 +61,10 @@ class FleetModel(pulumi.ComponentResource):
         self.register_outputs({"bucket_name": self.bucket_name, "prefix": self.prefix})
 
     def _upload(self, name: str, args: FleetModelArgs) -> list[aws.s3.BucketObjectv2]:
-        """One object per file, named by the file's path and the folder's digest (a changed folder: new resources,
-        the old ones deleted at the end of the update). The encryption configuration comes first: every object
-        is written encrypted with the stack's key."""
-        opts = pulumi.ResourceOptions(parent=self, depends_on=[self.encryption])
+        """One object per file, named by the file's path and the folder's digest (a changed folder: new resources;
+        the old ones leave the stack and stay in the bucket for the previous task definition). The encryption
+        configuration comes first: every object is written encrypted with the stack's key."""
+        opts = pulumi.ResourceOptions(parent=self, depends_on=[self.encryption], retain_on_delete=True)
         digest = args.upload.digest[:16]
         return [
             aws.s3.BucketObjectv2(

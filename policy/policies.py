@@ -107,6 +107,11 @@ def _validate_fleet_ingress(args: StackValidationArgs, report_violation: ReportV
         report_violation(message, urn)
 
 
+def _validate_s3_buckets(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for urn, message in rules.check_s3_buckets_private(args.resources):
+        report_violation(message, urn)
+
+
 def _load_balancer_policies() -> list[Policy]:
     """The load balancer in front of the fleet: TLS, redirects, request handling."""
     return [
@@ -173,6 +178,16 @@ def _fleet_policies() -> list[Policy]:
             severity=Severity.HIGH,
             framework=_framework("AWS Well-Architected", "SEC05-BP02"),
             tags=["aws", "network"],
+        ),
+        StackValidationPolicy(
+            name="s3-bucket-private",
+            description="S3 buckets (the fleet's model copy) must block public access with all four "
+            "settings, deny requests without TLS in their bucket policy, and grant no public ACL.",
+            validate=_validate_s3_buckets,
+            enforcement_level=EnforcementLevel.MANDATORY,
+            severity=Severity.HIGH,
+            framework=_framework("AWS Security Hub", "S3.1; S3.5; S3.8; Checkov CKV2_AWS_6"),
+            tags=["aws", "storage", "encryption"],
         ),
     ]
 

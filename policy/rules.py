@@ -54,6 +54,9 @@ SNS_TOPIC: Final = "aws:sns/topic:Topic"
 KMS_KEY: Final = "aws:kms/key:Key"
 LISTENER_TYPES: Final = frozenset({"aws:lb/listener:Listener", "aws:alb/listener:Listener"})
 LOAD_BALANCER_TYPES: Final = frozenset({"aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"})
+S3_BUCKET_TYPES: Final = frozenset({"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"})
+S3_PUBLIC_ACCESS_BLOCK: Final = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+S3_BUCKET_POLICY: Final = "aws:s3/bucketPolicy:BucketPolicy"
 ECS_TASK_DEFINITION: Final = "aws:ecs/taskDefinition:TaskDefinition"
 REMOTE_COMMAND_PREFIX: Final = "command:remote:"
 
@@ -1457,4 +1460,81 @@ def check_fleet_ingress(resources: Sequence[StackResource]) -> list[tuple[str, s
                     "address range and set referencedSecurityGroupId (sourceSecurityGroupId for "
                     f"aws.ec2.SecurityGroupRule) to the load balancer's security group. {_FLEET_TAIL}"
                 )))
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Private buckets (policy: s3-bucket-private)
+
+# BucketPublicAccessBlock's four settings: together they refuse public ACLs and public bucket policies.
+PUBLIC_ACCESS_BLOCK_KEYS: Final = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+PUBLIC_CANNED_ACLS: Final = frozenset({"public-read", "public-read-write", "authenticated-read"})
+_S3_TAIL: Final = anchor("AWS Security Hub S3.1, S3.5, S3.8", "Checkov CKV2_AWS_6")
+
+
+def _targets_bucket(companion: StackResource, bucket: StackResource) -> bool:
+    """A companion resource names the bucket: the engine's link on `bucket` (known at preview), else the known
+    name or id."""
+    if bucket.urn in _linked_urns(companion, "bucket"):
+        return True
+    named = _known_text(companion.props, "bucket")
+    return named is not None and named in {_known_text(bucket.props, "bucket"), _resource_id(bucket)}
+
+
+def _statements(policy_text: str) -> list[Mapping[str, Any]]:
+    try:
+        document = json.loads(policy_text)
+    except ValueError:
+        return []
+    found = raw(document).get("Statement") if isinstance(raw(document), Mapping) else None
+    found = [found] if isinstance(found, Mapping) else found
+    return [s for s in _seq(found) if isinstance(s, Mapping)]
+
+
+def _denies_plain_http(statement: Mapping[str, Any]) -> bool:
+    condition = statement.get("Condition")
+    bool_condition = condition.get("Bool") if isinstance(condition, Mapping) else None
+    secure = bool_condition.get("aws:SecureTransport") if isinstance(bool_condition, Mapping) else None
+    return statement.get("Effect") == "Deny" and str(secure).lower() == "false"
+
+
+def _public_access_problem(bucket: StackResource, blocks: list[StackResource]) -> str | None:
+    if not blocks:
+        return "has no BucketPublicAccessBlock"
+    for block in blocks:
+        open_keys = [k for k in PUBLIC_ACCESS_BLOCK_KEYS
+                     if not _is_unknown(raw(block.props).get(k)) and not _is_true(raw(block.props).get(k))]
+        if not open_keys:
+            return None
+    return f"has a BucketPublicAccessBlock that leaves {', '.join(open_keys)} off"
+
+
+def _tls_problem(policies_: list[StackResource]) -> str | None:
+    for policy in policies_:
+        text = raw(policy.props).get("policy")
+        if _is_unknown(text) or (isinstance(text, str) and any(_denies_plain_http(s) for s in _statements(text))):
+            return None
+    return ("has no bucket policy denying requests without TLS (a Deny statement with the condition "
+            '{"Bool": {"aws:SecureTransport": "false"}})')
+
+
+def check_s3_buckets_private(resources: Sequence[StackResource]) -> list[tuple[str, str]]:
+    """(urn, message) for each S3 bucket that is not blocked from public access or that accepts plain HTTP."""
+    found = []
+    for bucket in (r for r in resources if r.resource_type in S3_BUCKET_TYPES):
+        companions = [r for r in resources if r.resource_type in (S3_PUBLIC_ACCESS_BLOCK, S3_BUCKET_POLICY)
+                      and _targets_bucket(r, bucket)]
+        acl = _known_text(bucket.props, "acl")
+        problems = [
+            _public_access_problem(bucket, [r for r in companions if r.resource_type == S3_PUBLIC_ACCESS_BLOCK]),
+            _tls_problem([r for r in companions if r.resource_type == S3_BUCKET_POLICY]),
+            f"grants the canned ACL {acl!r}" if acl in PUBLIC_CANNED_ACLS else None,
+        ]
+        for problem in filter(None, problems):
+            found.append((bucket.urn, (
+                f"The S3 bucket {bucket.name!r} {problem}. Buckets of the stack hold the model and must stay "
+                "private and TLS-only: add an aws.s3.BucketPublicAccessBlock with all four settings true, a "
+                "BucketPolicy denying s3:* when aws:SecureTransport is false, and no public ACL (as "
+                f"components/fleet_model.py does). {_S3_TAIL}"
+            )))
     return found

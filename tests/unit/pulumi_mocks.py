@@ -91,6 +91,7 @@ class Recorded:
     inputs: dict[str, Any]  # secrets unwrapped
     raw_inputs: dict[str, Any]  # secrets still wrapped, as the engine would receive them
     provider: str | None
+    id: str | None = None  # what the mock gave it (usually `<name>-id`; a bucket's is its generated name)
 
 
 MOCK_ECR_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -113,8 +114,15 @@ class Mocks(pulumi.runtime.Mocks):
         self.instances: list[tuple[str, str, str]] = list(self.default_instances)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        self.resources.append(Recorded(args.typ, args.name, unwrap(dict(args.inputs)), dict(args.inputs),
+                                       args.provider))
+        resource_id, outputs = self._outputs(args)
+        self.resources[-1].id = resource_id
+        return resource_id, outputs
+
+    def _outputs(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        """The id and outputs AWS (the provider) would give the resource `args` declares."""
         inputs = unwrap(dict(args.inputs))
-        self.resources.append(Recorded(args.typ, args.name, inputs, dict(args.inputs), args.provider))
         # Echo the inputs with their secret markers: the engine keeps an input's secretness on the output.
         outputs = dict(args.inputs)
         typ = args.typ

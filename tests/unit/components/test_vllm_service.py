@@ -337,6 +337,10 @@ def test_a_fine_tune_folder_goes_to_a_private_bucket_and_each_task_copies_exactl
                for o in deployed.mocks.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
     assert sorted(objects) == sorted(f"{prefix}/{e.path}" for e in contents.files)
     assert all(Path(asset.path) == folder / k.removeprefix(f"{prefix}/") for k, asset in objects.items())
+    # A changed folder takes these out of the stack but not out of the bucket: a rollback to the task definition
+    # that names them still finds its files. Nothing else is retained; `destroy` deletes the bucket with them.
+    retained = sorted(n for n, opts in deployed.options.items() if opts.retain_on_delete)
+    assert retained == sorted(f"vllm-model-{contents.digest[:16]}-{e.path}" for e in contents.files)
     # The task: the sync container first, vLLM after its SUCCESS, reading this version's objects only.
     definitions = json.loads(deployed.inputs(TASK)["containerDefinitions"])
     sync, vllm = definitions[0], definitions[1]

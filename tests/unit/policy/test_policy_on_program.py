@@ -71,8 +71,8 @@ def violations(deployed: Deployed, config: dict[str, dict[str, Any]] | None = No
 
 def _link_by_id(recorded: list[Recorded], stack: list[PolicyResource]) -> None:
     """The engine's property dependencies (`securityGroupId` -> the group it names, ...): a property whose
-    value is another resource's id (the mocks' `<name>-id`) depends on that resource."""
-    by_id = {f"{r.name}-id": resource for r, resource in zip(recorded, stack, strict=True)}
+    value is another resource's id (the mocks' `<name>-id`, a bucket's generated name) depends on that resource."""
+    by_id = {r.id: resource for r, resource in zip(recorded, stack, strict=True) if r.id}
     for resource in stack:
         links: dict[str, list[PolicyResource]] = {}
         for key, value in rules.raw(resource.props).items():

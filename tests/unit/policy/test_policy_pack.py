@@ -1505,10 +1505,62 @@ def test_fleet_ingress_from_load_balancer_only(resources: list[PolicyResource], 
     assert "[anchor: " in found[0][1]
 
 
+BUCKET = linked("aws:s3/bucket:Bucket", "vllm-model-bucket", {
+    "id": "vllm-endpoint-dev-models-0a1b2c", "bucket": "vllm-endpoint-dev-models-0a1b2c", "forceDestroy": True})
+BLOCK_ALL = {k: True for k in rules.PUBLIC_ACCESS_BLOCK_KEYS}
+TLS_ONLY = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+    "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+
+
+def _block(**props: Any) -> PolicyResource:
+    return linked(rules.S3_PUBLIC_ACCESS_BLOCK, "vllm-model-public-access-block",
+                  {"bucket": UNKNOWN_STRING_VALUE, **BLOCK_ALL, **props}, {"bucket": [BUCKET]})
+
+
+def _policy(text: str, bucket: Any = UNKNOWN_STRING_VALUE) -> PolicyResource:
+    links = {"bucket": [BUCKET]} if bucket == UNKNOWN_STRING_VALUE else None
+    return linked(rules.S3_BUCKET_POLICY, "vllm-model-tls-only", {"bucket": bucket, "policy": text}, links)
+
+
+S3_CASES = [
+    ("blocked-and-tls-only", [BUCKET, _block(), _policy(TLS_ONLY)], ()),
+    ("policy-unknown-at-preview", [BUCKET, _block(), _policy(UNKNOWN_STRING_VALUE)], ()),
+    ("companions-matched-by-bucket-name", [BUCKET, _block(), _policy(TLS_ONLY, "vllm-endpoint-dev-models-0a1b2c")],
+     ()),
+    ("no-public-access-block", [BUCKET, _policy(TLS_ONLY)], ("has no BucketPublicAccessBlock",)),
+    ("a-block-left-open", [BUCKET, _block(restrictPublicBuckets=False), _policy(TLS_ONLY)],
+     ("leaves restrictPublicBuckets off",)),
+    ("no-bucket-policy", [BUCKET, _block()], ("denying requests without TLS",)),
+    ("a-policy-that-allows-plain-http", [BUCKET, _block(), _policy(TLS_ONLY.replace('"Deny"', '"Allow"'))],
+     ("denying requests without TLS",)),
+    ("another-buckets-policy", [BUCKET, _block(), _policy(TLS_ONLY, "someone-elses-bucket")],
+     ("denying requests without TLS",)),
+    ("a-public-canned-acl",
+     [linked("aws:s3/bucket:Bucket", "vllm-model-bucket", {"bucket": "b", "acl": "public-read"}),
+      linked(rules.S3_PUBLIC_ACCESS_BLOCK, "block", {"bucket": "b", **BLOCK_ALL}),
+      linked(rules.S3_BUCKET_POLICY, "tls", {"bucket": "b", "policy": TLS_ONLY})],
+     ("grants the canned ACL 'public-read'",)),
+]
+
+
+@pytest.mark.parametrize(("resources", "expect"), [c[1:] for c in S3_CASES], ids=[c[0] for c in S3_CASES])
+def test_s3_bucket_private(resources: list[PolicyResource], expect: tuple[str, ...]) -> None:
+    found = run_stack_policy("s3-bucket-private", resources)
+    if not expect:
+        assert found == []
+        return
+    assert [u for u, _ in found] == [resources[0].urn]
+    for fragment in expect:
+        assert fragment in found[0][1]
+    assert "'vllm-model-bucket'" in found[0][1] and "[anchor: " in found[0][1]
+
+
 def test_every_stack_policy_has_cases() -> None:
     stack_policies = {n for n, p in POLICIES.items() if isinstance(p, StackValidationPolicy)}
     assert stack_policies == {
-        "vllm-image-floor", "alb-http-redirects-to-https", "fleet-ingress-from-load-balancer-only"}
+        "vllm-image-floor", "alb-http-redirects-to-https", "fleet-ingress-from-load-balancer-only",
+        "s3-bucket-private"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1536,6 +1588,7 @@ EXPECTED_LEVELS = {
     "alb-request-hygiene": EnforcementLevel.MANDATORY,
     "fleet-ingress-from-load-balancer-only": EnforcementLevel.MANDATORY,
     "ecs-secrets-by-reference": EnforcementLevel.MANDATORY,
+    "s3-bucket-private": EnforcementLevel.MANDATORY,
 }
 
 
