@@ -97,19 +97,16 @@ def _validate_vllm_images(args: StackValidationArgs, report_violation: ReportVio
         report_violation(message, urn)
 
 
-def _validate_http_redirects(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    for urn, message in rules.check_http_redirects(args.resources):
-        report_violation(message, urn)
+def _reporting(
+    check: Callable[[list[Any]], list[tuple[str, str]]]
+) -> Callable[[StackValidationArgs, ReportViolation], None]:
+    """A stack policy's callback around a check that returns (urn, message) pairs."""
 
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        for urn, message in check(args.resources):
+            report_violation(message, urn)
 
-def _validate_fleet_ingress(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    for urn, message in rules.check_fleet_ingress(args.resources):
-        report_violation(message, urn)
-
-
-def _validate_s3_buckets(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    for urn, message in rules.check_s3_buckets_private(args.resources):
-        report_violation(message, urn)
+    return validate
 
 
 def _load_balancer_policies() -> list[Policy]:
@@ -135,7 +132,7 @@ def _load_balancer_policies() -> list[Policy]:
             name="alb-http-redirects-to-https",
             description="When a load balancer has an HTTPS listener, its plain HTTP listeners may only "
             "redirect to HTTPS.",
-            validate=_validate_http_redirects,
+            validate=_reporting(rules.check_http_redirects),
             enforcement_level=EnforcementLevel.MANDATORY,
             severity=Severity.HIGH,
             framework=_framework("AWS Security Hub", "ELB.1; Checkov CKV2_AWS_20"),
@@ -173,7 +170,7 @@ def _fleet_policies() -> list[Policy]:
             name="fleet-ingress-from-load-balancer-only",
             description="Ingress into the fleet's instance and task security groups must come from a "
             "security group (the load balancer's), never from an address range.",
-            validate=_validate_fleet_ingress,
+            validate=_reporting(rules.check_fleet_ingress),
             enforcement_level=EnforcementLevel.MANDATORY,
             severity=Severity.HIGH,
             framework=_framework("AWS Well-Architected", "SEC05-BP02"),
@@ -183,7 +180,7 @@ def _fleet_policies() -> list[Policy]:
             name="s3-bucket-private",
             description="S3 buckets (the fleet's model copy) must block public access with all four "
             "settings, deny requests without TLS in their bucket policy, and grant no public ACL.",
-            validate=_validate_s3_buckets,
+            validate=_reporting(rules.check_s3_buckets_private),
             enforcement_level=EnforcementLevel.MANDATORY,
             severity=Severity.HIGH,
             framework=_framework("AWS Security Hub", "S3.1; S3.5; S3.8; Checkov CKV2_AWS_6"),

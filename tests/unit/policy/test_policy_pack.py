@@ -1403,11 +1403,15 @@ REDIRECT_CASES = [
 
 @pytest.mark.parametrize(("resources", "expect"), [c[1:] for c in REDIRECT_CASES], ids=[c[0] for c in REDIRECT_CASES])
 def test_alb_http_redirects_to_https(resources: list[PolicyResource], expect: tuple[str, ...]) -> None:
-    found = run_stack_policy("alb-http-redirects-to-https", resources)
+    assert_one_finding(run_stack_policy("alb-http-redirects-to-https", resources), resources[0], expect)
+
+
+def assert_one_finding(found: list[tuple[str, str]], culprit: PolicyResource, expect: tuple[str, ...]) -> None:
+    """No finding when nothing is expected; else exactly one, on `culprit`, with each fragment and an anchor."""
     if not expect:
         assert found == []
         return
-    assert [u for u, _ in found] == [resources[0].urn]
+    assert [u for u, _ in found] == [culprit.urn]
     for fragment in expect:
         assert fragment in found[0][1]
     assert "[anchor: " in found[0][1]
@@ -1495,14 +1499,7 @@ FLEET_CASES = [
 
 @pytest.mark.parametrize(("resources", "expect"), [c[1:] for c in FLEET_CASES], ids=[c[0] for c in FLEET_CASES])
 def test_fleet_ingress_from_load_balancer_only(resources: list[PolicyResource], expect: tuple[str, ...]) -> None:
-    found = run_stack_policy("fleet-ingress-from-load-balancer-only", resources)
-    if not expect:
-        assert found == []
-        return
-    assert [u for u, _ in found] == [resources[-1].urn]
-    for fragment in expect:
-        assert fragment in found[0][1]
-    assert "[anchor: " in found[0][1]
+    assert_one_finding(run_stack_policy("fleet-ingress-from-load-balancer-only", resources), resources[-1], expect)
 
 
 BUCKET = linked("aws:s3/bucket:Bucket", "vllm-model-bucket", {
@@ -1547,13 +1544,7 @@ S3_CASES = [
 @pytest.mark.parametrize(("resources", "expect"), [c[1:] for c in S3_CASES], ids=[c[0] for c in S3_CASES])
 def test_s3_bucket_private(resources: list[PolicyResource], expect: tuple[str, ...]) -> None:
     found = run_stack_policy("s3-bucket-private", resources)
-    if not expect:
-        assert found == []
-        return
-    assert [u for u, _ in found] == [resources[0].urn]
-    for fragment in expect:
-        assert fragment in found[0][1]
-    assert "'vllm-model-bucket'" in found[0][1] and "[anchor: " in found[0][1]
+    assert_one_finding(found, resources[0], (*expect, "'vllm-model-bucket'") if expect else ())
 
 
 def test_every_stack_policy_has_cases() -> None:
