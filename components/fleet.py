@@ -126,6 +126,8 @@ class VllmFleetArgs:
     surge_on_deploy: bool = True
     # Stopped on-demand instances kept ready beside the fleet (an EC2 Auto Scaling warm pool); 0: none.
     warm_pool_size: int = 0
+    # Docker's image store on the cache volume (a snapshot of it then carries the image).
+    cache_images: bool = False
     waiting_per_replica: float = DEFAULT_WAITING_PER_REPLICA
     metrics_scope: str = ""  # the metrics' `stack` dimension value (cloudwatch_agent.metrics_scope); "": stack
     # What the service waits for: ECS refuses a target group that no listener uses yet.
@@ -387,8 +389,9 @@ class VllmFleet(pulumi.ComponentResource):
                               cache.throughput_mib_s if gp3 and cache else None), args)),
             ],
             user_data=self.cluster.name.apply(
-                lambda cluster: ecs_host_user_data(ecs_host_settings(args.plan, self.task, cluster,
-                                                                     warm_pool=args.warm_pool_size > 0))),
+                lambda cluster: ecs_host_user_data(ecs_host_settings(
+                    args.plan, self.task, cluster, warm_pool=args.warm_pool_size > 0,
+                    cache_images=args.cache_images))),
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={**tags, "Name": f"{name}-replica"})
                 for kind in ("instance", "volume", "network-interface")],

@@ -292,6 +292,12 @@ class VllmEndpointArgs(TypedDict, total=False):
      " launching a new one. Stopped instances bill only their volumes. On-demand only: EC2 Auto Scaling keeps "
      "no warm pool for spot or several instance types (`spotWeight` 0, no `extraInstanceTypes`). 0: none. "
      "Default: `0`. (Stack setting `warmPoolSize`.)")
+    cache_images: bool
+    ("Keep Docker's image store on each instance's cache volume instead of its root disk, so that a "
+     "`scripts/snapshot-cache.sh` snapshot carries the pulled vLLM image too: an instance started from "
+     "`cacheSnapshotId` then runs the task without pulling the image (about 10 GB). The cache volume then "
+     "holds the image as well (about 25 GiB extracted; the plan checks `cacheVolumeSizeGb` for both). Only "
+     "instances launched afterwards use it. Default: `false`. (Stack setting `cacheImages`.)")
     surge_on_deploy: bool
     ("During a rolling update, start each new replica on an extra instance before its predecessor stops (no "
      "capacity lost; up to twice the instances for a while). false: never an extra instance; old replicas stop"

@@ -131,7 +131,7 @@ class VllmService(pulumi.ComponentResource):
                 cache_snapshot_id=fleet.cache_snapshot_id,
                 cache_initialization_rate_mib_s=fleet.cache_initialization_rate,
                 surge_on_deploy=fleet.surge_on_deploy, waiting_per_replica=fleet.waiting_per_replica,
-                warm_pool_size=fleet.warm_pool_size,
+                warm_pool_size=fleet.warm_pool_size, cache_images=fleet.cache_images,
                 metrics_scope=metrics_scope(pulumi.get_stack(), name), metrics=aws_settings.metrics,
                 trusted_proxy_cidrs=_vpc_cidrs(network.vpc_id),
                 vllm_image=self.image.image_ref if self.image is not None else None,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Takes an EBS snapshot of a running endpoint's warm cache volume (model files, vLLM's compile cache), for a
+# Takes an EBS snapshot of a running endpoint's warm cache volume (model files, vLLM's compile cache, and with
+# the fleet setting cacheImages Docker's image store with the pulled vLLM image), for a
 # fleet's new instances to start their cache volume from (stack setting cacheSnapshotId):
 #   scripts/snapshot-cache.sh [--endpoint NAME] <stack>
 #
@@ -14,7 +15,9 @@
 # once and only read afterwards: the model files once per model and revision, vLLM's compile cache once per
 # model and flags. Take it while the endpoint is idle, after it has answered at least once (the compile cache is
 # complete then), and no download or first start is in progress: nothing is written then. The snapshot serves
-# any stack with the same model; its compile cache only the same vLLM image and flags (others recompile).
+# any stack with the same model; its compile cache only the same vLLM image and flags (others recompile). With
+# cacheImages, Docker's store is written when an image is pulled or a container starts or stops: its layers are
+# only read once pulled, and its metadata databases (bolt) survive a power cut by design.
 #
 # It refuses an unencrypted volume: the launch template takes the snapshot's encryption as it is, and every EBS
 # volume of the project is encrypted. Before it creates anything it prints the volume's size and what the

@@ -28,6 +28,9 @@ CONTAINER_MODEL_DIR: Final = "/app/model"
 
 # Where the cache volume is mounted on the host (AWS instance or an existing server).
 HOST_CACHE_MOUNT: Final = "/opt/vllm-endpoint/cache"  # = /opt/{PROJECT}/cache
+# What a vllm/vllm-openai image takes on disk once pulled and extracted (CUDA, PyTorch, vLLM): the root volume's
+# sizing and, with cacheImages, the cache volume's.
+VLLM_IMAGE_DISK_GIB: Final = 25
 # target=local: the caches live in the deploying user's home unless hostCacheDir says otherwise.
 LOCAL_CACHE_DIR: Final = "~/.cache/vllm-endpoint"  # = ~/.cache/{PROJECT}
 # target=local publishes the API on this machine's loopback only: nothing outside it can connect.

@@ -9,9 +9,17 @@
 #                  it may run again after being cut short), installs itself as MOUNT_SCRIPT and the systemd
 #                  unit MOUNT_UNIT, and starts that unit (the mount).
 #   agent-config   the first of those steps alone (tests; ECS_CONFIG_FILE names another file).
+#   docker-config  with DOCKER_DATA_ROOT (cacheImages): sets Docker's data-root in its daemon.json, keeping the
+#                  file's other settings (tests; DOCKER_DAEMON_JSON_FILE names another file).
 #   mount          the unit runs it at every boot (Type=oneshot, Before=ecs.service, RequiredBy=ecs.service):
 #                  waits for the cache volume's device, formats it only when it is blank, mounts it at
 #                  CACHE_MOUNT_POINT and creates the folders the task bind-mounts, owned by the task's user.
+#
+# With DOCKER_DATA_ROOT (a folder of the cache volume) Docker keeps its images there instead of on the root
+# disk, so a snapshot of the volume carries them, with the repository digests the ECS agent's prefer-cached
+# lookup needs (`docker save`/`load` would drop those). The unit is then also ordered before docker.service and
+# required by it: Docker never starts on an unmounted folder. At the first boot Docker already runs when user
+# data does: it is restarted once on the volume, before the agent starts.
 #
 # Why a systemd unit, not cloud-init's bootcmd: the ECS agent bind-mounts a host path as `source:target`, and
 # Docker creates a missing source folder on the root disk, so the volume must be mounted before the agent
@@ -34,7 +42,9 @@ readonly STOP_TIMEOUT=@@STOP_TIMEOUT@@
 readonly MOUNT_SCRIPT=@@MOUNT_SCRIPT@@
 readonly MOUNT_UNIT=@@MOUNT_UNIT@@
 readonly WARM_POOL=@@WARM_POOL@@
+readonly DOCKER_DATA_ROOT=@@DOCKER_DATA_ROOT@@
 readonly ECS_CONFIG=${ECS_CONFIG_FILE:-/etc/ecs/ecs.config}
+readonly DOCKER_DAEMON_JSON=${DOCKER_DAEMON_JSON_FILE:-/etc/docker/daemon.json}
 readonly FS_TYPE=ext4
 readonly FS_LABEL=vllm-cache
 
@@ -98,7 +108,52 @@ mount_cache() {
     install -d -m 0755 -- "${CACHE_MOUNT_POINT}/${sub}"
     chown -- "$CACHE_OWNER" "${CACHE_MOUNT_POINT}/${sub}"
   done
+  if [[ -n $DOCKER_DATA_ROOT ]]; then
+    # Docker's own mode for its data root; it fills it at its first start.
+    install -d -m 0710 -- "$DOCKER_DATA_ROOT"
+  fi
   log "ready: ${device} at ${CACHE_MOUNT_POINT} (${CACHE_SUBDIRS[*]})"
+}
+
+# Sets data-root in Docker's daemon.json to DOCKER_DATA_ROOT, keeping the file's other settings (an AMI may
+# configure runtimes or logging there), with one rename. Amazon Linux ships python3 (dnf runs on it).
+write_docker_config() {
+  local tmp
+  install -d -m 0755 -- "$(dirname -- "$DOCKER_DAEMON_JSON")"
+  tmp=$(mktemp -- "${DOCKER_DAEMON_JSON}.XXXXXX")
+  if ! python3 - "$DOCKER_DAEMON_JSON" "$DOCKER_DATA_ROOT" >"$tmp" <<'PY'
+import json
+import sys
+
+path, root = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        config = json.load(f)
+except FileNotFoundError:
+    config = {}
+if not isinstance(config, dict):
+    sys.exit(f"{path} does not hold a JSON object")
+config["data-root"] = root
+json.dump(config, sys.stdout, indent=2)
+print()
+PY
+  then
+    rm -f -- "$tmp"
+    die "cannot set data-root in ${DOCKER_DAEMON_JSON} (not JSON?); fix or remove it"
+  fi
+  chmod 0644 -- "$tmp"
+  mv -f -- "$tmp" "$DOCKER_DAEMON_JSON"
+}
+
+# At the first boot Docker already runs, on the root disk: restart it on the volume (the agent has not started:
+# it waits for cloud-final). At later boots it starts after the mount unit, on the volume already.
+use_docker_data_root() {
+  local current
+  systemctl is-active --quiet docker.service || return 0
+  current=$(docker info --format '{{.DockerRootDir}}')
+  [[ $current == "$DOCKER_DATA_ROOT" ]] && return 0
+  log "restarting Docker on the cache volume: ${DOCKER_DATA_ROOT} (was ${current})"
+  systemctl restart docker.service
 }
 
 # The agent's settings this script owns, one per line.
@@ -127,11 +182,17 @@ write_agent_config() {
 setup() {
   # The agent reads this file when it starts (after cloud-final, so after this script).
   write_agent_config
+  # The units that must not start before the volume is mounted.
+  local needed_by=ecs.service
+  if [[ -n $DOCKER_DATA_ROOT ]]; then
+    write_docker_config
+    needed_by="docker.service ecs.service"
+  fi
   install -m 0755 -- "$0" "$MOUNT_SCRIPT"
   cat >"/etc/systemd/system/${MOUNT_UNIT}" <<EOF
 [Unit]
 Description=vllm-endpoint: mount the model cache volume before the ECS agent starts
-Before=ecs.service
+Before=${needed_by}
 
 [Service]
 Type=oneshot
@@ -139,7 +200,7 @@ RemainAfterExit=yes
 ExecStart=${MOUNT_SCRIPT} mount
 
 [Install]
-RequiredBy=ecs.service
+RequiredBy=${needed_by}
 EOF
   local agent_running=false
   # Only if an AMI started the agent before user data ran: stop it until the cache is mounted.
@@ -150,6 +211,9 @@ EOF
   systemctl daemon-reload
   systemctl enable "$MOUNT_UNIT"
   systemctl start "$MOUNT_UNIT"
+  if [[ -n $DOCKER_DATA_ROOT ]]; then
+    use_docker_data_root
+  fi
   if [[ $agent_running == true ]]; then
     systemctl start --no-block ecs.service
   fi
@@ -159,5 +223,9 @@ case ${1:-setup} in
   setup) setup ;;
   mount) mount_cache ;;
   agent-config) write_agent_config ;;
-  *) die "unknown mode '$1' (setup, mount or agent-config)" ;;
+  docker-config)
+    [[ -n $DOCKER_DATA_ROOT ]] || die "docker-config: this script keeps Docker's data root as it is (cacheImages off)"
+    write_docker_config
+    ;;
+  *) die "unknown mode '$1' (setup, mount, agent-config or docker-config)" ;;
 esac

@@ -52,6 +52,7 @@ from vllm_endpoint.infra.catalog.names import (
     SECRET_HF_TOKEN_ENV,
     VLLM_CPU_IMAGE_REPOSITORY,
     VLLM_CPU_KV_CACHE_ENV,
+    VLLM_IMAGE_DISK_GIB,
     VLLM_ROLE,
     VLLM_UPSTREAM_HOST,
     VLLM_VERSION_LABEL,
@@ -848,18 +849,23 @@ def _with_estimate(facts: ModelFacts, arch: model_facts.ModelArchitecture | None
 
 
 def _cache_volume_room(cfg: StackConfig, facts: ModelFacts | None, problems: list[str]) -> None:
-    """The weights land on the AWS cache volume (with the compile caches): a full volume fails the download."""
-    if cfg.target != "aws" or facts is None or facts.weight_bytes is None:
-        return
+    """The weights land on the AWS cache volume (with the compile caches), and with cacheImages Docker's image
+    store too: a full volume fails the download or the pull."""
+    weights = facts.weight_bytes if facts is not None and facts.weight_bytes is not None else 0
+    image = VLLM_IMAGE_DISK_GIB * GIB if cfg.fleet.cache_images else 0
     size_gb = cfg.aws.cache_volume_size_gb
-    if facts.weight_bytes <= size_gb * GIB:
+    if cfg.target != "aws" or weights + image <= size_gb * GIB:
         return
-    need = facts.weight_bytes / GIB
+    needs = []
+    if weights:
+        about = "about " if facts is not None and facts.weight_bytes_estimated else ""
+        needs.append(f"the model's weights need {about}{weights / GIB:.1f} GiB")
+    if image:
+        needs.append(f"the vLLM image (cacheImages) about {VLLM_IMAGE_DISK_GIB} GiB")
     # Headroom for vLLM's torch.compile and CUDA-graph caches, which live on the same volume.
-    suggested = math.ceil(need * 1.1 / 10 + 1) * 10
-    about = "about " if facts.weight_bytes_estimated else ""
-    problems.append(f"cacheVolumeSizeGb: the model's weights need {about}{need:.1f} GiB; the cache volume is "
-                    f"{size_gb} GiB: raise cacheVolumeSizeGb (e.g. to {suggested})")
+    suggested = math.ceil((weights + image) / GIB * 1.1 / 10 + 1) * 10
+    problems.append(f"cacheVolumeSizeGb: {' and '.join(needs)}; the cache volume is {size_gb} GiB: raise "
+                    f"cacheVolumeSizeGb (e.g. to {suggested})")
 
 
 def _concurrency_warnings(s: ServerSettings) -> list[str]:

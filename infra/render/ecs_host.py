@@ -35,6 +35,9 @@ ECS_AGENT_STOP_TIMEOUT_S: Final = 30
 _CLUSTER_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SUBDIR: Final = re.compile(r"^[A-Za-z0-9._-]+$")
 _OWNER: Final = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$")
+# With cacheImages: Docker's data root, a folder of the cache volume (a snapshot of the volume then holds the
+# pulled images with their repository digests, which `docker save`/`load` would lose).
+DOCKER_DATA_SUBDIR: Final = "docker"
 # With a warm pool: cloud-init's final stage runs user scripts at every boot, not once per instance.
 WARM_POOL_CLOUD_CONFIG: Final = "#cloud-config\ncloud_final_modules:\n- [scripts-user, always]\n"
 _BOUNDARY: Final = "==vllm-endpoint-user-data=="
@@ -51,6 +54,8 @@ class EcsHostSettings:
     # The group keeps a warm pool: the agent waits until the instance is in service (ECS_WARM_POOLS_CHECK), and
     # the script runs at every boot (an instance is stopped into the pool without waiting for it to finish).
     warm_pool: bool = False
+    # Docker's data root on the cache volume (cacheImages), or None: Docker keeps the AMI's (the root disk).
+    docker_data_root: str | None = None
 
 
 def cache_subdirs(mount_point: str, host_paths: Sequence[str]) -> tuple[str, ...]:
@@ -66,15 +71,29 @@ def cache_subdirs(mount_point: str, host_paths: Sequence[str]) -> tuple[str, ...
     return tuple(sorted(found))
 
 
-def ecs_host_settings(plan: DeploymentPlan, task: EcsTask, cluster: str, warm_pool: bool = False) -> EcsHostSettings:
+def ecs_host_settings(plan: DeploymentPlan, task: EcsTask, cluster: str, warm_pool: bool = False,
+                      cache_images: bool = False) -> EcsHostSettings:
     """What the instance's boot script needs from the task: the folders it bind-mounts below the cache mount,
     their owner (the vLLM container's user), and the agent's default stop timeout (the longest container's);
-    `warm_pool`: the group keeps one."""
+    `warm_pool`: the group keeps one; `cache_images`: Docker's image store goes on the cache volume."""
     mount = plan.host_cache_dir or HOST_CACHE_MOUNT
     subdirs = cache_subdirs(mount, [v["host"]["sourcePath"] for v in task.volumes])
     stops = [int(d["stopTimeout"]) for d in task.container_definitions if "stopTimeout" in d]
     stop = min(STOP_TIMEOUT_MAX_S, max([ECS_AGENT_STOP_TIMEOUT_S, *stops]))
-    return EcsHostSettings(cluster, mount, subdirs, plan.vllm.user or "root", stop, warm_pool=warm_pool)
+    docker_root = str(PurePosixPath(mount) / DOCKER_DATA_SUBDIR) if cache_images else None
+    return EcsHostSettings(cluster, mount, subdirs, plan.vllm.user or "root", stop, warm_pool=warm_pool,
+                           docker_data_root=docker_root)
+
+
+def _check_docker_data_root(settings: EcsHostSettings) -> None:
+    """Docker's data root: a folder directly below the mount point that no task bind-mounts (the containers
+    would see Docker's own files)."""
+    if settings.docker_data_root is None:
+        return
+    root = PurePosixPath(settings.docker_data_root)
+    if root.parent != PurePosixPath(settings.cache_mount_point) or root.name in settings.cache_subdirs:
+        raise ValueError(f"Docker's data root {settings.docker_data_root} must be a folder directly below "
+                         f"{settings.cache_mount_point} that no task mounts ({list(settings.cache_subdirs)})")
 
 
 def render_ecs_host_script(settings: EcsHostSettings) -> str:
@@ -89,6 +108,7 @@ def render_ecs_host_script(settings: EcsHostSettings) -> str:
         raise ValueError(f"{settings.cache_owner!r} is not a user[:group]")
     if not 0 < settings.stop_timeout_s <= 3600:
         raise ValueError(f"stop timeout {settings.stop_timeout_s} s is outside 1-3600")
+    _check_docker_data_root(settings)
     return fill_template(read_host_file(ECS_HOST_FILE), {
         "CLUSTER": shlex.quote(settings.cluster),
         "CACHE_DEVICE": shlex.quote(settings.cache_device),
@@ -100,6 +120,7 @@ def render_ecs_host_script(settings: EcsHostSettings) -> str:
         "MOUNT_SCRIPT": shlex.quote(ECS_MOUNT_SCRIPT),
         "MOUNT_UNIT": shlex.quote(ECS_MOUNT_UNIT),
         "WARM_POOL": "true" if settings.warm_pool else "false",
+        "DOCKER_DATA_ROOT": shlex.quote(settings.docker_data_root or ""),
     })
 
 

@@ -50,6 +50,7 @@ from vllm_endpoint.infra.catalog.names import (
     LOCAL_CACHE_DIR,
     SSH_WORLD_OPT_IN,
     VLLM_CPU_KV_CACHE_ENV,
+    VLLM_IMAGE_DISK_GIB,
     VLLM_IMAGE_REPOSITORY,
     VLLM_OPEN_FILES_TARGET,
 )
@@ -523,7 +524,8 @@ class AwsSettings(_Section):
         json_schema_extra=effect(NONE),  # read once; a new AMI is adopted only by pinning amiId
     )
     root_volume_size_gb: Annotated[int, Field(ge=60, le=16384)] = Field(
-        100, description="Encrypted gp3 root volume size; the DLAMI needs about 60 GiB, the vLLM image ~25.",
+        100, description=f"Encrypted gp3 root volume size; the DLAMI needs about 60 GiB, the vLLM image "
+        f"~{VLLM_IMAGE_DISK_GIB}.",
         json_schema_extra=effect(IN_PLACE),
     )
     cache_volume_size_gb: Annotated[int, Field(ge=20, le=65536)] = Field(
@@ -793,6 +795,14 @@ class FleetSettings(_Section):
         "done) instead of launching a new one. Stopped instances bill only their volumes. On-demand only: EC2 "
         "Auto Scaling keeps no warm pool for spot or several instance types (`spotWeight` 0, no "
         "`extraInstanceTypes`). 0: none.",
+        json_schema_extra=effect(FLEET),
+    )
+    cache_images: bool = Field(
+        False, description="Keep Docker's image store on each instance's cache volume instead of its root disk, "
+        "so that a `scripts/snapshot-cache.sh` snapshot carries the pulled vLLM image too: an instance started "
+        "from `cacheSnapshotId` then runs the task without pulling the image (about 10 GB). The cache volume "
+        f"then holds the image as well (about {VLLM_IMAGE_DISK_GIB} GiB extracted; the plan checks "
+        "`cacheVolumeSizeGb` for both). Only instances launched afterwards use it.",
         json_schema_extra=effect(FLEET),
     )
     surge_on_deploy: bool = Field(

@@ -12,22 +12,28 @@ only the device and the mount point pointed at the test's own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
+import shlex
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.real.harness import loopdev
-from tests.real.harness.common import prerequisite_problem, run
+from tests.real.harness.common import prerequisite_problem, run, wait_for
 from tests.real.harness.fleet import fleet_host_settings
-from vllm_endpoint.infra.render.ecs_host import EcsHostSettings, render_ecs_host_script
+from vllm_endpoint.infra.render.ecs_host import DOCKER_DATA_SUBDIR, EcsHostSettings, render_ecs_host_script
 
 pytestmark = pytest.mark.real
 
-TOOLS = ("losetup", "blkid", "mkfs.ext4", "mount", "umount", "mountpoint", "findmnt", "fsfreeze", "dd", "cmp")
+TOOLS = ("losetup", "blkid", "mkfs.ext4", "mount", "umount", "mountpoint", "findmnt", "fsfreeze", "dd", "cmp",
+         "containerd", "dockerd", "docker", "tar", "python3")
 VOLUME_MIB = 64
 # Stands in for a model's files in the warm cache (a random, incompressible body).
 MODEL_BYTES = 4 * 1024 * 1024
@@ -51,9 +57,9 @@ class Instance:
     script: Path
 
     @classmethod
-    def on(cls, device: str, root: Path) -> Instance:
+    def on(cls, device: str, root: Path, docker_data_root: str | None = None) -> Instance:
         settings = dataclasses.replace(fleet_host_settings(), cache_device=device,
-                                       cache_mount_point=str(root / "cache"))
+                                       cache_mount_point=str(root / "cache"), docker_data_root=docker_data_root)
         root.mkdir(parents=True)
         script = root / "ecs-host.sh"
         script.write_text(render_ecs_host_script(settings))
@@ -167,3 +173,118 @@ def test_the_agents_settings_are_written_again_not_appended_and_other_lines_are_
     assert ("ECS_WARM_POOLS_CHECK=true" in lines) is warm_pool
     assert len(lines) == len(set(lines)) and oct(config.stat().st_mode & 0o777) == "0o644"
     assert sorted(p.name for p in config.parent.iterdir()) == ["ecs.config"]  # no temporary file left
+
+
+# --- cacheImages: Docker's image store on the cache volume ---------------------------------------------------
+
+TINY_IMAGE = "vllm-endpoint-test/busybox:cache-images"
+# What the AMI may already have in Docker's daemon.json (the script must keep it).
+AMI_DAEMON_JSON = {"runtimes": {"nvidia": {"path": "/etc/docker-runtimes.d/nvidia"}}, "log-driver": "json-file"}
+
+
+@dataclasses.dataclass
+class LocalDocker:
+    """A containerd and a dockerd of the test's own (sockets and state in `state`, not the machine's), started
+    from a daemon.json as the instance's Docker reads its /etc/docker/daemon.json; no network."""
+
+    state: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.state / "docker.sock"
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["docker", "-H", f"unix://{self.socket}", *args], check=check, timeout=120,
+                   env={**os.environ, "DOCKER_CONFIG": str(self.state / "client")})
+
+    @contextlib.contextmanager
+    def running(self, daemon_json: Path) -> Iterator[LocalDocker]:
+        self.state.mkdir(parents=True, exist_ok=True)
+        ctr_socket = self.state / "containerd.sock"
+        (self.state / "containerd.toml").write_text("\n".join([
+            "version = 2", f'root = "{self.state}/containerd-root"', f'state = "{self.state}/containerd-state"',
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]', "[grpc]", f'  address = "{ctr_socket}"', ""]))
+        logs = (self.state / "containerd.log").open("ab"), (self.state / "dockerd.log").open("ab")
+        daemons = [subprocess.Popen(["containerd", "--config", str(self.state / "containerd.toml")],
+                                    stdout=logs[0], stderr=logs[0], start_new_session=True)]
+        try:
+            wait_for(ctr_socket.exists, timeout=30, what="the test's containerd")
+            daemons.append(subprocess.Popen([
+                "dockerd", "--config-file", str(daemon_json), "--exec-root", str(self.state / "exec"),
+                "--pidfile", str(self.state / "dockerd.pid"), "--host", f"unix://{self.socket}",
+                "--containerd", str(ctr_socket), "--bridge", "none", "--iptables=false", "--ip-masq=false",
+                "--storage-driver", "overlay2", "--log-level", "warn"],
+                stdout=logs[1], stderr=logs[1], start_new_session=True))
+            wait_for(lambda: self.docker("version", check=False).returncode == 0, timeout=60,
+                     what=f"the test's dockerd (log: {self.state / 'dockerd.log'})")
+            yield self
+        finally:
+            for daemon in reversed(daemons):
+                daemon.terminate()
+                daemon.wait(timeout=60)
+            for log in logs:
+                log.close()
+
+
+def tiny_image(docker: LocalDocker, workdir: Path) -> str:
+    """A one-binary image (the machine's static busybox), imported into `docker`; its id."""
+    rootfs = workdir / "rootfs"
+    rootfs.mkdir()
+    shutil.copy2("/bin/busybox", rootfs / "busybox")
+    run(["sh", "-c", f"tar -C {shlex.quote(str(rootfs))} -c . | docker -H unix://{shlex.quote(str(docker.socket))} "
+         f"import - {TINY_IMAGE}"], timeout=120, env={**os.environ, "DOCKER_CONFIG": str(docker.state / "client")})
+    return docker.docker("image", "inspect", "--format", "{{.Id}}", TINY_IMAGE).stdout.strip()
+
+
+def test_with_cache_images_dockers_store_is_on_the_volume_and_a_restored_copy_runs_its_image(
+        new_volume: str, tmp_path: Path) -> None:
+    """The script puts Docker's data root on the cache volume (keeping the AMI's other daemon settings); a real
+    dockerd keeps its images there; a block-level copy of the volume taken while it runs (the snapshot) gives a
+    new instance the same image, which runs without a pull."""
+    root = tmp_path / "instance"
+    mount_point = root / "cache"
+    instance = Instance.on(new_volume, root, docker_data_root=str(mount_point / DOCKER_DATA_SUBDIR))
+    data_root = Path(str(instance.settings.docker_data_root))
+    booted = instance.boot()
+    assert booted.returncode == 0, booted.stderr
+    assert oct(data_root.stat().st_mode & 0o777) == "0o710" and data_root.parent == mount_point
+    daemon_json = tmp_path / "etc-docker" / "daemon.json"
+    daemon_json.parent.mkdir()
+    daemon_json.write_text(json.dumps(AMI_DAEMON_JSON))
+    env = {**os.environ, "DOCKER_DAEMON_JSON_FILE": str(daemon_json)}
+    configured = [run(["bash", str(instance.script), "docker-config"], env=env, check=False, timeout=30)
+                  for _ in range(2)]
+    assert [c.returncode for c in configured] == [0, 0], [c.stderr for c in configured]
+    assert json.loads(daemon_json.read_text()) == {**AMI_DAEMON_JSON, "data-root": str(data_root)}
+    assert sorted(p.name for p in daemon_json.parent.iterdir()) == ["daemon.json"]  # no temporary file left
+    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))  # unix sockets take at most 107 bytes of path
+    try:
+        with LocalDocker(short / "first").running(daemon_json) as docker:
+            assert docker.docker("info", "--format", "{{.DockerRootDir}}").stdout.strip() == str(data_root)
+            image_id = tiny_image(docker, tmp_path)
+            ran = docker.docker("run", "--rm", "--network", "none", TINY_IMAGE, "/busybox", "echo", "served")
+            assert ran.stdout.strip() == "served"
+            assert (data_root / "overlay2").is_dir() and (data_root / "image").is_dir()
+            # The snapshot: of the volume in use, with Docker running, consistent because frozen while taken.
+            with loopdev.frozen(str(mount_point)):
+                snapshot = loopdev.snapshot(new_volume)
+        run(["umount", str(mount_point)])
+        with loopdev.restored(snapshot) as restored:
+            # The new instance: the same mount point and daemon.json, its volume made from the snapshot.
+            new = dataclasses.replace(instance, settings=dataclasses.replace(instance.settings, cache_device=restored))
+            new.script.write_text(render_ecs_host_script(new.settings))
+            booted = new.boot()
+            assert booted.returncode == 0, booted.stderr
+            assert "already holds ext4: keeping it" in booted.stdout
+            try:
+                with LocalDocker(short / "second").running(daemon_json) as docker:
+                    inspected = docker.docker("image", "inspect", "--format", "{{.Id}}", TINY_IMAGE)
+                    assert inspected.stdout.strip() == image_id
+                    ran = docker.docker("run", "--rm", "--pull", "never", "--network", "none", TINY_IMAGE,
+                                        "/busybox", "echo", "served again")
+                    assert ran.stdout.strip() == "served again"
+            finally:
+                run(["umount", str(mount_point)], check=False)
+    finally:
+        run(["umount", str(mount_point)], check=False)
+        shutil.rmtree(short, ignore_errors=True)

@@ -246,6 +246,7 @@ def samples(tmp: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
         "cacheInitializationRate": ({"cacheSnapshotId": "snap-0123456789abcdef0"},
                                     {"cacheSnapshotId": "snap-0123456789abcdef0", "cacheInitializationRate": "150"}),
         "warmPoolSize": ({}, {"warmPoolSize": "1"}),
+        "cacheImages": ({}, {"cacheImages": "true"}),
     }
 
 
@@ -253,7 +254,7 @@ FLEET_BASE = {"replicas": "2", "apiAllowedCidrs": "93.184.216.0/24"}
 FLEET_KEYS = {"replicas", "minReplicas", "maxReplicas", "waitingPerReplica", "onDemandBase", "spotWeight",
               "onDemandWeight", "extraInstanceTypes", "subnetIds", "loadBalancerSubnetIds", "domain", "hostedZoneId",
               "deregistrationDelaySeconds", "surgeOnDeploy", "cacheSnapshotId", "cacheInitializationRate",
-              "warmPoolSize"}
+              "warmPoolSize", "cacheImages"}
 
 
 EXISTING_HOST_KEYS = {"endpointName", "hostAddress", "hostSshUser", "hostSshPort", "hostPublicKey", "hostCacheDir",

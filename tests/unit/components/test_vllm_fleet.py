@@ -32,6 +32,7 @@ from vllm_endpoint.infra.catalog.names import (
     CLOUDWATCH_AGENT_IMAGE,
     CLOUDWATCH_AGENT_POLICY_ARN,
     ECS_GPU_AMI_SSM_PARAMETER,
+    HOST_CACHE_MOUNT,
     METRICS_NAMESPACE,
     PROXY_CONTAINER_PORT,
     PROXY_KEY_CHECK_ENV,
@@ -142,7 +143,9 @@ def test_the_user_data_joins_this_cluster_and_mounts_the_cache_before_the_agent(
     script = base64.b64decode(fleet.inputs(LAUNCH_TEMPLATE)["userData"]).decode()
     # The cluster's name as AWS gave it (the mocks: the resource name and a digest).
     assert re.search(r"\nreadonly CLUSTER=vllm-cluster-[0-9a-f]{7}\n", script)
-    assert "Before=ecs.service" in script and "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true" in script
+    assert "local needed_by=ecs.service" in script and "Before=${needed_by}" in script
+    assert "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true" in script
+    assert "\nreadonly DOCKER_DATA_ROOT=''\n" in script  # Docker's images stay on the root disk
     # Only the vLLM caches: the proxy writes its config into its own tmpfs from the task (no host folder).
     assert "readonly -a CACHE_SUBDIRS=(root-cache)" in script
     assert "readonly STOP_TIMEOUT=60" in script  # the vLLM container's stopTimeout
@@ -315,6 +318,13 @@ def test_a_warm_pool_keeps_stopped_on_demand_instances_that_join_the_cluster_onl
     # Without a pool: the mixed instances policy, no instance type in the template, the script alone.
     group = build(fleet_args()).inputs(ASG)
     assert "warmPool" not in group and "mixedInstancesPolicy" in group
+
+
+def test_cache_images_moves_dockers_image_store_onto_the_cache_volume() -> None:
+    template = build(fleet_args(cache_images=True)).inputs(LAUNCH_TEMPLATE)
+    script = base64.b64decode(template["userData"]).decode()
+    assert f"\nreadonly DOCKER_DATA_ROOT={HOST_CACHE_MOUNT}/docker\n" in script
+    assert "readonly -a CACHE_SUBDIRS=(root-cache)" in script  # no task mounts Docker's folder
 
 
 def test_a_warm_pool_with_spot_or_several_types_is_refused() -> None:

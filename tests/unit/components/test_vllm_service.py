@@ -361,6 +361,18 @@ def test_a_fine_tune_folder_goes_to_a_private_bucket_and_each_task_copies_exactl
     assert violations(Deployed(deployed.mocks, cast(Any, None), options=deployed.options)) == []
 
 
+def test_cache_images_needs_room_for_the_image_on_the_cache_volume() -> None:
+    # The default model (about 2.9 GiB) and the image (VLLM_IMAGE_DISK_GIB) in 20 GiB: refused before any resource.
+    with pytest.raises(ConfigError, match=r"cacheVolumeSizeGb: the model's weights need .* GiB and the vLLM image "
+                       r"\(cacheImages\) about 25 GiB; the cache volume is 20 GiB: raise cacheVolumeSizeGb "
+                       r"\(e\.g\. to 50\)"):
+        build_plan(load_stack_config({**FLEET, "apiKey": API_KEY, "cacheImages": "true", "cacheVolumeSizeGb": "20"}),
+                   hub_fetcher=None)
+    # Without cacheImages the model alone fits; with the default 100 GiB both do.
+    build_plan(load_stack_config({**FLEET, "apiKey": API_KEY, "cacheVolumeSizeGb": "20"}), hub_fetcher=None)
+    build_plan(load_stack_config({**FLEET, "apiKey": API_KEY, "cacheImages": "true"}), hub_fetcher=None)
+
+
 def test_a_warm_pool_is_on_demand_only_priced_by_its_volumes_and_reaches_the_group() -> None:
     with pytest.raises(ConfigError, match=r"warmPoolSize: EC2 Auto Scaling keeps no warm pool .* spotWeight to 0"):
         load_stack_config({**FLEET, "warmPoolSize": "1"})  # FLEET buys spot

@@ -16,6 +16,7 @@ import yaml
 
 from vllm_endpoint.infra.catalog.names import HOST_CACHE_MOUNT
 from vllm_endpoint.infra.render.ecs_host import (
+    DOCKER_DATA_SUBDIR,
     ECS_MOUNT_SCRIPT,
     ECS_MOUNT_UNIT,
     EcsHostSettings,
@@ -45,7 +46,8 @@ def test_the_agent_joins_the_cluster_with_gpus_spot_draining_and_the_stop_timeou
 def test_the_mount_runs_before_the_agent_at_every_boot_and_holds_it_back_when_it_fails() -> None:
     script = render_ecs_host_script(SETTINGS)
     unit = script.split('cat >"/etc/systemd/system/${MOUNT_UNIT}" <<EOF\n', 1)[1].split("\nEOF\n", 1)[0]
-    assert "Before=ecs.service" in unit and "RequiredBy=ecs.service" in unit and "Type=oneshot" in unit
+    assert "Before=${needed_by}" in unit and "RequiredBy=${needed_by}" in unit and "Type=oneshot" in unit
+    assert "  local needed_by=ecs.service\n" in script
     assert "ExecStart=${MOUNT_SCRIPT} mount" in unit
     assert f"readonly MOUNT_UNIT={ECS_MOUNT_UNIT}" in script and f"readonly MOUNT_SCRIPT={ECS_MOUNT_SCRIPT}" in script
     # The agent's unit waits for cloud-final, where user data runs: never a blocking start of it from here.
@@ -76,12 +78,31 @@ def test_cache_subdirs_are_the_first_folders_below_the_mount() -> None:
         cache_subdirs(HOST_CACHE_MOUNT, [HOST_CACHE_MOUNT])
 
 
-def test_the_rendered_script_passes_shellcheck(tmp_path: Path) -> None:
+def test_cache_images_puts_dockers_data_root_on_the_volume_and_docker_after_the_mount() -> None:
+    assert "\nreadonly DOCKER_DATA_ROOT=''\n" in render_ecs_host_script(SETTINGS)  # off: Docker's own
+    root = f"{HOST_CACHE_MOUNT}/{DOCKER_DATA_SUBDIR}"
+    script = render_ecs_host_script(dataclasses.replace(SETTINGS, docker_data_root=root))
+    assert f"\nreadonly DOCKER_DATA_ROOT={root}\n" in script
+    # Docker waits for the mount (and is held back when it fails), and the daemon's config names the folder.
+    assert '    needed_by="docker.service ecs.service"\n' in script
+    assert "    write_docker_config\n" in script.split("setup() {", 1)[1]
+    assert 'config["data-root"] = root' in script
+    # Neither a task's folder (the containers would see Docker's files) nor outside the volume.
+    for bad in ("proxy", "elsewhere/docker"):
+        path = f"{HOST_CACHE_MOUNT}/{bad}"
+        with pytest.raises(ValueError, match="directly below"):
+            render_ecs_host_script(dataclasses.replace(SETTINGS, docker_data_root=path))
+    with pytest.raises(ValueError, match="directly below"):
+        render_ecs_host_script(dataclasses.replace(SETTINGS, docker_data_root="/var/lib/docker"))
+
+
+@pytest.mark.parametrize("docker_data_root", [None, f"{HOST_CACHE_MOUNT}/{DOCKER_DATA_SUBDIR}"])
+def test_the_rendered_script_passes_shellcheck(tmp_path: Path, docker_data_root: str | None) -> None:
     tool = shutil.which("shellcheck")
     if tool is None:
         pytest.skip("shellcheck is not installed (scripts/setup.sh installs it)")
     path = tmp_path / "user-data.sh"
-    path.write_text(render_ecs_host_script(SETTINGS))
+    path.write_text(render_ecs_host_script(dataclasses.replace(SETTINGS, docker_data_root=docker_data_root)))
     result = subprocess.run([tool, "-S", "style", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
