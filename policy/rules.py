@@ -1498,7 +1498,7 @@ def _denies_plain_http(statement: Mapping[str, Any]) -> bool:
     return statement.get("Effect") == "Deny" and str(secure).lower() == "false"
 
 
-def _public_access_problem(bucket: StackResource, blocks: list[StackResource]) -> str | None:
+def _public_access_problem(blocks: list[StackResource]) -> str | None:
     if not blocks:
         return "has no BucketPublicAccessBlock"
     for block in blocks:
@@ -1526,7 +1526,7 @@ def check_s3_buckets_private(resources: Sequence[StackResource]) -> list[tuple[s
                       and _targets_bucket(r, bucket)]
         acl = _known_text(bucket.props, "acl")
         problems = [
-            _public_access_problem(bucket, [r for r in companions if r.resource_type == S3_PUBLIC_ACCESS_BLOCK]),
+            _public_access_problem([r for r in companions if r.resource_type == S3_PUBLIC_ACCESS_BLOCK]),
             _tls_problem([r for r in companions if r.resource_type == S3_BUCKET_POLICY]),
             f"grants the canned ACL {acl!r}" if acl in PUBLIC_CANNED_ACLS else None,
         ]

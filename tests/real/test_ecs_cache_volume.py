@@ -28,6 +28,7 @@ import pytest
 from tests.real.harness import loopdev
 from tests.real.harness.common import prerequisite_problem, run, wait_for
 from tests.real.harness.fleet import fleet_host_settings
+from tests.real.harness.testhost import containerd_config
 from vllm_endpoint.infra.render.ecs_host import DOCKER_DATA_SUBDIR, EcsHostSettings, render_ecs_host_script
 
 pytestmark = pytest.mark.real
@@ -199,11 +200,10 @@ class LocalDocker:
 
     @contextlib.contextmanager
     def running(self, daemon_json: Path) -> Iterator[LocalDocker]:
-        self.state.mkdir(parents=True, exist_ok=True)
-        ctr_socket = self.state / "containerd.sock"
-        (self.state / "containerd.toml").write_text("\n".join([
-            "version = 2", f'root = "{self.state}/containerd-root"', f'state = "{self.state}/containerd-state"',
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]', "[grpc]", f'  address = "{ctr_socket}"', ""]))
+        (self.state / "containerd").mkdir(parents=True, exist_ok=True)
+        ctr_socket = self.state / "containerd" / "containerd.sock"
+        (self.state / "containerd.toml").write_text(containerd_config(self.state / "containerd-root",
+                                                                      self.state / "containerd"))
         logs = (self.state / "containerd.log").open("ab"), (self.state / "dockerd.log").open("ab")
         daemons = [subprocess.Popen(["containerd", "--config", str(self.state / "containerd.toml")],
                                     stdout=logs[0], stderr=logs[0], start_new_session=True)]

@@ -114,15 +114,14 @@ class Mocks(pulumi.runtime.Mocks):
         self.instances: list[tuple[str, str, str]] = list(self.default_instances)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        self.resources.append(Recorded(args.typ, args.name, unwrap(dict(args.inputs)), dict(args.inputs),
-                                       args.provider))
-        resource_id, outputs = self._outputs(args)
+        inputs = unwrap(dict(args.inputs))
+        self.resources.append(Recorded(args.typ, args.name, inputs, dict(args.inputs), args.provider))
+        resource_id, outputs = self._outputs(args, inputs)
         self.resources[-1].id = resource_id
         return resource_id, outputs
 
-    def _outputs(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        """The id and outputs AWS (the provider) would give the resource `args` declares."""
-        inputs = unwrap(dict(args.inputs))
+    def _outputs(self, args: pulumi.runtime.MockResourceArgs, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The id and outputs AWS (the provider) would give the resource `args` declares (`inputs`: unwrapped)."""
         # Echo the inputs with their secret markers: the engine keeps an input's secretness on the output.
         outputs = dict(args.inputs)
         typ = args.typ

@@ -487,15 +487,21 @@ def _write_ssh_wrapper(host: TestHost) -> None:
 
 def _containerd_config(slot: int) -> str:
     data_root, exec_root = _slot_paths(slot)
+    return containerd_config(data_root / "containerd", exec_root / "containerd")
+
+
+def containerd_config(root: Path, run_dir: Path) -> str:
+    """A containerd of its own (not the machine's): its content in `root`, its state and sockets in `run_dir`
+    (`containerd.sock`, which dockerd's --containerd names; keep the path short: a unix socket takes 107 bytes)."""
     return "\n".join([
         "version = 2",
-        f'root = "{data_root}/containerd"',
-        f'state = "{exec_root}/containerd/state"',
+        f'root = "{root}"',
+        f'state = "{run_dir}/state"',
         'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
         "[grpc]",
-        f'  address = "{exec_root}/containerd/containerd.sock"',
+        f'  address = "{run_dir}/containerd.sock"',
         "[debug]",
-        f'  address = "{exec_root}/containerd/debug.sock"',
+        f'  address = "{run_dir}/debug.sock"',
         '  level = "warn"',
         "",
     ])
